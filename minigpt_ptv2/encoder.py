@@ -1,0 +1,132 @@
+"""A BERT-style encoder: embeddings, post-LayerNorm layers with erf GELU, and a pooler.
+
+    input_ids [B, N] -> embeddings [B, N, D] -> L x EncoderLayer -> last_hidden_state [B, N, D]
+                                                                 -> pooler(real [CLS]) [B, D]
+
+A prompt method attached with `attach` is consulted by the embeddings (shallow prompts) and by
+the layer loop in `stack.run_layers` (deep prompts). The backbone itself never changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .checks import check_ids, check_mask, check_positions
+from .config import EncoderConfig
+from .masks import prepend
+from .prompts.base import PromptHost
+from .stack import run_layers
+from .trace import record
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # [B, N, D]: real tokens only, whatever the method
+    pooler_output: torch.Tensor  # [B, D]: from the real [CLS], never a virtual token
+    attentions: tuple | None = None  # per layer [B, H, Nq, Nk] when output_attentions=True
+
+
+class Embeddings(nn.Module):
+    """word + position + token type, then LayerNorm and dropout. A shallow prompt [B, P, D] lives
+    in word-embedding space and is prepended here, before LayerNorm (as PEFT does)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        D = cfg.hidden_size
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, D)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, D)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, D)
+        self.LayerNorm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, position_ids, prompt=None, prompt_position_ids=None):
+        x = self.word_embeddings(input_ids)  # [B, N, D]
+        x = x + self.token_type_embeddings(token_type_ids)  # [B, N, D]
+        x = x + self.position_embeddings(position_ids)  # [B, N, D]
+        if prompt is not None:  # shallow prompt: virtual tokens get token type 0
+            tt0 = self.token_type_embeddings.weight[0]  # [D]
+            p = prompt + tt0  # [B, P, D]
+            if prompt_position_ids is not None:  # "shifted" policy: prompt at 0..P-1
+                p = p + self.position_embeddings(prompt_position_ids)  # [B, P, D]
+            x = torch.cat([p, x], dim=1)  # [B, P+N, D]
+        return self.dropout(self.LayerNorm(x))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, cfg: EncoderConfig, index: int = 0):
+        super().__init__()
+        D = cfg.hidden_size
+        self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.attention_probs_dropout_prob,
+                                       scope=f"layer{index}.attn")
+        self.attn_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.ffn_in = nn.Linear(D, cfg.intermediate_size)
+        self.ffn_out = nn.Linear(cfg.intermediate_size, D)
+        self.ffn_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, x, keep=None, prefix=None, need_weights=False):
+        a, probs, present = self.attn(x, keep, prefix, need_weights)  # [B, N, D]
+        x = self.attn_norm(x + self.dropout(a))  # [B, N, D]
+        f = self.ffn_out(F.gelu(self.ffn_in(x)))  # [B, N, D_ff] -> [B, N, D]; erf GELU
+        x = self.ffn_norm(x + self.dropout(f))  # [B, N, D]
+        return x, probs, present
+
+
+class Encoder(PromptHost, nn.Module):
+    def __init__(self, config: EncoderConfig, prompt=None):
+        super().__init__()
+        if not isinstance(config, EncoderConfig):
+            raise TypeError(f"Encoder needs an EncoderConfig, got {type(config).__name__}")
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.prompt = None
+        if prompt is not None:
+            self.attach(prompt)
+
+    @classmethod
+    def from_pretrained(cls, model_dir, device=None, dtype=None) -> "Encoder":
+        from .loading import load_pretrained
+        return load_pretrained(model_dir, expect="bert", device=device, dtype=dtype)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False):
+        cfg, m = self.config, self.prompt
+        B, N = check_ids(input_ids, cfg.vocab_size)
+        mask = check_mask(attention_mask, input_ids)  # [B, N] bool
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        else:
+            check_ids(token_type_ids, cfg.type_vocab_size, name="token_type_ids")
+            if token_type_ids.shape != input_ids.shape:
+                raise ValueError(f"token_type_ids shape {list(token_type_ids.shape)} does not match "
+                                 f"input_ids shape {list(input_ids.shape)}")
+        offset = m.position_offset() if m is not None else 0
+        check_positions(offset + N - 1, cfg.max_position_embeddings,
+                        f"N={N} real tokens" + (f" after a position shift of P={offset}" if offset else ""))
+        position_ids = torch.arange(offset, offset + N, device=input_ids.device).expand(B, N)  # [B, N]
+
+        shallow = m.input_prompt(B) if m is not None else None  # [B, P, D] or None
+        prompt_pos = None
+        if shallow is not None:
+            m.check_tensor(shallow, self.embeddings.word_embeddings.weight, "input prompt")
+        if shallow is not None and m.positions == "shifted":
+            prompt_pos = torch.arange(m.num_virtual, device=input_ids.device).expand(B, -1)  # [B, P]
+        x = self.embeddings(input_ids, token_type_ids, position_ids, shallow, prompt_pos)  # [B, (P+)N, D]
+        record("embeddings", "out", x)
+        if shallow is not None:
+            mask = prepend(mask, m.virtual_keep, m.num_virtual)  # [B, P+N]
+
+        out = run_layers(self.layers, x, mask, m, causal=False, need_weights=output_attentions)
+        h = out.hidden  # [B, (P+)N, D]
+        if shallow is not None:
+            h = record("shallow", "slice", h[:, m.num_virtual:])  # [B, N, D]: drop virtual rows first
+        pooled = torch.tanh(self.pooler(h[:, 0]))  # [B, D]: the real [CLS]
+        return EncoderOutput(record("final", "last_hidden_state", h), record("final", "pooler", pooled),
+                             tuple(out.attentions) if output_attentions else None)

@@ -1,0 +1,67 @@
+"""Autoregressive generation with a KV cache (and any attached prompt method).
+
+The first step runs the whole prompt (and the prompt method's virtual tokens or prefix) and
+keeps every layer's K/V; each later step feeds one token per row and attends to the cache.
+Left padding is handled the HuggingFace way: positions count real tokens only.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _positions(mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """[B, N] padding mask -> positions counting real tokens only (pads get 0; they are masked)."""
+    pos = mask.long().cumsum(-1) - 1  # [B, N]
+    return pos.clamp(min=0) + offset
+
+
+def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None, generator):
+    """logits [B, V] -> next token [B]."""
+    if not do_sample:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # [B, V]
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_sample: bool = False,
+             temperature: float = 1.0, top_k: int | None = None, eos_token_id: int | None = None,
+             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+    """Return prompt + new tokens, [B, N + max_new_tokens] (fewer if every row hit eos).
+
+    use_cache=False recomputes the full sequence each step: slower, and the reference the cache
+    is tested against.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top_k must be a positive int or None, got {top_k}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    mask = attention_mask.long()  # [B, N]
+    m = model.prompt
+    offset = m.position_offset() if m is not None else 0
+    ids = input_ids
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
+
+    out = model(ids, attention_mask=mask, position_ids=_positions(mask, offset), use_cache=use_cache)
+    for step in range(max_new_tokens):
+        nxt = _choose(out.logits[:, -1], do_sample, temperature, top_k, generator)  # [B]
+        if eos_token_id is not None:
+            nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+            done = done | (nxt == eos_token_id)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)  # [B, N+step+1]
+        mask = torch.cat([mask, torch.ones_like(nxt[:, None])], dim=1)  # [B, N+step+1]
+        if step == max_new_tokens - 1 or (eos_token_id is not None and bool(done.all())):
+            break
+        if use_cache:
+            out = model(nxt[:, None], past=out.cache, use_cache=True)  # one token per row
+        else:
+            out = model(ids, attention_mask=mask, position_ids=_positions(mask, offset))
+    return ids

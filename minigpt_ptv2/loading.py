@@ -1,0 +1,146 @@
+"""Load a HuggingFace-format folder (config.json + weights) into our Encoder or Decoder, offline.
+
+Loading is a rename table plus a short, explicit list of transposes. Every checkpoint key is
+accounted for: renamed, deliberately ignored (with the reason below), or reported as an error.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from .config import DecoderConfig, EncoderConfig, config_from_hf
+
+# checkpoint key (after stripping "bert." / "transformer.") -> our key; {i} is the layer index.
+BERT_RENAMES = [
+    (r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|LayerNorm)\.(.*)",
+     r"embeddings.\1.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(.*)", r"layers.\1.attn.\2.\3"),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(.*)", r"layers.\1.attn.output.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(.*)", r"layers.\1.attn_norm.\2"),
+    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(.*)", r"layers.\1.ffn_in.\2"),
+    (r"encoder\.layer\.(\d+)\.output\.dense\.(.*)", r"layers.\1.ffn_out.\2"),
+    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.(.*)", r"layers.\1.ffn_norm.\2"),
+    (r"pooler\.dense\.(.*)", r"pooler.\1"),
+]
+BERT_IGNORED = [
+    (r"embeddings\.position_ids", "a buffer of 0..511, not a weight"),
+    (r"cls\..*", "a pre-training head (MLM/NSP), not part of the encoder"),
+]
+
+GPT2_RENAMES = [
+    (r"(wte|wpe|ln_f)\.(.*)", r"\1.\2"),
+    (r"h\.(\d+)\.(ln_1|ln_2)\.(.*)", r"layers.\1.\2.\3"),
+    (r"h\.(\d+)\.attn\.c_attn\.(.*)", r"layers.\1.attn.c_attn.\2"),  # split into q/k/v below
+    (r"h\.(\d+)\.attn\.c_proj\.(.*)", r"layers.\1.attn.output.\2"),
+    (r"h\.(\d+)\.mlp\.c_fc\.(.*)", r"layers.\1.ffn_in.\2"),
+    (r"h\.(\d+)\.mlp\.c_proj\.(.*)", r"layers.\1.ffn_out.\2"),
+]
+GPT2_IGNORED = [
+    (r"h\.\d+\.attn\.(bias|masked_bias)", "an old causal-mask buffer; the mask is built on the fly"),
+    (r"lm_head\.weight", "tied to wte.weight (checked equal)"),
+]
+# GPT-2 stores Linear layers as Conv1D with weight [in, out]; nn.Linear wants [out, in].
+GPT2_TRANSPOSED = re.compile(r".*\.(c_attn|output|ffn_in|ffn_out)\.weight")
+
+
+def _legacy(key: str) -> str:
+    """Very old BERT checkpoints call LayerNorm's weight/bias gamma/beta."""
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+
+
+def read_state_dict(model_dir: Path) -> dict:
+    """Read model.safetensors (or a sharded index), else pytorch_model.bin with weights_only=True."""
+    from safetensors.torch import load_file
+    st, index, binf = (model_dir / n for n in ("model.safetensors", "model.safetensors.index.json",
+                                                "pytorch_model.bin"))
+    try:
+        if st.exists():
+            return load_file(str(st))
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return {k: v for s in shards for k, v in load_file(str(model_dir / s)).items()}
+        if binf.exists():
+            return torch.load(binf, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupted, truncated, or a pickle where safetensors was expected
+        name = st.name if st.exists() else (index.name if index.exists() else binf.name)
+        raise ValueError(f"could not read weights from {model_dir / name}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''} (corrupted, truncated, or not "
+                         f"the format its name says?)") from None
+    raise FileNotFoundError(f"no weights in {model_dir}: expected model.safetensors, "
+                            f"model.safetensors.index.json or pytorch_model.bin")
+
+
+def _rename(sd: dict, renames, ignored, strip: str) -> tuple[dict, list]:
+    out, unexpected = {}, []
+    for key, t in sd.items():
+        k = _legacy(key[len(strip):] if key.startswith(strip) else key)
+        if any(re.fullmatch(p, k) for p, _ in ignored):
+            continue
+        for pat, rep in renames:
+            if re.fullmatch(pat, k):
+                out[re.sub(pat, rep, k)] = t
+                break
+        else:
+            unexpected.append(key)
+    return out, unexpected
+
+
+def convert_gpt2(sd: dict) -> tuple[dict, list]:
+    out, unexpected = _rename(sd, GPT2_RENAMES, GPT2_IGNORED, "transformer.")
+    if "lm_head.weight" in sd and "wte.weight" in out and not torch.equal(sd["lm_head.weight"], out["wte.weight"]):
+        raise ValueError("lm_head.weight differs from wte.weight: only tied LM heads are supported")
+    for k in list(out):
+        if GPT2_TRANSPOSED.fullmatch(k):
+            out[k] = out[k].t().contiguous()  # Conv1D [in, out] -> Linear [out, in]
+    for k in [k for k in out if ".c_attn." in k]:  # fused [3D, ...] -> query, key, value
+        parts = out.pop(k).chunk(3, dim=0)
+        for name, part in zip(("query", "key", "value"), parts):
+            out[k.replace("c_attn", name)] = part.contiguous()
+    return out, unexpected
+
+
+def load_into(model: torch.nn.Module, ours: dict, unexpected: list, source: str) -> None:
+    """Copy `ours` into the model, refusing anything missing, unexpected or mis-shaped."""
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")}
+    missing = sorted(set(target) - set(ours))
+    unexpected = sorted(unexpected + [k for k in ours if k not in target])
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {source} does not match the model: missing keys {missing}, "
+                         f"unexpected keys {unexpected}")
+    for k, t in ours.items():
+        if t.shape != target[k].shape:
+            raise ValueError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
+                             f"{list(target[k].shape)}")
+    with torch.no_grad():
+        for k, p in model.state_dict().items():
+            if k in ours:
+                p.copy_(ours[k])
+
+
+def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=None):
+    """Build the right model for the folder's config.json and fill it from its weights."""
+    from .decoder import Decoder
+    from .encoder import Encoder
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model folder: no config.json in it")
+    cfg = config_from_hf(json.loads(cfg_path.read_text()))
+    if expect is not None and cfg.model_type != expect:
+        raise ValueError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
+    sd = read_state_dict(model_dir)
+    if isinstance(cfg, EncoderConfig):
+        model = Encoder(cfg)
+        ours, unexpected = _rename(sd, BERT_RENAMES, BERT_IGNORED, "bert.")
+    else:
+        assert isinstance(cfg, DecoderConfig)
+        model = Decoder(cfg)
+        ours, unexpected = convert_gpt2(sd)
+    load_into(model, ours, unexpected, str(model_dir))
+    model.eval()  # dropout off: equivalence with references is only defined in eval mode
+    if dtype is not None or device is not None:
+        model.to(device=device, dtype=dtype)
+    return model

@@ -1,0 +1,38 @@
+"""Who may attend to whom: boolean keep-masks built once per forward pass.
+
+A keep-mask is `[B, 1, Nq, Nk]` with True where a query may look at a key. Keys are laid out
+as `[prefix or cache | new tokens]`, queries are the new tokens. `attention.additive_mask`
+turns it into the additive form in the compute dtype.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def prepend(key_mask: torch.Tensor, virtual_keep: torch.Tensor | None, P: int) -> torch.Tensor:
+    """[B, N] key mask -> [B, P+N]: P virtual entries in front, kept where `virtual_keep` [P] is True."""
+    B = key_mask.shape[0]
+    if virtual_keep is None:
+        front = torch.ones(B, P, dtype=torch.bool, device=key_mask.device)  # [B, P]
+    else:
+        front = virtual_keep.to(key_mask.device).bool().expand(B, P)  # [B, P]
+    return torch.cat([front, key_mask], dim=1)  # [B, P+N]
+
+
+def build_keep(key_mask: torch.Tensor, n_query: int, causal: bool = False) -> torch.Tensor | None:
+    """key_mask [B, Nk] -> keep [B, 1, Nq, Nk] (or [B, 1, 1, Nk] when not causal).
+
+    Causal: the Nq queries are the *last* Nq keys, so query i sees every earlier key (prefix,
+    cache) and new keys up to itself. Returns None when nothing is masked, so the fused path
+    can skip the mask entirely.
+    """
+    B, Nk = key_mask.shape
+    if not causal:
+        if bool(key_mask.all()):
+            return None
+        return key_mask[:, None, None, :]  # [B, 1, 1, Nk]
+    first = Nk - n_query  # keys before the first query: prefix + cache
+    q_pos = torch.arange(n_query, device=key_mask.device)[:, None] + first  # [Nq, 1]
+    k_pos = torch.arange(Nk, device=key_mask.device)[None, :]  # [1, Nk]
+    causal_keep = k_pos <= q_pos  # [Nq, Nk]
+    return key_mask[:, None, None, :] & causal_keep  # [B, 1, Nq, Nk]

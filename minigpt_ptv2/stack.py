@@ -1,0 +1,57 @@
+"""The layer loop shared by the encoder and the decoder: where the two deep styles meet.
+
+    hidden-state prompts:  inject [B,P,D] + [B,N,D] -> [B,P+N,D] -> layer -> slice [:, P:] -> [B,N,D]
+    K/V prefix:            layer(x [B,N,D], prefix=(K, V) [B,H,P,d])            -> [B,N,D]
+
+Both happen in `run_layers`, a few lines apart, so they can be read side by side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .masks import build_keep, prepend
+from .trace import record
+
+
+@dataclass
+class StackOutput:
+    hidden: torch.Tensor  # [B, N, D]
+    attentions: list  # per layer: [B, H, Nq, Nk] when asked, else None
+    presents: list  # per layer (K, V) [B, H, Nk, d]: what a KV cache keeps
+    key_mask: torch.Tensor  # [B, Nk]: which of those keys are real (or kept virtual) entries
+
+
+def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_weights=False):
+    """Run every layer over x [B, N, D].
+
+    key_mask: [B, N] (True = real token), or [B, T+N] when `past` holds T cached keys per layer.
+    method:   the attached PromptMethod or None.
+    past:     per-layer (K, V) [B, H, T, d] from earlier decoding steps (it already contains any
+              prompt, so prompts are added only when `past` is None).
+    """
+    B, N, _ = x.shape
+    hidden = kv = None
+    if past is None and method is not None:
+        hidden = method.hidden_prompts(B)  # L x [B, P, D] or None
+        kv = method.kv_prefix(B)  # L x (K, V) [B, H, P, d] or None
+    if hidden is not None or kv is not None:
+        P = method.num_virtual
+        key_mask = prepend(key_mask, method.virtual_keep, P)  # [B, P+N]
+    n_query = key_mask.shape[1] if hidden is not None else N
+    keep = build_keep(key_mask, n_query, causal)  # [B, 1, Nq, Nk] or None
+
+    attentions, presents = [], []
+    for i, layer in enumerate(layers):
+        if hidden is not None:  # inject, process, slice
+            method.check_tensor(hidden[i], x, f"hidden prompt of layer {i}")
+            x = record(f"layer{i}", "inject", torch.cat([hidden[i], x], dim=1))  # [B, P+N, D]
+            x, probs, present = layer(x, keep, None, need_weights)  # [B, P+N, D]
+            x = record(f"layer{i}", "slice", x[:, P:])  # [B, N, D]
+        else:  # K/V prefix (or cached keys), or no prompt at all
+            prefix = kv[i] if kv is not None else (past[i] if past is not None else None)
+            x, probs, present = layer(x, keep, prefix, need_weights)  # [B, N, D]
+        attentions.append(probs)
+        presents.append(present)
+    return StackOutput(x, attentions, presents, key_mask)
