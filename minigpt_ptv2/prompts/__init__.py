@@ -1,0 +1,13 @@
+"""Prompt methods: small objects a frozen Encoder or Decoder consults (see base.PromptMethod)."""
+from .base import PromptHost, PromptMethod
+from .bridge import hidden_to_kv
+from .deep import DeepPrompt
+from .freeze import freeze_backbone, trainable_names
+from .prefix import KVPrefix
+from .ptuning import PTuningV1
+from .registry import METHODS, format_report, make_method, parameter_report
+from .soft import SoftPrompt, pad_labels
+
+__all__ = ["PromptMethod", "PromptHost", "SoftPrompt", "PTuningV1", "DeepPrompt", "KVPrefix",
+           "hidden_to_kv", "freeze_backbone", "trainable_names", "make_method", "METHODS",
+           "parameter_report", "format_report", "pad_labels"]

@@ -89,6 +89,10 @@ class PromptHost:
         self.prompt = method
         return self
 
+    def input_embeddings(self):
+        """The word-embedding table (nn.Embedding [V, D]) the input tokens are looked up in."""
+        return self.wte if hasattr(self, "wte") else self.embeddings.word_embeddings
+
     def detach_prompt(self) -> PromptMethod | None:
         """Remove and return the attached method: the model is the plain backbone again."""
         method, self.prompt = self.prompt, None

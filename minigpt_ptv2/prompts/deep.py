@@ -1,0 +1,41 @@
+"""Deep hidden-state prompts: one [P, D] prompt per layer, injected, processed, sliced.
+
+At every layer the prompt rows are concatenated in front of the hidden states, the layer runs
+on P+N rows, and the P prompt rows are thrown away (see `stack.run_layers`). The rows' own
+outputs are never used; only the keys and values the real tokens read from them matter,
+which is why this is a special case of a K/V prefix (see `bridge.py`).
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .base import PromptMethod
+
+
+class DeepPrompt(PromptMethod):
+    kind = "hidden"
+
+    def __init__(self, config, num_virtual: int, reparam: bool = False, hidden: int | None = None,
+                 init_std: float = 0.02, positions: str = "real"):
+        super().__init__(config, num_virtual, positions)
+        P, D, L = num_virtual, config.hidden_size, config.num_hidden_layers
+        self.reparam = reparam
+        if reparam:  # seed 001's idea: an MLP couples the prompts during training
+            hidden = hidden or D
+            self.embedding = nn.Embedding(P, D)
+            self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.Tanh(), nn.Linear(hidden, L * D))
+        else:
+            self.prompts = nn.Parameter(torch.randn(L, P, D) * init_std)  # [L, P, D]
+
+    def layer_prompts(self) -> torch.Tensor:
+        """All layers' prompts at once, [L, P, D] (the MLP runs once, not per batch row)."""
+        if not self.reparam:
+            return self.prompts
+        flat = self.mlp(self.embedding.weight)  # [P, L*D]
+        return rearrange(flat, "p (l d) -> l p d", l=self.config.num_hidden_layers)  # [L, P, D]
+
+    def hidden_prompts(self, batch_size: int) -> list[torch.Tensor]:
+        h = self.layer_prompts()  # [L, P, D]
+        return [h[i].unsqueeze(0).expand(batch_size, -1, -1) for i in range(h.shape[0])]  # L x [B, P, D]

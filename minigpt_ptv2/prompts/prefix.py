@@ -1,0 +1,71 @@
+"""Deep K/V prefixes: P-Tuning v2 and prefix tuning.
+
+A prefix encoder produces, for every layer, P keys and P values per head. They are computed
+once per forward pass as a compact [L, 2, H, P, d] tensor and broadcast over the batch with
+`expand` (a view), then concatenated onto each layer's own K and V by `attention.concat_prefix`.
+
+    Embedding(P, L*2*D)                                  (P-Tuning v2 default, no MLP)
+    Embedding(P, D) -> Linear(D, h) -> Tanh -> Linear(h, L*2*D)   (prefix tuning's reparameterisation)
+
+The flat L*2*D axis is laid out as (layer, K-or-V, head, d): the same order PEFT uses, so its
+`prompt_embeddings` tensor is exactly our `embedding.weight`.
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .base import PromptMethod
+
+
+class KVPrefix(PromptMethod):
+    kind = "kv"
+
+    def __init__(self, config, num_virtual: int, projection: bool = False, hidden: int = 512,
+                 dropout: float = 0.0, init_std: float | None = None, positions: str = "real"):
+        super().__init__(config, num_virtual, positions)
+        P, D, L = num_virtual, config.hidden_size, config.num_hidden_layers
+        self.projection = projection
+        if projection:
+            self.embedding = nn.Embedding(P, D)
+            self.transform = nn.Sequential(nn.Linear(D, hidden), nn.Tanh(), nn.Linear(hidden, L * 2 * D))
+        else:
+            self.embedding = nn.Embedding(P, L * 2 * D)  # [P, L*2*D]
+        if init_std is not None:
+            nn.init.normal_(self.embedding.weight, std=init_std)
+        self.dropout = nn.Dropout(dropout)
+
+    def flat(self) -> torch.Tensor:
+        """The prefix table [P, L*2*D], through the MLP when there is one."""
+        e = self.embedding.weight  # [P, D] or [P, L*2*D]
+        return self.transform(e) if self.projection else e  # [P, L*2*D]
+
+    def layer_kv(self) -> torch.Tensor:
+        """All layers' keys and values at once: [L, 2, H, P, d]."""
+        c = self.config
+        kv = rearrange(self.flat(), "p (l two h d) -> l two h p d", l=c.num_hidden_layers, two=2,
+                       h=c.num_attention_heads)  # [L, 2, H, P, d]
+        return self.dropout(kv)  # one dropout mask shared by the batch
+
+    def kv_prefix(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        kv = self.layer_kv()  # [L, 2, H, P, d]
+        B = batch_size
+        return [(kv[i, 0].expand(B, -1, -1, -1), kv[i, 1].expand(B, -1, -1, -1))  # [B, H, P, d] each
+                for i in range(kv.shape[0])]
+
+    @torch.no_grad()
+    def for_inference(self) -> "KVPrefix":
+        """The inference form: only the final per-layer K/V are kept (no MLP), as a plain table."""
+        out = KVPrefix(self.config, self.num_virtual, projection=False, positions=self.positions)
+        out.embedding.weight.copy_(self.flat())
+        return out.to(self.embedding.weight.device)
+
+    @classmethod
+    def from_layer_kv(cls, config, kv: torch.Tensor, positions: str = "real") -> "KVPrefix":
+        """Build a prefix holding given keys and values kv [L, 2, H, P, d] (no MLP)."""
+        L, two, H, P, d = kv.shape
+        out = cls(config, P, positions=positions)
+        with torch.no_grad():
+            out.embedding.weight.copy_(rearrange(kv, "l two h p d -> p (l two h d)"))  # [P, L*2*D]
+        return out.to(kv.device)

@@ -1,0 +1,48 @@
+"""P-tuning v1 (Liu et al., 2021): input-level prompts produced by a small prompt encoder.
+
+The P virtual embeddings are not trained directly but passed through an MLP or a
+bidirectional LSTM + MLP, which couples them and tends to make optimisation smoother. The
+encoder runs once per forward pass (the prompts do not depend on the input) and its output is
+broadcast over the batch. After training it can be replaced by its output (`to_soft_prompt`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import PromptMethod
+from .soft import SoftPrompt
+
+
+class PTuningV1(PromptMethod):
+    kind = "input"
+
+    def __init__(self, config, num_virtual: int, encoder: str = "mlp", hidden: int | None = None,
+                 positions: str = "real"):
+        super().__init__(config, num_virtual, positions)
+        D = config.hidden_size
+        hidden = hidden or D
+        if encoder not in ("mlp", "lstm"):
+            raise ValueError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
+        self.encoder_type = encoder
+        self.embedding = nn.Embedding(num_virtual, D)
+        if encoder == "lstm":
+            self.lstm = nn.LSTM(D, hidden, num_layers=2, bidirectional=True, batch_first=True)
+            self.head = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, D))
+        else:
+            self.head = nn.Sequential(nn.Linear(D, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                      nn.ReLU(), nn.Linear(hidden, D))
+
+    def prompts(self) -> torch.Tensor:
+        e = self.embedding.weight  # [P, D]
+        if self.encoder_type == "lstm":
+            e = self.lstm(e.unsqueeze(0))[0].squeeze(0)  # [P, 2*hidden]: each prompt sees all others
+        return self.head(e)  # [P, D]
+
+    def input_prompt(self, batch_size: int) -> torch.Tensor:
+        return self.prompts().unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D]
+
+    @torch.no_grad()
+    def to_soft_prompt(self) -> SoftPrompt:
+        """The inference form: keep only the encoder's output, drop the encoder."""
+        return SoftPrompt(self.config, self.num_virtual, init=self.prompts().cpu(), positions=self.positions)

@@ -1,0 +1,53 @@
+"""Shallow prompt tuning (Lester et al.): P trainable vectors prepended to the input embeddings.
+
+Only the input layer sees them; every deeper layer gets their influence second-hand, through
+attention. That is the "whisper at the front desk" the P-Tuning v2 paper improves on.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import PromptMethod
+
+
+class SoftPrompt(PromptMethod):
+    kind = "input"
+
+    def __init__(self, config, num_virtual: int, init: torch.Tensor | None = None,
+                 init_range: float = 0.5, positions: str = "real"):
+        super().__init__(config, num_virtual, positions)
+        P, D = num_virtual, config.hidden_size
+        if init is None:
+            # Built at the requested size [P, D] (seed 003 builds [2, 10] whatever n_tokens is).
+            init = torch.empty(P, D).uniform_(-init_range, init_range)
+        if tuple(init.shape) != (P, D):
+            raise ValueError(f"soft prompt init has shape {list(init.shape)}, expected [P={P}, D={D}]")
+        self.weight = nn.Parameter(init.detach().clone().float())  # [P, D]
+
+    @classmethod
+    def from_vocab(cls, model, num_virtual: int, generator: torch.Generator | None = None, **kw):
+        """Initialise from P randomly chosen rows of the model's word-embedding table."""
+        table = model.input_embeddings().weight  # [V, D]
+        rows = torch.randint(0, table.shape[0], (num_virtual,), generator=generator)
+        return cls(model.config, num_virtual, init=table[rows.to(table.device)].cpu(), **kw)
+
+    @classmethod
+    def from_text(cls, model, token_ids: list[int], num_virtual: int | None = None, **kw):
+        """Initialise from a text's token embeddings (cycled/truncated to P rows)."""
+        P = num_virtual or len(token_ids)
+        if not token_ids:
+            raise ValueError("from_text needs at least one token id")
+        ids = torch.tensor([token_ids[i % len(token_ids)] for i in range(P)])
+        table = model.input_embeddings().weight  # [V, D]
+        return cls(model.config, P, init=table[ids.to(table.device)].cpu(), **kw)
+
+    def input_prompt(self, batch_size: int) -> torch.Tensor:
+        return self.weight.unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D], a view
+
+
+def pad_labels(labels: torch.Tensor, num_virtual: int, ignore_index: int = -100) -> torch.Tensor:
+    """[B, N] -> [B, P+N] with `ignore_index` over the prompt: what a causal-LM loss over P+N
+    logits needs. Our models slice the logits back to N rows instead, which is equivalent."""
+    pad = labels.new_full((labels.shape[0], num_virtual), ignore_index)  # [B, P]
+    return torch.cat([pad, labels], dim=1)  # [B, P+N]
