@@ -1,0 +1,65 @@
+"""CoNLL-2003 English NER reader: sentences of (word, IOB2 tag), strict about the file's shape.
+
+Each non-blank line is ``word POS [chunk] TAG``: the first column is the word and the last the
+NER tag, whatever sits between. A blank line ends a sentence. ``-DOCSTART-`` lines (present in
+some copies of the corpus) are document markers, not words, and are skipped.
+Errors name the file and the 1-based line.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from .paths import data_file
+
+# Fixed label order, "O" = 0, then B-/I- pairs per type. This is the order of the widely used
+# HuggingFace `conll2003` dataset, so label ids match checkpoints and papers that use it.
+CONLL_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+CONLL_LABEL_TO_ID = {tag: i for i, tag in enumerate(CONLL_LABELS)}
+CONLL_SPLITS = ("train", "dev", "test")
+
+
+class Sentence(NamedTuple):
+    """One tagged sentence; unpacks as ``words, tags = sentence``."""
+    words: list[str]
+    tags: list[str]
+
+
+def load_conll(split: str = "train", data_dir: str | os.PathLike | None = None,
+               max_examples: int | None = None) -> list[Sentence]:
+    """Read ``conll2003/{split}.txt``; ``max_examples`` keeps the first sentences."""
+    if split not in CONLL_SPLITS:
+        raise ValueError(f"unknown CoNLL-2003 split {split!r}: valid splits are {', '.join(CONLL_SPLITS)}")
+    path = data_file(f"conll2003/{split}.txt", data_dir)
+    return read_conll_file(path, max_examples)
+
+
+def read_conll_file(path: str | os.PathLike, max_examples: int | None = None) -> list[Sentence]:
+    """Parse one CoNLL-format file, validating every line read."""
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:  # sentence boundary
+                if words:
+                    sentences.append(Sentence(words, tags))
+                    words, tags = [], []
+                    if max_examples is not None and len(sentences) >= max_examples:
+                        return sentences
+                continue
+            if fields[0] == "-DOCSTART-":
+                continue
+            if len(fields) < 2:
+                raise ValueError(f"{path}:{lineno}: expected 'word POS TAG', got {line.rstrip()!r}")
+            tag = fields[-1]
+            if tag not in CONLL_LABEL_TO_ID:
+                raise ValueError(f"{path}:{lineno}: unknown tag {tag!r}, expected one of {CONLL_LABELS}")
+            words.append(fields[0])
+            tags.append(tag)
+    if words:  # last sentence without a trailing blank line
+        sentences.append(Sentence(words, tags))
+    if not sentences:
+        raise ValueError(f"{path}: no sentences found")
+    return sentences[:max_examples] if max_examples is not None else sentences
