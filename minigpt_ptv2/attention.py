@@ -91,6 +91,9 @@ class MultiHeadAttention(nn.Module):
         q = record(s, "q", self.split_heads(self.query(x)))  # [B, H, N, d]
         k = record(s, "k", self.split_heads(self.key(x)))  # [B, H, N, d]
         v = record(s, "v", self.split_heads(self.value(x)))  # [B, H, N, d]
+        if prefix is not None:
+            record(s, "prefix_k", prefix[0])  # [B, H, P, d]
+            record(s, "prefix_v", prefix[1])  # [B, H, P, d]
         k, v = concat_prefix(k, v, prefix)  # [B, H, P+N, d] each
         if prefix is not None:
             record(s, "k_with_prefix", k)

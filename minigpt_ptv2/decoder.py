@@ -102,6 +102,7 @@ class Decoder(PromptHost, nn.Module):
         shallow = m.input_prompt(B) if (m is not None and past is None) else None  # [B, P, D]
         if shallow is not None:
             m.check_tensor(shallow, self.wte.weight, "input prompt")
+            record("shallow", "prompt", shallow)
             if m.positions == "shifted":  # the prompt occupies positions 0..P-1
                 shallow = shallow + self.wpe.weight[: m.num_virtual]  # [B, P, D]
             x = torch.cat([shallow, x], dim=1)  # [B, P+N, D]

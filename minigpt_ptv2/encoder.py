@@ -116,6 +116,7 @@ class Encoder(PromptHost, nn.Module):
         prompt_pos = None
         if shallow is not None:
             m.check_tensor(shallow, self.embeddings.word_embeddings.weight, "input prompt")
+            record("shallow", "prompt", shallow)
         if shallow is not None and m.positions == "shifted":
             prompt_pos = torch.arange(m.num_virtual, device=input_ids.device).expand(B, -1)  # [B, P]
         x = self.embeddings(input_ids, token_type_ids, position_ids, shallow, prompt_pos)  # [B, (P+)N, D]

@@ -41,17 +41,23 @@ def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_w
         key_mask = prepend(key_mask, method.virtual_keep, P)  # [B, P+N]
     n_query = key_mask.shape[1] if hidden is not None else N
     keep = build_keep(key_mask, n_query, causal)  # [B, 1, Nq, Nk] or None
+    record("mask", "keys", key_mask)  # [B, P+N]
+    if keep is not None:
+        record("mask", "keep", keep)  # [B, 1, Nq, Nk]
 
     attentions, presents = [], []
     for i, layer in enumerate(layers):
         if hidden is not None:  # inject, process, slice
             method.check_tensor(hidden[i], x, f"hidden prompt of layer {i}")
-            x = record(f"layer{i}", "inject", torch.cat([hidden[i], x], dim=1))  # [B, P+N, D]
+            prompt = record(f"layer{i}", "prompt", hidden[i])  # [B, P, D]
+            x = record(f"layer{i}", "inject", torch.cat([prompt, x], dim=1))  # [B, P+N, D]
             x, probs, present = layer(x, keep, None, need_weights)  # [B, P+N, D]
+            record(f"layer{i}", "out", x)
             x = record(f"layer{i}", "slice", x[:, P:])  # [B, N, D]
         else:  # K/V prefix (or cached keys), or no prompt at all
             prefix = kv[i] if kv is not None else (past[i] if past is not None else None)
             x, probs, present = layer(x, keep, prefix, need_weights)  # [B, N, D]
+            record(f"layer{i}", "out", x)
         attentions.append(probs)
         presents.append(present)
     return StackOutput(x, attentions, presents, key_mask)

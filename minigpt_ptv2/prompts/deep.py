@@ -11,6 +11,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..trace import record
 from .base import PromptMethod
 
 
@@ -37,5 +38,5 @@ class DeepPrompt(PromptMethod):
         return rearrange(flat, "p (l d) -> l p d", l=self.config.num_hidden_layers)  # [L, P, D]
 
     def hidden_prompts(self, batch_size: int) -> list[torch.Tensor]:
-        h = self.layer_prompts()  # [L, P, D]
+        h = record("deep", "prompts", self.layer_prompts())  # [L, P, D]
         return [h[i].unsqueeze(0).expand(batch_size, -1, -1) for i in range(h.shape[0])]  # L x [B, P, D]

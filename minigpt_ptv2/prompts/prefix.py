@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..trace import record
 from .base import PromptMethod
 
 
@@ -39,7 +40,7 @@ class KVPrefix(PromptMethod):
     def flat(self) -> torch.Tensor:
         """The prefix table [P, L*2*D], through the MLP when there is one."""
         e = self.embedding.weight  # [P, D] or [P, L*2*D]
-        return self.transform(e) if self.projection else e  # [P, L*2*D]
+        return record("prefix", "table", self.transform(e) if self.projection else e)  # [P, L*2*D]
 
     def layer_kv(self) -> torch.Tensor:
         """All layers' keys and values at once: [L, 2, H, P, d]."""
@@ -49,7 +50,7 @@ class KVPrefix(PromptMethod):
         return self.dropout(kv)  # one dropout mask shared by the batch
 
     def kv_prefix(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        kv = self.layer_kv()  # [L, 2, H, P, d]
+        kv = record("prefix", "kv", self.layer_kv())  # [L, 2, H, P, d]
         B = batch_size
         return [(kv[i, 0].expand(B, -1, -1, -1), kv[i, 1].expand(B, -1, -1, -1))  # [B, H, P, d] each
                 for i in range(kv.shape[0])]
