@@ -1,0 +1,10 @@
+"""Training prompts on real tasks: heads, the loop, evaluation and tiny checkpoints."""
+from .checkpoint import load_checkpoint, read_meta, save_checkpoint
+from .evaluate import evaluate, predict_batches
+from .heads import Head, TaskModel, task_loss
+from .tasks import TASKS, TRAIN_METHODS, build_task_model, get_task, set_trainable
+from .trainer import TrainConfig, fit, set_seed
+
+__all__ = ["Head", "TaskModel", "task_loss", "TASKS", "TRAIN_METHODS", "build_task_model", "get_task",
+           "set_trainable", "TrainConfig", "fit", "set_seed", "evaluate", "predict_batches",
+           "save_checkpoint", "load_checkpoint", "read_meta"]

@@ -1,0 +1,108 @@
+"""Tiny checkpoints: only what was trained (prompt + head) as safetensors, plus a small JSON.
+
+    out/checkpoint.safetensors   e.g. encoder.prompt.embedding.weight [P, L*2*D], heads.sst2.classifier.*
+    out/checkpoint.json          method, P, its options, labels, and the backbone it was trained on
+
+The frozen backbone is not saved: loading rebuilds it from the pretrained folder and checks it is
+the same backbone (dimensions and a fingerprint of its weights), saying what differs if not.
+Files are written to a temporary name and renamed, so a failure never leaves half a checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "minigpt_ptv2-checkpoint"
+WEIGHTS, META = "checkpoint.safetensors", "checkpoint.json"
+
+
+def backbone_info(encoder) -> dict:
+    """Dimensions plus a fingerprint of the word embeddings: enough to tell two backbones apart."""
+    w = encoder.embeddings.word_embeddings.weight.detach()[:16].float().cpu().contiguous()  # [16, D]
+    info = {"model_type": encoder.config.model_type, **encoder.config.dims(),
+            "vocab_size": encoder.config.vocab_size,
+            "fingerprint": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16]}
+    return info
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kwargs: dict | None = None,
+                    labels=(), extra: dict | None = None) -> dict:
+    """Save the trainable parameters of a TaskModel; returns {'path', 'bytes', 'tensors'}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    if not tensors:
+        raise ValueError("nothing to save: the model has no trainable parameters")
+    prompt = model.encoder.prompt
+    meta = {"format": FORMAT, "version": 1, "task": task, "method": method, "P": P,
+            "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
+            "labels": list(labels), "backbone": backbone_info(model.encoder), **(extra or {})}
+    _atomic_write(out / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    _atomic_write(out / META, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    size = (out / WEIGHTS).stat().st_size + (out / META).stat().st_size
+    return {"path": str(out), "bytes": size, "tensors": len(tensors)}
+
+
+def read_meta(ckpt_dir) -> dict:
+    path = Path(ckpt_dir) / META
+    if not path.is_file():
+        raise FileNotFoundError(f"{ckpt_dir} is not a minigpt_ptv2 checkpoint: no {META} in it")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    return meta
+
+
+def check_backbone(saved: dict, encoder) -> None:
+    now = backbone_info(encoder)
+    diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in now if saved.get(k) != now[k]]
+    if diff:
+        raise ValueError("checkpoint was trained on a different backbone (" + "; ".join(diff) + ")")
+
+
+def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
+    """Rebuild the TaskModel a checkpoint was saved from: pretrained backbone + prompt + head."""
+    from ..encoder import Encoder
+    from ..pretrained import default_model_dir
+    from .tasks import build_task_model
+    meta = read_meta(ckpt_dir)
+    encoder = Encoder.from_pretrained(model_dir or default_model_dir())
+    check_backbone(meta["backbone"], encoder)
+    model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder,
+                             positions=meta.get("positions", "real"), **meta["method_kwargs"]) \
+        if meta["method"] not in ("head-only", "full") else \
+        build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder)
+    try:
+        tensors = load_file(str(Path(ckpt_dir) / WEIGHTS))
+    except Exception as e:
+        raise ValueError(f"could not read {Path(ckpt_dir) / WEIGHTS}: {type(e).__name__} "
+                         f"(corrupted or truncated?)") from None
+    own = dict(model.named_parameters())
+    missing = sorted(n for n, p in own.items() if p.requires_grad and n not in tensors)
+    unexpected = sorted(n for n in tensors if n not in own)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint tensors do not match the model: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for n, t in tensors.items():
+            if t.shape != own[n].shape:
+                raise ValueError(f"shape mismatch for {n}: checkpoint {list(t.shape)} vs model {list(own[n].shape)}")
+            own[n].copy_(t)
+    return model.to(device).eval(), meta

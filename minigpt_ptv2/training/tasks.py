@@ -1,0 +1,63 @@
+"""The real tasks and the training methods, by name, and how to build a model for a pair.
+
+    build_task_model("conll", "prefix", P=16)  ->  TaskModel(MiniLM + KVPrefix, {"conll": token head})
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data import CONLL_LABELS, SST2_LABELS, conll_batches, load_conll, load_sst2, sst2_batches
+from ..encoder import Encoder
+from ..pretrained import default_model_dir
+from ..prompts import METHODS, freeze_backbone, make_method
+from .heads import Head, TaskModel
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "sequence" | "token"
+    labels: tuple
+    metric: str  # the dev metric reported
+    load: object  # (split, data_dir, max_examples) -> examples
+    batches: object  # (examples, tokenizer, batch_size, shuffle, seed, max_length) -> DataLoader
+    dev_split: str = "dev"
+
+
+TASKS = {
+    "sst2": Task("sst2", "sequence", tuple(SST2_LABELS), "accuracy", load_sst2, sst2_batches),
+    "conll": Task("conll", "token", tuple(CONLL_LABELS), "f1", load_conll, conll_batches),
+}
+# Prompt methods plus the two references every comparison needs.
+TRAIN_METHODS = tuple(METHODS) + ("head-only", "full")
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def set_trainable(model: TaskModel, method: str) -> int:
+    """Freeze what the method does not train; returns the number of trainable parameters."""
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad = True
+        return sum(p.numel() for p in model.parameters())
+    keep = ("heads.",) if method == "head-only" else ("encoder.prompt.", "heads.")
+    return freeze_backbone(model, keep)
+
+
+def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encoder: Encoder | None = None,
+                     head_dropout: float = 0.1, **method_kw) -> TaskModel:
+    """Pretrained encoder (+ prompt method) + a head for `task`, frozen as the method requires."""
+    t = get_task(task)
+    if method not in TRAIN_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
+    if encoder is None:
+        encoder = Encoder.from_pretrained(model_dir or default_model_dir())
+    if method in METHODS:
+        encoder.attach(make_method(method, encoder.config, P, **method_kw))
+    model = TaskModel(encoder, {t.name: Head(encoder.config.hidden_size, len(t.labels), t.kind, head_dropout)})
+    set_trainable(model, method)
+    return model
