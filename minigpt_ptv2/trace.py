@@ -172,6 +172,12 @@ class ShapeTrace:
         """name -> shape of the last recording under that name."""
         return {name: shape for name, shape in self.rows}
 
+    def select(self, *prefixes: str) -> "ShapeTrace":
+        """A copy holding only the rows whose names start with one of `prefixes`."""
+        rows = [(n, s) for n, s in self.rows if n.startswith(prefixes)]
+        return ShapeTrace(dims=dict(self.dims), keep=self.keep, layers=self.layers, rows=rows,
+                          tensors={n: t for n, t in self.tensors.items() if n.startswith(prefixes)})
+
     def letters(self, shape: tuple, name: str | None = None) -> str:
         """Spell a shape with the guide's letters, e.g. (16, 12, 148, 64) -> '[B, H, P+N, d]'.
 

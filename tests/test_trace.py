@@ -1,0 +1,215 @@
+"""The trace facility itself: free when off, faithful when on, readable when printed, and the
+`trace` command that prints seed 000's walk."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minigpt_ptv2 import Decoder, Encoder, preset
+from minigpt_ptv2 import trace as trace_mod
+from minigpt_ptv2.cli import main
+from minigpt_ptv2.cli.trace import parse_layers
+from minigpt_ptv2.prompts import METHODS, make_method
+from minigpt_ptv2.trace import ShapeTrace, dims_for, layer_of, record
+from trace_helpers import assert_trace, parse_table
+
+B, N, P = 2, 5, 3
+
+
+def tiny(kind: str, method: str | None):
+    cfg = preset("bert-tiny" if kind == "encoder" else "gpt2-tiny")
+    model = (Encoder if kind == "encoder" else Decoder)(cfg).eval()
+    if method is not None:
+        model.attach(make_method(method, cfg, P).eval())
+    return model, torch.randint(0, cfg.vocab_size, (B, N))
+
+
+# --- off means off ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["deep", "prefix", "soft"])
+def test_tracing_off_does_no_recording_work(monkeypatch, method):
+    """With no trace active, a whole forward pass never reaches ShapeTrace.add (the only place
+    that reads shapes or keeps tensors), and `record` hands back the very same tensor."""
+    model, ids = tiny("encoder", method)
+    calls = []
+    monkeypatch.setattr(ShapeTrace, "add", lambda self, name, t: calls.append(name))
+    with torch.no_grad():
+        model(ids, output_attentions=True)
+    assert calls == [] and trace_mod.tracing() is False
+    t = torch.ones(3)
+    assert record("x", "y", t) is t
+    # The same spy does count when a trace is on, so the zero above is meaningful.
+    with torch.no_grad(), ShapeTrace():
+        model(ids, output_attentions=True)
+    assert len(calls) > 20 and "layer0.attn.probs" in calls
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+@pytest.mark.parametrize("method", [None, *METHODS])
+def test_tracing_changes_nothing(kind, method):
+    """Outputs are bit-identical with and without a trace, for every model and method."""
+    model, ids = tiny(kind, method)
+    with torch.no_grad():
+        plain = model(ids, output_attentions=True)
+        with ShapeTrace(keep=("attn.probs",)) as tr:
+            traced = model(ids, output_attentions=True)
+    a = plain.last_hidden_state if kind == "encoder" else plain.logits
+    b = traced.last_hidden_state if kind == "encoder" else traced.logits
+    assert torch.equal(a, b)
+    # kept tensors are the very probabilities the model returns
+    assert torch.equal(tr.tensors["layer1.attn.probs"], traced.attentions[1])
+    assert not tr.tensors["layer1.attn.probs"].requires_grad
+
+
+def test_traces_do_not_nest_and_always_close():
+    with ShapeTrace():
+        with pytest.raises(RuntimeError, match="do not nest"):
+            ShapeTrace().__enter__()
+    with pytest.raises(ZeroDivisionError):
+        with ShapeTrace():
+            1 / 0
+    assert not trace_mod.tracing()
+
+
+# --- letters -----------------------------------------------------------------------------------
+
+def test_letters_resolve_clashes_with_each_capture_points_usual_spelling():
+    """BERT-base has L = H = 12 and, with 2 layers, L*2*D = D_ff = 3072: plain value matching
+    would spell prefix.kv as [H, 2, H, P, d]."""
+    tr = ShapeTrace(dims=dims_for(preset("bert-base").replace(num_hidden_layers=12), B=16, N=128, P=20))
+    assert tr.letters((12, 2, 12, 20, 64), "prefix.kv") == "[L, 2, H, P, d]"
+    assert tr.letters((12, 2, 12, 20, 64)) == "[H, 2, H, P, d]"  # no name: first match wins
+    assert tr.letters((16, 12, 128, 148), "layer3.attn.scores") == "[B, H, N, P+N]"
+    assert tr.letters((16, 12, 148, 64), "layer3.attn.q") == "[B, H, P+N, d]"  # deep: Q is P+N long
+    assert tr.letters((16, 7, 768)) == "[B, 7, D]"  # no letter: the number
+    two = ShapeTrace(dims=dims_for(preset("bert-base").replace(num_hidden_layers=2), B=2, N=128, P=20))
+    assert two.letters((20, 3072), "prefix.table") == "[P, L*2*D]"
+    assert two.letters((2, 2, 12, 20, 64), "prefix.kv") == "[L, 2, H, P, d]"
+    assert two.letters((2, 128, 3072)) == "[B, N, D_ff]"
+
+
+def test_dims_for_spells_every_guide_letter():
+    d = dims_for(preset("minilm"), B=16, N=128, P=20)
+    assert d == {"B": 16, "N": 128, "P": 20, "D": 384, "L": 6, "H": 12, "d": 32, "V": 30522,
+                 "D_ff": 1536, "L*2*D": 4608, "P+N": 148}
+    assert "P" not in dims_for(preset("minilm"), B=1, N=4)
+
+
+def test_table_prints_header_numbers_and_letters_and_filters_layers():
+    tr = ShapeTrace(dims={"B": 2, "N": 5, "D": 24})
+    tr.add("embeddings.out", torch.zeros(2, 5, 24))
+    tr.add("layer0.out", torch.zeros(2, 5, 24))
+    tr.add("layer1.out", torch.zeros(2, 5, 24))
+    assert tr.table().splitlines() == [
+        "name            shape       letters",
+        "embeddings.out  [2, 5, 24]  [B, N, D]",
+        "layer0.out      [2, 5, 24]  [B, N, D]",
+        "layer1.out      [2, 5, 24]  [B, N, D]",
+    ]
+    assert [r[0] for r in parse_table(tr.table(layers=(1,)))] == ["embeddings.out", "layer1.out"]
+    assert ShapeTrace().table() == "(nothing recorded)"
+    assert layer_of("layer11.attn.k") == 11 and layer_of("final.pooler") is None
+
+
+def test_layer_filter_applies_while_recording():
+    model, ids = tiny("encoder", "prefix")
+    with torch.no_grad(), ShapeTrace(layers=(2,)) as tr:
+        model(ids)
+    layers = {layer_of(n) for n in tr.names()} - {None}
+    assert layers == {2} and "prefix.kv" in tr.names() and "final.pooler" in tr.names()
+
+
+def test_kv_cache_is_recorded_as_a_longer_prefix():
+    """Decoding one token with a cache of T keys: the cache shows up where a prefix would."""
+    model, _ = tiny("decoder", None)
+    ids = torch.randint(0, 130, (B, 7))  # T = 7 keys so far: no size clash with H=4 or d=6
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+        with ShapeTrace(dims={"B": B, "T": 7, "T+1": 8, "H": 4, "d": 6, "D": 24}) as tr:
+            model(ids[:, :1], past=out.cache, use_cache=True)
+    assert_trace(tr.select("layer0.attn."), """
+        layer0.attn.q              [2, 4, 1, 6]  [B, H, 1, d]
+        layer0.attn.k              [2, 4, 1, 6]  [B, H, 1, d]
+        layer0.attn.v              [2, 4, 1, 6]  [B, H, 1, d]
+        layer0.attn.prefix_k       [2, 4, 7, 6]  [B, H, T, d]
+        layer0.attn.prefix_v       [2, 4, 7, 6]  [B, H, T, d]
+        layer0.attn.k_with_prefix  [2, 4, 8, 6]  [B, H, T+1, d]
+        layer0.attn.v_with_prefix  [2, 4, 8, 6]  [B, H, T+1, d]
+        layer0.attn.context        [2, 4, 1, 6]  [B, H, 1, d]
+        layer0.attn.out            [2, 1, 24]    [B, 1, D]
+    """)
+
+
+# --- the helper the lesson tests use ----------------------------------------------------------
+
+def test_assert_trace_shows_expected_and_actual_row_by_row():
+    rows = [("a", (1, 2)), ("b", (3,)), ("c", (4,))]
+    assert_trace(rows, "a [1, 2]\nb [3]\nc [4]")
+    with pytest.raises(pytest.fail.Exception) as e:
+        assert_trace(rows, "a [1, 2]\nb [30]\nz [9]\nc [4]")
+    msg = str(e.value)
+    assert "!  b  [30]" in msg and "|  b  [3]" in msg and "-  z  [9]" in msg and "   a  [1, 2]" in msg
+    with pytest.raises(pytest.fail.Exception, match=r"\+ .*\|  c  \[4\]"):
+        assert_trace(rows, "a [1, 2]\nb [3]")
+
+
+# --- the trace command --------------------------------------------------------------------------
+
+def run_cli(capsys, *argv):
+    code = main(["trace", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_prints_seed_000_walk_for_deep_prompts(capsys):
+    code, out, _ = run_cli(capsys, "--method", "deep", "--config", "bert-base", "--num-layers", "1",
+                           "--B", "16", "--N", "128", "--P", "20", "--fused")
+    assert code == 0
+    assert ("layer0: prompt [16, 20, 768] + hidden [16, 128, 768] -> inject [16, 148, 768] "
+            "-> layer [16, 148, 768] -> slice [16, 128, 768]") in out
+    table = {r[0]: r for r in parse_table(out.split("\n\n")[0].split("\n", 1)[1])}
+    assert table["layer0.inject"] == ("layer0.inject", (16, 148, 768), "[B, P+N, D]")
+    assert table["layer0.slice"] == ("layer0.slice", (16, 128, 768), "[B, N, D]")
+    assert "D=768 L=1 H=12 d=64" in out.splitlines()[0]
+
+
+def test_cli_prints_the_kv_counterpart_for_prefixes(capsys):
+    code, out, _ = run_cli(capsys, "--method", "prefix", "--config", "bert-base", "--num-layers", "1",
+                           "--B", "16", "--N", "128", "--P", "20", "--fused")
+    assert code == 0
+    assert "layer0: K: prefix [16, 12, 20, 64] + k [16, 12, 128, 64] -> [16, 12, 148, 64]" in out
+    assert "layer0: V: prefix [16, 12, 20, 64] + v [16, 12, 128, 64] -> [16, 12, 148, 64]" in out
+    assert "layer0: Q: [16, 12, 128, 64] (never prefixed)" in out
+
+
+@pytest.mark.parametrize("model", ["encoder", "decoder"])
+@pytest.mark.parametrize("method", ["none", *METHODS])
+def test_cli_runs_every_method_on_both_models(capsys, model, method):
+    config = "bert-tiny" if model == "encoder" else "gpt2-tiny"
+    code, out, _ = run_cli(capsys, "--method", method, "--model", model, "--config", config,
+                           "--B", "2", "--N", "5", "--P", "3", "--layers", "-1", "--pad", "1")
+    assert code == 0
+    names = [r[0] for r in parse_table(out.split("\n\n")[0].split("\n", 1)[1])]
+    assert names[-1] == ("final.pooler" if model == "encoder" else "final.logits")
+    assert {layer_of(n) for n in names} - {None} == {2}
+    assert "mask.keep" in names
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "gpt2-tiny", "--model", "encoder"], "is a decoder preset but --model encoder"),
+    (["--config", "bert-tiny", "--layers", "3"], "layer 3 is outside 0..2 (L=3)"),
+    (["--config", "bert-tiny", "--layers", "one"], "expected indices like"),
+    (["--config", "bert-tiny", "--B", "0"], "--B must be a positive integer, got 0"),
+    (["--config", "bert-tiny", "--N", "70"], "position table has 64 rows"),
+    (["--config", "bert-tiny", "--N", "4", "--pad", "4"], "--pad must be in [0, N=4)"),
+])
+def test_cli_user_errors_are_one_line(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_parse_layers():
+    assert parse_layers(None, 12) is None
+    assert parse_layers("0,-1", 12) == (0, 11)
+    assert parse_layers("2-4,3", 12) == (2, 3, 4)
+    assert parse_layers("-2--1", 12) == (10, 11)
