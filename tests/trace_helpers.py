@@ -15,9 +15,31 @@ On a mismatch the failure message lines the two tables up row by row:
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
+from pathlib import Path
 
 import pytest
+
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+
+
+def lesson_path(number: str) -> Path:
+    """lessons/NN_*.py for NN = "01" ... "13"."""
+    found = sorted(LESSONS.glob(f"{number}_*.py"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one lessons/{number}_*.py, found {[p.name for p in found]}")
+    return found[0]
+
+
+def load_lesson(number: str):
+    """Import a lesson file as a module (lesson names start with a digit, so no plain import).
+    Importing runs only definitions: the lesson's work sits behind `if __name__ == "__main__"`."""
+    path = lesson_path(number)
+    spec = importlib.util.spec_from_file_location(f"lesson_{number}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 _ROW = re.compile(r"^(?P<name>\S+)\s+\[(?P<shape>[\d,\s]*)\](?:\s+\[(?P<letters>[^\]]*)\])?\s*$")
 
