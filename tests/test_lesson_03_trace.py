@@ -1,0 +1,45 @@
+"""Lesson 03, traced: the tiny BERT (D=24, H=4, d=6, L=3) on B=2, N=5, last row padded.
+
+Padding makes the model build a keep-mask [B, 1, 1, N]; asking for attentions takes the
+explicit path, so every layer also records scores and probs [B, H, N, N].
+Run: `pytest tests/test_lesson_03_trace.py`.
+"""
+from trace_helpers import assert_trace, load_lesson
+
+EXPECTED = """
+name                     shape         letters
+embeddings.out           [2, 5, 24]    [B, N, D]
+mask.keys                [2, 5]        [B, N]
+mask.keep                [2, 1, 1, 5]  [B, 1, 1, N]
+layer0.attn.q            [2, 4, 5, 6]  [B, H, N, d]
+layer0.attn.k            [2, 4, 5, 6]  [B, H, N, d]
+layer0.attn.v            [2, 4, 5, 6]  [B, H, N, d]
+layer0.attn.scores       [2, 4, 5, 5]  [B, H, N, N]
+layer0.attn.probs        [2, 4, 5, 5]  [B, H, N, N]
+layer0.attn.context      [2, 4, 5, 6]  [B, H, N, d]
+layer0.attn.out          [2, 5, 24]    [B, N, D]
+layer0.out               [2, 5, 24]    [B, N, D]
+layer1.attn.q            [2, 4, 5, 6]  [B, H, N, d]
+layer1.attn.k            [2, 4, 5, 6]  [B, H, N, d]
+layer1.attn.v            [2, 4, 5, 6]  [B, H, N, d]
+layer1.attn.scores       [2, 4, 5, 5]  [B, H, N, N]
+layer1.attn.probs        [2, 4, 5, 5]  [B, H, N, N]
+layer1.attn.context      [2, 4, 5, 6]  [B, H, N, d]
+layer1.attn.out          [2, 5, 24]    [B, N, D]
+layer1.out               [2, 5, 24]    [B, N, D]
+layer2.attn.q            [2, 4, 5, 6]  [B, H, N, d]
+layer2.attn.k            [2, 4, 5, 6]  [B, H, N, d]
+layer2.attn.v            [2, 4, 5, 6]  [B, H, N, d]
+layer2.attn.scores       [2, 4, 5, 5]  [B, H, N, N]
+layer2.attn.probs        [2, 4, 5, 5]  [B, H, N, N]
+layer2.attn.context      [2, 4, 5, 6]  [B, H, N, d]
+layer2.attn.out          [2, 5, 24]    [B, N, D]
+layer2.out               [2, 5, 24]    [B, N, D]
+final.last_hidden_state  [2, 5, 24]    [B, N, D]
+final.pooler             [2, 24]       [B, D]
+"""
+
+
+def test_lesson_03_tiny_bert_trace():
+    lesson = load_lesson("03")
+    assert_trace(lesson.trace_example(B=2, N=5, pad=2), EXPECTED)
