@@ -1,0 +1,56 @@
+"""Lesson 04, traced: the shipped pretrained MiniLM (L=6, D=384, H=12, d=32) on B=2, N=8.
+
+The same rows as lesson 01's BERT-base, with MiniLM's numbers: loading a checkpoint changes
+values, never shapes. Skipped when the pretrained folder is not installed.
+Run: `pytest tests/test_lesson_04_trace.py`.
+"""
+from trace_helpers import assert_trace, load_lesson
+
+EXPECTED = """
+name                     shape           letters
+embeddings.out           [2, 8, 384]     [B, N, D]
+mask.keys                [2, 8]          [B, N]
+layer0.attn.q            [2, 12, 8, 32]  [B, H, N, d]
+layer0.attn.k            [2, 12, 8, 32]  [B, H, N, d]
+layer0.attn.v            [2, 12, 8, 32]  [B, H, N, d]
+layer0.attn.context      [2, 12, 8, 32]  [B, H, N, d]
+layer0.attn.out          [2, 8, 384]     [B, N, D]
+layer0.out               [2, 8, 384]     [B, N, D]
+layer1.attn.q            [2, 12, 8, 32]  [B, H, N, d]
+layer1.attn.k            [2, 12, 8, 32]  [B, H, N, d]
+layer1.attn.v            [2, 12, 8, 32]  [B, H, N, d]
+layer1.attn.context      [2, 12, 8, 32]  [B, H, N, d]
+layer1.attn.out          [2, 8, 384]     [B, N, D]
+layer1.out               [2, 8, 384]     [B, N, D]
+layer2.attn.q            [2, 12, 8, 32]  [B, H, N, d]
+layer2.attn.k            [2, 12, 8, 32]  [B, H, N, d]
+layer2.attn.v            [2, 12, 8, 32]  [B, H, N, d]
+layer2.attn.context      [2, 12, 8, 32]  [B, H, N, d]
+layer2.attn.out          [2, 8, 384]     [B, N, D]
+layer2.out               [2, 8, 384]     [B, N, D]
+layer3.attn.q            [2, 12, 8, 32]  [B, H, N, d]
+layer3.attn.k            [2, 12, 8, 32]  [B, H, N, d]
+layer3.attn.v            [2, 12, 8, 32]  [B, H, N, d]
+layer3.attn.context      [2, 12, 8, 32]  [B, H, N, d]
+layer3.attn.out          [2, 8, 384]     [B, N, D]
+layer3.out               [2, 8, 384]     [B, N, D]
+layer4.attn.q            [2, 12, 8, 32]  [B, H, N, d]
+layer4.attn.k            [2, 12, 8, 32]  [B, H, N, d]
+layer4.attn.v            [2, 12, 8, 32]  [B, H, N, d]
+layer4.attn.context      [2, 12, 8, 32]  [B, H, N, d]
+layer4.attn.out          [2, 8, 384]     [B, N, D]
+layer4.out               [2, 8, 384]     [B, N, D]
+layer5.attn.q            [2, 12, 8, 32]  [B, H, N, d]
+layer5.attn.k            [2, 12, 8, 32]  [B, H, N, d]
+layer5.attn.v            [2, 12, 8, 32]  [B, H, N, d]
+layer5.attn.context      [2, 12, 8, 32]  [B, H, N, d]
+layer5.attn.out          [2, 8, 384]     [B, N, D]
+layer5.out               [2, 8, 384]     [B, N, D]
+final.last_hidden_state  [2, 8, 384]     [B, N, D]
+final.pooler             [2, 384]        [B, D]
+"""
+
+
+def test_lesson_04_pretrained_minilm_trace(minilm_dir):
+    lesson = load_lesson("04")
+    assert_trace(lesson.trace_example(minilm_dir, B=2, N=8), EXPECTED)
