@@ -30,6 +30,10 @@ def backbone_info(encoder) -> dict:
     return info
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".partial")
     try:
@@ -52,8 +56,19 @@ def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kw
     meta = {"format": FORMAT, "version": 1, "task": task, "method": method, "P": P,
             "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
             "labels": list(labels), "backbone": backbone_info(model.encoder), **(extra or {})}
-    _atomic_write(out / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-    _atomic_write(out / META, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    # Both files are written in full under temporary names before either replaces the old pair;
+    # the JSON records the weights' hash, so a pair from two different saves is caught on load.
+    w_tmp, m_tmp = out / (WEIGHTS + ".partial"), out / (META + ".partial")
+    try:
+        save_file(tensors, str(w_tmp), metadata={"format": FORMAT})
+        meta["weights_sha256"] = _sha256(w_tmp)
+        m_tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(w_tmp, out / WEIGHTS)
+        os.replace(m_tmp, out / META)
+    finally:
+        for tmp in (w_tmp, m_tmp):
+            if tmp.exists():
+                tmp.unlink()
     size = (out / WEIGHTS).stat().st_size + (out / META).stat().st_size
     return {"path": str(out), "bytes": size, "tensors": len(tensors)}
 
@@ -86,14 +101,19 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     meta = read_meta(ckpt_dir)
     encoder = Encoder.from_pretrained(model_dir or default_model_dir())
     check_backbone(meta["backbone"], encoder)
-    model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder,
-                             positions=meta.get("positions", "real"), **meta["method_kwargs"]) \
-        if meta["method"] not in ("head-only", "full") else \
-        build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder)
+    kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
+        if meta["method"] not in ("head-only", "full") else {}
+    model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder, **kw)
+    weights = Path(ckpt_dir) / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{ckpt_dir} has {META} but no {WEIGHTS}")
+    if "weights_sha256" in meta and _sha256(weights) != meta["weights_sha256"]:
+        raise ValueError(f"{weights} does not match {META} (sha256 differs): the file was modified, "
+                         f"corrupted, or the pair comes from two different saves")
     try:
-        tensors = load_file(str(Path(ckpt_dir) / WEIGHTS))
+        tensors = load_file(str(weights))
     except Exception as e:
-        raise ValueError(f"could not read {Path(ckpt_dir) / WEIGHTS}: {type(e).__name__} "
+        raise ValueError(f"could not read {weights}: {type(e).__name__} "
                          f"(corrupted or truncated?)") from None
     own = dict(model.named_parameters())
     missing = sorted(n for n, p in own.items() if p.requires_grad and n not in tensors)

@@ -1,0 +1,278 @@
+"""PEFT adapter interop: our prompts <-> `adapter_config.json` + `adapter_model.safetensors`.
+
+Written with json + safetensors only (the package never imports peft). PEFT 0.21 stores a
+prompt-learning adapter as one tensor, "prompt_embeddings":
+
+    PREFIX_TUNING  [P, L*2*D]  the K/V table, each row [K_0 | V_0 | K_1 | V_1 | ...] (head-major),
+                               exactly our KVPrefix.embedding.weight; with an MLP, its output
+    PROMPT_TUNING  [P, D]      virtual-token embeddings prepended before the embedding block,
+                               exactly our SoftPrompt.weight (P_TUNING adapters hold the same thing)
+
+and, for the SEQ_CLS / TOKEN_CLS task types, the classifier trained next to the prompt:
+
+    base_model.classifier.weight [C, D], base_model.classifier.bias [C]   (our head's Linear)
+
+Export writes each method's inference form (what it computes once training is over):
+    prefix, prefix-mlp   -> PREFIX_TUNING   the table (the MLP's output): exact
+    deep, deep-mlp       -> PREFIX_TUNING   through the bridge (hidden_to_kv): exact for real tokens
+    soft                 -> PROMPT_TUNING
+    ptuning-mlp/-lstm    -> PROMPT_TUNING   the prompt encoder's output: exact
+    head-only, full      -> refused: there is no prompt to export
+Import always gives "prefix" or "soft" (an MLP cannot be recovered from its output).
+
+Positions (pitfall 1): HF models under PEFT give real tokens positions P..P+N-1, which is our
+positions="shifted". A prompt trained with our default "real" (0..N-1) computes something else
+inside PEFT, so export refuses it unless allow_position_change=True (the adapter is then written,
+but PEFT's outputs differ from ours). Import always sets positions="shifted".
+
+Heads (pitfall 2): BertForSequenceClassification pools row 0. Under a K/V prefix row 0 is the real
+[CLS], so a sentence head is exported with the prompt (SEQ_CLS). Under prompt tuning row 0 is a
+virtual token, so a sentence head would read the wrong row: the prompt is exported alone
+(FEATURE_EXTRACTION) and the head stays in our checkpoint. Token heads apply per row, so they go
+along for every method (TOKEN_CLS; PEFT's logits for the real tokens are its last N rows).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt, hidden_to_kv
+from .checkpoint import _atomic_write
+
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+PROMPT_KEY = "prompt_embeddings"
+HEAD_PREFIX = "base_model.classifier."  # where PEFT keeps a SEQ_CLS / TOKEN_CLS classifier
+PREFIX_TYPES = ("PREFIX_TUNING",)
+PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING")  # both save the final [P, D] virtual tokens
+HEAD_TASK_TYPES = {"sequence": "SEQ_CLS", "token": "TOKEN_CLS"}
+
+
+def prompt_to_peft(method, model=None) -> tuple[str, torch.Tensor]:
+    """(peft_type, prompt_embeddings) for a prompt method, in its inference form.
+
+    model: the model the method is attached to; only deep hidden-state prompts need it (the
+    bridge turns them into K/V with that model's W_K, W_V).
+    """
+    with torch.no_grad():
+        if isinstance(method, KVPrefix):
+            return "PREFIX_TUNING", method.flat().detach()  # [P, L*2*D]
+        if isinstance(method, DeepPrompt):
+            if model is None:
+                raise ValueError("exporting a deep hidden-state prompt needs the model it runs in "
+                                 "(its keys and values come from the model's W_K and W_V)")
+            was_training = model.training
+            model.eval()
+            table = hidden_to_kv(model, method).flat().detach()  # [P, L*2*D]
+            model.train(was_training)
+            return "PREFIX_TUNING", table
+        if isinstance(method, PTuningV1):
+            return "PROMPT_TUNING", method.to_soft_prompt().weight.detach()  # [P, D]
+        if isinstance(method, SoftPrompt):
+            return "PROMPT_TUNING", method.weight.detach()  # [P, D]
+    raise ValueError(f"{type(method).__name__} has no PEFT adapter equivalent")
+
+
+def adapter_config(peft_type: str, task_type: str, config, P: int, head: bool = False,
+                   base_model: str | None = None) -> dict:
+    """The adapter_config.json PEFT needs (it fills in the rest from the base model)."""
+    cfg = {"peft_type": peft_type, "task_type": task_type, "num_virtual_tokens": P,
+           "num_layers": config.num_hidden_layers, "token_dim": config.hidden_size,
+           "num_attention_heads": config.num_attention_heads, "num_transformer_submodules": 1,
+           "inference_mode": True, "base_model_name_or_path": base_model}
+    if peft_type == "PREFIX_TUNING":
+        cfg.update(prefix_projection=False, encoder_hidden_size=config.hidden_size)
+    if head:
+        cfg["modules_to_save"] = ["classifier"]
+    return cfg
+
+
+def save_adapter(out_dir, method, model=None, task_type: str | None = None, head: dict | None = None,
+                 allow_position_change: bool = False, base_model: str | None = None) -> dict:
+    """Write a PEFT adapter folder for `method`; returns {'path', 'bytes', 'peft_type', 'task_type'}.
+
+    head: optional {"weight": [C, D], "bias": [C]} saved as PEFT's classifier (needs SEQ_CLS or
+    TOKEN_CLS). task_type defaults to FEATURE_EXTRACTION (encoder) or CAUSAL_LM (decoder).
+    """
+    config = method.config
+    if method.positions != "shifted" and not allow_position_change:
+        raise ValueError(
+            f"this prompt was trained with positions={method.positions!r} (real tokens at 0..N-1), but "
+            f"PEFT gives real tokens positions P..P+N-1, so the adapter would compute something else; "
+            f"train with positions='shifted' (train --positions shifted), or pass "
+            f"--allow-position-change to export anyway")
+    if not bool(method.virtual_keep.all()):
+        raise ValueError("this prompt masks some of its virtual entries (virtual_keep); PEFT cannot")
+    peft_type, table = prompt_to_peft(method, model)
+    task_type = task_type or ("CAUSAL_LM" if config.model_type == "gpt2" else "FEATURE_EXTRACTION")
+    if head is not None and task_type not in HEAD_TASK_TYPES.values():
+        raise ValueError(f"a classifier head needs task_type SEQ_CLS or TOKEN_CLS, got {task_type}")
+    tensors = {PROMPT_KEY: table.float().cpu().contiguous()}
+    for k, v in (head or {}).items():
+        tensors[HEAD_PREFIX + k] = v.detach().float().cpu().contiguous()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = adapter_config(peft_type, task_type, config, method.num_virtual, head is not None, base_model)
+    _atomic_write(out / PEFT_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    _atomic_write(out / PEFT_CONFIG, lambda p: p.write_text(json.dumps(cfg, indent=2)))
+    size = (out / PEFT_WEIGHTS).stat().st_size + (out / PEFT_CONFIG).stat().st_size
+    return {"path": str(out), "bytes": size, "peft_type": peft_type, "task_type": task_type}
+
+
+@dataclass
+class Adapter:
+    """What a PEFT adapter folder holds, turned into our objects."""
+    method: object  # KVPrefix or SoftPrompt, positions="shifted"
+    method_name: str  # "prefix" | "soft"
+    head: dict | None  # {"weight": [C, D], "bias": [C]} or None
+    peft_config: dict
+
+
+def read_adapter_config(adapter_dir) -> dict:
+    path = Path(adapter_dir) / PEFT_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter folder: no {PEFT_CONFIG} in it")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    for key in ("peft_type", "num_virtual_tokens"):
+        if key not in cfg:
+            raise ValueError(f"{path} has no {key!r}: not a prompt-learning adapter")
+    return cfg
+
+
+def load_adapter(adapter_dir, config) -> Adapter:
+    """Read a PEFT prefix- or prompt-tuning adapter for a model with `config`."""
+    cfg = read_adapter_config(adapter_dir)
+    kind, P = cfg["peft_type"], cfg["num_virtual_tokens"]
+    if kind not in PREFIX_TYPES + PROMPT_TYPES:
+        raise ValueError(f"{kind} adapters are not prompts; supported: {list(PREFIX_TYPES + PROMPT_TYPES)}")
+    for key, ours in (("num_layers", config.num_hidden_layers), ("token_dim", config.hidden_size),
+                      ("num_attention_heads", config.num_attention_heads)):
+        if cfg.get(key) is not None and cfg[key] != ours:
+            raise ValueError(f"adapter was made for another model: {key} {cfg[key]} vs this model's {ours}")
+    path = Path(adapter_dir) / PEFT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{adapter_dir} has no {PEFT_WEIGHTS}")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise ValueError(f"could not read {path}: {type(e).__name__} (corrupted or truncated?)") from None
+    if PROMPT_KEY not in tensors:
+        raise ValueError(f"{path} has no {PROMPT_KEY!r} tensor (keys: {sorted(tensors)})")
+    head = {k[len(HEAD_PREFIX):]: t.float() for k, t in tensors.items() if k.startswith(HEAD_PREFIX)}
+    other = sorted(k for k in tensors if k != PROMPT_KEY and not k.startswith(HEAD_PREFIX))
+    if other:
+        raise ValueError(f"{path} holds tensors this importer does not know: {other}")
+    if head and set(head) != {"weight", "bias"}:
+        raise ValueError(f"{path}: classifier needs weight and bias, found {sorted(head)}")
+    table = tensors[PROMPT_KEY].float()
+    L, D = config.num_hidden_layers, config.hidden_size
+    want = (P, L * 2 * D) if kind in PREFIX_TYPES else (P, D)
+    if tuple(table.shape) != want:
+        spell = f"[P={P}, L*2*D={L * 2 * D}]" if kind in PREFIX_TYPES else f"[P={P}, D={D}]"
+        raise ValueError(f"{PROMPT_KEY} is {list(table.shape)} but a {kind} adapter for this model "
+                         f"needs {spell} (L={L}, D={D})")
+    if kind in PREFIX_TYPES:
+        method, name = KVPrefix(config, P, positions="shifted"), "prefix"
+        with torch.no_grad():
+            method.embedding.weight.copy_(table)  # [P, L*2*D]: same layout as PEFT
+    else:
+        method, name = SoftPrompt(config, P, init=table, positions="shifted"), "soft"
+    return Adapter(method, name, head or None, cfg)
+
+
+# ------------------------------------------------------------- our checkpoints <-> PEFT adapters
+
+def export_checkpoint(ckpt_dir, out_dir, model_dir=None, allow_position_change: bool = False,
+                      with_head: bool = True) -> dict:
+    """Our checkpoint -> a PEFT adapter folder (prompt, plus the head where PEFT reads the same row)."""
+    from ..pretrained import default_model_dir
+    from .checkpoint import load_checkpoint
+    from .tasks import get_task
+    model_dir = model_dir or default_model_dir()
+    model, meta = load_checkpoint(ckpt_dir, model_dir)
+    if model.encoder.prompt is None:
+        raise ValueError(f"{ckpt_dir} was trained with method {meta['method']!r}: it has no prompt, "
+                         f"so there is no PEFT prompt adapter to export")
+    task = get_task(meta["task"])
+    prompt = model.encoder.prompt
+    head, task_type, note = None, "FEATURE_EXTRACTION", "prompt only (--no-head)"
+    if with_head and (task.kind == "token" or prompt.kind in ("kv", "hidden")):
+        linear = model.heads[task.name].classifier
+        head = {"weight": linear.weight, "bias": linear.bias}
+        task_type, note = HEAD_TASK_TYPES[task.kind], "prompt + classifier head"
+    elif with_head:
+        note = ("prompt only: PEFT's sequence classifier would pool a virtual token, not [CLS] "
+                "(pitfall 2); the head stays in the checkpoint (import-peft --head-from it)")
+    info = save_adapter(out_dir, prompt, model.encoder, task_type, head, allow_position_change,
+                        base_model=str(model_dir))
+    return {**info, "method": meta["method"], "positions": prompt.positions, "head": head is not None,
+            "note": note}
+
+
+def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
+    from .checkpoint import WEIGHTS, check_backbone, read_meta
+    meta = read_meta(ckpt_dir)
+    if meta["task"] != task:
+        raise ValueError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
+    check_backbone(meta["backbone"], encoder)
+    tensors = load_file(str(Path(ckpt_dir) / WEIGHTS))
+    return {k: tensors[f"heads.{task}.classifier.{k}"] for k in ("weight", "bias")}
+
+
+def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None, head_from=None,
+                   random_head: bool = False) -> dict:
+    """A PEFT adapter folder -> our checkpoint (method "prefix" or "soft", positions="shifted").
+
+    A PEFT adapter carries a task head only for SEQ_CLS / TOKEN_CLS. Otherwise the head comes
+    from one of our checkpoints for the same task (head_from), or, only if asked (random_head),
+    is initialised at random: the checkpoint then predicts nothing useful until a head is trained.
+    """
+    from ..encoder import Encoder
+    from ..pretrained import default_model_dir
+    from .checkpoint import save_checkpoint
+    from .tasks import TASKS, build_task_model, get_task
+    encoder = Encoder.from_pretrained(model_dir or default_model_dir())
+    ad = load_adapter(adapter_dir, encoder.config)
+    task_type = ad.peft_config.get("task_type")
+    by_type = {HEAD_TASK_TYPES[t.kind]: name for name, t in TASKS.items()}  # SEQ_CLS -> sst2, ...
+    if task is None:
+        if task_type not in by_type:
+            raise ValueError(f"the adapter's task_type is {task_type!r}, which names no task: pass --task "
+                             f"({' or '.join(sorted(TASKS))})")
+        task = by_type[task_type]
+    t = get_task(task)
+    sources = [s for s, given in (("adapter", ad.head is not None), ("--head-from", head_from is not None),
+                                  ("--random-head", random_head)) if given]
+    if len(sources) != 1:
+        raise ValueError(
+            f"the {task} head must come from exactly one place, got {sources or 'none'}: this adapter "
+            + ("has a classifier; drop --head-from/--random-head" if ad.head is not None else
+               f"(task_type {task_type}) has no classifier; pass --head-from CHECKPOINT (a {task} "
+               f"checkpoint of ours) or --random-head (an untrained head)"))
+    if ad.head is not None and task_type in by_type and by_type[task_type] != task:
+        raise ValueError(f"the adapter is {task_type} (a {get_task(by_type[task_type]).kind} head) but "
+                         f"{task} needs a {t.kind} head")
+    model = build_task_model(task, ad.method_name, ad.method.num_virtual, encoder=encoder, positions="shifted")
+    head = ad.head if ad.head is not None else (
+        _head_from_checkpoint(head_from, task, encoder) if head_from is not None else None)
+    with torch.no_grad():
+        model.encoder.prompt.load_state_dict(ad.method.state_dict())
+        if head is not None:
+            linear = model.heads[task].classifier
+            if tuple(head["weight"].shape) != tuple(linear.weight.shape):
+                raise ValueError(f"classifier is {list(head['weight'].shape)} but {task} with "
+                                 f"{len(t.labels)} labels needs [C={len(t.labels)}, D={linear.in_features}]")
+            linear.weight.copy_(head["weight"])
+            linear.bias.copy_(head["bias"])
+    source = {"adapter": "adapter", "--head-from": "checkpoint", "--random-head": "random"}[sources[0]]
+    info = save_checkpoint(model, out_dir, task=task, method=ad.method_name, P=ad.method.num_virtual,
+                           labels=t.labels, extra={"imported_from": {
+                               "peft_type": ad.peft_config["peft_type"], "task_type": task_type,
+                               "head": source, "adapter": Path(adapter_dir).name}})
+    return {**info, "task": task, "method": ad.method_name, "P": ad.method.num_virtual, "head": source}
