@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .distributed import current, global_sum
 from .heads import task_loss
 
 
@@ -94,8 +95,9 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
             seen += batch["input_ids"].shape[0]
             total += loss.item()
             bar.set_postfix(loss=f"{total / (step + 1):.4f}", ex_s=f"{seen / (time.perf_counter() - start):.1f}")
-        record = {"epoch": epoch + 1, "train_loss": total / len(train_loader),
-                  "seconds": time.perf_counter() - start, "examples": seen}
+        total, seen = global_sum(total, seen)  # over all ranks under torchrun (a no-op otherwise)
+        record = {"epoch": epoch + 1, "train_loss": total / (len(train_loader) * current().world_size),
+                  "seconds": time.perf_counter() - start, "examples": int(seen)}
         if evaluate is not None:
             model.eval()
             record.update(evaluate(model))

@@ -1,0 +1,127 @@
+"""Multi-process training with torchrun: one process per device, each reading its own shard.
+
+    torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32
+
+What changes under torchrun, and nothing else does:
+- every process joins a process group (gloo on CPU, nccl on CUDA) from the variables torchrun sets
+  (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
+- `--batch-size` stays the *global* batch: each of the W ranks takes batch_size / W examples;
+- the training order comes from a DistributedSampler even in a single process: one seeded
+  permutation per epoch, and rank r takes every W-th index of it, so the union of the ranks'
+  batch j is exactly single-process batch j. DDP averages the ranks' gradients, which (per-rank
+  batches of equal size, a mean loss per rank) is the gradient of the global batch's mean loss:
+  2 processes train what 1 process trains, up to float summation order. (When the dataset size
+  is not a multiple of W, the sampler pads the last batch by repeating a few examples.)
+- only rank 0 shows progress, evaluates and saves; the others wait for it at the next step.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def current() -> DistInfo:
+    """This process's place in the process group (rank 0 of 1 when not under torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+def setup(device: str = "cpu") -> tuple[DistInfo, str]:
+    """Join the process group torchrun prepared, if any; returns (info, this rank's device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda"):
+            if torch.cuda.device_count() <= local:
+                raise ValueError(f"rank with LOCAL_RANK={local} needs a CUDA device, found "
+                                 f"{torch.cuda.device_count()}")
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    info = current()
+    if device == "cuda" and info.enabled:
+        device = f"cuda:{info.local_rank}"  # one device per process
+    return info, device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def per_rank_batch(batch_size: int, info: DistInfo) -> int:
+    if batch_size % info.world_size:
+        raise ValueError(f"--batch-size {batch_size} is the global batch and must split evenly over "
+                         f"{info.world_size} processes")
+    return batch_size // info.world_size
+
+
+def shard_loader(loader: DataLoader, batch_size: int, info: DistInfo, seed: int, shuffle: bool = True) -> DataLoader:
+    """The same dataset and collate function, ordered by a DistributedSampler: this rank's shard."""
+    sampler = DistributedSampler(loader.dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=shuffle, seed=seed, drop_last=False)
+    return DataLoader(loader.dataset, batch_size=per_rank_batch(batch_size, info), sampler=sampler,
+                      collate_fn=loader.collate_fn)
+
+
+def wrap(model: torch.nn.Module, info: DistInfo, device: str, find_unused: bool = False):
+    """DistributedDataParallel around the model when there are several processes.
+
+    The frozen backbone gets no gradient, so only the prompt and head are all-reduced. Buffers
+    (e.g. `virtual_keep`) never change, so they are not re-broadcast at every forward.
+    """
+    if not info.enabled:
+        return model
+    DDP = torch.nn.parallel.DistributedDataParallel
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+               else {"broadcast_buffers": False})  # the newer name, where torch has it
+    return DDP(model, device_ids=ids, find_unused_parameters=find_unused, **no_sync)
+
+
+def unwrap(model):
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def global_sum(*values: float) -> list[float]:
+    """Sum plain numbers over all ranks (loss and example counts for the epoch record)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    backend_gpu = dist.get_backend() == "nccl"
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if backend_gpu else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def max_rank_difference(model) -> float:
+    """Largest |difference| between any rank's trainable parameters and rank 0's (0.0 = in sync)."""
+    info = current()
+    flat = torch.cat([p.detach().flatten().float() for p in unwrap(model).parameters() if p.requires_grad])
+    if not info.enabled:
+        return 0.0
+    if dist.get_backend() != "nccl":
+        flat = flat.cpu()
+    gathered = [torch.empty_like(flat) for _ in range(info.world_size)]
+    dist.all_gather(gathered, flat)
+    return max(float((g - gathered[0]).abs().max()) for g in gathered)

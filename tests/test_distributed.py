@@ -1,0 +1,94 @@
+"""Multi-process training: `torchrun --nproc_per_node=2 -m minigpt_ptv2 train ...` trains what one
+process trains on the same global batches, and both ranks end with the same prompt."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from minigpt_ptv2.training import build_task_model, distributed, set_seed
+from minigpt_ptv2.training.distributed import DistInfo
+from minigpt_ptv2.training.run import train_task
+
+
+class Rows(torch.utils.data.Dataset):
+    def __len__(self):
+        return 24
+
+    def __getitem__(self, i):
+        return i
+
+
+def _batches(info: DistInfo, global_batch: int, epoch: int) -> list[list[int]]:
+    loader = distributed.shard_loader(DataLoader(Rows()), global_batch, info, seed=7)
+    loader.sampler.set_epoch(epoch)
+    return [b.tolist() for b in loader]
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_rank_shards_of_batch_j_together_are_single_process_batch_j(epoch):
+    single = _batches(DistInfo(0, 1), 8, epoch)  # 3 global batches of 8
+    r0, r1 = _batches(DistInfo(0, 2), 8, epoch), _batches(DistInfo(1, 2), 8, epoch)
+    assert len(single) == len(r0) == len(r1) == 3
+    for j in range(3):
+        assert len(r0[j]) == len(r1[j]) == 4  # equal per-rank batches: DDP's mean = global mean
+        assert sorted(r0[j] + r1[j]) == sorted(single[j])
+        assert not set(r0[j]) & set(r1[j])  # each rank reads its own shard
+    assert single != _batches(DistInfo(0, 1), 8, epoch + 1)  # a new order every epoch
+
+
+def test_global_batch_must_split_evenly():
+    with pytest.raises(ValueError, match="--batch-size 9 is the global batch.*2 processes"):
+        distributed.per_rank_batch(9, DistInfo(0, 2))
+
+
+def test_single_process_helpers_are_no_ops():
+    assert distributed.current() == DistInfo(0, 1, 0)
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap(model, DistInfo(), "cpu") is model
+    assert distributed.global_sum(1.5, 2.0) == [1.5, 2.0]
+    assert distributed.max_rank_difference(model) == 0.0
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(minilm_dir, tmp_path):
+    from minigpt_ptv2.data import data_dir
+    try:
+        data = str(data_dir())
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    # 16 examples, global batch 8 = 2 steps; each rank sees 4 examples per step. Dropout off so
+    # the two runs are the same function of the data order (see distributed.py).
+    args = ["sst2", "prefix", "--P", "4", "--epochs", "1", "--max-train", "16", "--max-dev", "8",
+            "--max-length", "24", "--batch-size", "8", "--lr", "0.05", "--no-dropout", "--no-progress",
+            "--data-dir", data, "--model-dir", str(minilm_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "minigpt_ptv2", "train", *args, "--json", "--out", str(tmp_path / "ddp")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # only rank 0 prints
+    assert summary["distributed"] == {"world_size": 2, "max_rank_difference": 0.0}
+    assert summary["history"][0]["examples"] == 16  # both ranks' shards counted
+
+    single, _ = train_task("sst2", "prefix", P=4, epochs=1, lr=0.05, batch_size=8, max_train=16, max_dev=8,
+                           max_length=24, out_dir=tmp_path / "one", data_dir=data, model_dir=minilm_dir,
+                           progress=False, dropout=False)
+    two = load_file(str(tmp_path / "ddp" / "checkpoint.safetensors"))
+    one = load_file(str(tmp_path / "one" / "checkpoint.safetensors"))
+    assert sorted(two) == sorted(one) == ["encoder.prompt.embedding.weight", "heads.sst2.classifier.bias",
+                                          "heads.sst2.classifier.weight"]
+    for name in one:
+        assert torch.allclose(two[name], one[name], atol=1e-5, rtol=0), name
+    set_seed(0)  # the initial prompt train_task started from: training really moved it
+    start = build_task_model("sst2", "prefix", 4, model_dir=minilm_dir).encoder.prompt.embedding.weight
+    assert (one["encoder.prompt.embedding.weight"] - start).abs().max() > 1e-2
+    assert abs(summary["history"][0]["train_loss"] - single["history"][0]["train_loss"]) <= 1e-5
+    meta = json.loads((tmp_path / "ddp" / "checkpoint.json").read_text())
+    assert meta["train"]["world_size"] == 2 and not (tmp_path / "ddp" / "checkpoint.json.partial").exists()
