@@ -96,7 +96,9 @@ class Decoder(PromptHost, nn.Module):
             start = past.next_position if past is not None else torch.full(
                 (B,), m.position_offset() if m is not None else 0, device=input_ids.device)
             position_ids = start[:, None] + torch.arange(N, device=input_ids.device)  # [B, N]
-        check_positions(int(position_ids.max()), cfg.max_position_embeddings, f"N={N} tokens")
+        shift = m.position_offset() if m is not None else 0
+        check_positions(int(position_ids.max()), cfg.max_position_embeddings, f"N={N} tokens" + (
+            f" after a position shift of P={shift} (positions='shifted')" if shift else ""))
         x = self.wte(input_ids) + self.wpe(position_ids)  # [B, N, D]
 
         shallow = m.input_prompt(B) if (m is not None and past is None) else None  # [B, P, D]
