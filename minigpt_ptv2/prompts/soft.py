@@ -48,6 +48,8 @@ class SoftPrompt(PromptMethod):
 
 def pad_labels(labels: torch.Tensor, num_virtual: int, ignore_index: int = -100) -> torch.Tensor:
     """[B, N] -> [B, P+N] with `ignore_index` over the prompt: what a causal-LM loss over P+N
-    logits needs. Our models slice the logits back to N rows instead, which is equivalent."""
+    logits needs (PEFT's convention). Not quite what our models compute: they slice the logits
+    back to N rows, which also drops the one term per row where the last prompt row predicts the
+    first real token. Set `[:, P]` to `ignore_index` as well to get exactly our loss."""
     pad = labels.new_full((labels.shape[0], num_virtual), ignore_index)  # [B, P]
     return torch.cat([pad, labels], dim=1)  # [B, P+N]

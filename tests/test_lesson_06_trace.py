@@ -1,0 +1,44 @@
+"""Lesson 06, traced: a shallow soft prompt on BERT-base shapes (2 layers), seed 000's numbers
+B=16, N=128, P=20, D=768.
+
+The prompt [B, P, D] joins the embeddings once, so every layer runs on P+N = 148 rows; the
+virtual rows are sliced off once, at the end, before the hidden states and the pooler (which
+must read the real [CLS]). Run: `pytest tests/test_lesson_06_trace.py`.
+"""
+from trace_helpers import assert_trace, load_lesson
+
+EXPECTED = """
+name                     shape              letters
+shallow.prompt           [16, 20, 768]      [B, P, D]
+embeddings.out           [16, 148, 768]     [B, P+N, D]
+mask.keys                [16, 148]          [B, P+N]
+layer0.attn.q            [16, 12, 148, 64]  [B, H, P+N, d]
+layer0.attn.k            [16, 12, 148, 64]  [B, H, P+N, d]
+layer0.attn.v            [16, 12, 148, 64]  [B, H, P+N, d]
+layer0.attn.context      [16, 12, 148, 64]  [B, H, P+N, d]
+layer0.attn.out          [16, 148, 768]     [B, P+N, D]
+layer0.out               [16, 148, 768]     [B, P+N, D]
+layer1.attn.q            [16, 12, 148, 64]  [B, H, P+N, d]
+layer1.attn.k            [16, 12, 148, 64]  [B, H, P+N, d]
+layer1.attn.v            [16, 12, 148, 64]  [B, H, P+N, d]
+layer1.attn.context      [16, 12, 148, 64]  [B, H, P+N, d]
+layer1.attn.out          [16, 148, 768]     [B, P+N, D]
+layer1.out               [16, 148, 768]     [B, P+N, D]
+shallow.slice            [16, 128, 768]     [B, N, D]
+final.last_hidden_state  [16, 128, 768]     [B, N, D]
+final.pooler             [16, 768]          [B, D]
+"""
+
+
+def test_lesson_06_soft_prompt_trace():
+    lesson = load_lesson("06")
+    tr = lesson.trace_example(B=16, N=128, P=20, layers=2)
+    assert_trace(tr, EXPECTED)
+    assert tr.walk() == ("input: prompt [16, 20, 768] + embeddings [16, 128, 768] -> [16, 148, 768] "
+                         "-> every layer on P+N rows -> slice [16, 128, 768]")
+
+
+def test_lesson_06_minus_100_labels_keep_one_more_term_than_slicing():
+    """The lesson's claim: -100 over the prompt (PEFT) = our sliced loss + the first real token's
+    term; labelling that token -100 as well gives our loss exactly."""
+    load_lesson("06").labels_vs_slicing(P=5, B=2, N=12)
