@@ -65,7 +65,12 @@ class KVPrefix(PromptMethod):
     @classmethod
     def from_layer_kv(cls, config, kv: torch.Tensor, positions: str = "real") -> "KVPrefix":
         """Build a prefix holding given keys and values kv [L, 2, H, P, d] (no MLP)."""
-        L, two, H, P, d = kv.shape
+        c = config
+        if kv.dim() != 5 or kv.shape[:3] != (c.num_hidden_layers, 2, c.num_attention_heads) \
+                or kv.shape[4] != c.head_dim:
+            raise ValueError(f"kv shape {list(kv.shape)} does not fit this config: expected "
+                             f"[L={c.num_hidden_layers}, 2, H={c.num_attention_heads}, P, d={c.head_dim}]")
+        P = kv.shape[3]
         out = cls(config, P, positions=positions)
         with torch.no_grad():
             out.embedding.weight.copy_(rearrange(kv, "l two h p d -> p (l two h d)"))  # [P, L*2*D]
