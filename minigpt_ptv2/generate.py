@@ -50,7 +50,13 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
     ids = input_ids
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
 
-    out = model(ids, attention_mask=mask, position_ids=_positions(mask, offset), use_cache=use_cache)
+    positions = _positions(mask, offset)  # [B, N]
+    last = int(positions.max()) + max_new_tokens
+    limit = model.config.max_position_embeddings
+    if last >= limit:  # refuse up front rather than failing halfway through decoding
+        raise ValueError(f"generating {max_new_tokens} tokens would reach position {last}, past the position "
+                         f"table (0..{limit - 1})" + (f"; the 'shifted' policy adds P={offset}" if offset else ""))
+    out = model(ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
     for step in range(max_new_tokens):
         nxt = _choose(out.logits[:, -1], do_sample, temperature, top_k, generator)  # [B]
         if eos_token_id is not None:
