@@ -1,0 +1,59 @@
+"""`eval`: score a saved checkpoint on a labelled split (dev accuracy for SST-2, entity F1 for CoNLL)."""
+from __future__ import annotations
+
+import sys
+
+from ..data import WordPiece
+from ..pretrained import default_model_dir
+from ..training import evaluate, get_task, load_checkpoint
+from ._shared import add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help
+
+NAME = "eval"
+HELP = "evaluate a checkpoint: SST-2 accuracy or CoNLL-2003 entity F1"
+DESCRIPTION = """\
+Rebuild the model a checkpoint was trained as (pretrained backbone + prompt + head), check the
+backbone is the same one, and score it on a labelled split. The token length limit defaults to
+the one used in training."""
+EPILOG = """\
+examples:
+  python -m minigpt_ptv2 eval runs/sst2-prefix
+  python -m minigpt_ptv2 eval runs/conll-prefix --split test --json"""
+
+
+def add_arguments(p):
+    setup_help(p, DESCRIPTION, EPILOG)
+    p.add_argument("checkpoint", help="folder written by `train` or `import-peft`")
+    p.add_argument("--split", choices=["dev", "test"], default="dev",
+                   help="labelled split to score (SST-2 ships no test labels: dev only)")
+    p.add_argument("--max-examples", type=positive_int, default=None, help="score only the first N examples")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per forward pass")
+    p.add_argument("--max-length", type=positive_int, default=None,
+                   help="max tokens per example (default: the checkpoint's training value)")
+    p.add_argument("--data-dir", default=None, help="folder holding sst2/ and conll2003/")
+    add_model_dir(p)
+    add_device(p)
+    add_json(p)
+
+
+def run(args) -> int:
+    check_device(args.device)
+    model_dir = args.model_dir or default_model_dir()
+    model, meta = load_checkpoint(args.checkpoint, model_dir, args.device)
+    task = get_task(meta["task"])
+    examples = task.load(args.split, args.data_dir, args.max_examples)
+    max_length = args.max_length or meta.get("train", {}).get("max_length", 128)
+    loader = task.batches(examples, WordPiece.from_model_dir(model_dir), batch_size=args.batch_size,
+                          shuffle=False, max_length=max_length)
+    scores = evaluate(model, loader, task, examples, args.device)
+    if meta.get("imported_from", {}).get("head") == "random":
+        print("warning: this checkpoint's head was initialised at random on import (untrained)", file=sys.stderr)
+    result = {"task": task.name, "method": meta["method"], "P": meta["P"], "split": args.split,
+              "examples": len(examples), "metric": task.metric, **scores}
+    if args.json:
+        print_json(result)
+    else:
+        extra = (f" (precision {scores['precision']:.4f}, recall {scores['recall']:.4f})"
+                 if task.metric == "f1" else "")
+        print(f"{task.name} {args.split} {task.metric}: {scores[task.metric]:.4f}{extra} on "
+              f"{len(examples)} examples ({meta['method']}, P={meta['P']})")
+    return 0

@@ -1,0 +1,48 @@
+"""`import-peft`: turn a PEFT prefix- or prompt-tuning adapter into one of our checkpoints."""
+from __future__ import annotations
+
+from ..training import TASKS
+from ..training.peft_format import import_adapter
+from ._shared import add_json, add_model_dir, print_json, setup_help, size_text
+
+NAME = "import-peft"
+HELP = "turn a PEFT prefix/prompt-tuning adapter into a checkpoint that eval and predict use"
+DESCRIPTION = """\
+Read a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) made for the same
+backbone and write our checkpoint: PREFIX_TUNING becomes method 'prefix', PROMPT_TUNING and
+P_TUNING become 'soft' (both store the final prompt, so any MLP is already folded in). The
+prompt keeps PEFT's position convention (positions='shifted': real tokens at P..P+N-1).
+
+A checkpoint needs a task head, and most adapters have none. The head comes from exactly one of:
+  the adapter itself    SEQ_CLS (-> sst2) / TOKEN_CLS (-> conll) adapters carry PEFT's classifier
+  --head-from CKPT      the head of one of our checkpoints for the same task (e.g. the one a
+                        prompt-only adapter was exported from)
+  --random-head         an untrained head: eval and predict warn that its outputs mean nothing"""
+EPILOG = """\
+examples:
+  python -m minigpt_ptv2 import-peft runs/sst2-prefix-peft runs/sst2-imported
+  python -m minigpt_ptv2 import-peft my-adapter runs/imported --task sst2 --head-from runs/sst2-soft"""
+
+
+def add_arguments(p):
+    setup_help(p, DESCRIPTION, EPILOG)
+    p.add_argument("adapter", help="PEFT adapter folder")
+    p.add_argument("out", help="checkpoint folder to write")
+    p.add_argument("--task", choices=sorted(TASKS), default=None,
+                   help="task of the head (default: from the adapter's task_type)")
+    p.add_argument("--head-from", default=None, help="take the task head from this checkpoint of ours")
+    p.add_argument("--random-head", action="store_true", help="initialise an untrained head")
+    add_model_dir(p)
+    add_json(p)
+
+
+def run(args) -> int:
+    info = import_adapter(args.adapter, args.out, args.task, args.model_dir, args.head_from, args.random_head)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['task']} checkpoint, method {info['method']} (P={info['P']}, positions='shifted'), "
+          f"head from {info['head']}: {info['path']} ({size_text(info['bytes'])})")
+    if info["head"] == "random":
+        print("warning: the head is untrained; train it before trusting eval or predict")
+    return 0
