@@ -40,27 +40,31 @@ def _loss(model, batch) -> float:
     return task_loss(model(batch["input_ids"], batch["attention_mask"], task="sst2"), batch["labels"]).item()
 
 
-def _train_prefix(encoder, examples, tok, seed=0):
+def _train_prefix(encoder, examples, tok, seed=0, epochs=2, batch_size=32):
     set_seed(seed)
     model = build_task_model("sst2", "prefix", 8, encoder=copy.deepcopy(encoder))
-    cfg = TrainConfig(epochs=2, lr=1e-1, warmup_ratio=0.0, seed=seed, progress=False)
-    history = fit(model, _loader(examples, tok, 32, shuffle=True), cfg, task="sst2")
+    cfg = TrainConfig(epochs=epochs, lr=1e-1, warmup_ratio=0.0, seed=seed, progress=False)
+    history = fit(model, _loader(examples, tok, batch_size, shuffle=True), cfg, task="sst2")
     return model, history
 
 
-def test_prefix_training_on_sst2_lowers_the_loss_on_a_fixed_batch_and_is_reproducible(encoder, sst2_64):
+def test_prefix_training_on_sst2_lowers_the_loss_on_a_fixed_batch(encoder, sst2_64):
     examples, tok = sst2_64
     fixed = next(iter(_loader(examples[:32], tok, 32)))  # [32, N]: the same batch before and after
     set_seed(0)
     before = _loss(build_task_model("sst2", "prefix", 8, encoder=copy.deepcopy(encoder)), fixed)
-    model, history = _train_prefix(encoder, examples, tok)  # 2 epochs x 2 steps
+    model, history = _train_prefix(encoder, examples, tok, epochs=1, batch_size=16)  # 4 steps
     after = _loss(model, fixed)
-    assert after < before - 0.05, (before, after)
-    assert [h["examples"] for h in history] == [64, 64]
-    again, _ = _train_prefix(encoder, examples, tok)  # same seed: bit-identical prompt and head
-    for (n, a), b in zip(model.named_parameters(), again.parameters()):
-        if a.requires_grad:
-            assert torch.equal(a, b), n
+    assert after < before - 0.05, (before, after)  # about 0.693 -> 0.617
+    assert [h["examples"] for h in history] == [64]
+
+
+def test_training_is_a_function_of_the_seed(encoder, sst2_64):
+    examples, tok = sst2_64  # shuffled order, random init and dropout all depend on the seed
+    runs = [_train_prefix(encoder, examples[:8], tok, seed, epochs=1, batch_size=4)[0] for seed in (0, 0, 1)]
+    weights = [dict((n, p) for n, p in m.named_parameters() if p.requires_grad) for m in runs]
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    assert not torch.equal(weights[0]["encoder.prompt.embedding.weight"], weights[2]["encoder.prompt.embedding.weight"])
 
 
 @pytest.mark.parametrize("method", TRAIN_METHODS)
