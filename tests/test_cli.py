@@ -179,3 +179,11 @@ def test_every_command_has_help_with_an_example(command, capsys):
         main([command, "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "examples:" in out and f"minigpt_ptv2 {command} " in out.split("examples:")[1]
+
+
+def test_top_level_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:  # a literal '%' in a command's HELP used to crash this
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(c in out for c in ("train", "eval", "predict", "export-peft",
+                                                        "import-peft", "params"))

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "predict, and PEFT interop. Run '<command> --help' for each command's options.")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, mod in commands().items():
-        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"),  # argparse %-formats help strings
+                           description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
