@@ -187,3 +187,15 @@ def test_top_level_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and all(c in out for c in ("train", "eval", "predict", "export-peft",
                                                         "import-peft", "params"))
+
+
+@pytest.mark.cuda
+def test_train_eval_predict_on_cuda(minilm_dir, tmp_path):
+    out = str(tmp_path / "ck")
+    code, _ = _run(["train", "sst2", "prefix", *TINY, "--max-train", "16", "--device", "cuda", "--json",
+                    "--out", out, "--data-dir", _data_dir()])
+    assert code == 0
+    code, text = _run(["eval", out, "--max-examples", "8", "--device", "cuda", "--json"])
+    assert code == 0 and 0.0 <= json.loads(text)["accuracy"] <= 1.0
+    code, text = _run(["predict", out, "a fine film", "--device", "cuda", "--json"])
+    assert code == 0 and json.loads(text)["predictions"][0]["label"] in ("negative", "positive")
