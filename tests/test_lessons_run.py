@@ -1,0 +1,71 @@
+"""Every lesson runs as a script (in quick mode) and imports without side effects.
+
+Lessons are jupytext "percent" files: run top to bottom as a notebook, or as a script. Their
+work sits in functions called from a last `if __name__ == "__main__":` cell, so importing one
+(as the shape-trace tests do) only defines things. `MINIGPT_PTV2_QUICK=1` asks each lesson
+for smaller sizes; `MINIGPT_PTV2_FIGURES` sends its figures to a folder instead of nowhere.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trace_helpers import LESSONS, load_lesson
+
+ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
+OURS = [p for p in ALL if p.name[:2] <= "09"]
+
+
+def run_lesson(path: Path, tmp_path: Path, extra_env: dict | None = None):
+    env = {**os.environ, "MINIGPT_PTV2_QUICK": "1", "MINIGPT_PTV2_FIGURES": str(tmp_path / "figures"),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1",  # quick-mode tensors are tiny: one thread is faster on a busy machine
+           **(extra_env or {})}
+    return subprocess.run([sys.executable, str(path)], cwd=LESSONS.parent, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_lessons_01_to_09_are_all_there():
+    assert [p.name[:2] for p in OURS] == [f"{i:02d}" for i in range(1, 10)]
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_lesson_runs_as_a_script(path, tmp_path):
+    done = run_lesson(path, tmp_path)
+    assert done.returncode == 0, f"{path.name} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    assert done.stdout.strip(), f"{path.name} printed nothing"
+    for name in re.findall(r"saved .*?([\w.]+\.png)", done.stdout):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_importing_a_lesson_has_no_side_effects(path, capfd):
+    rng = torch.random.get_rng_state()
+    module = load_lesson(path.name[:2])
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", f"importing {path.name} printed something"
+    assert torch.equal(rng, torch.random.get_rng_state()), f"importing {path.name} used the RNG"
+    assert callable(getattr(module, "main", None)), f"{path.name} needs a main()"
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_lesson_is_a_percent_notebook_with_a_summary(path):
+    text = path.read_text()
+    assert text.startswith("# %% [markdown]\n# # Lesson "), "a lesson opens with a markdown title cell"
+    last_cell = text.rsplit("# %%", 1)[1]
+    assert last_cell.strip() == 'if __name__ == "__main__":\n    main()', "the last cell runs main()"
+    assert "## What to remember" in text and "## Try this" in text
+    assert "/work" not in text and "/tmp" not in text
+
+
+def test_lesson_04_compares_with_transformers_only_when_it_is_importable(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    lesson = load_lesson("04")
+    assert lesson.compare_with_transformers(None, None, {}) is None
+    assert "skipping the comparison" in capsys.readouterr().out
