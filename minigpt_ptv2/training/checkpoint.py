@@ -99,12 +99,7 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     from ..pretrained import default_model_dir
     from .tasks import build_task_model
     meta = read_meta(ckpt_dir)
-    encoder = Encoder.from_pretrained(model_dir or default_model_dir())
-    check_backbone(meta["backbone"], encoder)
-    kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
-        if meta["method"] not in ("head-only", "full") else {}
-    model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder, **kw)
-    weights = Path(ckpt_dir) / WEIGHTS
+    weights = Path(ckpt_dir) / WEIGHTS  # checked before the (slow) backbone load: fail fast
     if not weights.is_file():
         raise FileNotFoundError(f"{ckpt_dir} has {META} but no {WEIGHTS}")
     if "weights_sha256" in meta and _sha256(weights) != meta["weights_sha256"]:
@@ -115,6 +110,11 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     except Exception as e:
         raise ValueError(f"could not read {weights}: {type(e).__name__} "
                          f"(corrupted or truncated?)") from None
+    encoder = Encoder.from_pretrained(model_dir or default_model_dir())
+    check_backbone(meta["backbone"], encoder)
+    kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
+        if meta["method"] not in ("head-only", "full") else {}
+    model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder, **kw)
     own = dict(model.named_parameters())
     missing = sorted(n for n, p in own.items() if p.requires_grad and n not in tensors)
     unexpected = sorted(n for n in tensors if n not in own)
