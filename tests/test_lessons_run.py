@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -22,13 +24,22 @@ ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
 OURS = [p for p in ALL if p.name[:2] <= "09"]
 
 
-def run_lesson(path: Path, tmp_path: Path, extra_env: dict | None = None):
-    env = {**os.environ, "MINIGPT_PTV2_QUICK": "1", "MINIGPT_PTV2_FIGURES": str(tmp_path / "figures"),
+def run_lesson(path: Path, figures: Path):
+    env = {**os.environ, "MINIGPT_PTV2_QUICK": "1", "MINIGPT_PTV2_FIGURES": str(figures),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1",  # quick-mode tensors are tiny: one thread is faster on a busy machine
-           **(extra_env or {})}
+           "OMP_NUM_THREADS": "1"}  # quick-mode tensors are tiny: one thread each, two lessons at a time
     return subprocess.run([sys.executable, str(path)], cwd=LESSONS.parent, env=env,
                           capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def lesson_runs(tmp_path_factory):
+    """Start every lesson at once, two at a time; each test waits for its own."""
+    pool = ThreadPoolExecutor(max_workers=2)
+    runs = {p: (pool.submit(run_lesson, p, tmp_path_factory.mktemp(p.stem[:2]) / "figures"))
+            for p in ALL}
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def test_lessons_01_to_09_are_all_there():
@@ -36,12 +47,12 @@ def test_lessons_01_to_09_are_all_there():
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
-def test_lesson_runs_as_a_script(path, tmp_path):
-    done = run_lesson(path, tmp_path)
+def test_lesson_runs_as_a_script(path, lesson_runs):
+    done = lesson_runs[path].result()
     assert done.returncode == 0, f"{path.name} exited {done.returncode}:\n{done.stderr[-3000:]}"
     assert done.stdout.strip(), f"{path.name} printed nothing"
-    for name in re.findall(r"saved .*?([\w.]+\.png)", done.stdout):
-        assert (tmp_path / "figures" / name).stat().st_size > 0
+    for saved in re.findall(r"^saved (.+\.png)$", done.stdout, flags=re.M):
+        assert Path(saved).stat().st_size > 0, f"{path.name} announced {saved} but it is empty"
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
