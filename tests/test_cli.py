@@ -74,7 +74,7 @@ def test_eval_json_parses_and_matches_the_training_run(sst2_ckpt):
     assert result["accuracy"] == summary["history"][0]["accuracy"]  # same 8 dev sentences, same model
 
 
-def test_eval_conll_test_split_reports_entity_f1(conll_ckpt, capsys):
+def test_eval_conll_test_split_reports_entity_f1(conll_ckpt):
     path, _ = conll_ckpt
     code, out = _run(["eval", str(path), "--split", "test", "--max-examples", "4", "--json"])
     result = json.loads(out)
