@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .checks import check_ids, check_mask, check_positions
+from .checks import check_device, check_ids, check_mask, check_positions
 from .config import DecoderConfig
 from .masks import prepend
 from .prompts.base import PromptHost
@@ -89,6 +89,7 @@ class Decoder(PromptHost, nn.Module):
                 use_cache=False, labels=None, output_attentions=False) -> DecoderOutput:
         cfg, m = self.config, self.prompt
         B, N = check_ids(input_ids, cfg.vocab_size)
+        check_device(input_ids, self, "input_ids")
         mask = check_mask(attention_mask, input_ids)  # [B, N]
         if past is not None and past.key_mask.shape[0] != B:
             raise ValueError(f"cache batch {past.key_mask.shape[0]} does not match input_ids batch {B}")

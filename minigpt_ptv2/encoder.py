@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .checks import check_ids, check_mask, check_positions
+from .checks import check_device, check_ids, check_mask, check_positions
 from .config import EncoderConfig
 from .masks import prepend
 from .prompts.base import PromptHost
@@ -99,6 +99,7 @@ class Encoder(PromptHost, nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False):
         cfg, m = self.config, self.prompt
         B, N = check_ids(input_ids, cfg.vocab_size)
+        check_device(input_ids, self, "input_ids")
         mask = check_mask(attention_mask, input_ids)  # [B, N] bool
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
