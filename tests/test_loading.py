@@ -1,0 +1,292 @@
+"""Loading HuggingFace-format folders: every checkpoint layout we accept gives the reference's
+numbers, and every layout we refuse fails with a message naming the offending key, shape,
+file or model type.
+
+The folders are tiny random BERT / GPT-2 models saved by transformers itself, then rewritten
+(renamed keys, dropped keys, pickles, truncated files) to imitate what one meets in the wild.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from minigpt_ptv2.config import config_from_hf
+from minigpt_ptv2.decoder import Decoder
+from minigpt_ptv2.encoder import Encoder
+from minigpt_ptv2.loading import load_pretrained
+
+transformers = pytest.importorskip("transformers")
+TOL = 1e-5
+
+
+def bert_config():
+    return transformers.BertConfig(vocab_size=120, hidden_size=24, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=40,
+                                   max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A tiny random BertModel saved as model.safetensors (keys without a 'bert.' prefix)."""
+    torch.manual_seed(11)
+    path = tmp_path_factory.mktemp("bert_tiny")
+    transformers.BertModel(bert_config()).eval().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_ref(bert_dir):
+    return transformers.BertModel.from_pretrained(bert_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 120, (2, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    types = torch.zeros_like(ids)
+    types[0, 5:] = 1
+    return ids, mask, types
+
+
+def encode(model, inputs):
+    ids, mask, types = inputs
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, token_type_ids=types)
+    return out.last_hidden_state, out.pooler_output
+
+
+def assert_matches_reference(ours, ref, inputs):
+    a, pa = encode(ours, inputs)
+    b, pb = encode(ref, inputs)
+    assert (a - b).abs().max().item() < TOL
+    assert (pa - pb).abs().max().item() < TOL
+
+
+def rewrite(src, dst, edit, weights="model.safetensors"):
+    """Copy config.json from `src` and write `edit(state_dict)` into `dst/weights`."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "config.json", dst / "config.json")
+    sd = edit(dict(load_file(str(src / "model.safetensors"))))
+    if weights.endswith(".safetensors"):
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(dst / weights))
+    else:
+        torch.save(sd, dst / weights)
+    return dst
+
+
+# --- layouts we accept -----------------------------------------------------------------------
+
+def test_safetensors_folder_matches_bertmodel(bert_dir, bert_ref, inputs):
+    ours = Encoder.from_pretrained(bert_dir)
+    assert not ours.training  # eval mode: dropout off
+    assert_matches_reference(ours, bert_ref, inputs)
+
+
+def test_pytorch_model_bin(bert_dir, bert_ref, inputs, tmp_path):
+    """The pre-safetensors format (what save_pretrained(safe_serialization=False) wrote)."""
+    folder = rewrite(bert_dir, tmp_path / "bin", lambda sd: sd, weights="pytorch_model.bin")
+    assert not (folder / "model.safetensors").exists()
+    assert_matches_reference(Encoder.from_pretrained(folder), bert_ref, inputs)
+
+
+_UNPICKLED = []
+
+
+def _side_effect():
+    _UNPICKLED.append("ran")
+    return torch.zeros(1)
+
+
+class _Payload:
+    """Unpickling this calls `_side_effect`: arbitrary code, which weights_only=True refuses."""
+
+    def __reduce__(self):
+        return (_side_effect, ())
+
+
+def test_pytorch_model_bin_is_read_weights_only(bert_dir, tmp_path):
+    folder = rewrite(bert_dir, tmp_path / "evil", lambda sd: {**sd, "pooler.dense.bias": _Payload()},
+                     weights="pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"could not read weights from .*pytorch_model\.bin"):
+        Encoder.from_pretrained(folder)
+    assert _UNPICKLED == []
+    # the same file does run code when unpickled without weights_only: the test can tell
+    torch.load(folder / "pytorch_model.bin", weights_only=False)
+    assert _UNPICKLED == ["ran"]
+
+
+def test_legacy_gamma_beta_layernorm_names(bert_dir, bert_ref, inputs, tmp_path):
+    def to_legacy(sd):
+        out = {}
+        for k, v in sd.items():
+            k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+            out[k] = v
+        return out
+    folder = rewrite(bert_dir, tmp_path / "legacy", to_legacy)
+    assert any(k.endswith("LayerNorm.gamma") for k in load_file(str(folder / "model.safetensors")))
+    assert_matches_reference(Encoder.from_pretrained(folder), bert_ref, inputs)
+
+
+def test_bert_prefixed_pretraining_checkpoint(tmp_path, inputs):
+    """BertForPreTraining keys start with 'bert.'; its cls.* heads are ignored on purpose."""
+    torch.manual_seed(12)
+    full = transformers.BertForPreTraining(bert_config()).eval()
+    full.save_pretrained(tmp_path)
+    keys = load_file(str(tmp_path / "model.safetensors"))
+    assert any(k.startswith("bert.") for k in keys) and any(k.startswith("cls.") for k in keys)
+    assert_matches_reference(Encoder.from_pretrained(tmp_path), full.bert, inputs)
+
+
+def test_sequence_classification_head_is_reported_not_dropped(tmp_path):
+    """A fine-tuned BertForSequenceClassification folder is refused, naming classifier.*.
+
+    Choice: unlike the pre-training heads (cls.*), which every original BERT checkpoint
+    carries and nobody wants inside an encoder, a classifier head holds trained task weights.
+    Dropping it silently would let a user believe they loaded their classifier while a fresh
+    head is in use; the error lists exactly what would be lost, and that it is the only issue.
+    """
+    torch.manual_seed(13)
+    transformers.BertForSequenceClassification(bert_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError) as e:
+        Encoder.from_pretrained(tmp_path)
+    msg = str(e.value)
+    assert "missing keys []" in msg
+    assert "unexpected keys ['classifier.bias', 'classifier.weight']" in msg
+
+
+def test_sharded_safetensors(bert_ref, inputs, tmp_path):
+    bert_ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert not (tmp_path / "model.safetensors").exists()
+    assert_matches_reference(Encoder.from_pretrained(tmp_path), bert_ref, inputs)
+
+
+def test_gpt2_original_layout_without_prefix_and_with_mask_buffers(gpt2_tiny_dir, tmp_path):
+    """Original GPT-2 files: no 'transformer.' prefix, causal-mask buffers h.{i}.attn.bias."""
+    ref = transformers.GPT2LMHeadModel.from_pretrained(gpt2_tiny_dir).eval()
+    n_pos = ref.config.n_positions
+
+    def to_original(sd):
+        out = {k.removeprefix("transformer."): v for k, v in sd.items() if k != "lm_head.weight"}
+        for i in range(ref.config.n_layer):
+            out[f"h.{i}.attn.bias"] = torch.ones(1, 1, n_pos, n_pos).tril()
+            out[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        return out
+    folder = rewrite(gpt2_tiny_dir, tmp_path / "orig", to_original)
+    assert "h.0.attn.c_attn.weight" in load_file(str(folder / "model.safetensors"))
+    ours = Decoder.from_pretrained(folder)
+    ids = torch.randint(0, 130, (2, 8))
+    with torch.no_grad():
+        assert (ours(ids).logits - ref(ids).logits).abs().max().item() < TOL
+
+
+def test_gpt2_conv1d_weights_are_transposed(gpt2_tiny_dir):
+    """Conv1D stores [in, out]; our Linear holds [out, in]. c_attn is also split into q, k, v."""
+    ref = transformers.GPT2LMHeadModel.from_pretrained(gpt2_tiny_dir)
+    ours = Decoder.from_pretrained(gpt2_tiny_dir)
+    D = ours.config.hidden_size
+    c_attn = ref.transformer.h[1].attn.c_attn.weight  # [D, 3D] = [in, out]
+    assert torch.equal(ours.layers[1].attn.key.weight, c_attn[:, D:2 * D].t())
+    assert torch.equal(ours.layers[1].ffn_in.weight, ref.transformer.h[1].mlp.c_fc.weight.t())
+
+
+def test_dtype_argument(bert_dir):
+    model = Encoder.from_pretrained(bert_dir, dtype=torch.float64)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    with torch.no_grad():
+        out = model(torch.tensor([[1, 2, 3]]))
+    assert out.last_hidden_state.dtype == torch.float64
+
+
+def test_load_pretrained_picks_the_model_from_config(bert_dir, gpt2_tiny_dir):
+    assert isinstance(load_pretrained(bert_dir), Encoder)
+    assert isinstance(load_pretrained(gpt2_tiny_dir), Decoder)
+
+
+# --- layouts we refuse -----------------------------------------------------------------------
+
+def test_missing_key_is_listed(bert_dir, tmp_path):
+    folder = rewrite(bert_dir, tmp_path / "m", lambda sd: {k: v for k, v in sd.items()
+                                                            if k != "encoder.layer.1.output.dense.bias"})
+    with pytest.raises(ValueError, match=r"missing keys \['layers\.1\.ffn_out\.bias'\]"):
+        Encoder.from_pretrained(folder)
+
+
+def test_unexpected_key_is_listed(bert_dir, tmp_path):
+    folder = rewrite(bert_dir, tmp_path / "u", lambda sd: {**sd, "encoder.layer.0.adapter.weight": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"unexpected keys \['encoder\.layer\.0\.adapter\.weight'\]"):
+        Encoder.from_pretrained(folder)
+
+
+def test_shape_mismatch_names_both_shapes(bert_dir, tmp_path):
+    folder = rewrite(bert_dir, tmp_path / "s", lambda sd: {**sd, "pooler.dense.bias": torch.zeros(23)})
+    with pytest.raises(ValueError, match=r"shape mismatch for pooler\.bias: checkpoint \[23\] vs model \[24\]"):
+        Encoder.from_pretrained(folder)
+
+
+def test_untied_gpt2_head_is_refused(gpt2_tiny_dir, tmp_path):
+    folder = rewrite(gpt2_tiny_dir, tmp_path / "untied",
+                     lambda sd: {**sd, "lm_head.weight": torch.randn_like(sd["transformer.wte.weight"])})
+    with pytest.raises(ValueError, match=r"lm_head\.weight differs from wte\.weight"):
+        Decoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "roberta", None])
+def test_other_architectures_are_refused_by_name(bert_dir, tmp_path, model_type):
+    cfg = json.loads((bert_dir / "config.json").read_text())
+    if model_type is None:
+        cfg.pop("model_type")
+    else:
+        cfg["model_type"] = model_type
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(bert_dir / "model.safetensors", tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"unsupported model_type {model_type!r}.*'bert'.*'gpt2'"):
+        load_pretrained(tmp_path)
+
+
+def test_bert_config_with_other_activation_is_refused():
+    with pytest.raises(ValueError, match=r"hidden_act='gelu'.*'relu'"):
+        config_from_hf({"model_type": "bert", "hidden_act": "relu"})
+
+
+def test_truncated_safetensors(bert_dir, tmp_path):
+    shutil.copy(bert_dir / "config.json", tmp_path / "config.json")
+    data = (bert_dir / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"could not read weights from .*model\.safetensors.*corrupted, truncated"):
+        Encoder.from_pretrained(tmp_path)
+
+
+def test_garbage_safetensors(bert_dir, tmp_path):
+    shutil.copy(bert_dir / "config.json", tmp_path / "config.json")
+    (tmp_path / "model.safetensors").write_bytes(b"this is not a safetensors file at all")
+    with pytest.raises(ValueError, match=r"could not read weights from .*model\.safetensors"):
+        Encoder.from_pretrained(tmp_path)
+
+
+def test_no_config_json(bert_dir, tmp_path):
+    shutil.copy(bert_dir / "model.safetensors", tmp_path / "model.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        Encoder.from_pretrained(tmp_path)
+
+
+def test_no_weights_file(bert_dir, tmp_path):
+    shutil.copy(bert_dir / "config.json", tmp_path / "config.json")
+    with pytest.raises(FileNotFoundError, match=r"no weights in .*model\.safetensors.*pytorch_model\.bin"):
+        Encoder.from_pretrained(tmp_path)
+
+
+def test_decoder_from_a_bert_folder_is_refused(bert_dir):
+    with pytest.raises(ValueError, match=r"holds a 'bert' model but 'gpt2' was expected"):
+        Decoder.from_pretrained(bert_dir)
+
+
+def test_encoder_from_a_gpt2_folder_is_refused(gpt2_tiny_dir):
+    with pytest.raises(ValueError, match=r"holds a 'gpt2' model but 'bert' was expected"):
+        Encoder.from_pretrained(gpt2_tiny_dir)
