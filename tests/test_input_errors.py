@@ -101,9 +101,12 @@ def test_shifted_prefix_positions_shrink_the_limit(model):
 
 
 def test_generation_past_the_position_table(decoder):
+    """Refused before any work is done, naming the request and the table's range."""
     n_max = decoder.config.max_position_embeddings
-    with raises(ValueError, f"position {n_max}", f"{n_max} rows"):
+    with raises(ValueError, "generating 10 tokens", "position", f"(0..{n_max - 1})"):
         decoder.generate(ids_for(decoder, 1, n_max - 3), max_new_tokens=10)
+    out = decoder.generate(ids_for(decoder, 1, n_max - 10), max_new_tokens=10)  # fits exactly
+    assert out.shape == (1, n_max)
 
 
 @pytest.mark.parametrize("bad", [-1, "V"])
