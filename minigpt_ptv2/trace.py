@@ -10,11 +10,11 @@ no row is built, no shape is read, nothing is kept. Tracing costs nothing when o
 
 The capture points, in the order a forward pass meets them (i = layer index):
 
-    prefix.table               [P, L*2*D]      the K/V prefix table, PEFT's layout (KVPrefix)
-    prefix.kv                  [L, 2, H, P, d] the same numbers, one K and one V per layer and head
-    deep.prompts               [L, P, D]       one hidden-state prompt per layer (DeepPrompt)
     shallow.prompt             [B, P, D]       the input-level prompt (SoftPrompt, PTuningV1)
     embeddings.out             [B, N, D]       ([B, P+N, D] with a shallow prompt)
+    deep.prompts               [L, P, D]       one hidden-state prompt per layer (DeepPrompt)
+    prefix.table               [P, L*2*D]      the K/V prefix table, PEFT's layout (KVPrefix)
+    prefix.kv                  [L, 2, H, P, d] the same numbers, one K and one V per layer and head
     mask.keys                  [B, P+N]        which keys are real (True) or padding (False)
     mask.keep                  [B, 1, N, P+N]  who may attend to whom (only when something is masked)
     layer{i}.prompt            [B, P, D]       deep: this layer's prompt, broadcast over the batch

@@ -2,6 +2,8 @@
 `trace` command that prints seed 000's walk."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -69,6 +71,39 @@ def test_traces_do_not_nest_and_always_close():
         with ShapeTrace():
             1 / 0
     assert not trace_mod.tracing()
+
+
+def documented_names() -> list:
+    """The capture points listed in trace.py's docstring, as regular expressions."""
+    out = []
+    for line in trace_mod.__doc__.splitlines():
+        m = re.match(r"^    ([a-z][\w{}.|]*\.[\w{}.|]+)\s", line)
+        if m:
+            pattern = re.escape(m.group(1)).replace(r"\{i\}", r"\d+").replace(r"\|", "|")
+            out.append(re.compile(re.sub(r"([a-z]+(?:\|[a-z]+)+)", r"(\1)", pattern) + "$"))
+    return out
+
+
+def test_every_recorded_name_is_documented():
+    """Run every method on both models, padded, explicit path, plus a cached decoding step:
+    each name recorded must be one the module docstring lists (and the list has no extras)."""
+    seen = set()
+    for kind in ("encoder", "decoder"):
+        for method in (None, *METHODS):
+            model, ids = tiny(kind, method)
+            mask = torch.ones_like(ids)
+            mask[-1, -1] = 0
+            with torch.no_grad(), ShapeTrace() as tr:
+                out = model(ids, attention_mask=mask, output_attentions=True,
+                            **({"use_cache": True} if kind == "decoder" else {}))
+                if kind == "decoder":
+                    model(ids[:, :1], past=out.cache)
+            seen.update(tr.names())
+    patterns = documented_names()
+    assert len(patterns) >= 20
+    undocumented = sorted(n for n in seen if not any(p.match(n) for p in patterns))
+    unused = [p.pattern for p in patterns if not any(p.match(n) for n in seen)]
+    assert undocumented == [] and unused == []
 
 
 # --- letters -----------------------------------------------------------------------------------
