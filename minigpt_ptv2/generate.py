@@ -51,11 +51,13 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
 
     positions = _positions(mask, offset)  # [B, N]
-    last = int(positions.max()) + max_new_tokens
+    # The last new token is returned but never fed back, so the model sees max_new_tokens - 1 more positions.
+    last = int(positions.max()) + max_new_tokens - 1
     limit = model.config.max_position_embeddings
-    if last >= limit:  # refuse up front rather than failing halfway through decoding
-        raise ValueError(f"generating {max_new_tokens} tokens would reach position {last}, past the position "
-                         f"table (0..{limit - 1})" + (f"; the 'shifted' policy adds P={offset}" if offset else ""))
+    if max_new_tokens > 0 and last >= limit:  # refuse up front rather than failing halfway through
+        raise ValueError(f"generating {max_new_tokens} tokens would feed the model position {last} beyond the "
+                         f"position table (0..{limit - 1})"
+                         + (f"; the 'shifted' policy adds a shift of P={offset}" if offset else ""))
     out = model(ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
     for step in range(max_new_tokens):
         nxt = _choose(out.logits[:, -1], do_sample, temperature, top_k, generator)  # [B]
