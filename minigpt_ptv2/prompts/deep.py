@@ -34,7 +34,9 @@ class DeepPrompt(PromptMethod):
         """All layers' prompts at once, [L, P, D] (the MLP runs once, not per batch row)."""
         if not self.reparam:
             return self.prompts
-        flat = self.mlp(self.embedding.weight)  # [P, L*D]
+        # Autocast may run the MLP in bf16/fp16: return the prompts in the method's own dtype,
+        # as the plain (reparam=False) parameters are.
+        flat = self.mlp(self.embedding.weight).to(self.embedding.weight.dtype)  # [P, L*D]
         return rearrange(flat, "p (l d) -> l p d", l=self.config.num_hidden_layers)  # [L, P, D]
 
     def hidden_prompts(self, batch_size: int) -> list[torch.Tensor]:

@@ -37,7 +37,9 @@ class PTuningV1(PromptMethod):
         e = self.embedding.weight  # [P, D]
         if self.encoder_type == "lstm":
             e = self.lstm(e.unsqueeze(0))[0].squeeze(0)  # [P, 2*hidden]: each prompt sees all others
-        return self.head(e)  # [P, D]
+        # Under autocast the encoder runs in bf16/fp16; hand the prompt over in the method's own
+        # dtype (as a plain SoftPrompt would), not in whatever precision autocast picked.
+        return self.head(e).to(self.embedding.weight.dtype)  # [P, D]
 
     def input_prompt(self, batch_size: int) -> torch.Tensor:
         return self.prompts().unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D]
