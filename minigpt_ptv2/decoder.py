@@ -86,7 +86,9 @@ class Decoder(PromptHost, nn.Module):
         return load_pretrained(model_dir, expect="gpt2", device=device, dtype=dtype)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past: KVCache | None = None,
-                use_cache=False, labels=None, output_attentions=False) -> DecoderOutput:
+                use_cache=False, labels=None, output_attentions=False, logits_to_keep: int = 0) -> DecoderOutput:
+        """logits_to_keep=k > 0 returns only the last k rows of logits [B, k, V]: generation reads
+        just the last one, and the [D, V] head is the largest matrix product of a step."""
         cfg, m = self.config, self.prompt
         B, N = check_ids(input_ids, cfg.vocab_size)
         check_device(input_ids, self, "input_ids")
@@ -118,6 +120,12 @@ class Decoder(PromptHost, nn.Module):
         h = self.ln_f(out.hidden)  # [B, (P+)N, D]
         if shallow is not None:
             h = record("shallow", "slice", h[:, m.num_virtual:])  # [B, N, D]
+        if logits_to_keep:
+            if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+                raise ValueError(f"logits_to_keep must be an int >= 0 (0 = all), got {logits_to_keep!r}")
+            if labels is not None:
+                raise ValueError("labels need the logits of every position; leave logits_to_keep=0")
+            h = h[:, -logits_to_keep:]  # [B, k, D]
         logits = record("final", "logits", F.linear(h, self.wte.weight))  # [B, N, V]: tied head
 
         loss = None

@@ -58,7 +58,7 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
         raise ValueError(f"generating {max_new_tokens} tokens would feed the model position {last} beyond the "
                          f"position table (0..{limit - 1})"
                          + (f"; the 'shifted' policy adds a shift of P={offset}" if offset else ""))
-    out = model(ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+    out = model(ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, logits_to_keep=1)
     for step in range(max_new_tokens):
         nxt = _choose(out.logits[:, -1], do_sample, temperature, top_k, generator)  # [B]
         if eos_token_id is not None:
@@ -71,5 +71,5 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
         if use_cache:
             out = model(nxt[:, None], past=out.cache, use_cache=True)  # one token per row
         else:
-            out = model(ids, attention_mask=mask, position_ids=_positions(mask, offset))
+            out = model(ids, attention_mask=mask, position_ids=_positions(mask, offset), logits_to_keep=1)
     return ids

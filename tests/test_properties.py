@@ -180,6 +180,9 @@ def test_cached_decoding_equals_recomputation(data, shape, new, method, P, where
                      use_cache=True)
         real = prompt_mask.bool()  # a padding query's output is never used
         close(step.logits[real], full[:, :N][real], "prompt step")
+        last = model(ids[:, :N], attention_mask=prompt_mask, position_ids=positions(prompt_mask, offset),
+                     logits_to_keep=1).logits  # [B, 1, V]: what generation reads
+        close(last, step.logits[:, -1:], "logits_to_keep=1")
         for t in range(N, N + new):
             step = model(ids[:, t:t + 1], past=step.cache, use_cache=True)
             close(step.logits[:, 0], full[:, t], f"cached step {t - N}")
