@@ -1,0 +1,41 @@
+"""Lesson 11, traced: the explicit attention path of a tiny BERT (D=24, H=4, d=6, L=3) with a
+K/V prefix, layer 0 shown, B=2, N=7 (second row padded), P=5.
+
+With output_attentions=True the layer records `scores` and `probs` [B, H, N, P+N]: N real
+queries, P prefix keys then N real keys. Those `probs` are what `viz.attention_maps` stacks
+over layers and what every attention figure draws. Run: `pytest tests/test_lesson_11_trace.py`.
+"""
+import torch
+
+from trace_helpers import assert_trace, load_lesson
+
+EXPECTED = """
+name                       shape            letters
+embeddings.out             [2, 7, 24]       [B, N, D]
+prefix.table               [5, 144]         [P, L*2*D]
+prefix.kv                  [3, 2, 4, 5, 6]  [L, 2, H, P, d]
+mask.keys                  [2, 12]          [B, P+N]
+mask.keep                  [2, 1, 1, 12]    [B, 1, 1, P+N]
+layer0.attn.q              [2, 4, 7, 6]     [B, H, N, d]
+layer0.attn.k              [2, 4, 7, 6]     [B, H, N, d]
+layer0.attn.v              [2, 4, 7, 6]     [B, H, N, d]
+layer0.attn.prefix_k       [2, 4, 5, 6]     [B, H, P, d]
+layer0.attn.prefix_v       [2, 4, 5, 6]     [B, H, P, d]
+layer0.attn.k_with_prefix  [2, 4, 12, 6]    [B, H, P+N, d]
+layer0.attn.v_with_prefix  [2, 4, 12, 6]    [B, H, P+N, d]
+layer0.attn.scores         [2, 4, 7, 12]    [B, H, N, P+N]
+layer0.attn.probs          [2, 4, 7, 12]    [B, H, N, P+N]
+layer0.attn.context        [2, 4, 7, 6]     [B, H, N, d]
+layer0.attn.out            [2, 7, 24]       [B, N, D]
+layer0.out                 [2, 7, 24]       [B, N, D]
+final.last_hidden_state    [2, 7, 24]       [B, N, D]
+final.pooler               [2, 24]          [B, D]
+"""
+
+
+def test_lesson_11_attention_probs_trace():
+    tr = load_lesson("11").trace_example(B=2, N=7, P=5, layers=3)
+    assert_trace(tr, EXPECTED)
+    probs = tr.tensors["layer0.attn.probs"]  # [B, H, N, P+N], kept by the lesson's trace
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 7), atol=1e-5)
+    assert float(probs[1, :, :, -2:].abs().max()) == 0.0  # the padded row's two pad keys
