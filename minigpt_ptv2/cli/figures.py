@@ -37,8 +37,9 @@ FILES = ("prefix_mass_kv.png", "attention_kv_heads.png", "prompt_styles_before_a
 def add_arguments(p):
     p.add_argument("--out", default="figures", help="folder the PNGs are written to")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
-    p.add_argument("--data-dir", default=None, help="folder holding sst2/ (default: found automatically)")
-    p.add_argument("--model-dir", default=None, help="HF-format BERT folder (default: the shipped MiniLM)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding sst2/; None: found automatically, else a few embedded sentences")
+    p.add_argument("--model-dir", default=None, help="HF-format BERT folder; None: the shipped MiniLM")
     p.add_argument("--seed", type=int, default=0, help="seed for prompt initialisation and data order")
 
 
