@@ -25,8 +25,15 @@ def commands() -> dict:
     return dict(sorted(found.items()))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument costs one line (plus a pointer to --help), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="minigpt_ptv2",
         description="Deep prompt tuning (P-Tuning v2) from scratch: demo, trace, train, evaluate, "
                     "predict, and PEFT interop. Run '<command> --help' for each command's options.")
