@@ -45,8 +45,8 @@ def tiny_encoder(seed: int = 0, **changes) -> Encoder:
 # When a K/V prefix is handed to HuggingFace BERT or GPT-2 as "past keys", the model assumes
 # those P entries were earlier *tokens*, so the real tokens get positions P..P+N-1. PEFT
 # inherits this. Two consequences: the outputs differ from a model where real tokens keep
-# 0..N-1, and the longest input silently shrinks from 512 to 512 - P (past it, an index error
-# deep inside the embeddings). We make the policy a named choice (`positions="real"` by
+# 0..N-1, and the longest input silently shrinks from 512 to 512 - P (past it, an error from
+# deep inside the embeddings that never mentions the prefix). We make the policy a named choice (`positions="real"` by
 # default, `"shifted"` to match PEFT) and refuse too-long inputs with a message that says why.
 
 # %%
