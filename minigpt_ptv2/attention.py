@@ -101,23 +101,28 @@ class MultiHeadAttention(nn.Module):
         if keep is not None and (keep.shape[-1] != k.shape[2] or keep.shape[-2] not in (1, q.shape[2])):
             raise ValueError(f"attention mask shape mismatch: mask {list(keep.shape)} but queries "
                              f"{q.shape[2]} and keys {k.shape[2]} (N={q.shape[2]}, P+N={k.shape[2]})")
-        mask = additive_mask(keep, q.dtype)  # [B, 1, N, P+N]
         p_drop = self.dropout if self.training else 0.0
         if need_weights:
-            ctx, probs = self._explicit(q, k, v, mask, p_drop)
+            ctx, probs = self._explicit(q, k, v, keep, p_drop)
         else:
+            mask = additive_mask(keep, q.dtype)  # [B, 1, N, P+N]
             ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop), None
         record(s, "context", ctx)  # [B, H, N, d]
         out = self.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, N, D]
         return record(s, "out", out), probs, (k, v)
 
-    def _explicit(self, q, k, v, mask, p_drop):
-        """The textbook formula, step by step: softmax(Q K^T / sqrt(d) + mask) V."""
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, N, P+N]
-        if mask is not None:
-            scores = scores + mask  # [B, H, N, P+N]
+    def _explicit(self, q, k, v, keep, p_drop):
+        """The textbook formula, step by step: softmax(Q K^T / sqrt(d) + mask) V.
+
+        Scores and mask are added in float32 whatever the input dtype: in fp16 a score below
+        about -16 plus the mask constant would overflow to -inf, and a fully masked row of -inf
+        softmaxes to NaN, which the next layer spreads into real tokens.
+        """
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(self.head_dim)  # [B, H, N, P+N]
+        if keep is not None:
+            scores = scores + additive_mask(keep, torch.float32)  # [B, H, N, P+N]
         record(self.scope, "scores", scores)
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # [B, H, N, P+N]
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)  # [B, H, N, P+N]
         record(self.scope, "probs", probs)
         ctx = F.dropout(probs, p_drop, training=p_drop > 0) @ v  # [B, H, N, d]
         return ctx, probs

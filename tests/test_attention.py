@@ -255,3 +255,18 @@ def test_attention_shapes_with_prefix(bert_base_attention):
     assert s["layer0.attn.scores"] == s["layer0.attn.probs"] == (B, H, N, P + N)
     assert out.shape == (B, N, D)
     assert probs.shape == (B, H, N, P + N) and k.shape == (B, H, P + N, d)
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_half_precision_large_scores_and_a_fully_masked_row_stay_finite(need_weights):
+    """In fp16, score + finfo(fp16).min overflows to -inf once the score is below about -16; a fully
+    masked row of -inf softmaxes to NaN. Large activations make such scores certain here."""
+    attn = MultiHeadAttention(24, 4).half().eval()
+    x = (torch.randn(2, 5, 24) * 30).half()  # [B, N, D], scores in the hundreds
+    keep = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    keep[1] = False  # row 1 may attend to nothing at all
+    out, probs, _ = attn(x, keep, need_weights=need_weights)
+    assert torch.isfinite(out).all()
+    if need_weights:
+        assert torch.isfinite(probs).all()
+        assert torch.allclose(probs.float().sum(-1), torch.ones(2, 4, 5), atol=1e-2)
