@@ -85,6 +85,10 @@ def config_from_hf(hf: dict) -> EncoderConfig | DecoderConfig:
                              f"position_embedding_type={hf['position_embedding_type']!r}")
         if hf.get("hidden_act", "gelu") != "gelu":
             raise ValueError(f"BERT configs must use hidden_act='gelu' (erf), got {hf['hidden_act']!r}")
+        for flag in ("is_decoder", "add_cross_attention"):
+            if hf.get(flag):
+                raise ValueError(f"BERT configs with {flag}=True are not supported (this encoder is "
+                                 f"bidirectional, without cross-attention)")
         names = {f.name for f in fields(EncoderConfig)}
         return EncoderConfig(**{k: v for k, v in hf.items() if k in names and k != "model_type"})
     if model_type == "gpt2":
@@ -94,6 +98,9 @@ def config_from_hf(hf: dict) -> EncoderConfig | DecoderConfig:
         if kw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError("GPT-2 configs must use the tanh GELU ('gelu_new'), got "
                              f"{kw['activation_function']!r}")
+        if kw.get("scale_attn_by_inverse_layer_idx") or kw.get("scale_attn_weights") is False:
+            raise ValueError("GPT-2 configs that change the attention scaling (scale_attn_by_inverse_layer_idx"
+                             "=True or scale_attn_weights=False) are not supported: scores use 1/sqrt(d)")
         names = {f.name for f in fields(DecoderConfig)}
         return DecoderConfig(**{k: v for k, v in kw.items() if k in names and k != "model_type"})
     raise ValueError(

@@ -290,3 +290,15 @@ def test_decoder_from_a_bert_folder_is_refused(bert_dir):
 def test_encoder_from_a_gpt2_folder_is_refused(gpt2_tiny_dir):
     with pytest.raises(ValueError, match=r"holds a 'gpt2' model but 'bert' was expected"):
         Encoder.from_pretrained(gpt2_tiny_dir)
+
+
+@pytest.mark.parametrize("hf, needle", [
+    ({"model_type": "bert", "is_decoder": True}, "is_decoder=True"),
+    ({"model_type": "bert", "add_cross_attention": True}, "add_cross_attention=True"),
+    ({"model_type": "gpt2", "scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+    ({"model_type": "gpt2", "scale_attn_weights": False}, "scale_attn_weights=False"),
+])
+def test_configs_that_would_compute_something_else_are_refused_by_name(hf, needle):
+    from minigpt_ptv2.config import config_from_hf
+    with pytest.raises(ValueError, match=needle):
+        config_from_hf(hf)

@@ -306,3 +306,20 @@ def test_real_tokens_attend_to_every_virtual_entry_and_never_ahead_or_to_padding
             if decoder:
                 later = torch.ones(N, N, dtype=torch.bool).triu(1)  # key j > query i
                 assert bool((probs[..., P:][..., later] == 0).all()), f"layer {i}: a token saw the future"
+
+
+def test_inference_forms_keep_the_mask_the_dtype_and_the_values():
+    """KVPrefix.for_inference / PTuningV1.to_soft_prompt drop the MLP but nothing else."""
+    from minigpt_ptv2.prompts import PTuningV1
+    cfg = preset("bert-tiny")
+    kv = KVPrefix(cfg, 3, projection=True).double()
+    kv.virtual_keep[1] = False
+    inf = kv.for_inference()
+    assert inf.embedding.weight.dtype == torch.float64 and not inf.projection
+    assert torch.equal(inf.virtual_keep, kv.virtual_keep)
+    assert torch.allclose(inf.layer_kv(), kv.layer_kv())
+    pt = PTuningV1(cfg, 3)
+    pt.virtual_keep[0] = False
+    soft = pt.to_soft_prompt()
+    assert torch.equal(soft.virtual_keep, pt.virtual_keep)
+    assert torch.allclose(soft.weight, pt.prompts())

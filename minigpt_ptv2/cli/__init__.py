@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError, KeyError, RuntimeError, OSError)
+# Errors a user can act on. Anything else (a bug, an internal torch error) keeps its traceback;
+# MINIGPT_PTV2_TRACEBACK=1 shows the traceback for these too.
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 
 
 def commands() -> dict:
@@ -59,6 +62,8 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
+        if os.environ.get("MINIGPT_PTV2_TRACEBACK"):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

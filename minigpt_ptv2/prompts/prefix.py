@@ -60,7 +60,9 @@ class KVPrefix(PromptMethod):
         """The inference form: only the final per-layer K/V are kept (no MLP), as a plain table."""
         out = KVPrefix(self.config, self.num_virtual, projection=False, positions=self.positions)
         out.embedding.weight.copy_(self.flat())
-        return out.to(self.embedding.weight.device)
+        out.virtual_keep.copy_(self.virtual_keep)
+        w = self.embedding.weight
+        return out.to(device=w.device, dtype=w.dtype)
 
     @classmethod
     def from_layer_kv(cls, config, kv: torch.Tensor, positions: str = "real") -> "KVPrefix":

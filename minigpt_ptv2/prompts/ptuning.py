@@ -47,4 +47,7 @@ class PTuningV1(PromptMethod):
     @torch.no_grad()
     def to_soft_prompt(self) -> SoftPrompt:
         """The inference form: keep only the encoder's output, drop the encoder."""
-        return SoftPrompt(self.config, self.num_virtual, init=self.prompts().cpu(), positions=self.positions)
+        w = self.embedding.weight
+        out = SoftPrompt(self.config, self.num_virtual, init=self.prompts().float().cpu(), positions=self.positions)
+        out.virtual_keep.copy_(self.virtual_keep)
+        return out.to(device=w.device, dtype=w.dtype)
