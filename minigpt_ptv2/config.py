@@ -1,7 +1,7 @@
 """Model configurations: one dataclass per architecture, plus small named presets.
 
-The field names follow the guide's letters in comments (D, L, H, d) but keep HuggingFace's
-config names, so a `config.json` maps onto them one key at a time.
+The field names carry the notation letters in comments (D, L, H, d; the table is in lesson 01)
+but keep HuggingFace's config names, so a `config.json` maps onto them one key at a time.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class _Common:
         return self.hidden_size // self.num_attention_heads
 
     def dims(self) -> dict:
-        """The guide's letters for this config: D, L, H, d."""
+        """The notation letters this config fixes: D, L, H, d (B, N, P come from the batch)."""
         return {"D": self.hidden_size, "L": self.num_hidden_layers,
                 "H": self.num_attention_heads, "d": self.head_dim}
 

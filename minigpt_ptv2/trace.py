@@ -56,7 +56,7 @@ def tracing() -> bool:
 
 def dims_for(config=None, B: int | None = None, N: int | None = None, P: int | None = None,
              **extra) -> dict:
-    """The guide's letters with their sizes, for `ShapeTrace(dims=...)`.
+    """The notation letters (lesson 01's table) with their sizes, for `ShapeTrace(dims=...)`.
 
     From a config: D, L, H, d, V (vocabulary), D_ff (feed-forward width) and L*2*D (the flat
     prefix table); from the arguments: B, N, P (and P+N when both are given).
@@ -80,8 +80,15 @@ def dims_for(config=None, B: int | None = None, N: int | None = None, P: int | N
 # order, unless the capture point's usual spelling (_SPELLING) names one of the candidates.
 _LETTER_ORDER = ("B", "P+N", "N", "P", "D", "H", "d", "L", "V", "D_ff", "L*2*D")
 
-# The usual spelling of each capture point, keyed by the end of its name.
+# The usual spelling of each capture point, keyed by the end of its name ("out" covers
+# embeddings.out, layer{i}.out and layer{i}.attn.out; "prompt" covers shallow.prompt and
+# layer{i}.prompt). A hint is used only where its letter has the axis's size.
 _SPELLING = {
+    "prompt": ("B", "P", "D"),
+    "out": ("B", "N", "D"),
+    "inject": ("B", "P+N", "D"),
+    "slice": ("B", "N", "D"),
+    "final.last_hidden_state": ("B", "N", "D"),
     "prefix.table": ("P", "L*2*D"),
     "prefix.kv": ("L", "2", "H", "P", "d"),
     "deep.prompts": ("L", "P", "D"),
@@ -179,10 +186,13 @@ class ShapeTrace:
                           tensors={n: t for n, t in self.tensors.items() if n.startswith(prefixes)})
 
     def letters(self, shape: tuple, name: str | None = None) -> str:
-        """Spell a shape with the guide's letters, e.g. (16, 12, 148, 64) -> '[B, H, P+N, d]'.
+        """Spell a shape with the notation letters, e.g. (16, 12, 148, 64) -> '[B, H, P+N, d]'.
 
         A size no letter matches is printed as a number; a size several letters match gets
         the letter the capture point `name` usually has there (L, not H, in `prefix.kv`).
+        A size-1 axis prints as "1" unless the usual spelling puts a letter of size 1 there:
+        with L = 1, the keep-mask [B, 1, 1, P+N] must not read [B, 1, L, P+N]; with B = 1,
+        the batch axis still reads B.
         """
         order = [k for k in _LETTER_ORDER if k in self.dims] + [
             k for k in self.dims if k not in _LETTER_ORDER]
@@ -195,6 +205,8 @@ class ShapeTrace:
             hint = usual[axis] if usual else None
             if hint is not None and (hint in matches or hint == str(size)):
                 out.append(hint)
+            elif size == 1:  # a broadcast axis or a single step, not whichever letter is 1
+                out.append("1")
             else:
                 out.append(matches[0] if matches else str(size))
         return "[" + ", ".join(out) + "]"
@@ -219,7 +231,7 @@ class ShapeTrace:
         return "\n".join(lines)
 
     def walk(self, layer: int = 0) -> str:
-        """Seed 000's story for one layer, in numbers: how the prompt meets the real tokens.
+        """The walk of lessons 06-08 for one layer, in numbers: how the prompt meets the real tokens.
 
         Shallow prompts:      prompt + embeddings -> every layer on P+N rows -> slice at the end.
         Hidden-state prompts: prompt + hidden -> inject -> layer -> slice.

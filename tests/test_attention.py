@@ -1,5 +1,5 @@
 """MultiHeadAttention: the explicit and fused paths compute one function, a prefix only ever
-extends K and V, a masked-out prefix is a no-op, and the shapes are the guide's letters.
+extends K and V, a masked-out prefix is a no-op, and the shapes are the notation letters.
 
 Shapes use the seed walkthrough's numbers (B=16, N=128, P=20, bert-base D=768, H=12, d=64) on a
 single attention module; the numeric comparisons use smaller sizes to stay fast.

@@ -123,7 +123,28 @@ def test_letters_resolve_clashes_with_each_capture_points_usual_spelling():
     assert two.letters((2, 128, 3072)) == "[B, N, D_ff]"
 
 
-def test_dims_for_spells_every_guide_letter():
+def test_a_size_one_axis_is_not_spelled_with_whichever_letter_is_one():
+    """With L = 1 the encoder's keep-mask [B, 1, 1, P+N] once printed as [B, 1, L, P+N]: a
+    broadcast axis of size 1 is "1", unless the usual spelling puts a size-1 letter there."""
+    cfg = preset("bert-tiny").replace(num_hidden_layers=1)
+    model = Encoder(cfg, prompt=make_method("prefix", cfg, P)).eval()
+    mask = torch.ones(B, N, dtype=torch.long)
+    mask[-1, -1] = 0  # something masked, so the keep-mask is built
+    with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:
+        model(torch.randint(0, cfg.vocab_size, (B, N)), attention_mask=mask)
+    assert tr.dims["L"] == 1
+    assert tr.shapes()["mask.keep"] == (B, 1, 1, P + N)
+    assert tr.letters(tr.shapes()["mask.keep"], "mask.keep") == "[B, 1, 1, P+N]"
+    assert tr.letters((1, 2, 4, P, 6), "prefix.kv") == "[L, 2, H, P, d]"  # here L is meant
+    assert tr.letters((B, 1, 24)) == "[B, 1, D]"  # no name, no hint: the number
+    one = ShapeTrace(dims=dims_for(cfg, B=1, N=N, P=P))  # B = L = 1
+    assert one.letters((1, 1, 1, P + N), "mask.keep") == "[B, 1, 1, P+N]"
+    assert one.letters((1, N, 24), "layer0.out") == "[B, N, D]"
+    assert one.letters((1, P, 24), "layer0.prompt") == "[B, P, D]"
+    assert one.letters((1, 4, 1, 6), "layer0.attn.q") == "[B, H, 1, d]"  # one decoding step
+
+
+def test_dims_for_spells_every_notation_letter():
     d = dims_for(preset("minilm"), B=16, N=128, P=20)
     assert d == {"B": 16, "N": 128, "P": 20, "D": 384, "L": 6, "H": 12, "d": 32, "V": 30522,
                  "D_ff": 1536, "L*2*D": 4608, "P+N": 148}

@@ -2,7 +2,7 @@
 
     python -m minigpt_ptv2 trace --method deep --B 16 --N 128 --P 20 --config bert-base
 
-prints seed 000's walk (inject [16, 20, 768] + [16, 128, 768] -> [16, 148, 768] -> slice ->
+prints the deep-prompt walk of lesson 07 (inject [16, 20, 768] + [16, 128, 768] -> [16, 148, 768] -> slice ->
 [16, 128, 768]); `--method prefix` prints its K/V counterpart ([16, 12, 20, 64] +
 [16, 12, 128, 64] -> [16, 12, 148, 64]). Shapes do not depend on the weights, so the model
 is built from the named preset with random weights: nothing is downloaded.
@@ -18,7 +18,7 @@ from ..trace import ShapeTrace, dims_for
 NAME = "trace"
 HELP = "print the shape of every named tensor as a batch flows through a model and prompt method"
 DESCRIPTION = (__doc__ or "").split("\n\n")[0].strip() + (
-    " Shapes are spelled with the guide's letters (B, N, P, D, L, H, d, P+N).")
+    " Shapes are spelled with the notation letters of lesson 01 (B, N, P, D, L, H, d, P+N).")
 
 DEFAULT_CONFIG = {"encoder": "bert-base", "decoder": "gpt2"}
 
@@ -40,7 +40,8 @@ def add_arguments(p):
     p.add_argument("--pad", type=int, default=0,
                    help="pad the last PAD tokens of the last row, so the attention mask shows up")
     p.add_argument("--positions", choices=["real", "shifted"], default="real",
-                   help="position policy of the prompt (see pitfall 1 in the guide)")
+                   help="position policy of the prompt: real tokens at 0..N-1, or P..P+N-1 as HF/PEFT do "
+                        "(lessons/13_pitfalls.py, pitfall 1)")
     p.add_argument("--fused", action="store_true",
                    help="use the fused attention path (no scores/probs rows, faster)")
     p.add_argument("--seed", type=int, default=0, help="random seed for weights and token ids")
