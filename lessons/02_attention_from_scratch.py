@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
 from minigpt_ptv2 import MultiHeadAttention, ShapeTrace
 from minigpt_ptv2.attention import additive_mask
+from minigpt_ptv2.viz import save_figure
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -104,29 +102,15 @@ def fully_masked_row():
 # shows inline; as a script it is saved when `MINIGPT_PTV2_FIGURES` names a folder.
 
 # %%
-def show(fig, name: str):
-    out = os.environ.get("MINIGPT_PTV2_FIGURES")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(out) / name, dpi=120, bbox_inches="tight")
-        print(f"saved {Path(out) / name}")
-    if "ipykernel" in sys.modules:
-        import matplotlib.pyplot as plt
-        plt.show()
-
-
 def plot_pattern(probs: torch.Tensor):
-    import matplotlib
-    if "ipykernel" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8, 3.6))
+    axes = fig.subplots(1, 2)
     for ax, b, title in ((axes[0], 0, "row 0: no padding"), (axes[1], -1, "last row: padded half")):
         ax.imshow(probs[b, 0], cmap="viridis")  # [N, N]
         ax.set(title=title, xlabel="key", ylabel="query")
     fig.suptitle("attention probabilities, head 0 (random weights)", y=1.02)
-    show(fig, "02_attention_pattern.png")
-    plt.close(fig)
+    save_figure(fig, "02_attention_pattern.png")
 
 
 # %% [markdown]

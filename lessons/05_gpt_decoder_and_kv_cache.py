@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +25,7 @@ import torch.nn.functional as F
 from minigpt_ptv2 import Decoder, ShapeTrace, preset
 from minigpt_ptv2.masks import build_keep
 from minigpt_ptv2.trace import dims_for
+from minigpt_ptv2.viz import save_figure
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -85,28 +84,14 @@ def causal_masks(N=5, P=2, T=4):
     return plain, prefix, cache
 
 
-def show(fig, name: str):
-    out = os.environ.get("MINIGPT_PTV2_FIGURES")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(out) / name, dpi=120, bbox_inches="tight")
-        print(f"saved {Path(out) / name}")
-    if "ipykernel" in sys.modules:
-        import matplotlib.pyplot as plt
-        plt.show()
-
-
 def plot_masks(masks, P=2):
-    import matplotlib
-    if "ipykernel" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3), gridspec_kw={"width_ratios": [5, 7, 5]})
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3))
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [5, 7, 5]})
     for ax, m, title in zip(axes, masks, ("causal", f"causal + prefix (first {P} keys)", "cache + 1 token")):
         ax.imshow(m.int(), cmap="Greens", vmin=0, vmax=1.4)
         ax.set(title=title, xlabel="key", ylabel="query", xticks=range(m.shape[1]), yticks=range(m.shape[0]))
-    show(fig, "05_causal_masks.png")
-    plt.close(fig)
+    save_figure(fig, "05_causal_masks.png")
 
 
 # %% [markdown]

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 from einops import rearrange
 
 from minigpt_ptv2 import Encoder, MultiHeadAttention, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
+from minigpt_ptv2.viz import save_figure
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -202,31 +201,17 @@ def once_vs_per_row(batches=(1, 8, 32), P=20, repeat=5):
     return rows
 
 
-def show(fig, name: str):
-    out = os.environ.get("MINIGPT_PTV2_FIGURES")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(out) / name, dpi=120, bbox_inches="tight")
-        print(f"saved {Path(out) / name}")
-    if "ipykernel" in sys.modules:
-        import matplotlib.pyplot as plt
-        plt.show()
-
-
 def plot_once_vs_per_row(rows):
-    import matplotlib
-    if "ipykernel" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     Bs = [r[0] for r in rows]
     for k, label in enumerate(("once + expand", "per row", "once + repeat")):
         ax.plot(Bs, [r[1][k] * 1e3 for r in rows], marker="o", label=label)
     ax.set(xlabel="batch size B", ylabel="ms per forward (prefix only)", xscale="log", yscale="log",
            title="computing the prefix MLP (BERT-base sizes, P=20)")
     ax.legend()
-    show(fig, "08_once_vs_per_row.png")
-    plt.close(fig)
+    save_figure(fig, "08_once_vs_per_row.png")
 
 
 # %% [markdown]

@@ -26,7 +26,7 @@ import time
 import torch
 
 from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
-from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
+from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from minigpt_ptv2 import Encoder, ShapeTrace, preset
-from minigpt_ptv2.data import SST2_LABELS, WordPiece, load_sst2
+from minigpt_ptv2.cli.figures import load_sentences
+from minigpt_ptv2.data import SST2_LABELS, WordPiece
 from minigpt_ptv2.prompts import KVPrefix, format_report, parameter_report
 from minigpt_ptv2.training import (Head, TaskModel, TrainConfig, build_task_model, evaluate, fit,
                                    get_task, load_checkpoint, save_checkpoint, set_seed)
@@ -38,15 +39,6 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # to run every step, not to learn anything.
 
 # %%
-def load_data(n_train: int, n_dev: int):
-    try:
-        return load_sst2("train", max_examples=n_train), load_sst2("dev", max_examples=n_dev), "SST-2"
-    except FileNotFoundError as e:
-        from minigpt_ptv2.data.tiny import tiny_sentiment
-        print(f"(SST-2 not found: {e}; using the embedded sentences)")
-        return tiny_sentiment("train")[:n_train], tiny_sentiment("dev")[:n_dev], "embedded"
-
-
 def loaders(tok: WordPiece, train, dev, batch_size: int, seed: int = 0):
     task = get_task("sst2")
     return (task.batches(train, tok, batch_size=batch_size, shuffle=True, seed=seed, max_length=64),
@@ -168,7 +160,7 @@ def trace_example(B=3, N=9, P=5, layers=2, pad=3) -> ShapeTrace:
 def main():
     n_train, n_dev, P, batch = (8, 8, 4, 8) if QUICK else (384, 200, 16, 16)
     set_seed(0)
-    train, dev, source = load_data(n_train, n_dev)
+    train, dev, source = load_sentences(None, n_train, n_dev)
     tok = WordPiece.from_model_dir()
     train_loader, dev_loader = loaders(tok, train, dev, batch)
     print(f"{len(train)} training and {len(dev)} dev sentences from {source}, P={P}")

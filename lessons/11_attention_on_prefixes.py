@@ -15,16 +15,15 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import torch
 
 from minigpt_ptv2 import Encoder, ShapeTrace, preset
-from minigpt_ptv2.data import WordPiece, load_sst2
+from minigpt_ptv2.cli.figures import load_sentences
+from minigpt_ptv2.data import WordPiece
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
 from minigpt_ptv2.trace import dims_for
-from minigpt_ptv2.viz import attention_maps, key_labels, prefix_mass, token_mass
+from minigpt_ptv2.viz import attention_maps, key_labels, prefix_mass, save_figure, token_mass
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -144,30 +143,12 @@ def train_prefix(model: Encoder, tok: WordPiece, batch: dict, P: int, n_train: i
     Returns (task model, maps at initialisation)."""
     from minigpt_ptv2.training import TrainConfig, build_task_model, fit, get_task, set_seed
     set_seed(0)
-    try:
-        train = load_sst2("train", max_examples=n_train)
-    except FileNotFoundError:
-        from minigpt_ptv2.data.tiny import tiny_sentiment
-        train = tiny_sentiment("train")[:n_train]
+    train, _, _ = load_sentences(None, n_train, n_dev=1)  # SST-2, or the embedded sentences
     task_model = build_task_model("sst2", "prefix", P, encoder=model).eval()
     before = attention_maps(model, batch)
     loader = get_task("sst2").batches(train, tok, batch_size=batch_size, shuffle=True, max_length=64)
     fit(task_model, loader, TrainConfig(epochs=1, lr=3e-2, progress=False), task="sst2")
     return task_model.eval(), before
-
-
-def figures_dir() -> Path | None:
-    out = os.environ.get("MINIGPT_PTV2_FIGURES")
-    return Path(out) if out else None
-
-
-def show(path, fig):
-    """Say where a figure was saved (if it was), and draw it when running in a notebook."""
-    if path is not None:
-        print(f"saved {path}")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-        display(fig)
 
 
 def before_and_after(model: Encoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int):
@@ -176,17 +157,16 @@ def before_and_after(model: Encoder, tok: WordPiece, batch: dict, P: int, n_trai
     after = attention_maps(model, batch)
     print(f"mean prefix mass: {before.mass().mean():.3f} at initialisation, {after.mass().mean():.3f} trained "
           f"({n_train} sentences, one epoch)")
-    out = figures_dir()
-    show(*plot_prefix_mass({"at initialisation": before.mass(), "trained": after.mass()},
-                               out / "11_prefix_mass.png" if out else None,
-                               title=f"Attention mass on a P={P} K/V prefix, MiniLM"))
+    _, fig = plot_prefix_mass({"at initialisation": before.mass(), "trained": after.mass()}, None,
+                              title=f"Attention mass on a P={P} K/V prefix, MiniLM")
+    save_figure(fig, "11_prefix_mass.png", dpi=90)
     layer = int(after.mass().mean(1).argmax())
     heads = after.mass()[layer].argsort(descending=True)[:4].tolist()
     ids = batch["input_ids"][0][after.query_mask[0]]
     toks = tok.tokens(ids)
-    show(*plot_attention_heads(after.matrix(layer, 0, heads), P, key_labels(P, toks), toks,
-                               out / "11_attention_heads.png" if out else None, heads,
-                               title=f"layer {layer}: the four heads that use the prefix most"))
+    _, fig = plot_attention_heads(after.matrix(layer, 0, heads), P, key_labels(P, toks), toks, None, heads,
+                                  title=f"layer {layer}: the four heads that use the prefix most")
+    save_figure(fig, "11_attention_heads.png", dpi=90)
     return task_model, after
 
 

@@ -80,3 +80,19 @@ def test_lesson_04_compares_with_transformers_only_when_it_is_importable(monkeyp
     lesson = load_lesson("04")
     assert lesson.compare_with_transformers(None, None, {}) is None
     assert "skipping the comparison" in capsys.readouterr().out
+
+
+def test_save_figure_writes_only_to_the_named_folder(tmp_path, monkeypatch, capsys):
+    from matplotlib.figure import Figure
+
+    from minigpt_ptv2.viz import save_figure
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().plot([0, 1])
+    monkeypatch.delenv("MINIGPT_PTV2_FIGURES", raising=False)
+    assert save_figure(fig, "a.png") is None and capsys.readouterr().out == ""
+    monkeypatch.setenv("MINIGPT_PTV2_FIGURES", str(tmp_path / "figs"))
+    path = save_figure(fig, "a.png")
+    assert path == tmp_path / "figs" / "a.png" and path.stat().st_size > 0
+    assert capsys.readouterr().out == f"saved {path}\n"
+    with pytest.raises(ValueError, match="plain file name"):
+        save_figure(fig, "sub/a.png")
