@@ -16,7 +16,9 @@ epoch, and save only what was trained (prompt + task head) to --out: a few KiB t
 
 Methods: soft, ptuning-mlp, ptuning-lstm (input prompts), deep, deep-mlp (hidden-state prompts),
 prefix, prefix-mlp (K/V prefixes, P-Tuning v2), and the references head-only and full.
-Runs unchanged under torchrun, one process per device (--batch-size stays the global batch)."""
+Runs unchanged under torchrun, one process per device (--batch-size stays the global batch):
+sst2 then trains what one process trains; conll only approximately, since each process averages
+the loss over its own number of labelled tokens."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 train sst2 prefix --P 16 --epochs 1 --max-train 2000 --out runs/sst2-prefix

@@ -29,17 +29,25 @@ class SoftPrompt(PromptMethod):
     def from_vocab(cls, model, num_virtual: int, generator: torch.Generator | None = None, **kw):
         """Initialise from P randomly chosen rows of the model's word-embedding table."""
         table = model.input_embeddings().weight  # [V, D]
+        if not isinstance(num_virtual, int) or num_virtual <= 0:
+            raise ValueError(f"num_virtual (P) must be a positive int, got {num_virtual!r}")
         rows = torch.randint(0, table.shape[0], (num_virtual,), generator=generator)
         return cls(model.config, num_virtual, init=table[rows.to(table.device)].cpu(), **kw)
 
     @classmethod
     def from_text(cls, model, token_ids: list[int], num_virtual: int | None = None, **kw):
         """Initialise from a text's token embeddings (cycled/truncated to P rows)."""
-        P = num_virtual or len(token_ids)
+        token_ids = [int(i) for i in token_ids]  # a list or a 1-D tensor of ids
         if not token_ids:
             raise ValueError("from_text needs at least one token id")
-        ids = torch.tensor([token_ids[i % len(token_ids)] for i in range(P)])
+        P = len(token_ids) if num_virtual is None else num_virtual
+        if not isinstance(P, int) or P <= 0:
+            raise ValueError(f"num_virtual (P) must be a positive int, got {P!r}")
         table = model.input_embeddings().weight  # [V, D]
+        bad = [i for i in token_ids if not 0 <= i < table.shape[0]]
+        if bad:
+            raise ValueError(f"token_ids {bad[:5]} are outside the vocabulary [0, V={table.shape[0]})")
+        ids = torch.tensor([token_ids[i % len(token_ids)] for i in range(P)])  # [P]
         return cls(model.config, P, init=table[ids.to(table.device)].cpu(), **kw)
 
     def input_prompt(self, batch_size: int) -> torch.Tensor:

@@ -8,10 +8,16 @@ What changes under torchrun, and nothing else does:
 - `--batch-size` stays the *global* batch: each of the W ranks takes batch_size / W examples;
 - the training order comes from a DistributedSampler even in a single process: one seeded
   permutation per epoch, and rank r takes every W-th index of it, so the union of the ranks'
-  batch j is exactly single-process batch j. DDP averages the ranks' gradients, which (per-rank
-  batches of equal size, a mean loss per rank) is the gradient of the global batch's mean loss:
-  2 processes train what 1 process trains, up to float summation order. (When the dataset size
-  is not a multiple of W, the sampler pads the last batch by repeating a few examples.)
+  batch j is exactly single-process batch j. DDP averages the ranks' gradients: the mean over
+  ranks of each rank's mean loss.
+  - Sentence tasks (sst2): one loss term per example and equal per-rank batches, so that average
+    is the global batch's mean loss: 2 processes train what 1 process trains, up to float
+    summation order.
+  - Token tasks (conll): each rank averages over its own n_r labelled tokens (label != -100), and
+    the ranks' n_r differ, so a token on rank r weighs 1 / (W * n_r) instead of 1 / sum(n): close
+    to the single-process token-weighted mean, not equal (equal only when every n_r is the same).
+  When the dataset size is not a multiple of W, the sampler also pads the last batch by repeating
+  a few examples (both kinds of task).
 - only rank 0 shows progress, evaluates and saves; the others wait for it at the next step.
 """
 from __future__ import annotations

@@ -3,7 +3,8 @@
     sequence task:  pooler_output (the real [CLS]) [B, D] -> dropout -> Linear -> [B, C]
     token task:     last_hidden_state (N real rows) [B, N, D] -> dropout -> Linear -> [B, N, C]
 
-Several heads can share one backbone (seed 000's list of heads): `TaskModel.heads` is a dict.
+Several heads can share one backbone and one prompt (seed 000's list of heads, by name instead
+of by index): `TaskModel.heads` is a dict, `add_head` adds one, and `task=` picks one per forward.
 """
 from __future__ import annotations
 
@@ -36,15 +37,32 @@ class TaskModel(nn.Module):
         if not heads:
             raise ValueError("TaskModel needs at least one head")
         self.encoder = encoder
-        self.heads = nn.ModuleDict(heads)
+        self.heads = nn.ModuleDict()
+        for name, head in heads.items():
+            self.add_head(name, head)
+
+    def add_head(self, name: str, head: Head) -> "TaskModel":
+        """Another task over the same backbone and prompt, moved to the encoder's device. The new
+        head is trainable; the encoder's freezing is left as it is. Returns the model."""
+        if not isinstance(head, Head):
+            raise TypeError(f"head {name!r} must be a Head, got {type(head).__name__}")
+        if name in self.heads:
+            raise ValueError(f"this model already has a head named {name!r}; heads: {list(self.heads)}")
+        D = self.encoder.config.hidden_size
+        if head.classifier.in_features != D:
+            raise ValueError(f"head {name!r} reads {head.classifier.in_features} features, "
+                             f"the encoder's hidden size D is {D}")
+        self.heads[name] = head.to(next(self.encoder.parameters()).device)
+        return self
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, task: str | None = None):
-        name = task or next(iter(self.heads))
+        if task is None and len(self.heads) > 1:
+            raise ValueError(f"this model has several heads {list(self.heads)}: pass task=<name>")
+        name = next(iter(self.heads)) if task is None else task
         if name not in self.heads:
             raise ValueError(f"unknown task {name!r}; this model has heads {list(self.heads)}")
         out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         return self.heads[name](out)
-
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,10 @@ clipping, fixed seeds, evaluation after each epoch, and a progress bar with loss
 
 It works unchanged on CPU or CUDA and under `torchrun` (see distributed.py): the model passed in
 may be wrapped in DistributedDataParallel, and the loader may use a DistributedSampler.
+
+Several tasks over one prompt: a batch carrying a "task" key is routed to that head, so
+`fit(model, Alternate({"sst2": a, "conll": b}), cfg)` trains both heads and the shared prompt,
+one batch of each task in turn.
 """
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ from .heads import task_loss
 class TrainConfig:
     epochs: int = 3
     lr: float = 1e-2
-    warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly from 0
+    warmup_ratio: float = 0.1  # fraction of all steps spent rising linearly to the peak lr (see warmup_decay)
     weight_decay: float = 0.0
-    clip: float = 1.0  # max gradient norm (0 = no clipping)
+    clip: float = 1.0  # max global gradient norm over all trainable parameters (0 = no clipping)
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -34,6 +38,8 @@ class TrainConfig:
             raise ValueError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.clip < 0:
+            raise ValueError(f"clip (max gradient norm) must be >= 0 (0 = no clipping), got {self.clip}")
 
 
 def set_seed(seed: int) -> None:
@@ -44,14 +50,49 @@ def set_seed(seed: int) -> None:
 
 
 def warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up to the base lr, then linear decay to 0 at `total_steps`."""
+    """A triangle over steps s = 0..T-1 (T = total_steps, W = max(1, int(T * warmup_ratio))):
+
+        lr_s = peak * min((s + 1) / W, (T - s) / (T - W + 1))
+
+    up in W equal steps to the peak at s = W-1, then down in equal steps to 0 at s = T, one step
+    after the last: neither the first nor the last step is spent at lr 0, and the peak is used
+    once (warmup_ratio=0: peak, then straight down).
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
     warm = max(1, int(total_steps * warmup_ratio))
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+        return max(0.0, min((step + 1) / warm, (total_steps - step) / (total_steps - warm + 1)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Alternate:
+    """Batches of several tasks in turn, each tagged with its task name for `fit` and TaskModel:
+
+        Alternate({"sst2": a, "conll": b})  ->  a[0], b[0], a[1], b[1], ...  (until all run out)
+
+    The epoch has len(a) + len(b) steps; a shorter loader simply stops contributing. Under DDP,
+    wrap with find_unused=True: every step leaves the other tasks' heads without a gradient.
+    """
+
+    def __init__(self, loaders: dict):
+        if not loaders:
+            raise ValueError("Alternate needs at least one task loader")
+        self.loaders = dict(loaders)
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders.values())
+
+    def __iter__(self):
+        iters = {name: iter(loader) for name, loader in self.loaders.items()}
+        while iters:
+            for name in list(iters):
+                batch = next(iters[name], None)
+                if batch is None:
+                    del iters[name]
+                else:
+                    yield {**batch, "task": name}
 
 
 def batch_to(batch: dict, device) -> dict:
@@ -62,6 +103,8 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
     """Train `model` (a TaskModel, possibly DDP-wrapped); returns a list of per-epoch records.
 
     evaluate: optional callable(model) -> dict of metrics, run after every epoch.
+    task: the head to train; a batch with a "task" key (see Alternate) overrides it.
+    Raises FloatingPointError as soon as the loss is not finite (nothing is updated by that batch).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -81,14 +124,15 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
                    dynamic_ncols=True, leave=False)
         for step, batch in enumerate(bar):
             batch = batch_to(batch, cfg.device)
-            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), task=task)
+            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                           task=batch.get("task", task))
             loss = task_loss(logits, batch["labels"])
             if not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
-                                   f"lower the learning rate (now {cfg.lr})")
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
+                                         f"lower the learning rate (now {cfg.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.clip > 0:
+            if cfg.clip > 0:  # one norm over all trainable tensors together, scaled down to `clip`
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
             sched.step()
