@@ -6,9 +6,9 @@ from .heads import Head, TaskModel, task_loss
 from .peft_format import export_checkpoint, import_adapter, load_adapter, save_adapter
 from .predict import Predictor
 from .tasks import TASKS, TRAIN_METHODS, build_task_model, get_task, set_trainable
-from .trainer import TrainConfig, fit, set_seed
+from .trainer import Alternate, TrainConfig, fit, set_seed
 
 __all__ = ["Head", "TaskModel", "task_loss", "TASKS", "TRAIN_METHODS", "build_task_model", "get_task",
-           "set_trainable", "TrainConfig", "fit", "set_seed", "evaluate", "predict_batches",
+           "set_trainable", "TrainConfig", "Alternate", "fit", "set_seed", "evaluate", "predict_batches",
            "save_checkpoint", "load_checkpoint", "read_meta", "save_adapter", "load_adapter",
            "export_checkpoint", "import_adapter", "Predictor"]
