@@ -16,7 +16,8 @@
 # | d      | head size, D / H              | 64        | 32        |
 #
 # The numbers B=16, N=128, P=20, D=768 are those of the P-Tuning v2 walkthrough this project
-# started from; we keep them so you can compare our tables with it line by line.
+# started from ("seed 000", one of five tutorials listed in `lessons/README.md`); we keep them
+# so you can compare our tables with it line by line.
 #
 # Run this file as a script (`python lessons/01_notation_and_shapes.py`) or open it as a
 # notebook (it is in jupytext "percent" format). Set `MINIGPT_PTV2_QUICK=1` for smaller sizes.

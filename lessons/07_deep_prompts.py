@@ -193,6 +193,7 @@ def main():
 # - `python -m minigpt_ptv2 trace --method deep --B 16 --N 128 --P 20 --config bert-base --layers 0`
 # - Set `pad=0` in `trace_example`: which row disappears, and why is that allowed?
 # - Make `loop_by_hand` skip the slice at layer 0 only, and see the shapes fail at layer 1.
+# - Add B = P+N to the loop in `two_d_mask_mistake`: it no longer raises. What does it compute?
 # - Use `DeepPrompt(cfg, P, reparam=True)` and check that `layer_prompts()` is still `[L, P, D]`.
 
 # %%

@@ -21,7 +21,6 @@ import torch
 from trace_helpers import LESSONS, load_lesson
 
 ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
-OURS = [p for p in ALL if p.name[:2] <= "09"]
 
 
 def run_lesson(path: Path, figures: Path):
@@ -42,8 +41,14 @@ def lesson_runs(tmp_path_factory):
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def test_lessons_01_to_09_are_all_there():
-    assert [p.name[:2] for p in OURS] == [f"{i:02d}" for i in range(1, 10)]
+def test_lessons_are_numbered_without_gaps_listed_in_the_readme_and_traced():
+    assert len(ALL) > 1, "no lessons found"
+    assert [p.name[:2] for p in ALL] == [f"{i:02d}" for i in range(1, len(ALL) + 1)]
+    rows = re.findall(r"^\| (\d\d) \| `([^`]+)` \|", (LESSONS / "README.md").read_text(), flags=re.M)
+    assert rows == [(p.name[:2], p.name) for p in ALL], "lessons/README.md's reading order is out of date"
+    tests = LESSONS.parent / "tests"
+    missing = [p.name for p in ALL if not (tests / f"test_lesson_{p.name[:2]}_trace.py").exists()]
+    assert missing == [], f"lessons without a shape-trace test: {missing}"
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
