@@ -24,6 +24,7 @@ from einops import rearrange
 
 from minigpt_ptv2 import MultiHeadAttention, ShapeTrace
 from minigpt_ptv2.attention import additive_mask
+from minigpt_ptv2.trace import side_by_side
 from minigpt_ptv2.viz import save_figure
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -138,10 +139,7 @@ def main():
     fully_masked_row()
     plot_pattern(probs)
     print()
-    print("explicit path:")
-    print(trace_example(B, N).table())
-    print("fused path:")
-    print(trace_example(B, N, fused=True).table())
+    print(side_by_side(trace_example(B, N), trace_example(B, N, fused=True), ("explicit path", "fused path")))
 
 
 # %% [markdown]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from minigpt_ptv2 import Decoder, ShapeTrace, preset
 from minigpt_ptv2.masks import build_keep
-from minigpt_ptv2.trace import dims_for
+from minigpt_ptv2.trace import dims_for, side_by_side
 from minigpt_ptv2.viz import save_figure
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -187,10 +187,8 @@ def main():
         next_token_loss(model, ids)
         kv_cache(model, ids, steps)
     prompt_step, cached_step = trace_example()
-    print("\nprompt step:")
-    print(prompt_step.select("embeddings", "mask", "layer0.", "final").table())
-    print("\none cached step:")
-    print(cached_step.select("embeddings", "mask", "layer0.", "final").table())
+    print()
+    print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = N)"), layers=(0,)))
 
 
 # %% [markdown]

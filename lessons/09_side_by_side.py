@@ -19,7 +19,6 @@
 # %%
 from __future__ import annotations
 
-import difflib
 import os
 import time
 
@@ -27,6 +26,7 @@ import torch
 
 from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv
+from minigpt_ptv2.trace import side_by_side
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -55,25 +55,6 @@ def trace_example(B=2, N=5, P=3, layers=2):
             traces.append(tr)
     model.detach_prompt()
     return traces[0], traces[1]
-
-
-def side_by_side(left: ShapeTrace, right: ShapeTrace, layer: int = 0) -> str:
-    """Both traces in one table (outside the layer loop, and layer `layer`), spelled in letters;
-    '-' where a row exists in one style only."""
-    pick = lambda tr: [(n, tr.letters(s, n)) for n, s in tr.rows  # noqa: E731
-                       if not n.startswith("layer") or n.startswith(f"layer{layer}.")]
-    a, b = pick(left), pick(right)
-    rows = []
-    matcher = difflib.SequenceMatcher(a=[n for n, _ in a], b=[n for n, _ in b], autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
-            rows += [(n, x, y) for (n, x), (_, y) in zip(a[i1:i2], b[j1:j2])]
-        else:
-            rows += [(n, x, "-") for n, x in a[i1:i2]] + [(n, "-", y) for n, y in b[j1:j2]]
-    w = max(len(n) for n, _, _ in rows)
-    lines = [f"{'name':<{w}}  {'hidden-state prompt':<20}  K/V prefix"]
-    lines += [f"{n:<{w}}  {x:<20}  {y}" for n, x, y in rows]
-    return "\n".join(lines)
 
 
 # %% [markdown]
@@ -171,7 +152,7 @@ def cost(model: Encoder, ids: torch.Tensor, P: int, repeat: int = 3):
 # %%
 def main():
     deep_tr, prefix_tr = trace_example()
-    print(side_by_side(deep_tr, prefix_tr))
+    print(side_by_side(deep_tr, prefix_tr, ("hidden-state prompt", "K/V prefix"), layers=(0,)))
     print()
     torch.manual_seed(0)
     enc = Encoder(preset("bert-tiny") if QUICK else preset("minilm")).eval()

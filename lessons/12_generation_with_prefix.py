@@ -25,7 +25,7 @@ import torch
 
 from minigpt_ptv2 import Decoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
-from minigpt_ptv2.trace import dims_for
+from minigpt_ptv2.trace import dims_for, side_by_side
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -180,10 +180,7 @@ def main():
         sampling(model, ids, steps)
     print()
     prompt_step, cached_step = trace_example()
-    print("prompt step (layer 0):")
-    print(prompt_step.table())
-    print("\none cached step (layer 0):")
-    print(cached_step.table())
+    print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = P+N)")))
 
 
 # %% [markdown]

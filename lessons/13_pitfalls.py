@@ -35,7 +35,7 @@ from torch import nn
 from minigpt_ptv2 import Encoder, ShapeTrace, preset
 from minigpt_ptv2.attention import additive_mask
 from minigpt_ptv2.prompts import KVPrefix
-from minigpt_ptv2.trace import dims_for
+from minigpt_ptv2.trace import dims_for, side_by_side
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -231,10 +231,7 @@ def main():
     equivalence_breakers()
     print()
     zero, masked = trace_example()
-    print("zero prefix:")
-    print(zero.table())
-    print("\nmasked prefix:")
-    print(masked.table())
+    print(side_by_side(zero, masked, ("zero prefix", "masked prefix")))
 
 
 # %% [markdown]

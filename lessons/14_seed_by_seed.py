@@ -27,7 +27,7 @@ from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
 from minigpt_ptv2.data import CONLL_LABELS, WordPiece
 from minigpt_ptv2.masks import build_keep, prepend
 from minigpt_ptv2.prompts import KVPrefix, SoftPrompt, format_report, make_method, parameter_report
-from minigpt_ptv2.trace import dims_for
+from minigpt_ptv2.trace import dims_for, side_by_side
 from minigpt_ptv2.viz import attention_maps
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -345,10 +345,7 @@ def main():
     seed_004_parameter_shares()
     print()
     cached, dropped = trace_example()
-    print("one generation step with the cache (layer 0):")
-    print(cached.table())
-    print("\nthe same step with the cache dropped (layer 0):")
-    print(dropped.table())
+    print(side_by_side(cached, dropped, ("step with the cache", "cache dropped (seed 003)")))
 
 
 # %% [markdown]

@@ -7,6 +7,7 @@ no row is built, no shape is read, nothing is kept. Tracing costs nothing when o
     with ShapeTrace.for_model(model, B=16, N=128) as tr:
         model(ids)
     print(tr.table())
+    print(side_by_side(tr, other_trace, ("deep", "K/V prefix")))   # what differs, row by row
 
 The capture points, in the order a forward pass meets them (i = layer index):
 
@@ -34,6 +35,7 @@ The capture points, in the order a forward pass meets them (i = layer index):
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -257,3 +259,31 @@ class ShapeTrace:
                              f"{kv} {f(f'{p}.attn.{kv}')} -> {f(f'{p}.attn.{kv}_with_prefix')}")
             lines.append(f"{p}: Q: {f(p + '.attn.q')} (never prefixed)")
         return "\n".join(lines) if lines else f"{p}: no prompt meets the real tokens here"
+
+
+def side_by_side(left: ShapeTrace, right: ShapeTrace, titles=("left", "right"), layers=None) -> str:
+    """Two traces in one table, rows lined up by name, each spelled with its own letters; "-"
+    where a capture point exists in one trace only. The "-" rows are the difference between
+    two methods (inject/slice vs prefix_k/prefix_v), or between two runs of one (mask.keep).
+
+    layers: show only these layer indices (rows outside the layer loop are always shown).
+    """
+    def pick(tr):
+        return [(n, tr.letters(s, n) if tr.dims else fmt(s)) for n, s in tr.rows
+                if layers is None or layer_of(n) is None or layer_of(n) in layers]
+
+    a, b = pick(left), pick(right)
+    rows = []
+    matcher = difflib.SequenceMatcher(a=[n for n, _ in a], b=[n for n, _ in b], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            rows += [(n, x, y) for (n, x), (_, y) in zip(a[i1:i2], b[j1:j2])]
+        else:
+            rows += [(n, x, "-") for n, x in a[i1:i2]] + [(n, "-", y) for n, y in b[j1:j2]]
+    if not rows:
+        return "(nothing recorded)"
+    w = max(len("name"), *(len(n) for n, _, _ in rows))
+    wx = max(len(titles[0]), *(len(x) for _, x, _ in rows))
+    lines = [f"{'name':<{w}}  {titles[0]:<{wx}}  {titles[1]}"]
+    lines += [f"{n:<{w}}  {x:<{wx}}  {y}" for n, x, y in rows]
+    return "\n".join(lines)

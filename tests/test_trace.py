@@ -12,7 +12,7 @@ from minigpt_ptv2 import trace as trace_mod
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.cli.trace import parse_layers
 from minigpt_ptv2.prompts import METHODS, make_method
-from minigpt_ptv2.trace import ShapeTrace, dims_for, layer_of, record
+from minigpt_ptv2.trace import ShapeTrace, dims_for, layer_of, record, side_by_side
 from trace_helpers import assert_trace, parse_table
 
 B, N, P = 2, 5, 3
@@ -165,6 +165,25 @@ def test_table_prints_header_numbers_and_letters_and_filters_layers():
     assert [r[0] for r in parse_table(tr.table(layers=(1,)))] == ["embeddings.out", "layer1.out"]
     assert ShapeTrace().table() == "(nothing recorded)"
     assert layer_of("layer11.attn.k") == 11 and layer_of("final.pooler") is None
+
+
+def test_side_by_side_lines_rows_up_by_name_and_marks_what_only_one_trace_has():
+    left = ShapeTrace(dims={"B": 2, "N": 5, "P": 3, "P+N": 8, "D": 24})
+    right = ShapeTrace()  # no letters: numbers
+    for name, shape in (("embeddings.out", (2, 5, 24)), ("layer0.inject", (2, 8, 24)),
+                        ("layer0.out", (2, 8, 24)), ("layer1.out", (2, 8, 24))):
+        left.add(name, torch.zeros(shape))
+    for name, shape in (("embeddings.out", (2, 5, 24)), ("mask.keep", (2, 1, 1, 8)),
+                        ("layer0.out", (2, 5, 24))):
+        right.add(name, torch.zeros(shape))
+    assert side_by_side(left, right, ("deep", "plain"), layers=(0,)).splitlines() == [
+        "name            deep         plain",
+        "embeddings.out  [B, N, D]    [2, 5, 24]",
+        "layer0.inject   [B, P+N, D]  -",
+        "mask.keep       -            [2, 1, 1, 8]",
+        "layer0.out      [B, P+N, D]  [2, 5, 24]",
+    ]
+    assert side_by_side(ShapeTrace(), ShapeTrace()) == "(nothing recorded)"
 
 
 def test_layer_filter_applies_while_recording():
