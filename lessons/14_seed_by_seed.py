@@ -126,15 +126,16 @@ def seed_001_mlp_width(P=20):
 #   `permute(...).unsqueeze(1)` the tensor has 5 axes; `.repeat(1, batch_size, 1, 1)` gives 4
 #   sizes and raises. Given 5, the batch lands *before* the K/V axis, not after it as the
 #   comment says. And attention needs `[B, H, P, d]` per layer: the D axis must still be split
-#   into heads, as (H, d), the order the layer splits its own keys; `(d, H)` has the same shape,
-#   raises nothing, and puts every number in the wrong head. (If `d_kv` means the head size d,
-#   the MLP makes H times too few numbers.) Below, the crash and the correct split.
+#   into heads, as (H, d), the order the layer splits its own keys; `(d, H)` has the same
+#   shape, raises nothing, and scatters the numbers over the wrong heads. (If `d_kv` means the
+#   head size d, the MLP makes H times too few numbers.) Below, the crash and the correct split.
 # - **`repeat` over the batch**: B copies where `expand` makes a view (pitfall 5, lesson 13,
 #   section 5).
 # - **`torch.arange(n)` without a device.** The indices are built on the CPU; once the model
 #   is on a GPU, the embedding lookup fails with a device mismatch. `KVPrefix` builds no index
 #   tensor at all (it reads its weight directly), so everything follows the weight's device;
-#   `tests/test_cuda.py` runs every method on a GPU when there is one.
+#   `tests/test_cuda.py` checks that no forward pass makes a tensor on a fixed device, and
+#   compares GPU runs with CPU runs when there is a GPU.
 # - **"Hard to implement for bidirectional models (BERT)."** It is the easy case: the prefix
 #   is the same concatenation onto K and V, and the encoder's keep-mask is one row shared by
 #   all queries, `[B, 1, 1, P+N]`, where a decoder needs the causal `[B, 1, N, P+N]`. Below,
