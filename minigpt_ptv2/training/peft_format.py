@@ -20,12 +20,12 @@ Export writes each method's inference form (what it computes once training is ov
     head-only, full      -> refused: there is no prompt to export
 Import always gives "prefix" or "soft" (an MLP cannot be recovered from its output).
 
-Positions (pitfall 1): HF models under PEFT give real tokens positions P..P+N-1, which is our
+Positions (lesson 13, pitfall 1): HF models under PEFT give real tokens positions P..P+N-1, which is our
 positions="shifted". A prompt trained with our default "real" (0..N-1) computes something else
 inside PEFT, so export refuses it unless allow_position_change=True (the adapter is then written,
 but PEFT's outputs differ from ours). Import always sets positions="shifted".
 
-Heads (pitfall 2): BertForSequenceClassification pools row 0. Under a K/V prefix row 0 is the real
+Heads (lesson 13, pitfall 2): BertForSequenceClassification pools row 0. Under a K/V prefix row 0 is the real
 [CLS], so a sentence head is exported with the prompt (SEQ_CLS). Under prompt tuning row 0 is a
 virtual token, so a sentence head would read the wrong row: the prompt is exported alone
 (FEATURE_EXTRACTION) and the head stays in our checkpoint. Token heads apply per row, so they go
@@ -208,7 +208,7 @@ def export_checkpoint(ckpt_dir, out_dir, model_dir=None, allow_position_change: 
         task_type, note = HEAD_TASK_TYPES[task.kind], "prompt + classifier head"
     elif with_head:
         note = ("prompt only: PEFT's sequence classifier would pool a virtual token, not [CLS] "
-                "(pitfall 2); the head stays in the checkpoint (import-peft --head-from it)")
+                "(lesson 13, pitfall 2); the head stays in the checkpoint (import-peft --head-from it)")
     info = save_adapter(out_dir, prompt, model.encoder, task_type, head, allow_position_change,
                         base_model=str(model_dir))
     return {**info, "method": meta["method"], "positions": prompt.positions, "head": head is not None,
