@@ -44,6 +44,8 @@ def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_w
     record("mask", "keys", key_mask)  # [B, P+N]
     if keep is not None:
         record("mask", "keep", keep)  # [B, 1, Nq, Nk]
+        if n_query == 1 and bool(keep.all()):  # a decoding step that may see every key:
+            keep = None  # no mask to build per layer, and the fused kernel runs unmasked
 
     attentions, presents = [], []
     for i, layer in enumerate(layers):
