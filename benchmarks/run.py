@@ -1,0 +1,356 @@
+"""Benchmarks: minigpt_ptv2 side by side with transformers + peft, on the same weights, in one run.
+
+    python benchmarks/run.py            # full run, writes benchmarks/results.json, prints a table
+    python benchmarks/run.py --quick    # a smoke run with tiny repeat counts
+    python benchmarks/run.py --json out.json --device cuda
+
+Every line is a ratio measured in the same process, because a shared or busy machine makes
+absolute times meaningless while it leaves ratios of interleaved measurements usable:
+
+    encoder forward        MiniLM, B=32, N=128, no grad: time ours (fused attention) / transformers
+    prefix train step      frozen MiniLM + K/V prefix P=16, B=32, N=128, forward + backward +
+                           AdamW on the prompt only: time and peak memory, ours / peft
+    prefix decode          GPT-2-124M shape (random weights, identical in both), P=16 prefix,
+                           batch 1, 32-token prompt, 64 greedy tokens: tokens/s, ours / peft
+    cost of the prefix     our encoder with a P=16 K/V prefix (and a P=16 deep hidden-state
+                           prompt) vs P=0, against the (N+P)/N that the arithmetic predicts
+    achieved GFLOP/s       our encoder forward (FLOPs counted analytically) vs the same matrix
+                           multiplications run back to back with nothing else
+
+Timing: warm-up calls first, then `repeats` rounds in which ours and the reference run one after
+the other (order alternating each round); a ratio is the median over rounds of the paired ratio,
+so a burst of load from elsewhere hits both sides of a pair.
+
+Peak memory on CPU: the profiler's allocation events (`profile_memory=True`) for one train step
+after a warm-up step; the peak of the running sum is the most tensor memory the step held beyond
+what was alive before it (activations kept for backward, gradients, temporaries). It counts
+tensors allocated by torch, not the process's RSS. On CUDA: `torch.cuda.max_memory_allocated`.
+
+Before timing, each pair is checked to compute the same thing (same prompt values, HF/PEFT
+position convention), and the difference is stored next to the timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from minigpt_ptv2 import Decoder, Encoder  # noqa: E402
+from minigpt_ptv2.pretrained import default_model_dir  # noqa: E402
+from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: E402
+
+B, N, P = 32, 128, 16  # encoder lines
+PROMPT_LEN, NEW_TOKENS = 32, 64  # decode line
+
+
+# --- timing ----------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict, device, repeats: int, warmup: int) -> dict:
+    """Run each callable `warmup` times, then `repeats` alternating rounds; seconds per call."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    names, times = list(fns), {k: [] for k in fns}
+    for r in range(repeats):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            sync(device)
+            t0 = time.perf_counter()
+            fns[k]()
+            sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(num: list, den: list) -> float:
+    """Median over rounds of num[i] / den[i]."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def peak_bytes(step, device) -> int:
+    """Most tensor memory held during one call of `step` beyond what was alive before it."""
+    if device.type == "cuda":
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and str(e.device_type()).endswith("CPU"))
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+# --- FLOPs -----------------------------------------------------------------------------------
+def encoder_flops(cfg, batch: int, n: int, p: int = 0, hidden_prompt: bool = False) -> int:
+    """Multiply-adds x 2 of one encoder forward: the linear layers, Q K^T and probs V (and the
+    pooler). Elementwise work (GELU, LayerNorm, softmax) is left out, as is conventional."""
+    D, L, F_ = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    rows = n + p if hidden_prompt else n  # rows the layers process
+    keys = n + p  # keys each query scores
+    per_layer = 2 * batch * rows * (4 * D * D + 2 * D * F_) + 2 * 2 * batch * rows * keys * D
+    return L * per_layer + 2 * batch * D * D
+
+
+def matmul_only(cfg, batch: int, n: int, device):
+    """The encoder's matrix multiplications with the same shapes, and nothing between them."""
+    D, L, H, F_ = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch * n, D, generator=g).to(device)  # [B*N, D]
+    w_d, b_d = torch.randn(D, D, generator=g).to(device), torch.randn(D, generator=g).to(device)
+    w_in, b_in = torch.randn(F_, D, generator=g).to(device), torch.randn(F_, generator=g).to(device)
+    w_out = torch.randn(D, F_, generator=g).to(device)
+    q = torch.randn(batch, H, n, D // H, generator=g).to(device)  # [B, H, N, d]
+
+    @torch.no_grad()
+    def run():
+        for _ in range(L):
+            for _ in range(4):  # Q, K, V, output projections
+                F.linear(x, w_d, b_d)  # [B*N, D]
+            h = F.linear(x, w_in, b_in)  # [B*N, D_ff]
+            F.linear(h, w_out, b_d)  # [B*N, D]
+            s = q @ q.transpose(-2, -1)  # [B, H, N, N]
+            s @ q  # [B, H, N, d]
+        F.linear(x[:batch], w_d, b_d)  # pooler
+    return run
+
+
+# --- the lines -------------------------------------------------------------------------------
+def bench_forward(model_dir, device, repeats, warmup) -> dict:
+    from transformers import BertModel
+    hf = BertModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device).eval()
+    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    ids = torch.randint(1000, ours.config.vocab_size, (B, N), device=device)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        diff = (hf(input_ids=ids, attention_mask=mask).last_hidden_state
+                - ours(ids, mask).last_hidden_state).abs().max().item()
+        t = interleaved({"ours": lambda: ours(ids, mask), "ref": lambda: hf(input_ids=ids, attention_mask=mask)},
+                        device, repeats, warmup)
+    return {"line": "encoder forward", "shape": f"B={B} N={N}", "unit": "s",
+            "ours": statistics.median(t["ours"]), "reference": statistics.median(t["ref"]),
+            "ratio": paired_ratio(t["ours"], t["ref"]), "target": "ratio <= 1.0",
+            "ok": paired_ratio(t["ours"], t["ref"]) <= 1.0, "max_abs_diff": diff, "times": t}
+
+
+def bench_train_step(model_dir, device, repeats, warmup) -> list:
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import BertModel
+    hf = BertModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device)
+    pm = get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=P))
+    ours = Encoder.from_pretrained(model_dir, device=device)
+    prefix = KVPrefix(ours.config, P, positions="shifted").to(device)  # HF/PEFT positions P..P+N-1
+    with torch.no_grad():
+        prefix.embedding.weight.copy_(pm.prompt_encoder["default"].embedding.weight)  # same layout
+    ours.attach(prefix)
+    freeze_backbone(ours)
+    D = ours.config.hidden_size
+    head = torch.nn.Linear(D, 2).to(device).requires_grad_(False)  # a frozen task head, shared
+    ids = torch.randint(1000, ours.config.vocab_size, (B, N), device=device)
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (B,), device=device)
+
+    pm.eval(), ours.eval()
+    with torch.no_grad():
+        diff = (pm(input_ids=ids, attention_mask=mask).last_hidden_state
+                - ours(ids, mask).last_hidden_state).abs().max().item()
+    pm.train(), ours.train()  # dropout on, as in training
+    opt_ours = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-3)
+    opt_ref = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
+    n_ours = sum(p.numel() for g in opt_ours.param_groups for p in g["params"])
+    n_ref = sum(p.numel() for g in opt_ref.param_groups for p in g["params"])
+    assert n_ours == n_ref, f"trainable parameters differ: ours {n_ours}, peft {n_ref}"
+
+    def step_ours():
+        opt_ours.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(head(ours(ids, mask).pooler_output), labels)
+        loss.backward()
+        opt_ours.step()
+
+    def step_ref():
+        opt_ref.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(head(pm(input_ids=ids, attention_mask=mask).pooler_output), labels)
+        loss.backward()
+        opt_ref.step()
+
+    t = interleaved({"ours": step_ours, "ref": step_ref}, device, repeats, warmup)
+    mem_ours, mem_ref = peak_bytes(step_ours, device), peak_bytes(step_ref, device)
+    r = paired_ratio(t["ours"], t["ref"])
+    return [{"line": "prefix train step", "shape": f"B={B} N={N} P={P}", "unit": "s",
+             "ours": statistics.median(t["ours"]), "reference": statistics.median(t["ref"]),
+             "ratio": r, "target": "ratio <= 1.0", "ok": r <= 1.0, "max_abs_diff": diff,
+             "trainable": n_ours, "times": t},
+            {"line": "prefix train step peak memory", "shape": f"B={B} N={N} P={P}", "unit": "MB",
+             "ours": mem_ours / 2**20, "reference": mem_ref / 2**20, "ratio": mem_ours / mem_ref,
+             "target": "ratio <= 1.0", "ok": mem_ours <= mem_ref,
+             "measures": "cuda max_memory_allocated" if device.type == "cuda"
+             else "peak tensor bytes from profiler allocation events, beyond those alive before the step"}]
+
+
+def bench_decode(device, repeats, warmup) -> dict:
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config()).eval()  # GPT-2 124M shape, random weights
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = Decoder.from_pretrained(tmp, device=device).eval()
+    hf.to(device)
+    pm = get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=P)).eval()
+    prefix = KVPrefix(ours.config, P, positions="shifted").to(device)
+    with torch.no_grad():
+        prefix.embedding.weight.copy_(pm.prompt_encoder["default"].embedding.weight)
+    ours.attach(prefix)
+    ids = torch.randint(0, ours.config.vocab_size, (1, PROMPT_LEN), device=device)
+    mask = torch.ones_like(ids)
+
+    def run_ours():
+        return ours.generate(ids, NEW_TOKENS)
+
+    def run_ref():
+        return pm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)  # never stop early: 64 tokens, as ours
+
+    a, b = run_ours(), run_ref()
+    same = int((a[0, PROMPT_LEN:] == b[0, PROMPT_LEN:]).sum())
+    assert b.shape[1] == PROMPT_LEN + NEW_TOKENS, f"reference generated {b.shape[1] - PROMPT_LEN} tokens"
+    t = interleaved({"ours": run_ours, "ref": run_ref}, device, repeats, warmup)
+    r = paired_ratio(t["ref"], t["ours"])  # tokens/s ours / tokens/s ref = time ref / time ours
+    return {"line": "prefix decode", "shape": f"batch 1, {PROMPT_LEN}+{NEW_TOKENS} tokens, P={P}",
+            "unit": "tok/s", "ours": NEW_TOKENS / statistics.median(t["ours"]),
+            "reference": NEW_TOKENS / statistics.median(t["ref"]), "ratio": r,
+            "target": "ratio >= 1.0", "ok": r >= 1.0, "same_tokens": f"{same}/{NEW_TOKENS}", "times": t}
+
+
+def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
+    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    cfg = ours.config
+    kv = KVPrefix(cfg, P, init_std=0.02).to(device)
+    deep = DeepPrompt(cfg, P).to(device)
+    ids = torch.randint(1000, cfg.vocab_size, (B, N), device=device)
+    mask = torch.ones_like(ids)
+
+    def with_method(m):
+        def run():
+            ours.attach(m) if m is not None else ours.detach_prompt()
+            ours(ids, mask)
+        return run
+
+    with torch.no_grad():
+        t = interleaved({"P0": with_method(None), "kv": with_method(kv), "deep": with_method(deep)},
+                        device, repeats, warmup)
+    ours.detach_prompt()
+    bound = (N + P) / N
+    rows = []
+    for key, name, hidden in (("kv", "cost of K/V prefix", False), ("deep", "cost of deep prompt", True)):
+        r = paired_ratio(t[key], t["P0"])
+        flop_ratio = encoder_flops(cfg, B, N, P, hidden) / encoder_flops(cfg, B, N)
+        rows.append({"line": name, "shape": f"B={B} N={N} P={P} vs P=0", "unit": "s",
+                     "ours": statistics.median(t[key]), "reference": statistics.median(t["P0"]),
+                     "ratio": r, "predicted_flop_ratio": flop_ratio, "target": f"ratio <= 1.1 x (N+P)/N = {1.1 * bound:.3f}",
+                     "ok": r <= 1.1 * bound, "times": {"prompt": t[key], "P0": t["P0"]}})
+    return rows
+
+
+def bench_gflops(model_dir, device, repeats, warmup) -> dict:
+    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    cfg = ours.config
+    ids = torch.randint(1000, cfg.vocab_size, (B, N), device=device)
+    gemms = matmul_only(cfg, B, N, device)
+    with torch.no_grad():
+        t = interleaved({"ours": lambda: ours(ids), "gemm": gemms}, device, repeats, warmup)
+    flops = encoder_flops(cfg, B, N)
+    ours_rate = flops / statistics.median(t["ours"]) / 1e9
+    gemm_rate = flops / statistics.median(t["gemm"]) / 1e9
+    return {"line": "encoder GFLOP/s", "shape": f"B={B} N={N}, {flops / 1e9:.1f} GFLOP", "unit": "GFLOP/s",
+            "ours": ours_rate, "reference": gemm_rate, "ratio": paired_ratio(t["gemm"], t["ours"]),
+            "target": "fraction of plain-matmul rate (information)", "ok": None, "times": t}
+
+
+# --- report ----------------------------------------------------------------------------------
+def fmt(x) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def table(rows: list) -> str:
+    head = f"{'device':<7}{'line':<31}{'ours':>10}{'ref':>10}{'unit':>8}{'ratio':>8}  target"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ok = "" if r.get("ok") is None else ("  ok" if r["ok"] else "  MISSED")
+        extra = f" (flops {r['predicted_flop_ratio']:.3f})" if "predicted_flop_ratio" in r else ""
+        lines.append(f"{r['device']:<7}{r['line']:<31}{fmt(r['ours']):>10}{fmt(r['reference']):>10}"
+                     f"{r['unit']:>8}{r['ratio']:>8.3f}  {r['target']}{extra}{ok}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny repeat counts: a smoke run, not a measurement")
+    ap.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write results")
+    ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--only", action="append", choices=["forward", "train", "decode", "prefix", "gflops"],
+                    help="run only these lines")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    repeats, warmup = (2, 1) if args.quick else (9, 2)
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    model_dir = default_model_dir()
+    only = set(args.only or ["forward", "train", "decode", "prefix", "gflops"])
+    rows = []
+    for name in devices:
+        device = torch.device(name)
+        torch.manual_seed(0)
+        if "forward" in only:
+            rows.append(bench_forward(model_dir, device, repeats, warmup))
+        if "train" in only:
+            rows += bench_train_step(model_dir, device, max(2, repeats // 2), 1)
+        if "decode" in only:
+            rows.append(bench_decode(device, max(2, repeats // 2), 1))
+        if "prefix" in only:
+            rows += bench_prefix_cost(model_dir, device, repeats, warmup)
+        if "gflops" in only:
+            rows.append(bench_gflops(model_dir, device, repeats, warmup))
+        for r in rows:
+            r.setdefault("device", name)
+        print(table([r for r in rows if r["device"] == name]), flush=True)
+    import peft
+    import transformers
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "python": sys.version.split()[0], "torch": torch.__version__,
+                          "transformers": transformers.__version__, "peft": peft.__version__,
+                          "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                          "load_average": os.getloadavg()},
+              "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup},
+              "rows": rows}
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
