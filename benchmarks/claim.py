@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (64 train, 64 dev, 1 epoch)")
+    p.add_argument("--replot", metavar="JSON", default=None,
+                   help="redraw the table and figure from a saved results file, without training")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "claim_results.json"))
     p.add_argument("--figure", default=str(ROOT / "figures" / "claim.png"))
     return p.parse_args(argv)
@@ -92,7 +94,8 @@ def plot(rows, path):
         bars = ax.bar(range(len(rs)), [100 * r["final"] for r in rs],
                       color=["#888" if r["method"] in ("head-only", "full") else "#3b7dd8" for r in rs])
         for b, r in zip(bars, rs):
-            ax.annotate(f"{r['percent']:.2g}%", (b.get_x() + b.get_width() / 2, b.get_height()),
+            pct = f"{r['percent']:.0f}%" if r["percent"] >= 1 else f"{r['percent']:.2g}%"
+            ax.annotate(pct, (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(rs)), [r["label"] for r in rs], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("dev entity F1" if task == "conll" else "dev accuracy")
@@ -105,6 +108,11 @@ def plot(rows, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        print(markdown(saved["rows"], argparse.Namespace(**saved["args"])))
+        plot(saved["rows"], args.figure)
+        return
     if args.quick:
         args.max_train, args.max_dev, args.epochs = 64, 64, 1
     rows = run(args)
