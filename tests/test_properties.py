@@ -48,7 +48,7 @@ def one_thread():
 
 def examples(n: int):
     return settings(max_examples=n, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- strategies ------------------------------------------------------------------------------
