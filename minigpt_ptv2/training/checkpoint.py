@@ -73,14 +73,19 @@ def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kw
     return {"path": str(out), "bytes": size, "tensors": len(tensors)}
 
 
+def load_json(path: Path) -> dict:
+    """A small JSON file, with an error that names the file and the line when it is broken."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
 def read_meta(ckpt_dir) -> dict:
     path = Path(ckpt_dir) / META
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt_dir} is not a minigpt_ptv2 checkpoint: no {META} in it")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = load_json(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
     return meta

@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt, hidden_to_kv
-from .checkpoint import _atomic_write
+from .checkpoint import _atomic_write, load_json
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PROMPT_KEY = "prompt_embeddings"
@@ -135,10 +135,7 @@ def read_adapter_config(adapter_dir) -> dict:
     path = Path(adapter_dir) / PEFT_CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter folder: no {PEFT_CONFIG} in it")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    cfg = load_json(path)
     for key in ("peft_type", "num_virtual_tokens"):
         if key not in cfg:
             raise ValueError(f"{path} has no {key!r}: not a prompt-learning adapter")
