@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--tasks", nargs="+", default=["conll", "sst2"], choices=["conll", "sst2"])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--P", type=int, default=16, help="prompt / prefix length")
-    p.add_argument("--max-train", type=int, default=1500, help="training examples per task (subsample)")
+    p.add_argument("--max-train", type=int, default=3000, help="training examples per task (subsample)")
     p.add_argument("--max-dev", type=int, default=1000, help="dev examples per task (SST-2 dev has 872)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
