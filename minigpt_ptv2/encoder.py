@@ -46,12 +46,12 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, token_type_ids, position_ids, prompt=None, prompt_position_ids=None):
         x = self.word_embeddings(input_ids)  # [B, N, D]
         x = x + self.token_type_embeddings(token_type_ids)  # [B, N, D]
-        x = x + self.position_embeddings(position_ids)  # [B, N, D]
+        x = x + self.position_embeddings(position_ids)  # [B, N, D] + [1, N, D]
         if prompt is not None:  # shallow prompt: virtual tokens get token type 0
             tt0 = self.token_type_embeddings.weight[0]  # [D]
             p = prompt + tt0  # [B, P, D]
             if prompt_position_ids is not None:  # "shifted" policy: prompt at 0..P-1
-                p = p + self.position_embeddings(prompt_position_ids)  # [B, P, D]
+                p = p + self.position_embeddings(prompt_position_ids)  # [B, P, D] + [1, P, D]
             x = torch.cat([p, x], dim=1)  # [B, P+N, D]
         return self.dropout(self.LayerNorm(x))
 
@@ -111,7 +111,7 @@ class Encoder(PromptHost, nn.Module):
         offset = m.position_offset() if m is not None else 0
         check_positions(offset + N - 1, cfg.max_position_embeddings,
                         f"N={N} real tokens" + (f" after a position shift of P={offset}" if offset else ""))
-        position_ids = torch.arange(offset, offset + N, device=input_ids.device).expand(B, N)  # [B, N]
+        position_ids = torch.arange(offset, offset + N, device=input_ids.device)[None]  # [1, N], broadcast over B
 
         shallow = m.input_prompt(B) if m is not None else None  # [B, P, D] or None
         prompt_pos = None
@@ -119,7 +119,7 @@ class Encoder(PromptHost, nn.Module):
             m.check_tensor(shallow, self.embeddings.word_embeddings.weight, "input prompt")
             record("shallow", "prompt", shallow)
         if shallow is not None and m.positions == "shifted":
-            prompt_pos = torch.arange(m.num_virtual, device=input_ids.device).expand(B, -1)  # [B, P]
+            prompt_pos = torch.arange(m.num_virtual, device=input_ids.device)[None]  # [1, P]
         x = self.embeddings(input_ids, token_type_ids, position_ids, shallow, prompt_pos)  # [B, (P+)N, D]
         record("embeddings", "out", x)
         if shallow is not None:
