@@ -25,9 +25,9 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None, help="folder holding sst2/ (default: $MINIGPT_PTV2_DATA or shared/data)")
     p.add_argument("--out", default="runs/demo", help="where the checkpoint and figure go")
     p.add_argument("--P", type=int, default=16, help="prompt / prefix length for the training run")
-    p.add_argument("--max-train", type=int, default=2000, help="SST-2 training examples for the short run")
+    p.add_argument("--max-train", type=int, default=4000, help="SST-2 training examples for the short run")
     p.add_argument("--max-dev", type=int, default=872, help="SST-2 dev examples to score")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests): a few seconds of training")
 
 
