@@ -106,6 +106,11 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
+def _rel(path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.replot:
@@ -118,7 +123,8 @@ def main(argv=None):
     rows = run(args)
     table = markdown(rows, args)
     print("\n" + table)
-    Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "markdown": table}, indent=2))
+    shown = {**vars(args), "json": _rel(args.json), "figure": _rel(args.figure)}  # no machine paths in results
+    Path(args.json).write_text(json.dumps({"args": shown, "rows": rows, "markdown": table}, indent=2))
     plot(rows, args.figure)
     print(f"\nwrote {args.json} and {args.figure}")
 
