@@ -95,11 +95,10 @@ class Decoder(PromptHost, nn.Module):
         mask = check_mask(attention_mask, input_ids)  # [B, N]
         if past is not None and past.key_mask.shape[0] != B:
             raise ValueError(f"cache batch {past.key_mask.shape[0]} does not match input_ids batch {B}")
+        shift = m.position_offset() if m is not None else 0  # P under "shifted", else 0
         if position_ids is None:
-            start = past.next_position if past is not None else torch.full(
-                (B,), m.position_offset() if m is not None else 0, device=input_ids.device)
+            start = past.next_position if past is not None else torch.full((B,), shift, device=input_ids.device)
             position_ids = start[:, None] + torch.arange(N, device=input_ids.device)  # [B, N]
-        shift = m.position_offset() if m is not None else 0
         check_positions(int(position_ids.max()), cfg.max_position_embeddings, f"N={N} tokens" + (
             f" after a position shift of P={shift} (positions='shifted')" if shift else ""))
         x = self.wte(input_ids) + self.wpe(position_ids)  # [B, N, D]
