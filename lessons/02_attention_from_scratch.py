@@ -32,22 +32,27 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # %% [markdown]
 # ## 1. By hand, with the module's own weights
 #
-# `MultiHeadAttention` holds four `nn.Linear` layers: `query`, `key`, `value` (D -> D each) and
-# `output` (D -> D). We reuse their weights, so any difference is in the computation.
+# `MultiHeadAttention` holds two linear layers, both written y = x W + b with W stored
+# [D_in, D_out] as in the paper: `qkv` (D -> 3D), whose weight is W_Q, W_K and W_V side by side,
+# and `output` (D -> D). One product with the [D, 3D] matrix gives Q, K and V at once, which is
+# what the module does; here we cut the matrix into its three blocks to show they are ordinary
+# per-role projections. We reuse the module's weights, so any difference is in the computation.
 
 # %%
 def by_hand(attn: MultiHeadAttention, x: torch.Tensor, keep: torch.Tensor | None = None):
     """x [B, N, D], keep [B, 1, 1, N] boolean or None -> (out [B, N, D], probs [B, H, N, N])."""
-    H = attn.num_heads
-    q = rearrange(x @ attn.query.weight.T + attn.query.bias, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
-    k = rearrange(x @ attn.key.weight.T + attn.key.bias, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
-    v = rearrange(x @ attn.value.weight.T + attn.value.bias, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
+    H, D = attn.num_heads, x.shape[-1]
+    W_q, W_k, W_v = attn.qkv.weight.split(D, dim=1)  # [D, D] each
+    b_q, b_k, b_v = attn.qkv.bias.split(D)  # [D] each
+    q = rearrange(x @ W_q + b_q, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
+    k = rearrange(x @ W_k + b_k, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
+    v = rearrange(x @ W_v + b_v, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, N, N]
     if keep is not None:
         scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)  # [B, H, N, N]
     probs = scores.softmax(dim=-1)  # [B, H, N, N]: each row sums to 1
     ctx = probs @ v  # [B, H, N, d]
-    out = rearrange(ctx, "b h n d -> b n (h d)") @ attn.output.weight.T + attn.output.bias  # [B, N, D]
+    out = rearrange(ctx, "b h n d -> b n (h d)") @ attn.output.weight + attn.output.bias  # [B, N, D]
     return out, probs
 
 

@@ -71,10 +71,10 @@ def q_is_never_prefixed(B=2, N=16, P=4, D=64, H=4):
     pk, pv, pq = (torch.randn(B, H, P, d) for _ in range(3))  # [B, H, P, d] each
     right, _, _ = attn(x, prefix=(pk, pv))  # [B, N, D]: the package, K/V only
 
-    split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=H)  # noqa: E731
-    q = torch.cat([pq, split(attn.query(x))], dim=2)  # [B, H, P+N, d]: seed 001's Q
-    k = torch.cat([pk, split(attn.key(x))], dim=2)  # [B, H, P+N, d]
-    v = torch.cat([pv, split(attn.value(x))], dim=2)  # [B, H, P+N, d]
+    q, k, v = attn.project(x)  # [B, H, N, d] each: the layer's own Q, K, V
+    q = torch.cat([pq, q], dim=2)  # [B, H, P+N, d]: seed 001's Q
+    k = torch.cat([pk, k], dim=2)  # [B, H, P+N, d]
+    v = torch.cat([pv, v], dim=2)  # [B, H, P+N, d]
     ctx = (q @ k.transpose(-2, -1) / math.sqrt(d)).softmax(-1) @ v  # [B, H, P+N, d]
     wrong = attn.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, P+N, D]
     try:

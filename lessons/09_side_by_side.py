@@ -101,8 +101,9 @@ def _out(model, ids):
 # %%
 def expressiveness(model: Encoder, P: int = 8):
     layer = model.layers[0].attn
-    W = torch.cat([layer.key.weight.T, layer.value.weight.T], dim=1)  # [D, 2D]: h -> (K, V)
-    bias = torch.cat([layer.key.bias, layer.value.bias])  # [2D]
+    D = model.config.hidden_size
+    W = layer.qkv.weight[:, D:]  # [D, 2D]: [W_K | W_V], h -> (K, V)
+    bias = layer.qkv.bias[D:]  # [2D]
 
     def unreachable_fraction(kv_rows: torch.Tensor) -> float:  # kv_rows [P, 2D]
         h = torch.linalg.lstsq(W.T, (kv_rows - bias).T).solution.T  # [P, D]: best h
@@ -115,7 +116,6 @@ def expressiveness(model: Encoder, P: int = 8):
     free = torch.randn_like(bridged) * bridged.std()  # [2, H, P, d]: any K/V prefix
     as_rows = lambda kv: torch.cat([kv[0].transpose(0, 1).flatten(1), kv[1].transpose(0, 1).flatten(1)], dim=1)  # noqa: E731
     a, b = unreachable_fraction(as_rows(bridged)), unreachable_fraction(as_rows(free))
-    D = model.config.hidden_size
     print(f"fraction of (K, V) no h can produce: bridged prefix {a:.1e}, random prefix {b:.2f} "
           f"(1/sqrt(2) = {2 ** -0.5:.2f})")
     print(f"trainable numbers per layer: hidden-state {P * D:,} (P*D), K/V {2 * P * D:,} (P*2D)")

@@ -155,8 +155,9 @@ def repeat_vs_expand(B=32, P=20, L=12, D=768):
 # - **GELU**: BERT uses the exact erf form, GPT-2 the tanh approximation (lesson 03, section 3
 #   measures the gap).
 # - **LayerNorm eps**: 1e-12 in BERT, 1e-5 in GPT-2; it matters when a row's variance is small.
-# - **GPT-2's Conv1D** stores weights `[in, out]`, `nn.Linear` stores `[out, in]`. Square
-#   matrices (D x D) load without any shape error when the transpose is forgotten.
+# - **Weight layout**: GPT-2's Conv1D (and this package's `Linear`) stores weights `[in, out]`,
+#   `nn.Linear` (and so BERT's checkpoints) `[out, in]`. Square matrices (D x D) load without
+#   any shape error when the transpose is forgotten.
 # - **Token-type row 0**: BERT adds `token_type_embeddings[0]` to every token, even when you
 #   pass no token types; hand-built input embeddings (or prompt rows) must add it too
 #   (lesson 03, section 2).

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .linear import Linear
 from .trace import record
 
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -59,6 +60,10 @@ def additive_mask(keep: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
 class MultiHeadAttention(nn.Module):
     """Project Q/K/V, split heads, (extend K/V with a prefix), score, mask, softmax, weigh, merge.
 
+    Q, K and V come from one matrix product: `qkv.weight` [D, 3D] is W_Q, W_K and W_V side by
+    side (as in GPT-2's `c_attn`), so x [B, N, D] is read once and BLAS gets one wide product
+    instead of three narrow ones. `qkv.weight[:, D:2D]` is W_K.
+
     Two paths compute the same function: an explicit one that can return the attention
     probabilities, and PyTorch's fused `scaled_dot_product_attention`, used whenever the
     probabilities are not asked for.
@@ -69,28 +74,31 @@ class MultiHeadAttention(nn.Module):
         if hidden_size % num_heads != 0:
             raise ValueError(f"num_heads={num_heads} does not divide hidden_size={hidden_size}")
         self.num_heads, self.head_dim = num_heads, hidden_size // num_heads  # H, d
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.value = nn.Linear(hidden_size, hidden_size)
-        self.output = nn.Linear(hidden_size, hidden_size)
+        self.qkv = Linear(hidden_size, 3 * hidden_size)  # x -> [Q | K | V]
+        self.output = Linear(hidden_size, hidden_size)
         self.dropout = dropout
         self.scope = scope  # trace name, e.g. "layer3.attn"
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         return rearrange(t, "b n (h d) -> b h n d", h=self.num_heads)  # [B, H, N, d]
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, N, D] -> Q, K, V, each [B, H, N, d], from one product with [W_Q | W_K | W_V]."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # [B, N, 3D] -> 3 x [B, N, D]
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)  # [B, H, N, d] each
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, prefix: KV | None = None,
-                need_weights: bool = False):
+                need_weights: bool = False, use_cache: bool = False):
         """x [B, N, D]; keep: boolean [B, 1, N or 1, P+N] (True = may attend) or None for "all";
         prefix: (K, V) each [B, H, P, d] or None.
 
-        Returns (out [B, N, D], probs [B, H, N, P+N] or None, (K, V) [B, H, P+N, d] each).
-        The returned K/V are what a KV cache keeps for the next decoding step.
+        Returns (out [B, N, D], probs [B, H, N, P+N] or None, (K, V) [B, H, P+N, d] each or None).
+        The K/V, what a KV cache keeps for the next decoding step, are returned only with
+        use_cache=True: otherwise they (and the Q/K/V buffer they live in) are freed on return.
         """
         s = self.scope
-        q = record(s, "q", self.split_heads(self.query(x)))  # [B, H, N, d]
-        k = record(s, "k", self.split_heads(self.key(x)))  # [B, H, N, d]
-        v = record(s, "v", self.split_heads(self.value(x)))  # [B, H, N, d]
+        q, k, v = self.project(x)  # [B, H, N, d] each
+        record(s, "q", q), record(s, "k", k), record(s, "v", v)
         if prefix is not None:
             record(s, "prefix_k", prefix[0])  # [B, H, P, d]
             record(s, "prefix_v", prefix[1])  # [B, H, P, d]
@@ -109,7 +117,7 @@ class MultiHeadAttention(nn.Module):
             ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop), None
         record(s, "context", ctx)  # [B, H, N, d]
         out = self.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, N, D]
-        return record(s, "out", out), probs, (k, v)
+        return record(s, "out", out), probs, ((k, v) if use_cache else None)
 
     def _explicit(self, q, k, v, keep, p_drop):
         """The textbook formula, step by step: softmax(Q K^T / sqrt(d) + mask) V.

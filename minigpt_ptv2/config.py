@@ -18,6 +18,9 @@ class _Common:
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    # How many token rows the feed-forward block processes at once (0 = all B*N together).
+    # Same result either way; see positionwise.py for why blocks are faster on CPU.
+    ffn_chunk_rows: int = 1024
 
     def __post_init__(self):
         D, H = self.hidden_size, self.num_attention_heads
@@ -25,6 +28,8 @@ class _Common:
                      "max_position_embeddings"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.ffn_chunk_rows < 0:
+            raise ValueError(f"ffn_chunk_rows must be >= 0 (0 = no blocks), got {self.ffn_chunk_rows}")
         if D % H != 0:
             raise ValueError(
                 f"num_attention_heads={H} does not divide hidden_size={D}: "

@@ -17,7 +17,9 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .checks import check_device, check_ids, check_mask, check_positions
 from .config import DecoderConfig
+from .linear import Linear
 from .masks import prepend
+from .positionwise import position_wise
 from .prompts.base import PromptHost
 from .stack import run_layers
 from .trace import record
@@ -54,14 +56,18 @@ class DecoderBlock(nn.Module):
         self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.attention_probs_dropout_prob,
                                        scope=f"layer{index}.attn")
         self.ln_2 = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
-        self.ffn_in = nn.Linear(D, cfg.intermediate_size)
-        self.ffn_out = nn.Linear(cfg.intermediate_size, D)
+        self.ffn_in = Linear(D, cfg.intermediate_size)
+        self.ffn_out = Linear(cfg.intermediate_size, D)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.chunk_rows = cfg.ffn_chunk_rows
 
-    def forward(self, x, keep=None, prefix=None, need_weights=False):
-        a, probs, present = self.attn(self.ln_1(x), keep, prefix, need_weights)  # [B, N, D]
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_out(F.gelu(self.ffn_in(x), approximate="tanh"))  # [rows, D] -> [rows, D_ff] -> [rows, D]
+
+    def forward(self, x, keep=None, prefix=None, need_weights=False, use_cache=False):
+        a, probs, present = self.attn(self.ln_1(x), keep, prefix, need_weights, use_cache)  # [B, N, D]
         x = x + self.dropout(a)  # [B, N, D]
-        f = self.ffn_out(F.gelu(self.ffn_in(self.ln_2(x)), approximate="tanh"))  # [B, N, D]
+        f = position_wise(self.ffn, self.ln_2(x), self.chunk_rows)  # [B, N, D], token by token
         return x + self.dropout(f), probs, present
 
 
@@ -115,7 +121,8 @@ class Decoder(PromptHost, nn.Module):
 
         key_mask = mask if past is None else torch.cat([past.key_mask, mask], dim=1)  # [B, T+N]
         out = run_layers(self.layers, x, key_mask, m, causal=True,
-                         past=past.layers if past is not None else None, need_weights=output_attentions)
+                         past=past.layers if past is not None else None, need_weights=output_attentions,
+                         use_cache=use_cache)
         h = self.ln_f(out.hidden)  # [B, (P+)N, D]
         if shallow is not None:
             h = record("shallow", "slice", h[:, m.num_virtual:])  # [B, N, D]

@@ -17,7 +17,9 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .checks import check_device, check_ids, check_mask, check_positions
 from .config import EncoderConfig
+from .linear import Linear
 from .masks import prepend
+from .positionwise import position_wise
 from .prompts.base import PromptHost
 from .stack import run_layers
 from .trace import record
@@ -65,15 +67,19 @@ class EncoderLayer(nn.Module):
         self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.attention_probs_dropout_prob,
                                        scope=f"layer{index}.attn")
         self.attn_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
-        self.ffn_in = nn.Linear(D, cfg.intermediate_size)
-        self.ffn_out = nn.Linear(cfg.intermediate_size, D)
+        self.ffn_in = Linear(D, cfg.intermediate_size)
+        self.ffn_out = Linear(cfg.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.chunk_rows = cfg.ffn_chunk_rows
 
-    def forward(self, x, keep=None, prefix=None, need_weights=False):
-        a, probs, present = self.attn(x, keep, prefix, need_weights)  # [B, N, D]
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_out(F.gelu(self.ffn_in(x)))  # [rows, D] -> [rows, D_ff] -> [rows, D]; erf GELU
+
+    def forward(self, x, keep=None, prefix=None, need_weights=False, use_cache=False):
+        a, probs, present = self.attn(x, keep, prefix, need_weights, use_cache)  # [B, N, D]
         x = self.attn_norm(x + self.dropout(a))  # [B, N, D]
-        f = self.ffn_out(F.gelu(self.ffn_in(x)))  # [B, N, D_ff] -> [B, N, D]; erf GELU
+        f = position_wise(self.ffn, x, self.chunk_rows)  # [B, N, D], token by token
         x = self.ffn_norm(x + self.dropout(f))  # [B, N, D]
         return x, probs, present
 
@@ -86,7 +92,7 @@ class Encoder(PromptHost, nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.pooler = Linear(config.hidden_size, config.hidden_size)
         self.prompt = None
         if prompt is not None:
             self.attach(prompt)

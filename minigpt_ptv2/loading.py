@@ -1,6 +1,9 @@
 """Load a HuggingFace-format folder (config.json + weights) into our Encoder or Decoder, offline.
 
-Loading is a rename table plus a short, explicit list of transposes. Every checkpoint key is
+Loading is a rename table plus two explicit layout changes. Our `Linear` stores W [D_in, D_out]
+(y = x W + b), as GPT-2's Conv1D does; BERT's `nn.Linear` stores [D_out, D_in], so BERT's matrices
+are transposed. Our attention keeps W_Q, W_K, W_V side by side in one `qkv` [D, 3D], as GPT-2's
+`c_attn` does; BERT's separate query/key/value are concatenated. Every checkpoint key is
 accounted for: renamed, deliberately ignored (with the reason below), or reported as an error.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .config import DecoderConfig, EncoderConfig, config_from_hf
 BERT_RENAMES = [
     (r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|LayerNorm)\.(.*)",
      r"embeddings.\1.\2"),
-    (r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(.*)", r"layers.\1.attn.\2.\3"),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(.*)", r"layers.\1.attn.\2.\3"),  # fused below
     (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(.*)", r"layers.\1.attn.output.\2"),
     (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(.*)", r"layers.\1.attn_norm.\2"),
     (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(.*)", r"layers.\1.ffn_in.\2"),
@@ -33,7 +36,7 @@ BERT_IGNORED = [
 GPT2_RENAMES = [
     (r"(wte|wpe|ln_f)\.(.*)", r"\1.\2"),
     (r"h\.(\d+)\.(ln_1|ln_2)\.(.*)", r"layers.\1.\2.\3"),
-    (r"h\.(\d+)\.attn\.c_attn\.(.*)", r"layers.\1.attn.c_attn.\2"),  # split into q/k/v below
+    (r"h\.(\d+)\.attn\.c_attn\.(.*)", r"layers.\1.attn.qkv.\2"),  # already [W_Q | W_K | W_V]
     (r"h\.(\d+)\.attn\.c_proj\.(.*)", r"layers.\1.attn.output.\2"),
     (r"h\.(\d+)\.mlp\.c_fc\.(.*)", r"layers.\1.ffn_in.\2"),
     (r"h\.(\d+)\.mlp\.c_proj\.(.*)", r"layers.\1.ffn_out.\2"),
@@ -42,8 +45,8 @@ GPT2_IGNORED = [
     (r"h\.\d+\.attn\.(bias|masked_bias)", "an old causal-mask buffer; the mask is built on the fly"),
     (r"lm_head\.weight", "tied to wte.weight (checked equal)"),
 ]
-# GPT-2 stores Linear layers as Conv1D with weight [in, out]; nn.Linear wants [out, in].
-GPT2_TRANSPOSED = re.compile(r".*\.(c_attn|output|ffn_in|ffn_out)\.weight")
+# BERT's nn.Linear matrices [out, in] -> our Linear [in, out] (GPT-2's Conv1D already is [in, out]).
+BERT_TRANSPOSED = re.compile(r".*\.(query|key|value|output|ffn_in|ffn_out)\.weight|pooler\.weight")
 
 
 def _legacy(key: str) -> str:
@@ -92,13 +95,19 @@ def convert_gpt2(sd: dict) -> tuple[dict, list]:
     out, unexpected = _rename(sd, GPT2_RENAMES, GPT2_IGNORED, "transformer.")
     if "lm_head.weight" in sd and "wte.weight" in out and not torch.equal(sd["lm_head.weight"], out["wte.weight"]):
         raise ValueError("lm_head.weight differs from wte.weight: only tied LM heads are supported")
+    return out, unexpected
+
+
+def convert_bert(sd: dict) -> tuple[dict, list]:
+    out, unexpected = _rename(sd, BERT_RENAMES, BERT_IGNORED, "bert.")
     for k in list(out):
-        if GPT2_TRANSPOSED.fullmatch(k):
-            out[k] = out[k].t().contiguous()  # Conv1D [in, out] -> Linear [out, in]
-    for k in [k for k in out if ".c_attn." in k]:  # fused [3D, ...] -> query, key, value
-        parts = out.pop(k).chunk(3, dim=0)
-        for name, part in zip(("query", "key", "value"), parts):
-            out[k.replace("c_attn", name)] = part.contiguous()
+        if BERT_TRANSPOSED.fullmatch(k):
+            out[k] = out[k].t().contiguous()  # nn.Linear [out, in] -> Linear [in, out]
+    for k in [k for k in out if ".attn.query." in k]:  # query, key, value -> one qkv
+        names = [k.replace(".query.", f".{n}.") for n in ("query", "key", "value")]
+        if all(n in out for n in names):
+            dim = 1 if k.endswith(".weight") else 0  # W [D, D] x 3 -> [D, 3D]; b [D] x 3 -> [3D]
+            out[k.replace(".query.", ".qkv.")] = torch.cat([out.pop(n) for n in names], dim=dim)
     return out, unexpected
 
 
@@ -134,7 +143,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     sd = read_state_dict(model_dir)
     if isinstance(cfg, EncoderConfig):
         model = Encoder(cfg)
-        ours, unexpected = _rename(sd, BERT_RENAMES, BERT_IGNORED, "bert.")
+        ours, unexpected = convert_bert(sd)
     else:
         assert isinstance(cfg, DecoderConfig)
         model = Decoder(cfg)

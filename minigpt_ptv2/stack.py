@@ -19,17 +19,21 @@ from .trace import record
 class StackOutput:
     hidden: torch.Tensor  # [B, N, D]
     attentions: list  # per layer: [B, H, Nq, Nk] when asked, else None
-    presents: list  # per layer (K, V) [B, H, Nk, d]: what a KV cache keeps
+    presents: list | None  # per layer (K, V) [B, H, Nk, d]: what a KV cache keeps (if asked)
     key_mask: torch.Tensor  # [B, Nk]: which of those keys are real (or kept virtual) entries
 
 
-def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_weights=False):
+def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_weights=False,
+               use_cache=False):
     """Run every layer over x [B, N, D].
 
     key_mask: [B, N] (True = real token), or [B, T+N] when `past` holds T cached keys per layer.
     method:   the attached PromptMethod or None.
     past:     per-layer (K, V) [B, H, T, d] from earlier decoding steps (it already contains any
               prompt, so prompts are added only when `past` is None).
+    use_cache: keep every layer's (K, V) in `presents`. Off, each layer's K and V are freed as
+              soon as its attention is done, so the feed-forward block and the next layers can
+              reuse that memory.
     """
     B, N, _ = x.shape
     hidden = kv = None
@@ -47,19 +51,20 @@ def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_w
         if n_query == 1 and bool(keep.all()):  # a decoding step that may see every key:
             keep = None  # no mask to build per layer, and the fused kernel runs unmasked
 
-    attentions, presents = [], []
+    attentions, presents = [], ([] if use_cache else None)
     for i, layer in enumerate(layers):
         if hidden is not None:  # inject, process, slice
             method.check_tensor(hidden[i], x, f"hidden prompt of layer {i}")
             prompt = record(f"layer{i}", "prompt", hidden[i])  # [B, P, D]
             x = record(f"layer{i}", "inject", torch.cat([prompt, x], dim=1))  # [B, P+N, D]
-            x, probs, present = layer(x, keep, None, need_weights)  # [B, P+N, D]
+            x, probs, present = layer(x, keep, None, need_weights, use_cache)  # [B, P+N, D]
             record(f"layer{i}", "out", x)
             x = record(f"layer{i}", "slice", x[:, P:])  # [B, N, D]
         else:  # K/V prefix (or cached keys), or no prompt at all
             prefix = kv[i] if kv is not None else (past[i] if past is not None else None)
-            x, probs, present = layer(x, keep, prefix, need_weights)  # [B, N, D]
+            x, probs, present = layer(x, keep, prefix, need_weights, use_cache)  # [B, N, D]
             record(f"layer{i}", "out", x)
         attentions.append(probs)
-        presents.append(present)
+        if use_cache:
+            presents.append(present)
     return StackOutput(x, attentions, presents, key_mask)

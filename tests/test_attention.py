@@ -55,8 +55,8 @@ def test_explicit_and_fused_paths_agree(case):
     keep = build_keep(key_mask, n, causal="causal" in case)
     assert (keep is None) == (case in ("plain", "prefix")), "each case exercises what its name says"
     with torch.no_grad():
-        fused, no_probs, kv_f = attn(x, keep, prefix, need_weights=False)
-        explicit, probs, kv_e = attn(x, keep, prefix, need_weights=True)
+        fused, no_probs, kv_f = attn(x, keep, prefix, need_weights=False, use_cache=True)
+        explicit, probs, kv_e = attn(x, keep, prefix, need_weights=True, use_cache=True)
     assert no_probs is None
     assert probs.shape == (b, H, n, key_mask.shape[1])
     assert max_diff(fused, explicit) < 1e-5, case
@@ -73,13 +73,16 @@ def test_explicit_probabilities_are_the_textbook_formula():
     key_mask = prepend(padded_key_mask([7, 4], n), None, p)  # [B, P+N]
     with torch.no_grad():
         out, probs, _ = attn(x, build_keep(key_mask, n), (pk, pv), need_weights=True)
-        q = attn.query(x).view(b, n, H, d).transpose(1, 2)  # [B, H, N, d]
-        k = torch.cat([pk, attn.key(x).view(b, n, H, d).transpose(1, 2)], dim=2)  # [B, H, P+N, d]
-        v = torch.cat([pv, attn.value(x).view(b, n, H, d).transpose(1, 2)], dim=2)  # [B, H, P+N, d]
+        Wq, Wk, Wv = attn.qkv.weight.split(H * d, dim=1)  # [D, D] each: W_qkv = [W_Q | W_K | W_V]
+        bq, bk, bv = attn.qkv.bias.split(H * d)  # [D] each
+        heads = lambda t: t.view(b, n, H, d).transpose(1, 2)  # noqa: E731  [B, N, D] -> [B, H, N, d]
+        q = heads(x @ Wq + bq)  # [B, H, N, d]
+        k = torch.cat([pk, heads(x @ Wk + bk)], dim=2)  # [B, H, P+N, d]
+        v = torch.cat([pv, heads(x @ Wv + bv)], dim=2)  # [B, H, P+N, d]
         scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # [B, H, N, P+N]
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         ref = torch.softmax(scores, dim=-1)  # [B, H, N, P+N]
-        ref_out = attn.output((ref @ v).transpose(1, 2).reshape(b, n, H * d))  # [B, N, D]
+        ref_out = (ref @ v).transpose(1, 2).reshape(b, n, H * d) @ attn.output.weight + attn.output.bias  # [B, N, D]
     assert max_diff(probs, ref) < 1e-6
     assert max_diff(out, ref_out) < 1e-5
     # padded keys get exactly zero weight; the P prefix keys get some
@@ -142,7 +145,7 @@ def test_queries_are_never_prefixed():
     attn = small_attention()
     b, n, p, H, d = 2, 5, 3, attn.num_heads, attn.head_dim
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v) = attn(torch.randn(b, n, H * d), None, random_prefix(b, H, p, d), True)
+        out, probs, (k, v) = attn(torch.randn(b, n, H * d), None, random_prefix(b, H, p, d), True, True)
     s = tr.shapes()
     assert s["attn.q"] == (b, H, n, d)
     assert s["attn.k_with_prefix"] == s["attn.v_with_prefix"] == (b, H, p + n, d)
@@ -231,7 +234,7 @@ def test_attention_shapes_without_prefix(bert_base_attention):
     assert (D, H, d) == (768, 12, 64)
     keep = build_keep(padded_key_mask([N] * (B - 1) + [N // 2], N), N)  # [B, 1, 1, N]
     with ShapeTrace(dims=dict(B=B, N=N, D=D, H=H, d=d)) as tr, torch.no_grad():
-        out, probs, (k, v) = attn(torch.randn(B, N, D), keep, None, need_weights=True)
+        out, probs, (k, v) = attn(torch.randn(B, N, D), keep, None, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == s["layer0.attn.k"] == s["layer0.attn.v"] == (B, H, N, d)
     assert "layer0.attn.k_with_prefix" not in s
@@ -247,7 +250,7 @@ def test_attention_shapes_with_prefix(bert_base_attention):
     prefix = random_prefix(B, H, P, d)  # [B, H, P, d] each
     keep = build_keep(prepend(torch.ones(B, N, dtype=torch.bool), None, P), N)  # None: all kept
     with ShapeTrace(dims=dict(B=B, N=N, P=P, D=D, H=H, d=d)) as tr, torch.no_grad():
-        out, probs, (k, v) = attn(torch.randn(B, N, D), keep, prefix, need_weights=True)
+        out, probs, (k, v) = attn(torch.randn(B, N, D), keep, prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)  # queries: real tokens only
     assert s["layer0.attn.k"] == s["layer0.attn.v"] == (B, H, N, d)
@@ -270,3 +273,14 @@ def test_half_precision_large_scores_and_a_fully_masked_row_stay_finite(need_wei
     if need_weights:
         assert torch.isfinite(probs).all()
         assert torch.allclose(probs.float().sum(-1), torch.ones(2, 4, 5), atol=1e-2)
+
+
+def test_keys_and_values_are_returned_only_for_a_cache():
+    """Without use_cache the layer keeps nothing alive after attention: present is None."""
+    attn = small_attention()
+    x = torch.randn(2, 5, attn.num_heads * attn.head_dim)
+    with torch.no_grad():
+        _, _, present = attn(x)
+        _, _, (k, v) = attn(x, use_cache=True)
+    assert present is None
+    assert k.shape == v.shape == (2, attn.num_heads, 5, attn.head_dim)

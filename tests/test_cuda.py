@@ -93,7 +93,7 @@ def test_layers_run_entirely_on_another_device():
     prefix = (torch.randn(b, H, p, d, device="meta"),) * 2
     keep = torch.ones(b, 1, 1, p + n, dtype=torch.bool, device="meta")
     for need_weights in (False, True):
-        out, probs, (k, _) = enc(x, keep, prefix, need_weights)
+        out, probs, (k, _) = enc(x, keep, prefix, need_weights, use_cache=True)
         assert out.device.type == k.device.type == "meta"
         assert out.shape == (b, n, cfg_e.hidden_size) and k.shape == (b, H, p + n, d)
 

@@ -186,14 +186,24 @@ def test_gpt2_original_layout_without_prefix_and_with_mask_buffers(gpt2_tiny_dir
         assert (ours(ids).logits - ref(ids).logits).abs().max().item() < TOL
 
 
-def test_gpt2_conv1d_weights_are_transposed(gpt2_tiny_dir):
-    """Conv1D stores [in, out]; our Linear holds [out, in]. c_attn is also split into q, k, v."""
+def test_gpt2_conv1d_weights_are_taken_as_they_are(gpt2_tiny_dir):
+    """Conv1D stores [in, out], like our Linear: GPT-2 matrices load untransposed, c_attn as qkv."""
     ref = transformers.GPT2LMHeadModel.from_pretrained(gpt2_tiny_dir)
     ours = Decoder.from_pretrained(gpt2_tiny_dir)
+    assert torch.equal(ours.layers[1].attn.qkv.weight, ref.transformer.h[1].attn.c_attn.weight)  # [D, 3D]
+    assert torch.equal(ours.layers[1].ffn_in.weight, ref.transformer.h[1].mlp.c_fc.weight)
+
+
+def test_bert_linear_weights_are_transposed_and_qkv_fused(bert_dir):
+    """nn.Linear stores [out, in]: BERT matrices are transposed, and query|key|value concatenated."""
+    ref = transformers.BertModel.from_pretrained(bert_dir)
+    ours = Encoder.from_pretrained(bert_dir)
     D = ours.config.hidden_size
-    c_attn = ref.transformer.h[1].attn.c_attn.weight  # [D, 3D] = [in, out]
-    assert torch.equal(ours.layers[1].attn.key.weight, c_attn[:, D:2 * D].t())
-    assert torch.equal(ours.layers[1].ffn_in.weight, ref.transformer.h[1].mlp.c_fc.weight.t())
+    attn, qkv = ref.encoder.layer[1].attention.self, ours.layers[1].attn.qkv
+    for j, lin in enumerate((attn.query, attn.key, attn.value)):
+        assert torch.equal(qkv.weight[:, j * D:(j + 1) * D], lin.weight.t())  # W_j [D, D]
+        assert torch.equal(qkv.bias[j * D:(j + 1) * D], lin.bias)
+    assert torch.equal(ours.pooler.weight, ref.pooler.dense.weight.t())
 
 
 def test_dtype_argument(bert_dir):

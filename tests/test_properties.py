@@ -121,8 +121,8 @@ def test_explicit_and_fused_attention_agree(hd, shape, P, causal, prefix_kept, s
         keys = prepend(keys, virtual.bool(), P)  # [B, P+N]
     keep = build_keep(keys, N, causal)  # [B, 1, N or 1, P+N] or None
     with torch.no_grad():
-        fused, none, kv_fused = attn(x, keep, prefix)
-        explicit, probs, kv_explicit = attn(x, keep, prefix, need_weights=True)  # probs [B, H, N, P+N]
+        fused, none, kv_fused = attn(x, keep, prefix, use_cache=True)
+        explicit, probs, kv_explicit = attn(x, keep, prefix, need_weights=True, use_cache=True)  # probs [B, H, N, P+N]
     assert none is None and probs.shape == (B, H, N, P + N)
     close(fused, explicit, "fused vs explicit output")
     assert torch.equal(kv_fused[0], kv_explicit[0]) and kv_fused[0].shape == (B, H, P + N, d)

@@ -88,7 +88,7 @@ def test_one_step_changes_exactly_the_parameters_the_method_trains(encoder, sst2
     assert not changed & frozen, sorted(changed & frozen)[:5]  # the backbone is bit-identical
     assert {n for n in trainable if n.startswith("heads.")} <= changed
     if method == "full":
-        assert {"encoder.layers.0.attn.query.weight", "encoder.pooler.weight"} <= changed
+        assert {"encoder.layers.0.attn.qkv.weight", "encoder.pooler.weight"} <= changed
     elif method != "head-only":
         prompt = {n for n in trainable if n.startswith("encoder.prompt.")}
         assert prompt and prompt <= changed  # every prompt tensor got a step

@@ -9,7 +9,6 @@ prefix need not come from any h, so K/V prefixes are strictly more expressive.
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 
 from .deep import DeepPrompt
 from .prefix import KVPrefix
@@ -19,14 +18,12 @@ from .prefix import KVPrefix
 def hidden_to_kv(model, deep: DeepPrompt) -> KVPrefix:
     """Turn a DeepPrompt into the equivalent KVPrefix for `model` (same positions policy)."""
     deep.check_compatible(model.config)
-    H = model.config.num_attention_heads
     h = deep.layer_prompts()  # [L, P, D]
     kvs = []
     for i, layer in enumerate(model.layers):
         x = layer.ln_1(h[i]) if hasattr(layer, "ln_1") else h[i]  # f(h): [P, D]
-        k = rearrange(layer.attn.key(x), "p (h d) -> h p d", h=H)  # [H, P, d]
-        v = rearrange(layer.attn.value(x), "p (h d) -> h p d", h=H)  # [H, P, d]
-        kvs.append(torch.stack([k, v]))  # [2, H, P, d]
+        _, k, v = layer.attn.project(x[None])  # [1, H, P, d] each; the prompt rows' queries are unused
+        kvs.append(torch.cat([k, v]))  # [2, H, P, d]
     prefix = KVPrefix.from_layer_kv(model.config, torch.stack(kvs), positions=deep.positions)  # [L, 2, H, P, d]
     prefix.virtual_keep.copy_(deep.virtual_keep)
     return prefix

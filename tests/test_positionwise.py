@@ -1,0 +1,79 @@
+"""Position-wise blocks: the feed-forward block run a block of rows at a time gives the same
+numbers as all rows at once, with and without a graph, and in both models against the
+reference. Run: `pytest tests/test_positionwise.py`."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minigpt_ptv2 import Decoder, Encoder
+from minigpt_ptv2.config import preset
+from minigpt_ptv2.positionwise import position_wise
+
+TOL = 1e-6  # fp32; a row's arithmetic does not depend on its neighbours, only BLAS blocking may
+
+
+def _counting(fn):
+    calls = []
+
+    def wrapped(x):
+        calls.append(tuple(x.shape))
+        return fn(x)
+    return wrapped, calls
+
+
+def test_blocks_cover_every_row_once_and_match():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 9)
+    x = torch.randn(3, 7, 6)  # [B, N, D]: 21 rows
+    with torch.no_grad():
+        fn, calls = _counting(lin)
+        out = position_wise(fn, x, chunk_rows=5)
+        assert calls == [(5, 6)] * 4 + [(1, 6)]  # 21 rows in blocks of 5
+        assert out.shape == (3, 7, 9)
+        assert (out - lin(x)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("chunk_rows", [0, 21, 100])
+def test_no_blocks_when_they_cannot_help(chunk_rows):
+    lin = torch.nn.Linear(6, 9)
+    fn, calls = _counting(lin)
+    with torch.no_grad():
+        position_wise(fn, torch.randn(3, 7, 6), chunk_rows)
+    assert calls == [(3, 7, 6)]  # one call on the whole input
+
+
+def test_a_recorded_graph_runs_all_rows_at_once_and_gradients_match():
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(6, 9)
+    x = torch.randn(3, 7, 6, requires_grad=True)
+    fn, calls = _counting(lin)
+    position_wise(fn, x, chunk_rows=5).square().sum().backward()
+    assert calls == [(3, 7, 6)]
+    grad = x.grad.clone()
+    x.grad = None
+    lin(x).square().sum().backward()
+    assert torch.equal(grad, x.grad)
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt2-tiny"])
+def test_models_give_the_same_output_in_blocks(name):
+    torch.manual_seed(2)
+    cfg = preset(name)
+    Model = Encoder if name.startswith("bert") else Decoder
+    whole = Model(cfg.replace(ffn_chunk_rows=0)).eval()
+    blocks = Model(cfg.replace(ffn_chunk_rows=5)).eval()
+    blocks.load_state_dict(whole.state_dict())
+    ids = torch.randint(0, cfg.vocab_size, (3, 11))  # 33 rows: 6 full blocks and a remainder
+    with torch.no_grad():
+        a, b = whole(ids), blocks(ids)
+    if name.startswith("bert"):
+        a, b = a.last_hidden_state, b.last_hidden_state
+    else:
+        a, b = a.logits, b.logits
+    assert (a - b).abs().max().item() < 1e-5
+
+
+def test_negative_chunk_rows_is_refused():
+    with pytest.raises(ValueError, match="ffn_chunk_rows must be >= 0"):
+        preset("bert-tiny").replace(ffn_chunk_rows=-1)
