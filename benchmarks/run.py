@@ -21,6 +21,11 @@ Timing: warm-up calls first, then `repeats` rounds in which ours and the referen
 the other (order alternating each round); a ratio is the median over rounds of the paired ratio,
 so a burst of load from elsewhere hits both sides of a pair.
 
+Each line runs in a fresh Python process (the parent re-runs this script with `--only LINE`).
+Lines that ran earlier in the same process leave the heap in a state that shifts later lines:
+in one shared process the decode ratio read 0.03-0.06 lower after the training-step line than
+on its own. Within a line, both sides share the process, so they are measured alike.
+
 Peak memory on CPU: the profiler's allocation events (`profile_memory=True`) for one train step
 after a warm-up step; the peak of the running sum is the most tensor memory the step held beyond
 what was alive before it (activations kept for backward, gradients, temporaries). It counts
@@ -39,12 +44,14 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices from inside transformers
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -307,6 +314,28 @@ def table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def run_isolated(args, names: list) -> int:
+    """One fresh process per line; merge their JSON into one file and print one table."""
+    import subprocess
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            out = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, __file__, "--only", name, "--json", str(out), "--threads", str(args.threads)]
+            cmd += ["--quick"] if args.quick else []
+            for dev in args.device or []:
+                cmd += ["--device", dev]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            results.append(json.loads(out.read_text()))
+    merged = {**results[0], "rows": [r for res in results for r in res["rows"]]}
+    merged["settings"]["isolation"] = "one process per line"
+    for dev in dict.fromkeys(r["device"] for r in merged["rows"]):
+        print(table([r for r in merged["rows"] if r["device"] == dev]), flush=True)
+    Path(args.json).write_text(json.dumps(merged, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny repeat counts: a smoke run, not a measurement")
@@ -315,12 +344,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--only", action="append", choices=["forward", "train", "decode", "prefix", "gflops"],
                     help="run only these lines")
+    ap.add_argument("--same-process", action="store_true",
+                    help="run every line in this process instead of one fresh process per line")
     args = ap.parse_args(argv)
+    names = args.only or ["forward", "train", "decode", "prefix", "gflops"]
+    if len(names) > 1 and not args.same_process:
+        return run_isolated(args, names)
     torch.set_num_threads(args.threads)
     repeats, warmup = (2, 1) if args.quick else (9, 2)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     model_dir = default_model_dir()
-    only = set(args.only or ["forward", "train", "decode", "prefix", "gflops"])
+    only = set(names)
     rows = []
     for name in devices:
         device = torch.device(name)
@@ -345,7 +379,8 @@ def main(argv=None) -> int:
                           "transformers": transformers.__version__, "peft": peft.__version__,
                           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                           "load_average": os.getloadavg()},
-              "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup},
+              "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup,
+                           "isolation": "one process" if len(names) > 1 else "one process per line"},
               "rows": rows}
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
