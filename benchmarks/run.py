@@ -16,6 +16,10 @@ absolute times meaningless while it leaves ratios of interleaved measurements us
                            prompt) vs P=0, against the (N+P)/N that the arithmetic predicts
     achieved GFLOP/s       our encoder forward (FLOPs counted analytically) vs the same matrix
                            multiplications run back to back with nothing else
+    FFN in blocks          our encoder forward with ffn_chunk_rows=1024 vs all rows at once
+                           (information: what positionwise.py buys, with page faults per call)
+    weight layout          a batch-1 decoding step's four products at GPT-2's shapes, W stored
+                           [in, out] (our Linear) vs [out, in] (nn.Linear) (information)
 
 Timing: warm-up calls first, then `repeats` rounds in which ours and the reference run one after
 the other (order alternating each round); a ratio is the median over rounds of the paired ratio,
@@ -61,6 +65,7 @@ from minigpt_ptv2.pretrained import default_model_dir  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: E402
 
 B, N, P = 32, 128, 16  # encoder lines
+LINES = ["forward", "train", "decode", "prefix", "gflops", "blocks", "layout"]
 PROMPT_LEN, NEW_TOKENS = 32, 64  # decode line
 
 
@@ -84,6 +89,18 @@ def interleaved(fns: dict, device, repeats: int, warmup: int) -> dict:
             sync(device)
             times[k].append(time.perf_counter() - t0)
     return times
+
+
+def faults_per_call(fn, calls: int = 3) -> float | None:
+    """Minor page faults (pages the kernel had to hand the process) per call; None off Linux."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def paired_ratio(num: list, den: list) -> float:
@@ -156,12 +173,14 @@ def bench_forward(model_dir, device, repeats, warmup) -> dict:
     with torch.no_grad():
         diff = (hf(input_ids=ids, attention_mask=mask).last_hidden_state
                 - ours(ids, mask).last_hidden_state).abs().max().item()
-        t = interleaved({"ours": lambda: ours(ids, mask), "ref": lambda: hf(input_ids=ids, attention_mask=mask)},
-                        device, repeats, warmup)
+        fns = {"ours": lambda: ours(ids, mask), "ref": lambda: hf(input_ids=ids, attention_mask=mask)}
+        t = interleaved(fns, device, repeats, warmup)
+        faults = {k: faults_per_call(f) for k, f in fns.items()}
     return {"line": "encoder forward", "shape": f"B={B} N={N}", "unit": "s",
             "ours": statistics.median(t["ours"]), "reference": statistics.median(t["ref"]),
             "ratio": paired_ratio(t["ours"], t["ref"]), "target": "ratio <= 1.0",
-            "ok": paired_ratio(t["ours"], t["ref"]) <= 1.0, "max_abs_diff": diff, "times": t}
+            "ok": paired_ratio(t["ours"], t["ref"]) <= 1.0, "max_abs_diff": diff,
+            "page_faults_per_call": faults, "times": t}
 
 
 def bench_train_step(model_dir, device, repeats, warmup) -> list:
@@ -283,6 +302,52 @@ def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
     return rows
 
 
+def bench_ffn_blocks(model_dir, device, repeats, warmup) -> dict:
+    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    ids = torch.randint(1000, ours.config.vocab_size, (B, N), device=device)
+
+    def with_rows(rows):
+        def run():
+            for layer in ours.layers:
+                layer.chunk_rows = rows
+            ours(ids)
+        return run
+
+    fns = {"blocks": with_rows(ours.config.ffn_chunk_rows), "whole": with_rows(0)}
+    with torch.no_grad():
+        t = interleaved(fns, device, repeats, warmup)
+        faults = {k: faults_per_call(f) for k, f in fns.items()}
+    return {"line": "FFN in blocks / at once", "shape": f"B={B} N={N}, {ours.config.ffn_chunk_rows} rows",
+            "unit": "s", "ours": statistics.median(t["blocks"]), "reference": statistics.median(t["whole"]),
+            "ratio": paired_ratio(t["blocks"], t["whole"]), "target": "information", "ok": None,
+            "page_faults_per_call": faults, "times": t}
+
+
+def bench_layout(device, repeats, warmup) -> dict:
+    """One decoding step's matrix products (batch 1) at GPT-2's shapes, in both weight layouts."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # qkv, attention out, FFN in, FFN out
+    mats = [(torch.randn(1, i, generator=g).to(device), torch.randn(i, o, generator=g).to(device),
+             torch.randn(o, generator=g).to(device)) for i, o in shapes]
+    out_in = [(x, w.t().contiguous(), b) for x, w, b in mats]  # nn.Linear's [out, in]
+
+    def in_out_step():
+        for _ in range(20):
+            for x, w, b in mats:
+                torch.addmm(b, x, w)  # our Linear: x W + b, W [in, out]
+
+    def out_in_step():
+        for _ in range(20):
+            for x, w, b in out_in:
+                F.linear(x, w, b)  # nn.Linear: x W^T + b, W [out, in]
+
+    with torch.no_grad():
+        t = interleaved({"in_out": in_out_step, "out_in": out_in_step}, device, repeats, warmup)
+    return {"line": "weight layout [in,out]/[out,in]", "shape": "batch 1, GPT-2 qkv/out/fc/proj, x20",
+            "unit": "s", "ours": statistics.median(t["in_out"]), "reference": statistics.median(t["out_in"]),
+            "ratio": paired_ratio(t["in_out"], t["out_in"]), "target": "information", "ok": None, "times": t}
+
+
 def bench_gflops(model_dir, device, repeats, warmup) -> dict:
     ours = Encoder.from_pretrained(model_dir, device=device).eval()
     cfg = ours.config
@@ -342,12 +407,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write results")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--only", action="append", choices=["forward", "train", "decode", "prefix", "gflops"],
+    ap.add_argument("--only", action="append", choices=LINES,
                     help="run only these lines")
     ap.add_argument("--same-process", action="store_true",
                     help="run every line in this process instead of one fresh process per line")
     args = ap.parse_args(argv)
-    names = args.only or ["forward", "train", "decode", "prefix", "gflops"]
+    names = args.only or LINES
     if len(names) > 1 and not args.same_process:
         return run_isolated(args, names)
     torch.set_num_threads(args.threads)
@@ -369,6 +434,10 @@ def main(argv=None) -> int:
             rows += bench_prefix_cost(model_dir, device, repeats, warmup)
         if "gflops" in only:
             rows.append(bench_gflops(model_dir, device, repeats, warmup))
+        if "blocks" in only:
+            rows.append(bench_ffn_blocks(model_dir, device, repeats, warmup))
+        if "layout" in only:
+            rows.append(bench_layout(device, repeats, warmup))
         for r in rows:
             r.setdefault("device", name)
         print(table([r for r in rows if r["device"] == name]), flush=True)
