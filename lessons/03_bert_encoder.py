@@ -69,6 +69,10 @@ def embeddings_by_hand(model: Encoder, ids: torch.Tensor):
 #
 # BERT's GELU is the exact one, with erf. GPT-2 uses the tanh approximation. They differ by
 # up to about 5e-4 per activation: small, but enough to fail an equivalence test at 1e-5.
+#
+# The FFN is *position-wise*: each of the B*N token rows goes through it on its own. The module
+# uses that: without autograd it runs 1024 rows at a time (`positionwise.py`), so the widest
+# activation, [B*N, D_ff], never exists whole. The numbers are the same either way.
 
 # %%
 def layer_by_hand(model: Encoder, x: torch.Tensor):
