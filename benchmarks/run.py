@@ -141,25 +141,29 @@ def encoder_flops(cfg, batch: int, n: int, p: int = 0, hidden_prompt: bool = Fal
 
 
 def matmul_only(cfg, batch: int, n: int, device):
-    """The encoder's matrix multiplications with the same shapes, and nothing between them."""
+    """The encoder's matrix multiplications with the same shapes and weight layout ([in, out],
+    Q/K/V fused), all rows at once, and nothing between them."""
     D, L, H, F_ = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch * n, D, generator=g).to(device)  # [B*N, D]
-    w_d, b_d = torch.randn(D, D, generator=g).to(device), torch.randn(D, generator=g).to(device)
-    w_in, b_in = torch.randn(F_, D, generator=g).to(device), torch.randn(F_, generator=g).to(device)
-    w_out = torch.randn(D, F_, generator=g).to(device)
-    q = torch.randn(batch, H, n, D // H, generator=g).to(device)  # [B, H, N, d]
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    x = rand(batch * n, D)  # [B*N, D]
+    w_qkv, b_qkv, w_d, b_d = rand(D, 3 * D), rand(3 * D), rand(D, D), rand(D)
+    w_in, b_in, w_out = rand(D, F_), rand(F_), rand(F_, D)
+    q = rand(batch, H, n, D // H)  # [B, H, N, d]
 
     @torch.no_grad()
     def run():
         for _ in range(L):
-            for _ in range(4):  # Q, K, V, output projections
-                F.linear(x, w_d, b_d)  # [B*N, D]
-            h = F.linear(x, w_in, b_in)  # [B*N, D_ff]
-            F.linear(h, w_out, b_d)  # [B*N, D]
+            torch.addmm(b_qkv, x, w_qkv)  # [B*N, 3D]: Q, K, V in one product
+            torch.addmm(b_d, x, w_d)  # [B*N, D]: attention output
+            h = torch.addmm(b_in, x, w_in)  # [B*N, D_ff]
+            torch.addmm(b_d, h, w_out)  # [B*N, D]
             s = q @ q.transpose(-2, -1)  # [B, H, N, N]
             s @ q  # [B, H, N, d]
-        F.linear(x[:batch], w_d, b_d)  # pooler
+        torch.addmm(b_d, x[:batch], w_d)  # pooler
     return run
 
 
@@ -449,7 +453,7 @@ def main(argv=None) -> int:
                           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                           "load_average": os.getloadavg()},
               "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup,
-                           "isolation": "one process" if len(names) > 1 else "one process per line"},
+                           "isolation": "one process for every line" if len(names) > 1 else "this line alone"},
               "rows": rows}
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")

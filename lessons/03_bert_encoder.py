@@ -65,14 +65,14 @@ def embeddings_by_hand(model: Encoder, ids: torch.Tensor):
 # BERT normalises *after* each residual addition (GPT-2, lesson 05, normalises before):
 #
 #     x = LN(x + Attn(x))
-#     x = LN(x + FFN(x)),   FFN(x) = W_out gelu(W_in x),   [B, N, D] -> [B, N, D_ff] -> [B, N, D]
+#     x = LN(x + FFN(x)),   FFN(x) = gelu(x W_in + b_in) W_out + b_out,   [B, N, D] -> [B, N, D_ff] -> [B, N, D]
 #
 # BERT's GELU is the exact one, with erf. GPT-2 uses the tanh approximation. They differ by
 # up to about 5e-4 per activation: small, but enough to fail an equivalence test at 1e-5.
 #
 # The FFN is *position-wise*: each of the B*N token rows goes through it on its own. The module
-# uses that: without autograd it runs 1024 rows at a time (`positionwise.py`), so the widest
-# activation, [B*N, D_ff], never exists whole. The numbers are the same either way.
+# uses that: on CPU without autograd it runs 1024 rows at a time (`positionwise.py`), so the widest
+# activation, [B*N, D_ff], never exists whole. The numbers agree up to float rounding.
 
 # %%
 def layer_by_hand(model: Encoder, x: torch.Tensor):

@@ -5,8 +5,11 @@
 # all-MiniLM-L6-v2 (a BERT with L=6, D=384, H=12, d=32), as a HuggingFace-format folder on
 # disk. Nothing is downloaded.
 #
-# Loading is a key-for-key copy: our module names follow the checkpoint's, so a short rename
-# table maps one onto the other, and every key must be accounted for. Then we *prove* the
+# Loading is a rename table plus two layout changes, and every key must be accounted for.
+# BERT's checkpoint holds `nn.Linear` matrices `[out, in]`; our `Linear` computes x W + b with
+# W `[in, out]`, so each matrix is transposed. And our attention computes Q, K and V with one
+# product, so BERT's separate query, key and value become the three column blocks of one
+# `qkv` matrix `[D, 3D]`. Then we *prove* the
 # result is the same function as the reference implementation, component by component,
 # when `transformers` is installed (this lesson still runs without it).
 
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 
 from minigpt_ptv2 import Encoder, ShapeTrace
 from minigpt_ptv2.config import config_from_hf
-from minigpt_ptv2.loading import BERT_IGNORED, BERT_RENAMES, read_state_dict
+from minigpt_ptv2.loading import BERT_IGNORED, BERT_RENAMES, NN_LINEAR_WEIGHTS, read_state_dict
 from minigpt_ptv2.pretrained import default_model_dir
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -48,14 +51,24 @@ def look_inside(model_dir):
 #
 # Each checkpoint key matches exactly one pattern of `BERT_RENAMES` (or is deliberately
 # ignored, with a reason). A key that matches nothing is an error, never silently dropped.
+# The right column says where each tensor lands: matrices are transposed to `[in, out]`, and
+# query, key and value become the three column blocks of `qkv` (D columns each).
 
 # %%
-def show_renames(sd: dict, n: int = 8):
+def show_renames(sd: dict, n: int = 24):
     shown = 0
     for key in sd:
         k = key.removeprefix("bert.")
         why = next((reason for pat, reason in BERT_IGNORED if re.fullmatch(pat, k)), None)
         ours = next((re.sub(p, r, k) for p, r in BERT_RENAMES if re.fullmatch(p, k)), None)
+        qkv = re.search(r"\.attn\.(query|key|value)\.", ours or "")
+        if qkv:  # one of three blocks of the fused projection
+            j = ("query", "key", "value").index(qkv.group(1))
+            cols = "columns" if ours.endswith(".weight") else "entries"
+            ours = f"{ours.replace(qkv.group(0), '.attn.qkv.')} {cols} {j}D:{j + 1}D" + (
+                ", transposed" if ours.endswith(".weight") else "")
+        elif ours and NN_LINEAR_WEIGHTS.fullmatch(ours):
+            ours += ", transposed"
         if ".layer.0." in key or ".layer." not in key:
             print(f"  {key:<52} -> {ours or 'ignored: ' + str(why)}")
             shown += 1

@@ -178,14 +178,14 @@ def equivalence_breakers():
         print(f"LayerNorm eps 1e-12 vs 1e-5, rows with std {scale:g}: max |diff| {eps_gap:.1e}")
 
     D = 24
-    w = torch.randn(D, D)  # a Conv1D weight, [in, out]
+    w = torch.randn(D, D)  # a BERT (nn.Linear) weight, [out, in]
     b, v = torch.randn(D), torch.randn(3, D)
-    conv1d = v @ w + b  # what GPT-2 computes
-    forgot = F.linear(v, w, b)  # loaded into nn.Linear as is: x @ w.T + b, no error
-    print(f"Conv1D [in, out] loaded without transpose: max |diff| {(conv1d - forgot).abs().max():.2f}; "
-          f"with w.T: {(conv1d - F.linear(v, w.T, b)).abs().max():.1e}")
-    assert not torch.allclose(conv1d, forgot, atol=1e-3)
-    assert torch.allclose(conv1d, F.linear(v, w.T, b), atol=1e-5)
+    bert = F.linear(v, w, b)  # what BERT computes: v w^T + b
+    forgot = v @ w + b  # loaded into our Linear (W [in, out], v W + b) as is: no error
+    print(f"nn.Linear [out, in] loaded without transpose: max |diff| {(bert - forgot).abs().max():.2f}; "
+          f"with w.T: {(bert - (v @ w.T + b)).abs().max():.1e}")
+    assert not torch.allclose(bert, forgot, atol=1e-3)
+    assert torch.allclose(bert, v @ w.T + b, atol=1e-5)
 
     nothing_kept = torch.zeros(1, 4, dtype=torch.bool)  # e.g. a fully padded row
     half = torch.tensor(torch.finfo(torch.float32).min).to(torch.float16)
@@ -246,7 +246,7 @@ def main():
 # 5. Compute the prefix once and `expand` it; `repeat` makes B copies for nothing.
 # 6. Build tensors at the size you were asked for and check them when they are given to you.
 # 7. Layers take additive `[B, 1, 1, P+N]` masks; "every layer" should be visible in a trace.
-# 8. When comparing with a reference: GELU flavour, LayerNorm eps, Conv1D's transpose,
+# 8. When comparing with a reference: GELU flavour, LayerNorm eps, the weight layout's transpose,
 #    token-type row 0, eval mode, and a finite mask constant in the compute dtype.
 #
 # ## Try this

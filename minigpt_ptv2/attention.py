@@ -94,11 +94,14 @@ class MultiHeadAttention(nn.Module):
 
         Returns (out [B, N, D], probs [B, H, N, P+N] or None, (K, V) [B, H, P+N, d] each or None).
         The K/V, what a KV cache keeps for the next decoding step, are returned only with
-        use_cache=True: otherwise they (and the Q/K/V buffer they live in) are freed on return.
+        use_cache=True. Otherwise nothing here keeps them (or the [B, N, 3D] projection they are
+        views of) alive: without autograd they are freed on return.
         """
         s = self.scope
         q, k, v = self.project(x)  # [B, H, N, d] each
-        record(s, "q", q), record(s, "k", k), record(s, "v", v)
+        record(s, "q", q)
+        record(s, "k", k)
+        record(s, "v", v)
         if prefix is not None:
             record(s, "prefix_k", prefix[0])  # [B, H, P, d]
             record(s, "prefix_v", prefix[1])  # [B, H, P, d]
@@ -117,7 +120,9 @@ class MultiHeadAttention(nn.Module):
             ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop), None
         record(s, "context", ctx)  # [B, H, N, d]
         out = self.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, N, D]
-        return record(s, "out", out), probs, ((k, v) if use_cache else None)
+        # A cache gets K/V with storage of their own, not views that would keep Q's columns alive.
+        present = (k.contiguous(), v.contiguous()) if use_cache else None  # [B, H, P+N, d] each
+        return record(s, "out", out), probs, present
 
     def _explicit(self, q, k, v, keep, p_drop):
         """The textbook formula, step by step: softmax(Q K^T / sqrt(d) + mask) V.

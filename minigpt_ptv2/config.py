@@ -18,8 +18,8 @@ class _Common:
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
-    # How many token rows the feed-forward block processes at once (0 = all B*N together).
-    # Same result either way; see positionwise.py for why blocks are faster on CPU.
+    # How many token rows the feed-forward block processes at once on CPU without autograd
+    # (0 = all B*N together). Equal up to float rounding; positionwise.py says why it is faster.
     ffn_chunk_rows: int = 1024
 
     def __post_init__(self):

@@ -45,8 +45,9 @@ GPT2_IGNORED = [
     (r"h\.\d+\.attn\.(bias|masked_bias)", "an old causal-mask buffer; the mask is built on the fly"),
     (r"lm_head\.weight", "tied to wte.weight (checked equal)"),
 ]
-# BERT's nn.Linear matrices [out, in] -> our Linear [in, out] (GPT-2's Conv1D already is [in, out]).
-BERT_TRANSPOSED = re.compile(r".*\.(query|key|value|output|ffn_in|ffn_out)\.weight|pooler\.weight")
+# nn.Linear matrices [out, in] -> our Linear [in, out]: BERT checkpoints, after renaming (GPT-2's
+# Conv1D already is [in, out]). Prompt and head modules are plain nn.Linear and keep their names.
+NN_LINEAR_WEIGHTS = re.compile(r"(.*\.)?(query|key|value|output|ffn_in|ffn_out|pooler)\.weight")
 
 
 def _legacy(key: str) -> str:
@@ -98,17 +99,36 @@ def convert_gpt2(sd: dict) -> tuple[dict, list]:
     return out, unexpected
 
 
-def convert_bert(sd: dict) -> tuple[dict, list]:
-    out, unexpected = _rename(sd, BERT_RENAMES, BERT_IGNORED, "bert.")
-    for k in list(out):
-        if BERT_TRANSPOSED.fullmatch(k):
+def from_nn_linear_layout(sd: dict, source: str) -> dict:
+    """Tensors named as in our modules but laid out for nn.Linear -> our layout:
+    each matrix [out, in] -> [in, out], and attention's query, key, value -> one qkv [D, 3D]."""
+    out = dict(sd)
+    for k in [k for k in sd if re.search(r"\.attn\.(query|key|value)\.", k)]:
+        if k not in out:
+            continue  # already fused with its partners
+        names = [re.sub(r"\.(query|key|value)\.", f".{n}.", k) for n in ("query", "key", "value")]
+        missing = [n for n in names if n not in out]
+        if missing:
+            raise ValueError(f"{source}: attention needs query, key and value to build qkv, but "
+                             f"{', '.join(missing)} is missing next to {k}")
+        shapes = [list(out[n].shape) for n in names]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"{source}: query, key and value differ in shape: "
+                             + ", ".join(f"{n} {s}" for n, s in zip(names, shapes)))
+        dim = 1 if k.endswith(".weight") else 0  # W [D, D] x 3 -> [D, 3D] (after .t()); b [D] x 3 -> [3D]
+        parts = [out.pop(n) for n in names]
+        if dim == 1:
+            parts = [w.t() for w in parts]  # [out, in] -> [in, out]
+        out[names[0].replace(".query.", ".qkv.")] = torch.cat(parts, dim=dim).contiguous()
+    for k in out:
+        if NN_LINEAR_WEIGHTS.fullmatch(k):
             out[k] = out[k].t().contiguous()  # nn.Linear [out, in] -> Linear [in, out]
-    for k in [k for k in out if ".attn.query." in k]:  # query, key, value -> one qkv
-        names = [k.replace(".query.", f".{n}.") for n in ("query", "key", "value")]
-        if all(n in out for n in names):
-            dim = 1 if k.endswith(".weight") else 0  # W [D, D] x 3 -> [D, 3D]; b [D] x 3 -> [3D]
-            out[k.replace(".query.", ".qkv.")] = torch.cat([out.pop(n) for n in names], dim=dim)
-    return out, unexpected
+    return out
+
+
+def convert_bert(sd: dict, source: str = "checkpoint") -> tuple[dict, list]:
+    out, unexpected = _rename(sd, BERT_RENAMES, BERT_IGNORED, "bert.")
+    return from_nn_linear_layout(out, source), unexpected
 
 
 def load_into(model: torch.nn.Module, ours: dict, unexpected: list, source: str) -> None:
@@ -121,7 +141,7 @@ def load_into(model: torch.nn.Module, ours: dict, unexpected: list, source: str)
                          f"unexpected keys {unexpected}")
     for k, t in ours.items():
         if t.shape != target[k].shape:
-            raise ValueError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
+            raise ValueError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "  # our layout: W [in, out]
                              f"{list(target[k].shape)}")
     with torch.no_grad():
         for k, p in model.state_dict().items():
@@ -143,7 +163,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     sd = read_state_dict(model_dir)
     if isinstance(cfg, EncoderConfig):
         model = Encoder(cfg)
-        ours, unexpected = convert_bert(sd)
+        ours, unexpected = convert_bert(sd, str(model_dir))
     else:
         assert isinstance(cfg, DecoderConfig)
         model = Decoder(cfg)

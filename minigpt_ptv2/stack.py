@@ -31,9 +31,9 @@ def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_w
     method:   the attached PromptMethod or None.
     past:     per-layer (K, V) [B, H, T, d] from earlier decoding steps (it already contains any
               prompt, so prompts are added only when `past` is None).
-    use_cache: keep every layer's (K, V) in `presents`. Off, each layer's K and V are freed as
-              soon as its attention is done, so the feed-forward block and the next layers can
-              reuse that memory.
+    use_cache: keep every layer's (K, V) in `presents`. Off (and without autograd, which keeps
+              them for the backward pass), each layer's K and V are freed as soon as its
+              attention is done, so the feed-forward block and the next layers reuse the memory.
     """
     B, N, _ = x.shape
     hidden = kv = None

@@ -284,3 +284,19 @@ def test_keys_and_values_are_returned_only_for_a_cache():
         _, _, (k, v) = attn(x, use_cache=True)
     assert present is None
     assert k.shape == v.shape == (2, attn.num_heads, 5, attn.head_dim)
+
+
+def test_run_layers_keeps_no_keys_and_values_unless_a_cache_asks():
+    from minigpt_ptv2.decoder import DecoderBlock
+    from minigpt_ptv2.config import preset
+    from minigpt_ptv2.stack import run_layers
+    cfg = preset("gpt2-tiny")
+    layers = torch.nn.ModuleList(DecoderBlock(cfg, i) for i in range(2)).eval()
+    x, keys = torch.randn(2, 4, cfg.hidden_size), torch.ones(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        off = run_layers(layers, x, keys, causal=True)
+        on = run_layers(layers, x, keys, causal=True, use_cache=True)
+    assert off.presents is None
+    assert len(on.presents) == 2
+    for k, v in on.presents:  # their own storage, not views into the [B, N, 3D] projection
+        assert k.is_contiguous() and k.untyped_storage().nbytes() == k.numel() * k.element_size()

@@ -144,3 +144,52 @@ def test_a_crash_between_the_two_renames_is_detected_on_load(encoder, minilm_dir
     # new weights next to the old JSON: refused, not silently loaded as a mix of two saves
     with pytest.raises(ValueError, match="two different saves"):
         load_checkpoint(tmp_path, minilm_dir)
+
+
+def test_full_fine_tuning_round_trip(encoder, minilm_dir, tmp_path):
+    """A `full` checkpoint carries the whole backbone, so its changed embeddings are not taken
+    for a different backbone; only the dimensions are checked."""
+    model = _trained(encoder, "sst2", "full")
+    save_checkpoint(model, tmp_path, task="sst2", method="full", P=0)
+    loaded, _ = load_checkpoint(tmp_path, minilm_dir)
+    assert torch.equal(_logits(loaded), _logits(model))
+
+
+def _to_version_1(tmp_path):
+    """Rewrite a version-2 checkpoint as version 1 wrote it: backbone matrices in nn.Linear's
+    [out, in] layout and separate query/key/value."""
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(tmp_path / ckpt.WEIGHTS))
+    old = {}
+    for k, t in tensors.items():
+        if ".attn.qkv." in k:
+            for name, part in zip(("query", "key", "value"), t.chunk(3, dim=-1)):
+                old[k.replace(".qkv.", f".{name}.")] = (part.t() if t.dim() == 2 else part).contiguous()
+        elif k.startswith("encoder.") and k.endswith(".weight") and any(
+                s in k for s in (".attn.output.", ".ffn_in.", ".ffn_out.", "encoder.pooler.")):
+            old[k] = t.t().contiguous()
+        else:
+            old[k] = t
+    save_file(old, str(tmp_path / ckpt.WEIGHTS))
+    meta = json.loads((tmp_path / ckpt.META).read_text())
+    meta.update(version=1, weights_sha256=ckpt._sha256(tmp_path / ckpt.WEIGHTS))
+    (tmp_path / ckpt.META).write_text(json.dumps(meta))
+    return old
+
+
+def test_version_1_checkpoints_are_converted_on_load(encoder, minilm_dir, tmp_path):
+    model = _trained(encoder, "sst2", "full")
+    save_checkpoint(model, tmp_path, task="sst2", method="full", P=0)
+    old = _to_version_1(tmp_path)
+    assert "encoder.layers.0.attn.query.weight" in old and "encoder.layers.0.attn.qkv.weight" not in old
+    loaded, meta = load_checkpoint(tmp_path, minilm_dir)
+    assert meta["version"] == 1
+    assert torch.equal(_logits(loaded), _logits(model))
+
+
+def test_an_unknown_version_is_refused(encoder, minilm_dir, tmp_path):
+    save_checkpoint(_trained(encoder), tmp_path, task="sst2", method="prefix", P=4)
+    meta = json.loads((tmp_path / ckpt.META).read_text())
+    (tmp_path / ckpt.META).write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(ValueError, match="checkpoint version 99"):
+        load_checkpoint(tmp_path, minilm_dir)

@@ -312,3 +312,19 @@ def test_configs_that_would_compute_something_else_are_refused_by_name(hf, needl
     from minigpt_ptv2.config import config_from_hf
     with pytest.raises(ValueError, match=needle):
         config_from_hf(hf)
+
+
+def test_attention_with_a_missing_key_matrix_is_named(bert_dir, tmp_path):
+    folder = rewrite(bert_dir, tmp_path / "nokey",
+                     lambda sd: {k: v for k, v in sd.items() if "layer.1.attention.self.key.weight" not in k})
+    with pytest.raises(ValueError, match=r"layers\.1\.attn\.key\.weight is missing"):
+        Encoder.from_pretrained(folder)
+
+
+def test_attention_with_mismatched_query_key_value_is_named(bert_dir, tmp_path):
+    def narrow_key(sd):
+        return {k: (v[:, :-1].contiguous() if "layer.1.attention.self.key.weight" in k else v) for k, v in sd.items()}
+    folder = rewrite(bert_dir, tmp_path / "narrow", narrow_key)
+    with pytest.raises(ValueError, match="query, key and value differ in shape") as e:
+        Encoder.from_pretrained(folder)
+    assert "layers.1.attn.key.weight" in str(e.value)

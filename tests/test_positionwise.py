@@ -43,7 +43,7 @@ def test_no_blocks_when_they_cannot_help(chunk_rows):
     assert calls == [(3, 7, 6)]  # one call on the whole input
 
 
-def test_a_recorded_graph_runs_all_rows_at_once_and_gradients_match():
+def test_with_autograd_on_all_rows_go_at_once_and_gradients_match():
     torch.manual_seed(1)
     lin = torch.nn.Linear(6, 9)
     x = torch.randn(3, 7, 6, requires_grad=True)
@@ -57,21 +57,36 @@ def test_a_recorded_graph_runs_all_rows_at_once_and_gradients_match():
 
 
 @pytest.mark.parametrize("name", ["bert-tiny", "gpt2-tiny"])
-def test_models_give_the_same_output_in_blocks(name):
+def test_models_run_the_ffn_in_blocks_and_give_the_same_output(name):
     torch.manual_seed(2)
     cfg = preset(name)
     Model = Encoder if name.startswith("bert") else Decoder
     whole = Model(cfg.replace(ffn_chunk_rows=0)).eval()
     blocks = Model(cfg.replace(ffn_chunk_rows=5)).eval()
     blocks.load_state_dict(whole.state_dict())
+    seen = []
+    for layer in blocks.layers:
+        layer.ffn, calls = _counting(layer.ffn)
+        seen.append(calls)
     ids = torch.randint(0, cfg.vocab_size, (3, 11))  # 33 rows: 6 full blocks and a remainder
     with torch.no_grad():
         a, b = whole(ids), blocks(ids)
+    D = cfg.hidden_size
+    assert all(calls == [(5, D)] * 6 + [(3, D)] for calls in seen)
     if name.startswith("bert"):
         a, b = a.last_hidden_state, b.last_hidden_state
     else:
         a, b = a.logits, b.logits
     assert (a - b).abs().max().item() < 1e-5
+
+
+def test_no_blocks_off_the_cpu():
+    """Blocks answer the CPU allocator; on another device (here "meta") all rows go at once."""
+    lin = torch.nn.Linear(6, 9, device="meta")
+    fn, calls = _counting(lin)
+    with torch.no_grad():
+        position_wise(fn, torch.empty(3, 7, 6, device="meta"), chunk_rows=5)
+    assert calls == [(3, 7, 6)]
 
 
 def test_negative_chunk_rows_is_refused():

@@ -22,8 +22,8 @@ def hidden_to_kv(model, deep: DeepPrompt) -> KVPrefix:
     kvs = []
     for i, layer in enumerate(model.layers):
         x = layer.ln_1(h[i]) if hasattr(layer, "ln_1") else h[i]  # f(h): [P, D]
-        _, k, v = layer.attn.project(x[None])  # [1, H, P, d] each; the prompt rows' queries are unused
-        kvs.append(torch.cat([k, v]))  # [2, H, P, d]
+        _, k, v = layer.attn.project(x[None])  # a batch of one: [1, H, P, d] each; Q is unused
+        kvs.append(torch.cat([k, v]))  # [1 + 1, H, P, d]: K then V along the batch-of-one axis
     prefix = KVPrefix.from_layer_kv(model.config, torch.stack(kvs), positions=deep.positions)  # [L, 2, H, P, d]
     prefix.virtual_keep.copy_(deep.virtual_keep)
     return prefix

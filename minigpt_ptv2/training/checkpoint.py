@@ -18,6 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 FORMAT = "minigpt_ptv2-checkpoint"
+# Version 2: backbone matrices are stored [in, out] with Q/K/V fused (only `full` checkpoints hold
+# backbone tensors). Version 1 stored them as nn.Linear [out, in]; those are converted on load.
+VERSION = 2
 WEIGHTS, META = "checkpoint.safetensors", "checkpoint.json"
 
 
@@ -53,7 +56,7 @@ def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kw
     if not tensors:
         raise ValueError("nothing to save: the model has no trainable parameters")
     prompt = model.encoder.prompt
-    meta = {"format": FORMAT, "version": 1, "task": task, "method": method, "P": P,
+    meta = {"format": FORMAT, "version": VERSION, "task": task, "method": method, "P": P,
             "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
             "labels": list(labels), "backbone": backbone_info(model.encoder), **(extra or {})}
     # Both files are written in full under temporary names before either replaces the old pair;
@@ -91,9 +94,12 @@ def read_meta(ckpt_dir) -> dict:
     return meta
 
 
-def check_backbone(saved: dict, encoder) -> None:
+def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None:
+    """Refuse a backbone other than the one the checkpoint was trained on. A `full` checkpoint
+    carries every backbone tensor itself, so only the dimensions have to agree."""
     now = backbone_info(encoder)
-    diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in now if saved.get(k) != now[k]]
+    keys = [k for k in now if not (carries_backbone and k == "fingerprint")]
+    diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in keys if saved.get(k) != now[k]]
     if diff:
         raise ValueError("checkpoint was trained on a different backbone (" + "; ".join(diff) + ")")
 
@@ -115,8 +121,14 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     except Exception as e:
         raise ValueError(f"could not read {weights}: {type(e).__name__} "
                          f"(corrupted or truncated?)") from None
+    if meta.get("version", 1) == 1:
+        from ..loading import from_nn_linear_layout
+        tensors = from_nn_linear_layout(tensors, str(weights))
+    elif meta["version"] != VERSION:
+        raise ValueError(f"{ckpt_dir} is checkpoint version {meta['version']}; this minigpt_ptv2 reads "
+                         f"versions 1 and {VERSION}")
     encoder = Encoder.from_pretrained(model_dir or default_model_dir())
-    check_backbone(meta["backbone"], encoder)
+    check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full")
     kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
         if meta["method"] not in ("head-only", "full") else {}
     model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder, **kw)
