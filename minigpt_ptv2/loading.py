@@ -141,8 +141,8 @@ def load_into(model: torch.nn.Module, ours: dict, unexpected: list, source: str)
                          f"unexpected keys {unexpected}")
     for k, t in ours.items():
         if t.shape != target[k].shape:
-            raise ValueError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "  # our layout: W [in, out]
-                             f"{list(target[k].shape)}")
+            raise ValueError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
+                             f"{list(target[k].shape)} (as this package stores them: W [in, out])")
     with torch.no_grad():
         for k, p in model.state_dict().items():
             if k in ours:

@@ -17,6 +17,7 @@ lower the peak and would only add work).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -25,13 +26,13 @@ import torch
 def position_wise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_rows: int) -> torch.Tensor:
     """fn applied to the rows of x [..., D] -> [..., D_out], at most `chunk_rows` rows at a time
     (0 = all rows at once). fn must treat rows independently, as a feed-forward block does."""
-    rows = x.reshape(-1, x.shape[-1])  # [B*N, D]
-    R = rows.shape[0]
+    R = math.prod(x.shape[:-1])  # B*N rows
     asked = chunk_rows > 0
     fits = R <= chunk_rows
     helps = x.device.type == "cpu" and not torch.is_grad_enabled()
     if not asked or fits or not helps:
         return fn(x)
+    rows = x.reshape(R, x.shape[-1])  # [B*N, D]
     out = None
     for start in range(0, R, chunk_rows):
         y = fn(rows[start:start + chunk_rows])  # [rows, D_out]
