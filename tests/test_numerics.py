@@ -26,14 +26,7 @@ MODELS = ["encoder", "decoder"]
 CORE = ["soft", "deep", "prefix"]  # one method of each kind: input, hidden, kv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def threads():
-    """One thread for these tiny tensors: with more, OpenMP's synchronisation costs more than the
-    work itself (and far more on a busy machine). Yields the original count, restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield n
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 def tiny(kind: str, seed: int = 0, dropout: bool = False):
@@ -179,14 +172,14 @@ def test_masked_out_prompt_is_a_no_op_for_real_tokens(kind, method):
 
 @pytest.mark.parametrize("method", CORE)
 @pytest.mark.parametrize("kind", MODELS)
-def test_training_is_bit_identical_with_a_fixed_seed(kind, method, threads):
+def test_training_is_bit_identical_with_a_fixed_seed(kind, method, one_thread):
     """Train mode, dropout on, the usual thread count: the same seed gives the same prompt, bit
     for bit."""
     def run(seed):
         model, losses, _ = train(kind, method, steps=4, seed=seed, dropout=True)
         return [p.detach().clone() for p in model.prompt.parameters()], losses
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(one_thread)  # the original count
     try:
         a, loss_a = run(0)
         b, loss_b = run(0)

@@ -11,14 +11,7 @@ from minigpt_ptv2.config import preset
 from minigpt_ptv2.prompts import SoftPrompt, freeze_backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for these tiny tensors: with more, OpenMP's synchronisation costs more than the
-    work itself (and far more on a busy machine). The original count is restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 @pytest.fixture(params=["bert-tiny", "gpt2-tiny"])

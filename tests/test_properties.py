@@ -36,14 +36,7 @@ transformers = pytest.importorskip("transformers")
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for these tiny tensors: with more, OpenMP's synchronisation costs more than the
-    work itself (and far more on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 def examples(n: int):

@@ -24,14 +24,7 @@ CFG = preset("bert-tiny")  # V=120, D=24, L=3, H=4
 B, N = 4, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for these tiny tensors: with more, OpenMP's synchronisation costs more than the
-    work itself (and far more on a busy machine). The original count is restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 def tiny_model(heads=("sst2",), P=4) -> TaskModel:
