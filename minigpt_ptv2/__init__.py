@@ -1,9 +1,32 @@
-"""minigpt_ptv2: deep prompt tuning (P-Tuning v2) from scratch, one readable file at a time."""
-from .attention import MultiHeadAttention, concat_prefix
-from .config import PRESETS, DecoderConfig, EncoderConfig, preset
-from .decoder import Decoder, KVCache
-from .encoder import Encoder
-from .trace import ShapeTrace
+"""minigpt_ptv2: deep prompt tuning (P-Tuning v2) from scratch, one readable file at a time.
 
-__all__ = ["Encoder", "Decoder", "EncoderConfig", "DecoderConfig", "PRESETS", "preset",
-           "MultiHeadAttention", "concat_prefix", "KVCache", "ShapeTrace"]
+    from minigpt_ptv2 import Encoder, Decoder, ShapeTrace, preset
+
+The names below are imported on first use (PEP 562), not when the package is imported: the
+command line's `--help` and other light entry points then never pay for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Encoder": "encoder", "Decoder": "decoder", "KVCache": "decoder",
+    "EncoderConfig": "config", "DecoderConfig": "config", "PRESETS": "config", "preset": "config",
+    "MultiHeadAttention": "attention", "concat_prefix": "attention", "ShapeTrace": "trace",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'minigpt_ptv2' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -8,8 +8,6 @@ import argparse
 import json
 import sys
 
-import torch
-
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, and keeps the example lines of a description/epilog as written."""
@@ -61,6 +59,7 @@ def add_json(p) -> None:
 
 
 def check_device(device: str) -> str:
+    import torch
     try:
         dev = torch.device(device)
     except RuntimeError:

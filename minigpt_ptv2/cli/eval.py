@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from ..data import WordPiece
-from ..pretrained import default_model_dir
-from ..training import evaluate, get_task, load_checkpoint
 from ._shared import add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help
 
 NAME = "eval"
@@ -36,6 +33,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..data import WordPiece
+    from ..pretrained import default_model_dir
+    from ..training import evaluate, get_task, load_checkpoint
     check_device(args.device)
     model_dir = args.model_dir or default_model_dir()
     model, meta = load_checkpoint(args.checkpoint, model_dir, args.device)

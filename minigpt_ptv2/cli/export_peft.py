@@ -1,7 +1,6 @@
 """`export-peft`: turn one of our checkpoints into a PEFT adapter folder."""
 from __future__ import annotations
 
-from ..training.peft_format import export_checkpoint
 from ._shared import add_json, add_model_dir, print_json, setup_help, size_text
 
 NAME = "export-peft"
@@ -39,6 +38,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..training.peft_format import export_checkpoint
     info = export_checkpoint(args.checkpoint, args.out, args.model_dir, args.allow_position_change,
                              with_head=not args.no_head)
     if args.json:

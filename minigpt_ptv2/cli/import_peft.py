@@ -1,8 +1,7 @@
 """`import-peft`: turn a PEFT prefix- or prompt-tuning adapter into one of our checkpoints."""
 from __future__ import annotations
 
-from ..training import TASKS
-from ..training.peft_format import import_adapter
+from ..catalog import TASKS
 from ._shared import add_json, add_model_dir, print_json, setup_help, size_text
 
 NAME = "import-peft"
@@ -37,6 +36,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..training.peft_format import import_adapter
     info = import_adapter(args.adapter, args.out, args.task, args.model_dir, args.head_from, args.random_head)
     if args.json:
         print_json(info)

@@ -1,8 +1,8 @@
 """`params`: how many parameters each prompt method trains, for any config."""
 from __future__ import annotations
 
+from ..catalog import METHODS
 from ..config import PRESETS, preset
-from ..prompts import METHODS, format_report, parameter_report
 
 NAME = "params"
 HELP = "trainable parameters and % of the backbone for every prompt method"
@@ -15,6 +15,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..prompts import format_report, parameter_report
     cfg = preset(args.config)
     print(f"{args.config}: D={cfg.hidden_size} L={cfg.num_hidden_layers} H={cfg.num_attention_heads}, P={args.P}")
     print(format_report(parameter_report(cfg, args.P, args.methods)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..training.predict import Predictor
 from ._shared import add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help
 
 NAME = "predict"
@@ -54,6 +53,7 @@ def read_texts(args) -> list[str]:
 
 
 def run(args) -> int:
+    from ..training.predict import Predictor
     check_device(args.device)
     texts = read_texts(args)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length)

@@ -9,11 +9,8 @@ is built from the named preset with random weights: nothing is downloaded.
 """
 from __future__ import annotations
 
-import torch
-
+from ..catalog import METHODS, POSITIONS
 from ..config import PRESETS, DecoderConfig, EncoderConfig, preset
-from ..prompts import METHODS, make_method
-from ..trace import ShapeTrace, dims_for
 
 NAME = "trace"
 HELP = "print the shape of every named tensor as a batch flows through a model and prompt method"
@@ -39,7 +36,7 @@ def add_arguments(p):
                    help="layers to show, e.g. '0', '0,-1' or '0-2' (default: all)")
     p.add_argument("--pad", type=int, default=0,
                    help="pad the last PAD tokens of the last row, so the attention mask shows up")
-    p.add_argument("--positions", choices=["real", "shifted"], default="real",
+    p.add_argument("--positions", choices=POSITIONS, default="real",
                    help="position policy of the prompt: real tokens at 0..N-1, or P..P+N-1 as HF/PEFT do "
                         "(lessons/13_pitfalls.py, pitfall 1)")
     p.add_argument("--fused", action="store_true",
@@ -96,6 +93,7 @@ def build(cfg, method: str, P: int, positions: str):
     """A model with random weights for `cfg`, in eval mode, with `method` attached."""
     from ..decoder import Decoder
     from ..encoder import Encoder
+    from ..prompts import make_method
     model = (Encoder if isinstance(cfg, EncoderConfig) else Decoder)(cfg).eval()
     if method != "none":
         model.attach(make_method(method, cfg, P, positions=positions).eval())
@@ -103,8 +101,11 @@ def build(cfg, method: str, P: int, positions: str):
 
 
 def run_trace(cfg, method="prefix", B=16, N=128, P=20, layers=None, pad=0, positions="real",
-              fused=False, seed=0) -> ShapeTrace:
+              fused=False, seed=0):
     """Trace one forward pass; returns the ShapeTrace (rows, table, walk)."""
+    import torch
+
+    from ..trace import ShapeTrace, dims_for
     for name, value in (("--B", B), ("--N", N), ("--P", P)):
         if value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value}")

@@ -1,10 +1,7 @@
 """`train`: train a prompt (or a head, or the whole model) on a real task and save a tiny checkpoint."""
 from __future__ import annotations
 
-from ..prompts.base import POSITIONS
-from ..training import TASKS, TRAIN_METHODS
-from ..training import distributed
-from ..training.run import DEFAULT_LR, train_task
+from ..catalog import DEFAULT_LR, POSITIONS, TASKS, TRAIN_METHODS
 from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
                       print_json, setup_help, size_text)
 
@@ -56,6 +53,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..training import distributed
+    from ..training.run import train_task
     check_device(args.device)
     if args.max_length < 3:
         raise ValueError(f"--max-length must leave room for [CLS], [SEP] and a token, got {args.max_length}")
