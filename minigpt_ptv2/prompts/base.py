@@ -9,6 +9,13 @@ method does not act there:
 
 Every method computes its prompts once per forward and broadcasts them over the batch with
 `expand` (a view), never `repeat` (B copies, and B times the MLP work if computed per row).
+
+Dtype: a method's parameters keep the dtype it was built in (float32) or explicitly moved to
+with `model.to(...)`; autocast never touches them, so they train in float32 under bf16/fp16
+autocast. Each hook returns its prompt in that same dtype, even when an inner MLP ran in
+autocast's lower precision. The prompt meets the compute dtype in one place only: under
+autocast, `attention.concat_prefix` casts a K/V prefix to the keys' dtype. Anywhere else a
+mismatch is an error (`check_tensor`), never a silent cast.
 """
 from __future__ import annotations
 

@@ -40,7 +40,10 @@ class KVPrefix(PromptMethod):
     def flat(self) -> torch.Tensor:
         """The prefix table [P, L*2*D], through the MLP when there is one."""
         e = self.embedding.weight  # [P, D] or [P, L*2*D]
-        return record("prefix", "table", self.transform(e) if self.projection else e)  # [P, L*2*D]
+        # Under autocast the MLP runs in bf16/fp16: hand the table over in the method's own dtype,
+        # as every method does; attention.concat_prefix casts it where it meets the keys.
+        table = self.transform(e).to(e.dtype) if self.projection else e  # [P, L*2*D]
+        return record("prefix", "table", table)
 
     def layer_kv(self) -> torch.Tensor:
         """All layers' keys and values at once: [L, 2, H, P, d]."""

@@ -7,8 +7,11 @@ broadcast over the batch. After training it can be replaced by its output (`to_s
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from .base import PromptMethod
 from .soft import SoftPrompt
@@ -36,10 +39,28 @@ class PTuningV1(PromptMethod):
     def prompts(self) -> torch.Tensor:
         e = self.embedding.weight  # [P, D]
         if self.encoder_type == "lstm":
-            e = self.lstm(e.unsqueeze(0))[0].squeeze(0)  # [P, 2*hidden]: each prompt sees all others
-        # Under autocast the encoder runs in bf16/fp16; hand the prompt over in the method's own
+            e = self.run_lstm(e)  # [P, 2*hidden]: each prompt sees all others
+        # Under autocast the MLP runs in bf16/fp16; hand the prompt over in the method's own
         # dtype (as a plain SoftPrompt would), not in whatever precision autocast picked.
         return self.head(e).to(self.embedding.weight.dtype)  # [P, D]
+
+    def run_lstm(self, e: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM over the P embeddings, always in float32 (float64 in a float64 model).
+
+        Not in bf16/fp16, whatever autocast or a `.to(torch.bfloat16)` asks for: oneDNN has no
+        bf16 LSTM kernel on CPUs without AVX-512 ("could not create a primitive descriptor for
+        the LSTM forward propagation primitive"), and lowering the precision of one sequence of
+        P rows saves nothing worth having. Lowered weights are widened for the call only; their
+        gradients still reach them.
+        """
+        dtype = torch.promote_types(e.dtype, torch.float32)
+        weights = {n: w.to(dtype) for n, w in self.lstm.named_parameters()}  # the same tensors when fp32
+        device = e.device.type
+        no_autocast = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) \
+            else nullcontext()  # e.g. "meta", where autocast cannot be on anyway
+        with no_autocast:
+            out = functional_call(self.lstm, weights, (e.to(dtype).unsqueeze(0),))[0]  # [1, P, 2*hidden]
+        return out.squeeze(0).to(e.dtype)  # [P, 2*hidden], in the method's own dtype for the head
 
     def input_prompt(self, batch_size: int) -> torch.Tensor:
         return self.prompts().unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D]
@@ -48,6 +69,6 @@ class PTuningV1(PromptMethod):
     def to_soft_prompt(self) -> SoftPrompt:
         """The inference form: keep only the encoder's output, drop the encoder."""
         w = self.embedding.weight
-        out = SoftPrompt(self.config, self.num_virtual, init=self.prompts().float().cpu(), positions=self.positions)
+        out = SoftPrompt(self.config, self.num_virtual, init=self.prompts(), positions=self.positions)
         out.virtual_keep.copy_(self.virtual_keep)
         return out.to(device=w.device, dtype=w.dtype)
