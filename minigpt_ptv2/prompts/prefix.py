@@ -61,11 +61,12 @@ class KVPrefix(PromptMethod):
     @torch.no_grad()
     def for_inference(self) -> "KVPrefix":
         """The inference form: only the final per-layer K/V are kept (no MLP), as a plain table."""
-        out = KVPrefix(self.config, self.num_virtual, projection=False, positions=self.positions)
-        out.embedding.weight.copy_(self.flat())
-        out.virtual_keep.copy_(self.virtual_keep)
         w = self.embedding.weight
-        return out.to(device=w.device, dtype=w.dtype)
+        out = KVPrefix(self.config, self.num_virtual, projection=False, positions=self.positions)
+        out = out.to(device=w.device, dtype=w.dtype)
+        out.embedding.weight.copy_(self.flat())  # after .to: no rounding through float32 on the way
+        out.virtual_keep.copy_(self.virtual_keep)
+        return out
 
     @classmethod
     def from_layer_kv(cls, config, kv: torch.Tensor, positions: str = "real") -> "KVPrefix":
@@ -76,7 +77,8 @@ class KVPrefix(PromptMethod):
             raise ValueError(f"kv shape {list(kv.shape)} does not fit this config: expected "
                              f"[L={c.num_hidden_layers}, 2, H={c.num_attention_heads}, P, d={c.head_dim}]")
         P = kv.shape[3]
-        out = cls(config, P, positions=positions)
+        dtype = torch.promote_types(kv.dtype, torch.float32)  # bf16 keys still train in float32
+        out = cls(config, P, positions=positions).to(device=kv.device, dtype=dtype)
         with torch.no_grad():
             out.embedding.weight.copy_(rearrange(kv, "l two h p d -> p (l two h d)"))  # [P, L*2*D]
-        return out.to(kv.device)
+        return out

@@ -68,7 +68,9 @@ class PTuningV1(PromptMethod):
     @torch.no_grad()
     def to_soft_prompt(self) -> SoftPrompt:
         """The inference form: keep only the encoder's output, drop the encoder."""
-        w = self.embedding.weight
-        out = SoftPrompt(self.config, self.num_virtual, init=self.prompts(), positions=self.positions)
+        p = self.prompts()  # [P, D], in the method's own dtype, on its device
+        out = SoftPrompt(self.config, self.num_virtual, init=torch.zeros_like(p), positions=self.positions)
+        out = out.to(device=p.device, dtype=p.dtype)
+        out.weight.copy_(p)  # after .to: a float64 prompt is not rounded through float32 on the way
         out.virtual_keep.copy_(self.virtual_keep)
-        return out.to(device=w.device, dtype=w.dtype)
+        return out
