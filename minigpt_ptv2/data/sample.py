@@ -1,0 +1,30 @@
+"""A small sample of real SST-2 shipped inside the package: the demo trains on real sentences offline.
+
+The full datasets are read in place from a data folder and never copied (see paths.py); this
+sample is the one exception, small and attributed. Its rows are GLUE SST-2 lines copied byte for
+byte: sst2_sample/SOURCE.md says where they come from, what licence situation applies, and the
+exact rule that drew them (benchmarks/make_sst2_sample.py redraws them from a data folder).
+Prefer `load_sst2` whenever the data folder is on disk.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .sst2 import SST2_SPLITS, Example, read_sst2_file
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sst2_sample"  # train.tsv, dev.tsv, SOURCE.md
+
+
+def sample_file(split: str) -> Path:
+    """The shipped file for `split` ("train" or "dev")."""
+    if split not in SST2_SPLITS:
+        raise ValueError(f"unknown SST-2 split {split!r}: valid splits are {', '.join(SST2_SPLITS)}")
+    path = SAMPLE_DIR / f"{split}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"the embedded SST-2 sample is missing from this install: {path}")
+    return path
+
+
+def load_sst2_sample(split: str = "train", max_examples: int | None = None) -> list[Example]:
+    """The embedded sample's rows for `split`, in file order; `max_examples` keeps the first rows."""
+    return read_sst2_file(sample_file(split), max_examples)
