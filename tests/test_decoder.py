@@ -16,10 +16,12 @@ from minigpt_ptv2.decoder import Decoder, DecoderBlock
 from minigpt_ptv2.masks import build_keep, prepend
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import ShapeTrace
+from tolerances import FP32_KERNELS, FP32_ULPS
 
 transformers = pytest.importorskip("transformers")
-TOL = 1e-5
 NEW = 20  # tokens generated in the generation tests
+# Generated tokens are compared exactly: they are argmaxes, equal whenever no step's two best
+# logits lie within FP32_KERNELS of each other (the closest pair these tests meet is 1e-2 apart).
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -80,7 +82,7 @@ def test_logits_match_gpt2lmheadmodel_right_padding(which, request):
         b = hf(ids, attention_mask=mask).logits
     assert a.shape == b.shape == (3, 12, ours.config.vocab_size)
     real = mask.bool()
-    assert max_diff(a[real], b[real]) < TOL
+    assert max_diff(a[real], b[real]) <= FP32_KERNELS
 
 
 def test_attentions_and_loss_match(varied):
@@ -91,11 +93,11 @@ def test_attentions_and_loss_match(varied):
         a = ours(ids, attention_mask=mask, labels=labels, output_attentions=True)
         b = hf(ids, attention_mask=mask, labels=labels, output_attentions=True)
     real = mask.bool()
-    assert max_diff(a.logits[real], b.logits[real]) < TOL
-    assert abs(a.loss.item() - b.loss.item()) < TOL
+    assert max_diff(a.logits[real], b.logits[real]) <= FP32_KERNELS
+    assert abs(a.loss.item() - b.loss.item()) <= FP32_KERNELS
     for i, (pa, pb) in enumerate(zip(a.attentions, b.attentions)):
         q = real[:, None, :, None].expand_as(pa)  # compare rows of real queries
-        assert max_diff(pa[q], pb[q]) < TOL, f"layer {i}"
+        assert max_diff(pa[q], pb[q]) <= FP32_KERNELS, f"layer {i}"
 
 
 def test_block0_matches(varied):
@@ -113,7 +115,7 @@ def test_block0_matches(varied):
         ref = ref[0] if isinstance(ref, tuple) else ref
         out, _, _ = ours.layers[0](x, build_keep(mask.bool(), n, causal=True))
     assert out.shape == ref.shape == (b, n, D)
-    assert max_diff(out[0], ref[0]) < TOL and max_diff(out[1, :6], ref[1, :6]) < TOL
+    assert max_diff(out[0], ref[0]) <= FP32_KERNELS and max_diff(out[1, :6], ref[1, :6]) <= FP32_KERNELS
 
 
 def test_tied_head_and_gelu_flavour(varied):
@@ -122,7 +124,7 @@ def test_tied_head_and_gelu_flavour(varied):
     assert torch.equal(ours.wte.weight, hf.lm_head.weight)
     x = torch.linspace(-4, 4, 101)
     act = transformers.activations.ACT2FN[hf.config.activation_function]
-    assert max_diff(torch.nn.functional.gelu(x, approximate="tanh"), act(x)) < 1e-6
+    assert max_diff(torch.nn.functional.gelu(x, approximate="tanh"), act(x)) <= FP32_ULPS  # fused vs written out
     assert max_diff(torch.nn.functional.gelu(x), act(x)) > 1e-5  # erf GELU would be wrong here
 
 
@@ -203,14 +205,14 @@ def test_cached_step_logits_equal_full_recomputation(varied, padded):
         full = ours(ids, attention_mask=mask, position_ids=pos).logits  # [B, T, V]
         step = ours(ids[:, :n0], attention_mask=mask[:, :n0], position_ids=pos[:, :n0], use_cache=True)
         real = mask[:, :n0].bool()  # a padding query's output is never used: compare real rows
-        assert max_diff(step.logits[real], full[:, :n0][real]) < TOL
+        assert max_diff(step.logits[real], full[:, :n0][real]) <= FP32_KERNELS
         for t in range(n0, T):
             cache = step.cache
             assert cache.length == t
             step = ours(ids[:, t:t + 1], past=cache, use_cache=True)
             assert step.logits.shape == (2, 1, ours.config.vocab_size)
             assert mask[:, t].all()  # left padding: every fed token is real
-            assert max_diff(step.logits[:, 0], full[:, t]) < TOL, f"step {t}"
+            assert max_diff(step.logits[:, 0], full[:, t]) <= FP32_KERNELS, f"step {t}"
 
 
 def test_cached_generation_equals_recomputation(varied):

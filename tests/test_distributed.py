@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from minigpt_ptv2.training import build_task_model, distributed, set_seed
 from minigpt_ptv2.training.distributed import DistInfo
 from minigpt_ptv2.training.run import train_task
+from tolerances import FP32_KERNELS
 
 
 class Rows(torch.utils.data.Dataset):
@@ -84,11 +85,11 @@ def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(min
     one = load_file(str(tmp_path / "one" / "checkpoint.safetensors"))
     assert sorted(two) == sorted(one) == ["encoder.prompt.embedding.weight", "heads.sst2.classifier.bias",
                                           "heads.sst2.classifier.weight"]
-    for name in one:
-        assert torch.allclose(two[name], one[name], atol=1e-5, rtol=0), name
+    for name in one:  # the all-reduce sums the two ranks' gradients in another order
+        torch.testing.assert_close(two[name], one[name], atol=FP32_KERNELS, rtol=0, msg=name)
     set_seed(0)  # the initial prompt train_task started from: training really moved it
     start = build_task_model("sst2", "prefix", 4, model_dir=minilm_dir).encoder.prompt.embedding.weight
     assert (one["encoder.prompt.embedding.weight"] - start).abs().max() > 1e-2
-    assert abs(summary["history"][0]["train_loss"] - single["history"][0]["train_loss"]) <= 1e-5
+    assert abs(summary["history"][0]["train_loss"] - single["history"][0]["train_loss"]) <= FP32_KERNELS
     meta = json.loads((tmp_path / "ddp" / "checkpoint.json").read_text())
     assert meta["train"]["world_size"] == 2 and not (tmp_path / "ddp" / "checkpoint.json.partial").exists()

@@ -7,6 +7,7 @@ over layers and what every attention figure draws. Run: `pytest tests/test_lesso
 """
 import torch
 
+from tolerances import PROB_SUM
 from trace_helpers import assert_trace, load_lesson
 
 EXPECTED = """
@@ -37,5 +38,5 @@ def test_lesson_11_attention_probs_trace():
     tr = load_lesson("11").trace_example(B=2, N=7, P=5, layers=3)
     assert_trace(tr, EXPECTED)
     probs = tr.tensors["layer0.attn.probs"]  # [B, H, N, P+N], kept by the lesson's trace
-    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 7), atol=1e-5)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 7), atol=PROB_SUM[torch.float32], rtol=0)
     assert float(probs[1, :, :, -2:].abs().max()) == 0.0  # the padded row's two pad keys

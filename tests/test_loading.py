@@ -18,9 +18,9 @@ from minigpt_ptv2.config import config_from_hf
 from minigpt_ptv2.decoder import Decoder
 from minigpt_ptv2.encoder import Encoder
 from minigpt_ptv2.loading import load_pretrained
+from tolerances import FP32_KERNELS
 
 transformers = pytest.importorskip("transformers")
-TOL = 1e-5
 
 
 def bert_config():
@@ -64,8 +64,8 @@ def encode(model, inputs):
 def assert_matches_reference(ours, ref, inputs):
     a, pa = encode(ours, inputs)
     b, pb = encode(ref, inputs)
-    assert (a - b).abs().max().item() < TOL
-    assert (pa - pb).abs().max().item() < TOL
+    assert (a - b).abs().max().item() <= FP32_KERNELS  # ours vs transformers: other kernels
+    assert (pa - pb).abs().max().item() <= FP32_KERNELS
 
 
 def rewrite(src, dst, edit, weights="model.safetensors"):
@@ -183,7 +183,7 @@ def test_gpt2_original_layout_without_prefix_and_with_mask_buffers(gpt2_tiny_dir
     ours = Decoder.from_pretrained(folder)
     ids = torch.randint(0, 130, (2, 8))
     with torch.no_grad():
-        assert (ours(ids).logits - ref(ids).logits).abs().max().item() < TOL
+        assert (ours(ids).logits - ref(ids).logits).abs().max().item() <= FP32_KERNELS
 
 
 def test_gpt2_conv1d_weights_are_taken_as_they_are(gpt2_tiny_dir):

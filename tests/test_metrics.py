@@ -61,7 +61,7 @@ def test_hand_computed_micro_scores():
     pred = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC"], ["B-ORG", "B-PER", "O"]]
     scores = entity_f1(gold, pred)
     assert (scores["n_gold"], scores["n_pred"], scores["n_correct"]) == (4, 4, 2)
-    assert scores["precision"] == pytest.approx(2 / 4)
+    assert scores["precision"] == pytest.approx(2 / 4)  # ratios of counts in Python floats
     assert scores["recall"] == pytest.approx(2 / 4)
     assert scores["f1"] == pytest.approx(0.5)
     # drop the spurious PER: precision 2/3, recall 2/4, F1 = 2PR/(P+R) = (2*2/3*1/2)/(2/3+1/2) = 4/7

@@ -47,7 +47,7 @@ def test_report_matches_the_closed_forms(config):
     for r in rows:
         assert r["trainable"] == closed_form(r["method"], cfg, P), r["method"]
         assert r["backbone"] == total
-        assert r["percent"] == pytest.approx(100 * r["trainable"] / total, rel=1e-12)
+        assert r["percent"] == pytest.approx(100 * r["trainable"] / total, rel=1e-12)  # Python floats
 
 
 def test_the_headline_numbers_for_bert_base():

@@ -16,6 +16,7 @@ from minigpt_ptv2.cli import figures as figures_cmd
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv, make_method
 from minigpt_ptv2.viz import attention_maps, key_labels, prefix_mass, token_mass
 from minigpt_ptv2.viz.plots import plot_attention_heads, plot_prefix_mass
+from tolerances import EXACT, FP32_KERNELS, FP32_ULPS, PROB_SUM
 
 PNG = b"\x89PNG\r\n\x1a\n"
 P = 3
@@ -62,7 +63,7 @@ def test_real_rows_are_distributions_over_prompt_and_real_keys(method):
     assert maps.kind == {"prefix": "kv", "deep": "hidden", "soft": "input"}[method] and maps.P == P
     assert float(maps.probs.min()) >= 0 and float(maps.probs.max()) <= 1
     sums = maps.real.sum(-1)  # [L, B, H, N]
-    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=PROB_SUM[torch.float32], rtol=0)
     # padding keys get exactly nothing; prompt keys are always visible
     pad_keys = ~maps.key_mask  # [B, P+N]
     assert pad_keys[:, :P].sum() == 0 and pad_keys.sum() == 2 + 4
@@ -70,7 +71,9 @@ def test_real_rows_are_distributions_over_prompt_and_real_keys(method):
         -1, L, H, N, -1)].abs().max()) == 0.0
     mass = maps.mass()  # [L, H]
     assert mass.shape == (L, H)
-    assert torch.allclose(mass, manual_mass(maps.real, P, batch["attention_mask"].bool()), atol=1e-6)
+    # the same probabilities summed in another order (the loops add them one by one)
+    want = manual_mass(maps.real, P, batch["attention_mask"].bool())
+    torch.testing.assert_close(mass, want, atol=FP32_ULPS, rtol=0)
     assert float(mass.min()) > 0 and float(mass.max()) < 1
 
 
@@ -106,7 +109,7 @@ def test_masked_prefix_entries_get_zero_mass():
     backbone.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")})
     alone = attention_maps(backbone, batch)
     # ... and the real-token columns are exactly the backbone's own attention
-    assert torch.allclose(masked.real[..., P:], alone.real, atol=1e-6)
+    torch.testing.assert_close(masked.real[..., P:], alone.real, atol=FP32_ULPS, rtol=0)  # P more zero terms
 
 
 def test_deep_prompt_mass_equals_its_bridged_kv_prefix():
@@ -120,8 +123,8 @@ def test_deep_prompt_mass_equals_its_bridged_kv_prefix():
     model.attach(hidden_to_kv(model, deep).eval())
     kv = attention_maps(model, batch)
     assert hidden.kind == "hidden" and kv.kind == "kv"
-    assert torch.allclose(hidden.real, kv.real, atol=1e-5)
-    assert torch.allclose(hidden.mass(), kv.mass(), atol=1e-6)
+    torch.testing.assert_close(hidden.real, kv.real, atol=FP32_KERNELS, rtol=0)  # the bridge: see test_prompts_bridge
+    torch.testing.assert_close(hidden.mass(), kv.mass(), atol=FP32_ULPS, rtol=0)  # means: the noise averages out
 
 
 def test_prefix_mass_matches_transformers_attention_under_peft(minilm_dir):
@@ -140,8 +143,8 @@ def test_prefix_mass_matches_transformers_attention_under_peft(minilm_dir):
         theirs = torch.stack(peft_model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions)
     ours = attention_maps(enc, {"input_ids": ids, "attention_mask": mask})
     assert theirs.shape == ours.probs.shape == (6, 2, 12, 7, 11)
-    assert torch.allclose(ours.probs, theirs, atol=1e-5)
-    assert torch.allclose(ours.mass(), prefix_mass(theirs, 4, mask.bool()), atol=1e-6)
+    torch.testing.assert_close(ours.probs, theirs, atol=FP32_KERNELS, rtol=0)  # ours vs transformers: other kernels
+    torch.testing.assert_close(ours.mass(), prefix_mass(theirs, 4, mask.bool()), atol=FP32_ULPS, rtol=0)
 
 
 def test_matrix_drops_padding_and_token_mass_averages_heads():
@@ -151,10 +154,12 @@ def test_matrix_drops_padding_and_token_mass_averages_heads():
     m = maps.matrix(1, row=1, heads=[2, 0])  # row 1 has 4 real tokens
     assert m.shape == (2, 4, P + 4)
     assert torch.equal(m[0], maps.probs[1, 1, 2, :4, :P + 4])
-    assert torch.allclose(m.sum(-1), torch.ones(2, 4), atol=1e-5)  # nothing lost with the padding
+    # nothing lost with the padding
+    torch.testing.assert_close(m.sum(-1), torch.ones(2, 4), atol=PROB_SUM[torch.float32], rtol=0)
     tm = token_mass(maps, row=2)  # [L, n]
     assert tm.shape == (model.config.num_hidden_layers, 2)
-    assert torch.allclose(tm, maps.probs[:, 2, :, :2, :P].sum(-1).mean(1), atol=1e-6)
+    want = maps.probs[:, 2, :, :2, :P].sum(-1).mean(1)  # the same sums in another order
+    torch.testing.assert_close(tm, want, atol=FP32_ULPS, rtol=0)
     with pytest.raises(ValueError, match="out of range"):
         maps.matrix(0, row=5)
     assert key_labels(2, ["[CLS]", "hi"]) == ["p0", "p1", "[CLS]", "hi"]
@@ -172,7 +177,7 @@ def test_decoder_prefix_columns_fully_visible_and_causal_triangle():
     above = torch.triu(torch.ones(N, N, dtype=torch.bool), diagonal=1)
     assert float(real[:, above].abs().max()) == 0.0  # no query sees a later token
     assert float(real[:, ~above].min()) > 0  # ... and every earlier one, and itself
-    assert torch.allclose(m.sum(-1), torch.ones(4, N), atol=1e-5)
+    torch.testing.assert_close(m.sum(-1), torch.ones(4, N), atol=PROB_SUM[torch.float32], rtol=0)
 
 
 def test_decoder_left_padding_keys_get_zero_and_matrix_removes_them():
@@ -201,7 +206,7 @@ def test_attention_heads_image_shows_the_matrices_with_labelled_prefix_columns(t
     assert [ax.get_title() for ax in shown] == ["head 0", "head 3"]
     for ax, want in zip(shown, mats):
         img = torch.tensor(ax.images[0].get_array())
-        assert torch.allclose(img, want, atol=1e-7)
+        torch.testing.assert_close(img, want, atol=EXACT, rtol=0)  # the image holds the very numbers
         assert ax.images[0].get_clim() == (0.0, 1.0)
         assert [t.get_text() for t in ax.get_xticklabels()] == ["p0", "p1", "p2", *toks]
         assert any(list(line.get_xdata()) == [P - 0.5, P - 0.5] for line in ax.lines)  # the divider
@@ -220,7 +225,7 @@ def test_causal_image_greys_exactly_the_cells_a_query_may_not_see(tmp_path):
     for ax, want in zip([ax for ax in fig.axes if ax.get_title().startswith("head")], mats):
         img = ax.images[0].get_array()
         assert torch.equal(torch.tensor(img.mask), later)  # grey = not allowed, nothing else
-        assert torch.allclose(torch.tensor(img.data), want)
+        torch.testing.assert_close(torch.tensor(img.data), want, atol=EXACT, rtol=0)
         assert float(want[later].abs().max()) == 0.0  # and those cells really are 0
     with pytest.raises(ValueError, match=r"hidden must be \[n=5, P\+n=7\]"):
         plot_attention_heads(mats, 2, key_labels(2, names), names, None, hidden=later[:, :6])
@@ -231,8 +236,8 @@ def test_prefix_mass_image_holds_each_panel_on_a_shared_scale(tmp_path):
     path, fig = plot_prefix_mass({"A": a, "B": b}, tmp_path / "mass.png", title="t")
     assert path.read_bytes()[:8] == PNG
     panels = {ax.get_title(): ax for ax in fig.axes if ax.images and ax.get_title()}
-    assert torch.allclose(torch.tensor(panels["A"].images[0].get_array()), a)
-    assert torch.allclose(torch.tensor(panels["B"].images[0].get_array()), b)
+    torch.testing.assert_close(torch.tensor(panels["A"].images[0].get_array()), a, atol=EXACT, rtol=0)
+    torch.testing.assert_close(torch.tensor(panels["B"].images[0].get_array()), b, atol=EXACT, rtol=0)
     assert panels["A"].images[0].get_clim() == panels["B"].images[0].get_clim() == (0.0, float(b.max()))
     with pytest.raises(ValueError, match=r"\[L, H\] table"):
         plot_prefix_mass({"bad": torch.rand(2, 3, 4)}, tmp_path / "bad.png")

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from minigpt_ptv2 import Decoder, Encoder
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
+from tolerances import FP32_KERNELS, FP32_REL, FP32_ULPS, FP64
 
 P = 5
-ATOL = 1e-5  # fp32; the two paths sum the same products in a different order
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,9 @@ def test_inject_process_slice_equals_kv_prefix_built_by_hand(which, request):
     with_prefix = _run(model, prefix, ids, mask)
     # The equality below would be trivial if the prompt did nothing: its effect on the outputs
     # must be far larger than the tolerance (measured: ~2 for MiniLM, ~0.05 for tiny GPT-2).
-    assert (with_deep - plain).abs().max() > 1000 * ATOL
-    torch.testing.assert_close(with_prefix, with_deep, atol=ATOL, rtol=0)
+    assert (with_deep - plain).abs().max() > 1000 * FP32_KERNELS
+    # the two paths sum the same products in another order, through every layer
+    torch.testing.assert_close(with_prefix, with_deep, atol=FP32_KERNELS, rtol=0)
 
 
 @pytest.mark.parametrize("which", MODELS)
@@ -107,7 +108,7 @@ def test_hidden_to_kv_matches_the_hand_built_prefix(which, request):
     converted = hidden_to_kv(model, deep)
     assert isinstance(converted, KVPrefix)
     torch.testing.assert_close(converted.layer_kv(), _by_hand(model, deep.layer_prompts()),
-                               atol=1e-6, rtol=1e-6)  # one [D, 3D] product vs slices of it: fp32 rounding
+                               atol=FP32_ULPS, rtol=FP32_REL)  # one [D, 3D] product vs [D, D] slices
     assert converted.virtual_keep.tolist() == deep.virtual_keep.tolist()
     assert converted.positions == deep.positions
 
@@ -120,7 +121,7 @@ def test_hidden_to_kv_works_through_the_mlp_reparameterisation(which, request):
     ids, mask = _batch(model.config.vocab_size, left_pad=which == "decoder")
     deep = DeepPrompt(model.config, P, reparam=True, hidden=16).eval()
     torch.testing.assert_close(_run(model, hidden_to_kv(model, deep), ids, mask),
-                               _run(model, deep, ids, mask), atol=ATOL, rtol=0)
+                               _run(model, deep, ids, mask), atol=FP32_KERNELS, rtol=0)
 
 
 @pytest.mark.parametrize("which", MODELS)
@@ -140,7 +141,7 @@ def test_untied_prefix_is_not_a_hidden_state_prompt(which, request):
     out_mixed = _run(model, KVPrefix.from_layer_kv(model.config, mixed), ids, mask)
     for deep in (d1, d2):
         gap = (out_mixed - _run(model, deep, ids, mask)).abs().max().item()
-        assert gap > 10 * ATOL, f"mixed prefix should differ from a deep prompt, max gap {gap:.2e}"
+        assert gap > 10 * FP32_KERNELS, f"mixed prefix should differ from a deep prompt, max gap {gap:.2e}"
 
 
 @pytest.mark.parametrize("which", MODELS)
@@ -168,7 +169,7 @@ def test_no_h_explains_an_untied_prefix_rank_argument(which, request):
     K = u1 @ W_K + b_K  # [P, D]
     V = u2 @ W_V + b_V  # [P, D]: taken from the other h
     u = torch.linalg.solve(W_K.T, (K - b_K).T).T  # [P, D]: the only f(h) with this K
-    torch.testing.assert_close(u, u1, atol=1e-6, rtol=0)
+    torch.testing.assert_close(u, u1, atol=FP64, rtol=0)  # a float64 solve: error ~ cond(W_K) * 1e-16
     V_forced = u @ W_V + b_V  # [P, D]: the only V a hidden-state prompt can pair with K
     gap = (V_forced - V).abs().max().item()
     assert gap > 0.1 * V.abs().max().item(), f"forced V differs from the prefix's V by only {gap:.2e}"

@@ -12,10 +12,13 @@ import torch
 
 from minigpt_ptv2 import Decoder, KVCache
 from minigpt_ptv2.prompts import METHODS, hidden_to_kv, make_method
+from tolerances import FP32_KERNELS, FP32_ULPS
 
 P = 4
 STEPS = 6
-ATOL = 1e-5  # fp32: cached and recomputed attention sum in a different order
+# Generated tokens are compared exactly: argmaxes agree whenever no step's two best logits lie
+# within FP32_KERNELS of each other (cached and recomputed attention sum in another order; the
+# closest pair these tests meet is 6.8e-4 apart, their logits differ by 1.2e-7 at most).
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +81,10 @@ def test_each_cached_step_matches_recomputation_and_the_cache_grows_from_P(attac
     if method.kind in ("kv", "hidden"):
         kv = (method if method.kind == "kv" else hidden_to_kv(model, method)).layer_kv()  # [L, 2, H, P, d]
         for i, (k, v) in enumerate(cache.layers):
-            torch.testing.assert_close(k[:, :, :P], kv[i, 0].expand(B, -1, -1, -1), atol=1e-6, rtol=0)
-            torch.testing.assert_close(v[:, :, :P], kv[i, 1].expand(B, -1, -1, -1), atol=1e-6, rtol=0)
+            # a K/V prefix is copied in as is; a hidden prompt's K/V come from the layer's
+            # projection of [B, P+N] rows here, of [1, P] rows in hidden_to_kv: other GEMM shapes
+            torch.testing.assert_close(k[:, :, :P], kv[i, 0].expand(B, -1, -1, -1), atol=FP32_ULPS, rtol=0)
+            torch.testing.assert_close(v[:, :, :P], kv[i, 1].expand(B, -1, -1, -1), atol=FP32_ULPS, rtol=0)
 
     seq, m = ids, mask
     for step in range(STEPS):
@@ -88,7 +93,7 @@ def test_each_cached_step_matches_recomputation_and_the_cache_grows_from_P(attac
         out = model(nxt, past=out.cache, use_cache=True)  # one token per row
         assert out.cache.length == P + N + step + 1
         full = model(seq, attention_mask=m, position_ids=_positions(m))  # everything again
-        torch.testing.assert_close(out.logits[:, -1], full.logits[:, -1], atol=ATOL, rtol=0)
+        torch.testing.assert_close(out.logits[:, -1], full.logits[:, -1], atol=FP32_KERNELS, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -119,8 +124,8 @@ def test_a_kv_prefix_is_an_initial_kv_cache(gpt2):
     as_cache = gpt2(ids, attention_mask=mask, position_ids=pos, past=past).logits
     plain = gpt2(ids, attention_mask=mask, position_ids=pos).logits
     real = mask.bool()
-    torch.testing.assert_close(as_cache[real], attached[real], atol=ATOL, rtol=0)
-    assert (attached[real] - plain[real]).abs().max() > 100 * ATOL  # the prefix does matter
+    torch.testing.assert_close(as_cache[real], attached[real], atol=FP32_KERNELS, rtol=0)
+    assert (attached[real] - plain[real]).abs().max() > 100 * FP32_KERNELS  # the prefix does matter
 
 
 def test_sampling_with_a_prefix_is_the_same_with_and_without_cache(gpt2):

@@ -16,9 +16,10 @@ from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
 from minigpt_ptv2.attention import MultiHeadAttention
 from minigpt_ptv2.masks import build_keep
 from minigpt_ptv2.prompts import METHODS, KVPrefix, SoftPrompt, freeze_backbone, make_method
+from tolerances import EXACT, FP32_ULPS, FP64, PROB_SUM
 
 P = 4
-F64 = torch.float64  # equalities below are checked at 1e-6; fp32 summation-order noise reaches ~3e-6
+F64 = torch.float64  # equalities below hold to FP64: far below fp32's summation-order noise
 SMALL = {"hidden": 16}  # the MLP / LSTM width of the reparameterised methods, to stay fast
 
 
@@ -107,7 +108,7 @@ def test_masked_out_prefix_is_a_no_op_but_a_zero_prefix_is_not(which, request, r
     masked = KVPrefix(model.config, P, init_std=1.0).to(F64)
     masked.virtual_keep.fill_(False)  # real tokens may not attend to any prefix entry
     torch.testing.assert_close(_real(_outputs(model, ids, mask, masked), mask), plain,
-                               atol=1e-6, rtol=0)
+                               atol=FP64, rtol=0)
 
     # A zero prefix is NOT masked: its keys score q.0 = 0, and exp(0) = 1 is a perfectly good
     # attention weight (only -inf would remove it). Each of the P zero keys takes a share of the
@@ -119,7 +120,7 @@ def test_masked_out_prefix_is_a_no_op_but_a_zero_prefix_is_not(which, request, r
     scale = plain.abs().max().item()
     print(f"{which}: zero prefix (P={P}) moves the outputs by up to {gap:.3g} (outputs up to {scale:.3g})")
     record_property("zero_prefix_max_change", gap)
-    assert gap > 1000 * 1e-6, f"a zero prefix should change the outputs, max change {gap:.2e}"
+    assert gap > 1e-3, f"a zero prefix should change the outputs, max change {gap:.2e}"
     assert gap > 0.01 * scale
 
 
@@ -137,7 +138,7 @@ def test_zero_prefix_dilutes_attention_exactly_by_the_prefix_mass():
     mass = probs[..., :P].sum(-1, keepdim=True)  # [B, H, N, 1]
     assert bool((mass > 0.1).all())  # not a tiny effect: the zero keys compete with real ones
     torch.testing.assert_close(zero_tr.tensors["attn.context"],
-                               (1 - mass) * plain_tr.tensors["attn.context"], atol=1e-6, rtol=0)
+                               (1 - mass) * plain_tr.tensors["attn.context"], atol=FP32_ULPS, rtol=0)  # fp32 module
 
 
 # --- 3. gradients reach only prompt parameters -------------------------------------------------
@@ -210,7 +211,7 @@ def test_positions_of_real_tokens_under_every_method(name, positions, bert_tiny,
             want = _real(_outputs(model, ids, mask, position_ids=pos), mask)
         else:
             want = _manual_encoder(model, ids, mask, start)[mask.bool()]
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got, want, atol=FP64, rtol=0)
         if positions == "shifted":  # the shift is really visible: these are not the plain outputs
             assert (got - _real(_outputs(model, ids, mask), mask)).abs().max() > 1e-3
 
@@ -227,7 +228,7 @@ def test_embedding_rows_of_real_tokens_are_unchanged_by_the_method(name, bert_ti
             _outputs(model, ids, mask, _method(name, model))
         N = ids.shape[1]
         torch.testing.assert_close(prompted.tensors["embeddings.out"][:, -N:],
-                                   plain.tensors["embeddings.out"], atol=0, rtol=0)
+                                   plain.tensors["embeddings.out"], atol=EXACT, rtol=0)  # row by row: same kernel
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -260,9 +261,9 @@ def test_pooler_reads_the_real_cls_after_a_shallow_prompt(bert_tiny):
     full = seen["full"]  # [B, P+N, D]: the last layer sees the virtual rows too
     assert full.shape[1] == P + ids.shape[1]
     assert out.last_hidden_state.shape == (3, ids.shape[1], model.config.hidden_size)  # N rows
-    torch.testing.assert_close(out.last_hidden_state, full[:, P:], atol=0, rtol=0)
+    torch.testing.assert_close(out.last_hidden_state, full[:, P:], atol=EXACT, rtol=0)  # a slice
     torch.testing.assert_close(out.pooler_output,
-                               torch.tanh(model.pooler(out.last_hidden_state[:, 0])), atol=1e-6, rtol=0)
+                               torch.tanh(model.pooler(out.last_hidden_state[:, 0])), atol=FP64, rtol=0)
     wrong = torch.tanh(model.pooler(full[:, 0]))  # [B, D]: pooling the first virtual token
     assert (out.pooler_output - wrong).abs().max() > 1e-2
 
@@ -277,7 +278,7 @@ def test_token_level_outputs_have_N_rows(name, bert_tiny, gpt2_tiny_random):
         if isinstance(model, Encoder):
             assert out.last_hidden_state.shape == (B, N, model.config.hidden_size)
             cls = out.last_hidden_state[:, 0]  # [B, D]: the real [CLS]
-            torch.testing.assert_close(out.pooler_output, torch.tanh(model.pooler(cls)), atol=1e-6, rtol=0)
+            torch.testing.assert_close(out.pooler_output, torch.tanh(model.pooler(cls)), atol=FP64, rtol=0)
         else:
             assert out.logits.shape == (B, N, model.config.vocab_size)
 
@@ -299,7 +300,9 @@ def test_real_tokens_attend_to_every_virtual_entry_and_never_ahead_or_to_padding
             assert probs.shape[:2] == (B, H) and probs.shape[-1] == P + N
             probs = probs[:, :, -N:]  # [B, H, N, P+N]: the real tokens' rows
             real_q = mask.bool()[:, None, :].expand(B, H, N)  # [B, H, N]
-            torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs[..., 0]), atol=1e-5, rtol=0)
+            # float32 even in the float64 model: the explicit path's softmax runs in float32
+            torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs[..., 0]),
+                                       atol=PROB_SUM[torch.float32], rtol=0)
             assert bool((probs[..., :P][real_q] > 0).all()), f"layer {i}: a virtual entry got no mass"
             pad_mass = probs.masked_select(key_is_pad[:, None, None, :].expand_as(probs) & real_q[..., None])
             assert bool((pad_mass == 0).all()), f"layer {i}: padding got attention"

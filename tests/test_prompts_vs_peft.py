@@ -23,8 +23,8 @@ from peft import PrefixTuningConfig, PromptEncoderConfig, TaskType, get_peft_mod
 
 from minigpt_ptv2 import Decoder, Encoder  # noqa: E402
 from minigpt_ptv2.prompts import KVPrefix, PTuningV1, SoftPrompt  # noqa: E402
+from tolerances import FP32_KERNELS  # noqa: E402  ours vs transformers + PEFT: other kernels
 
-TOL = 1e-5
 P = 5
 # Two MiniLM sentences, the second padded with [PAD]=0: [B=2, N=8]
 IDS = torch.tensor([[101, 2023, 2003, 1037, 2204, 3185, 999, 102],
@@ -35,6 +35,8 @@ G_IDS = torch.tensor([[5, 6, 7, 8, 9, 10], [40, 41, 42, 43, 44, 45]])  # [B, N]
 G_LEFT = torch.tensor([[0, 0, 0, 7, 8, 9], [40, 41, 42, 43, 44, 45]])  # [B, N], row 0 left-padded
 G_LEFT_MASK = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
 NEW = 20  # greedy tokens to generate
+# Generated tokens are compared exactly: they are argmaxes, equal whenever no step's two best
+# logits lie within FP32_KERNELS of each other (the closest pair these tests meet is 9e-4 apart).
 
 
 def gen(seed: int) -> torch.Generator:
@@ -118,7 +120,7 @@ def test_kv_prefix_equals_peft_prefix_tuning_on_bert(ours_bert, prefix_bert):
     ours, pm = prefix_bert
     got = run_ours_bert(ours_bert, ours)  # [B, N, D]
     want = R.run_peft_bert(pm, IDS, MASK)  # [B, N, D]
-    assert max_diff(got, want) <= TOL
+    assert max_diff(got, want) <= FP32_KERNELS
     with torch.no_grad():  # the prefix really changes the output, so the equality is not vacuous
         plain = ours_bert(IDS, attention_mask=MASK).last_hidden_state
     assert max_diff(got, plain) > 1e-2
@@ -136,10 +138,10 @@ def test_kv_prefix_mlp_equals_peft_prefix_projection_on_bert(ours_bert):
     pm = peft_wrap(R.hf_bert(), cfg, ours)
     got = run_ours_bert(ours_bert, ours)
     want = R.run_peft_bert(pm, IDS, MASK)
-    assert max_diff(got, want) <= TOL
+    assert max_diff(got, want) <= FP32_KERNELS
     with torch.no_grad():  # and the MLP's output is the plain table PEFT would save
         table = pm.get_prompt_embedding_to_save("default")  # [P, L*2*D]
-        assert max_diff(ours.for_inference().embedding.weight, table) <= TOL
+        assert max_diff(ours.for_inference().embedding.weight, table) <= FP32_KERNELS
 
 
 def test_position_policy_real_differs_from_peft_and_equals_hf_from_zero(ours_bert, prefix_bert):
@@ -153,7 +155,7 @@ def test_position_policy_real_differs_from_peft_and_equals_hf_from_zero(ours_ber
                           c.head_dim)  # L x (K, V) [H, P, d]
     N = IDS.shape[1]
     want = R.run_hf_bert_prefix(R.hf_bert(), IDS, kv, MASK, position_ids=torch.arange(N)[None])
-    assert max_diff(got, want) <= TOL  # "real" = HF BertModel with the prefix cache at positions 0..N-1
+    assert max_diff(got, want) <= FP32_KERNELS  # "real" = HF BertModel with the prefix cache at positions 0..N-1
 
 
 # ---------------------------------------------------------------- BERT: input-level prompts
@@ -165,7 +167,7 @@ def test_soft_prompt_equals_peft_prompt_tuning_on_bert(ours_bert):
     pm = R.peft_prompt_model(R.hf_bert(), P, prompt.clone())
     got = run_ours_bert(ours_bert, ours)  # [B, N, D]: real rows
     want = R.run_peft_bert(pm, IDS, MASK)  # PEFT's [B, P+N, D] with the P virtual rows sliced off
-    assert max_diff(got, want) <= TOL
+    assert max_diff(got, want) <= FP32_KERNELS
     with torch.no_grad():
         plain = ours_bert(IDS, attention_mask=MASK).last_hidden_state
     assert max_diff(got, plain) > 1e-2
@@ -190,7 +192,7 @@ def test_ptuning_v1_equals_peft_p_tuning_on_bert(ours_bert, encoder):
     got = run_ours_bert(ours_bert, ours)  # [B, N, D]
     full = R.run_peft_bert(pm, IDS, MASK)  # P-tuning, like prompt tuning, returns [B, P+N, D]
     assert full.shape[1] == P + IDS.shape[1]
-    assert max_diff(got, full[:, P:]) <= TOL  # real rows
+    assert max_diff(got, full[:, P:]) <= FP32_KERNELS  # real rows
     with torch.no_grad():
         plain = ours_bert(IDS, attention_mask=MASK).last_hidden_state
     assert max_diff(got, plain) > 1e-3
@@ -211,7 +213,7 @@ def prefix_gpt2(ours_gpt2, gpt2_dir):
 def test_kv_prefix_equals_peft_prefix_tuning_on_gpt2_logits(ours_gpt2, prefix_gpt2):
     ours, pm = prefix_gpt2
     got = run_ours_gpt2(ours_gpt2, ours, G_IDS)  # [B, N, V]
-    assert max_diff(got, R.run_peft_gpt2_logits(pm, G_IDS, torch.ones_like(G_IDS))) <= TOL
+    assert max_diff(got, R.run_peft_gpt2_logits(pm, G_IDS, torch.ones_like(G_IDS))) <= FP32_KERNELS
     with torch.no_grad():
         plain = ours_gpt2(G_IDS).logits
     assert max_diff(got, plain) > 1e-2
@@ -236,7 +238,7 @@ def test_soft_prompt_equals_peft_prompt_tuning_on_gpt2_logits_and_generation(our
     ours = SoftPrompt(ours_gpt2.config, P, init=prompt, positions="shifted")
     pm = R.peft_prompt_model(R.hf_gpt2(gpt2_dir), P, prompt.clone())
     got = run_ours_gpt2(ours_gpt2, ours, G_IDS)  # [B, N, V]: real rows
-    assert max_diff(got, R.run_peft_gpt2_logits(pm, G_IDS)) <= TOL  # PEFT's [B, P+N, V] sliced to N
+    assert max_diff(got, R.run_peft_gpt2_logits(pm, G_IDS)) <= FP32_KERNELS  # PEFT's [B, P+N, V] sliced to N
     with torch.no_grad():
         assert max_diff(got, ours_gpt2(G_IDS).logits) > 1e-2
     # Full batch only. PEFT's prompt tuning drops position_ids and the base model numbers all of

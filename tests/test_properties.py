@@ -29,11 +29,9 @@ from minigpt_ptv2 import Decoder, DecoderConfig, Encoder, EncoderConfig
 from minigpt_ptv2.attention import MultiHeadAttention
 from minigpt_ptv2.masks import build_keep, prepend
 from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv, make_method
+from tolerances import PROPERTY
 
 transformers = pytest.importorskip("transformers")
-
-# fp32 throughout; the paths under test sum the same products in a different order.
-TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
@@ -93,7 +91,7 @@ def jitter_(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.M
 
 
 def close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(a, b, **PROPERTY, msg=lambda m: f"{what}: {m}")
 
 
 # --- 1. explicit == fused attention ----------------------------------------------------------
@@ -118,7 +116,7 @@ def test_explicit_and_fused_attention_agree(hd, shape, P, causal, prefix_kept, s
         explicit, probs, kv_explicit = attn(x, keep, prefix, need_weights=True, use_cache=True)  # probs [B, H, N, P+N]
     assert none is None and probs.shape == (B, H, N, P + N)
     close(fused, explicit, "fused vs explicit output")
-    assert torch.equal(kv_fused[0], kv_explicit[0]) and kv_fused[0].shape == (B, H, P + N, d)
+    assert torch.equal(kv_fused[0], kv_explicit[0]) and kv_fused[0].shape == (B, H, P + N, d)  # one projection
     close(probs.sum(-1), torch.ones(B, H, N), "probability rows")
     if keep is not None:  # a row with any visible key puts no weight on a hidden one
         keep4 = keep.expand(B, H, N, P + N)

@@ -1,6 +1,7 @@
 """The demo proves equivalence offline against transformers' outputs recorded in the package
 (the package itself never imports transformers). This test keeps that record honest: it must
-equal what transformers.BertModel computes now, on the same shipped weights.
+equal what transformers.BertModel computes now, on the same shipped weights, to RECORDED
+(tolerances.py): the record was made on one CPU, and another CPU's kernels round differently.
 
 Regenerate after a deliberate change: `python tests/test_reference_outputs.py`.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tolerances import RECORDED
 
 RECORD = Path(__file__).resolve().parents[1] / "minigpt_ptv2" / "reference_outputs" / "minilm_bertmodel.safetensors"
 SENTENCES = ["the movie was an absolute masterpiece .", "a dull , lifeless mess",
@@ -36,7 +38,7 @@ def test_recorded_reference_equals_live_transformers(minilm_dir):
     for k in ("input_ids", "attention_mask", "token_type_ids"):
         assert torch.equal(saved[k], live[k]), k
     for k in ("last_hidden_state", "pooler_output"):
-        assert (saved[k] - live[k]).abs().max() <= 1e-6, k
+        assert (saved[k] - live[k]).abs().max() <= RECORDED, k  # recorded on one CPU, live on this one
 
 
 if __name__ == "__main__":
