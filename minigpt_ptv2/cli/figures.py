@@ -2,8 +2,8 @@
 
     python -m minigpt_ptv2 figures [--out figures] [--quick]
 
-On the shipped pretrained MiniLM, with real SST-2 sentences when the data folder is found
-(else a small embedded set), it trains a K/V prefix (P-Tuning v2) and a deep hidden-state
+On the shipped pretrained MiniLM, with SST-2 sentences from the data folder when it is found
+(else from the SST-2 sample shipped in the package), it trains a K/V prefix (P-Tuning v2) and a deep hidden-state
 prompt briefly on SST-2 and draws:
 
     prefix_mass_kv.png              layer x head: attention mass real tokens put on the trained prefix
@@ -12,13 +12,12 @@ prompt briefly on SST-2 and draws:
     decoder_causal_prefix.png       a GPT-2-shaped decoder: prefix columns fully visible, causal triangle
 
 --quick uses tiny sizes (seconds, for tests); the full run takes a couple of minutes on a CPU.
+Only the standard library is imported at module level, so `figures --help` answers without torch.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-
-import torch
 
 NAME = "figures"
 HELP = "regenerate every attention figure (briefly trains a K/V prefix and a deep prompt on SST-2)"
@@ -38,21 +37,21 @@ def add_arguments(p):
     p.add_argument("--out", default="figures", help="folder the PNGs are written to")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding sst2/; None: found automatically, else a few embedded sentences")
+                   help="folder holding sst2/; None: found automatically, else the SST-2 sample in the package")
     p.add_argument("--model-dir", default=None, help="HF-format BERT folder; None: the shipped MiniLM")
     p.add_argument("--seed", type=int, default=0, help="seed for prompt initialisation and data order")
 
 
 def load_sentences(data_dir, n_train: int, n_dev: int):
-    """(train, dev, source): SST-2 rows when the data folder is found, else the embedded set."""
-    from ..data import load_sst2
+    """(train, dev, source): SST-2 rows when the data folder is found, else the first rows of the
+    SST-2 sample shipped in the package (data/sst2_sample/SOURCE.md)."""
+    from ..data import load_sst2, load_sst2_sample
     try:
         return load_sst2("train", data_dir, n_train), load_sst2("dev", data_dir, n_dev), "SST-2"
     except FileNotFoundError:
         if data_dir is not None:
             raise
-    from ..data.tiny import tiny_sentiment
-    return tiny_sentiment("train")[:n_train], tiny_sentiment("dev")[:n_dev], "embedded sentences"
+    return load_sst2_sample("train", n_train), load_sst2_sample("dev", n_dev), "embedded sentences"
 
 
 def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dict, seed: int):
@@ -76,9 +75,10 @@ def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dic
     return before, attention_maps(encoder, dev_batch), model
 
 
-@torch.no_grad()
 def dev_accuracy(model, dev_batch, labels) -> float:
-    logits = model(dev_batch["input_ids"], dev_batch["attention_mask"], task="sst2")  # [B, 2]
+    import torch
+    with torch.no_grad():
+        logits = model(dev_batch["input_ids"], dev_batch["attention_mask"], task="sst2")  # [B, 2]
     return float((logits.argmax(-1) == labels).float().mean())
 
 
@@ -91,16 +91,16 @@ def pick_sentence(mask: torch.Tensor, lo: int = 8, hi: int = 14) -> int:
 
 def pick_heads(mass_row: torch.Tensor, k: int = 4) -> list[int]:
     """The k/2 heads that attend to the prefix most and the k/2 that attend least, in that order."""
-    order = torch.argsort(mass_row, descending=True).tolist()
+    order = mass_row.argsort(descending=True).tolist()
     k = min(k, len(order))
     top, bottom = order[: (k + 1) // 2], order[len(order) - k // 2:]
     return top + bottom
 
 
-@torch.no_grad()
 def decoder_causal_data(P: int = 4, N: int = 8, seed: int = 0):
     """A random GPT-2-shaped decoder (gpt2-tiny, GPT-2's N(0, 0.02) init) with a K/V prefix:
     returns (maps, decoder). Real token i sees every prefix entry and real tokens 0..i."""
+    import torch
     from ..config import preset
     from ..decoder import Decoder
     from ..prompts import KVPrefix
@@ -108,17 +108,19 @@ def decoder_causal_data(P: int = 4, N: int = 8, seed: int = 0):
     torch.manual_seed(seed)
     cfg = preset("gpt2-tiny")
     model = Decoder(cfg).eval()
-    for p in model.parameters():
-        if p.dim() > 1:
-            p.normal_(0.0, 0.02)
-    model.attach(KVPrefix(cfg, P, init_std=1.0).eval())
-    ids = torch.randint(1, cfg.vocab_size, (1, N))  # [1, N]
-    return attention_maps(model, ids), model
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.02)
+        model.attach(KVPrefix(cfg, P, init_std=1.0).eval())
+        ids = torch.randint(1, cfg.vocab_size, (1, N))  # [1, N]
+        return attention_maps(model, ids), model
 
 
 def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=None, seed: int = 0,
                  log=print) -> dict:
     """Train, extract, plot. Returns {file name: path} for the PNGs written into `out`."""
+    import torch
     from ..data import WordPiece
     from ..encoder import Encoder
     from ..pretrained import default_model_dir
