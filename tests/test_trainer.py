@@ -283,11 +283,11 @@ def test_non_finite_loss_raises_floating_point_error_before_any_update():
 
 def test_cli_reports_a_non_finite_loss_in_one_line(monkeypatch, capsys):
     from minigpt_ptv2.cli import main
-    from minigpt_ptv2.cli import train as train_cmd
+    from minigpt_ptv2.training import run as training_run
 
     def train_task(*args, **kwargs):  # the real loop on a model whose loss is NaN
         fit(_nan_model(), sentence_batches(1), TrainConfig(epochs=1, lr=0.01, progress=False), task="sst2")
-    monkeypatch.setattr(train_cmd, "train_task", train_task)
+    monkeypatch.setattr(training_run, "train_task", train_task)  # the train command imports it when it runs
     monkeypatch.delenv("MINIGPT_PTV2_TRACEBACK", raising=False)
     assert main(["train", "sst2", "prefix", "--no-progress"]) == 2
     err = capsys.readouterr().err
