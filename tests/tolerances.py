@@ -6,10 +6,11 @@ with the instruction set capped at AVX2, the kernels a CPU without AVX-512 runs:
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 pytest
 
 (ATen picks its vectorised kernels by the first variable, oneDNN by the second; the third
-changed nothing measurable). Each bound is about three times the worst observation or more, so
-that another CPU, thread count or library build still passes; none is wider than that, and a
-real bug moves outputs by 1e-3 or more. Where two code paths really run the same kernels in the
-same order the tests say so and compare exactly, with torch.equal or EXACT.
+changed nothing measurable). Each bound sits three to ten times above the worst observation (fp64:
+a hundred, a solve's error grows with the matrix's condition), so that another CPU, thread count
+or library build still passes, and far below what a real bug moves outputs by (1e-3 or more).
+Where two code paths really run the same kernels in the same order the tests say so and compare
+exactly, with torch.equal or EXACT.
 """
 from __future__ import annotations
 
