@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=s["lr"])
     p.add_argument("--warmup-ratio", type=float, default=s["warmup_ratio"])
     a = p.parse_args(argv)
+    if a.tune and not a.data_dir:
+        p.error("--tune needs --data-dir (the held-out rows come from the full train file)")
     torch.set_num_threads(a.threads)
     model_dir = default_model_dir()
     encoder, tok = Encoder.from_pretrained(model_dir), WordPiece.from_model_dir(model_dir)
@@ -71,8 +73,6 @@ def main(argv=None) -> int:
         train, dev = load_sst2_sample("train", a.max_train), load_sst2_sample("dev")
         source = "embedded SST-2 sample"
     if a.tune:
-        if not a.data_dir:
-            p.error("--tune needs --data-dir (the held-out rows come from the full train file)")
         dev = held_out_rows(a.data_dir)
         assert not set(dev) & set(train), "held-out rows overlap the training rows"
         source += ", scored on held-out train rows"
