@@ -35,8 +35,8 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # ## 1. Data: a small slice of SST-2
 #
 # SST-2 is read in place from the data folder (`MINIGPT_PTV2_DATA`, or `shared/data` beside
-# the checkout). Without it the lesson falls back to a handful of embedded sentences, enough
-# to run every step, not to learn anything.
+# the checkout). Without it the lesson uses the small sample of real SST-2 sentences shipped in
+# the package (minigpt_ptv2/data/sst2_sample/SOURCE.md says where they come from).
 
 # %%
 def loaders(tok: WordPiece, train, dev, batch_size: int, seed: int = 0):

@@ -257,7 +257,7 @@ def test_sentences_fall_back_to_the_embedded_set_only_when_no_folder_was_asked_f
         raise FileNotFoundError(f"no {relative}")
     monkeypatch.setattr(sst2, "data_file", missing)
     train, dev, source = figures_cmd.load_sentences(None, 6, 3)
-    assert source == "embedded sentences" and len(train) == 6 and len(dev) == 3
+    assert source == "embedded SST-2 sample" and len(train) == 6 and len(dev) == 3
     assert {label for _, label in train} == {0, 1}
     with pytest.raises(FileNotFoundError):  # an explicit folder that lacks SST-2 is an error
         figures_cmd.load_sentences(tmp_path, 6, 3)

@@ -12,6 +12,8 @@ import os
 import pkgutil
 import sys
 
+from ._shared import HelpFormatter
+
 # Errors a user can act on. Anything else (a bug, an internal torch error) keeps its traceback;
 # MINIGPT_PTV2_TRACEBACK=1 shows the traceback for these too.
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, mod in commands().items():
         p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"),  # argparse %-formats help strings
                            description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -1,7 +1,7 @@
 """`demo`: the guided tour, offline, in a few minutes on a CPU.
 
 1. load the shipped pretrained BERT (all-MiniLM-L6-v2) into our hand-written encoder;
-2. prove it agrees with HuggingFace transformers (when installed);
+2. prove it agrees with HuggingFace transformers (outputs recorded in the package);
 3. run both deep-prompt styles side by side and print their shape walks;
 4. check the bridge between them on the real model;
 5. count what each method trains;
@@ -29,14 +29,14 @@ SAMPLE_NOTE = "see minigpt_ptv2/data/sst2_sample/SOURCE.md"
 
 
 def add_arguments(p):
-    p.add_argument("--model-dir", default=None, help="HuggingFace-format BERT folder; None: the shipped MiniLM")
+    p.add_argument("--model-dir", default=None, help="HuggingFace-format BERT folder (default: the shipped MiniLM)")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding sst2/; None: $MINIGPT_PTV2_DATA, else shared/data beside the "
-                        "checkout, else the SST-2 sample shipped in the package")
+                   help="folder holding sst2/ (default: $MINIGPT_PTV2_DATA, else shared/data beside the "
+                        "checkout, else the SST-2 sample shipped in the package)")
     p.add_argument("--out", default="runs/demo", help="where the checkpoint and figure go")
     p.add_argument("--P", type=int, default=TRAIN["P"], help="prompt / prefix length for the training run")
     p.add_argument("--max-train", type=int, default=TRAIN["max_train"], help="SST-2 training sentences for the run")
-    p.add_argument("--max-dev", type=int, default=872, help="SST-2 dev sentences to score (872: all of them)")
+    p.add_argument("--max-dev", type=int, default=872, help="SST-2 dev sentences to score (default: 872, all of them)")
     p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help="passes over the training sentences")
     p.add_argument("--lr", type=float, default=TRAIN["lr"], help="peak learning rate of the prefix and head")
     p.add_argument("--seed", type=int, default=0, help="seed for the prefix, the head and the data order")
@@ -63,6 +63,9 @@ def sentences(data_dir, max_train=None, max_dev=None):
 
 
 RECORD = Path(__file__).resolve().parents[1] / "reference_outputs" / "minilm_bertmodel.safetensors"
+# The record was made on one CPU; another CPU's kernels (AVX2 vs AVX-512) sum in another order:
+# measured up to 3.7e-6 apart (1.0e-5 on unvectorised kernels). A real bug moves outputs by 1e-3.
+RECORDED_TOL = 3e-5
 
 
 def check_equivalence(encoder) -> bool:
@@ -76,10 +79,10 @@ def check_equivalence(encoder) -> bool:
         ours = encoder(**batch)
     d_h = (ours.last_hidden_state - ref["last_hidden_state"]).abs().max().item()
     d_p = (ours.pooler_output - ref["pooler_output"]).abs().max().item()
-    ok = d_h <= 1e-5 and d_p <= 1e-5
+    ok = d_h <= RECORDED_TOL and d_p <= RECORDED_TOL
     print(f"{list(batch['input_ids'].shape)} batch with padding and both token types")
     print(f"max |ours - transformers|: last_hidden_state {d_h:.2e}, pooler {d_p:.2e}  "
-          f"(tolerance 1e-5: {'OK' if ok else 'FAILED'})")
+          f"(tolerance {RECORDED_TOL:g}: {'OK' if ok else 'FAILED'})")
     return ok
 
 

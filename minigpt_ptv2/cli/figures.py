@@ -51,7 +51,7 @@ def load_sentences(data_dir, n_train: int, n_dev: int):
     except FileNotFoundError:
         if data_dir is not None:
             raise
-    return load_sst2_sample("train", n_train), load_sst2_sample("dev", n_dev), "embedded sentences"
+    return load_sst2_sample("train", n_train), load_sst2_sample("dev", n_dev), "embedded SST-2 sample"
 
 
 def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dict, seed: int):
