@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .errors import InputError
 from .linear import Linear
 from .trace import record
 
@@ -30,13 +31,13 @@ def concat_prefix(k: torch.Tensor, v: torch.Tensor, prefix: KV | None) -> KV:
     pk, pv = prefix
     B, H, _, d = k.shape
     if pk.shape != pv.shape or pk.dim() != 4 or pk.shape[0] != B or pk.shape[1] != H or pk.shape[3] != d:
-        raise ValueError(
+        raise InputError(
             f"prefix shape mismatch: prefix K {list(pk.shape)} / V {list(pv.shape)} must be "
             f"[B={B}, H={H}, P, d={d}] to extend keys {list(k.shape)}")
     if pk.dtype != k.dtype and torch.is_autocast_enabled(k.device.type):
         pk, pv = pk.to(k.dtype), pv.to(k.dtype)  # autocast: fp32 prompts meet half-precision keys
     if pk.dtype != k.dtype or pk.device != k.device:
-        raise ValueError(
+        raise InputError(
             f"prefix is {pk.dtype} on {pk.device} but the layer's keys are {k.dtype} on {k.device}; "
             f"move the prompt with .to(...) rather than relying on silent casts")
     k = torch.cat([pk, k], dim=2)  # [B, H, P+N, d]
@@ -72,7 +73,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, scope: str = "attn"):
         super().__init__()
         if hidden_size % num_heads != 0:
-            raise ValueError(f"num_heads={num_heads} does not divide hidden_size={hidden_size}")
+            raise InputError(f"num_heads={num_heads} does not divide hidden_size={hidden_size}")
         self.num_heads, self.head_dim = num_heads, hidden_size // num_heads  # H, d
         self.qkv = Linear(hidden_size, 3 * hidden_size)  # x -> [Q | K | V]
         self.output = Linear(hidden_size, hidden_size)
@@ -110,7 +111,7 @@ class MultiHeadAttention(nn.Module):
             record(s, "k_with_prefix", k)
             record(s, "v_with_prefix", v)
         if keep is not None and (keep.shape[-1] != k.shape[2] or keep.shape[-2] not in (1, q.shape[2])):
-            raise ValueError(f"attention mask shape mismatch: mask {list(keep.shape)} but queries "
+            raise InputError(f"attention mask shape mismatch: mask {list(keep.shape)} but queries "
                              f"{q.shape[2]} and keys {k.shape[2]} (N={q.shape[2]}, P+N={k.shape[2]})")
         p_drop = self.dropout if self.training else 0.0
         if need_weights:

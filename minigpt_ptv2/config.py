@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class _Common:
@@ -27,11 +29,11 @@ class _Common:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "max_position_embeddings"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ffn_chunk_rows < 0:
-            raise ValueError(f"ffn_chunk_rows must be >= 0 (0 = no blocks), got {self.ffn_chunk_rows}")
+            raise InputError(f"ffn_chunk_rows must be >= 0 (0 = no blocks), got {self.ffn_chunk_rows}")
         if D % H != 0:
-            raise ValueError(
+            raise InputError(
                 f"num_attention_heads={H} does not divide hidden_size={D}: "
                 f"each head needs d = D/H features")
 
@@ -86,13 +88,13 @@ def config_from_hf(hf: dict) -> EncoderConfig | DecoderConfig:
     model_type = hf.get("model_type")
     if model_type == "bert":
         if hf.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError("only absolute position embeddings are supported, config has "
+            raise InputError("only absolute position embeddings are supported, config has "
                              f"position_embedding_type={hf['position_embedding_type']!r}")
         if hf.get("hidden_act", "gelu") != "gelu":
-            raise ValueError(f"BERT configs must use hidden_act='gelu' (erf), got {hf['hidden_act']!r}")
+            raise InputError(f"BERT configs must use hidden_act='gelu' (erf), got {hf['hidden_act']!r}")
         for flag in ("is_decoder", "add_cross_attention"):
             if hf.get(flag):
-                raise ValueError(f"BERT configs with {flag}=True are not supported (this encoder is "
+                raise InputError(f"BERT configs with {flag}=True are not supported (this encoder is "
                                  f"bidirectional, without cross-attention)")
         names = {f.name for f in fields(EncoderConfig)}
         return EncoderConfig(**{k: v for k, v in hf.items() if k in names and k != "model_type"})
@@ -101,14 +103,14 @@ def config_from_hf(hf: dict) -> EncoderConfig | DecoderConfig:
         if kw.get("intermediate_size") is None:
             kw["intermediate_size"] = 4 * kw.get("hidden_size", 768)
         if kw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError("GPT-2 configs must use the tanh GELU ('gelu_new'), got "
+            raise InputError("GPT-2 configs must use the tanh GELU ('gelu_new'), got "
                              f"{kw['activation_function']!r}")
         if kw.get("scale_attn_by_inverse_layer_idx") or kw.get("scale_attn_weights") is False:
-            raise ValueError("GPT-2 configs that change the attention scaling (scale_attn_by_inverse_layer_idx"
+            raise InputError("GPT-2 configs that change the attention scaling (scale_attn_by_inverse_layer_idx"
                              "=True or scale_attn_weights=False) are not supported: scores use 1/sqrt(d)")
         names = {f.name for f in fields(DecoderConfig)}
         return DecoderConfig(**{k: v for k, v in kw.items() if k in names and k != "model_type"})
-    raise ValueError(
+    raise InputError(
         f"unsupported model_type {model_type!r}: minigpt_ptv2 loads 'bert' (encoder) and "
         f"'gpt2' (decoder) checkpoints only")
 
@@ -133,5 +135,5 @@ PRESETS: dict[str, EncoderConfig | DecoderConfig] = {
 def preset(name: str) -> EncoderConfig | DecoderConfig:
     """Look up a named config (see `PRESETS`)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown config {name!r}; choose one of {sorted(PRESETS)}")
+        raise InputError(f"unknown config {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]

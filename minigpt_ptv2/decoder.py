@@ -17,6 +17,7 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .checks import check_device, check_ids, check_mask, check_positions
 from .config import DecoderConfig
+from .errors import InputError, InputTypeError
 from .linear import Linear
 from .masks import prepend
 from .positionwise import position_wise
@@ -75,7 +76,7 @@ class Decoder(PromptHost, nn.Module):
     def __init__(self, config: DecoderConfig, prompt=None):
         super().__init__()
         if not isinstance(config, DecoderConfig):
-            raise TypeError(f"Decoder needs a DecoderConfig, got {type(config).__name__}")
+            raise InputTypeError(f"Decoder needs a DecoderConfig, got {type(config).__name__}")
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
         self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -100,7 +101,7 @@ class Decoder(PromptHost, nn.Module):
         check_device(input_ids, self, "input_ids")
         mask = check_mask(attention_mask, input_ids)  # [B, N]
         if past is not None and past.key_mask.shape[0] != B:
-            raise ValueError(f"cache batch {past.key_mask.shape[0]} does not match input_ids batch {B}")
+            raise InputError(f"cache batch {past.key_mask.shape[0]} does not match input_ids batch {B}")
         shift = m.position_offset() if m is not None else 0  # P under "shifted", else 0
         if position_ids is None:
             start = past.next_position if past is not None else torch.full((B,), shift, device=input_ids.device)
@@ -128,16 +129,16 @@ class Decoder(PromptHost, nn.Module):
             h = record("shallow", "slice", h[:, m.num_virtual:])  # [B, N, D]
         if logits_to_keep:
             if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
-                raise ValueError(f"logits_to_keep must be an int >= 0 (0 = all), got {logits_to_keep!r}")
+                raise InputError(f"logits_to_keep must be an int >= 0 (0 = all), got {logits_to_keep!r}")
             if labels is not None:
-                raise ValueError("labels need the logits of every position; leave logits_to_keep=0")
+                raise InputError("labels need the logits of every position; leave logits_to_keep=0")
             h = h[:, -logits_to_keep:]  # [B, k, D]
         logits = record("final", "logits", F.linear(h, self.wte.weight))  # [B, N, V]: tied head
 
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
-                raise ValueError(f"labels shape {list(labels.shape)} does not match input_ids "
+                raise InputError(f"labels shape {list(labels.shape)} does not match input_ids "
                                  f"{list(input_ids.shape)}")
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                    ignore_index=-100)  # predict token t+1 from t

@@ -17,6 +17,7 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .checks import check_device, check_ids, check_mask, check_positions
 from .config import EncoderConfig
+from .errors import InputError, InputTypeError
 from .linear import Linear
 from .masks import prepend
 from .positionwise import position_wise
@@ -88,7 +89,7 @@ class Encoder(PromptHost, nn.Module):
     def __init__(self, config: EncoderConfig, prompt=None):
         super().__init__()
         if not isinstance(config, EncoderConfig):
-            raise TypeError(f"Encoder needs an EncoderConfig, got {type(config).__name__}")
+            raise InputTypeError(f"Encoder needs an EncoderConfig, got {type(config).__name__}")
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_hidden_layers))
@@ -112,7 +113,7 @@ class Encoder(PromptHost, nn.Module):
         else:
             check_ids(token_type_ids, cfg.type_vocab_size, name="token_type_ids")
             if token_type_ids.shape != input_ids.shape:
-                raise ValueError(f"token_type_ids shape {list(token_type_ids.shape)} does not match "
+                raise InputError(f"token_type_ids shape {list(token_type_ids.shape)} does not match "
                                  f"input_ids shape {list(input_ids.shape)}")
         offset = m.position_offset() if m is not None else 0
         check_positions(offset + N - 1, cfg.max_position_embeddings,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InputError
+
 
 def _positions(mask: torch.Tensor, offset: int) -> torch.Tensor:
     """[B, N] padding mask -> positions counting real tokens only (pads get 0; they are masked)."""
@@ -37,11 +39,11 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
     is tested against.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        raise InputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise InputError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k <= 0:
-        raise ValueError(f"top_k must be a positive int or None, got {top_k}")
+        raise InputError(f"top_k must be a positive int or None, got {top_k}")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     mask = attention_mask.long()  # [B, N]
@@ -55,7 +57,7 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
     last = int(positions.max()) + max_new_tokens - 1
     limit = model.config.max_position_embeddings
     if max_new_tokens > 0 and last >= limit:  # refuse up front rather than failing halfway through
-        raise ValueError(f"generating {max_new_tokens} tokens would feed the model position {last} beyond the "
+        raise InputError(f"generating {max_new_tokens} tokens would feed the model position {last} beyond the "
                          f"position table (0..{limit - 1})"
                          + (f"; the 'shifted' policy adds a shift of P={offset}" if offset else ""))
     out = model(ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, logits_to_keep=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import DecoderConfig, EncoderConfig, config_from_hf
+from .errors import InputError, MissingFileError
 
 # checkpoint key (after stripping "bert." / "transformer.") -> our key; {i} is the layer index.
 BERT_RENAMES = [
@@ -70,11 +71,11 @@ def read_state_dict(model_dir: Path) -> dict:
             return torch.load(binf, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupted, truncated, or a pickle where safetensors was expected
         name = st.name if st.exists() else (index.name if index.exists() else binf.name)
-        raise ValueError(f"could not read weights from {model_dir / name}: {type(e).__name__}: "
+        raise InputError(f"could not read weights from {model_dir / name}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''} (corrupted, truncated, or not "
                          f"the format its name says?)") from None
-    raise FileNotFoundError(f"no weights in {model_dir}: expected model.safetensors, "
-                            f"model.safetensors.index.json or pytorch_model.bin")
+    raise MissingFileError(f"no weights in {model_dir}: expected model.safetensors, "
+                           f"model.safetensors.index.json or pytorch_model.bin")
 
 
 def _rename(sd: dict, renames, ignored, strip: str) -> tuple[dict, list]:
@@ -95,7 +96,7 @@ def _rename(sd: dict, renames, ignored, strip: str) -> tuple[dict, list]:
 def convert_gpt2(sd: dict) -> tuple[dict, list]:
     out, unexpected = _rename(sd, GPT2_RENAMES, GPT2_IGNORED, "transformer.")
     if "lm_head.weight" in sd and "wte.weight" in out and not torch.equal(sd["lm_head.weight"], out["wte.weight"]):
-        raise ValueError("lm_head.weight differs from wte.weight: only tied LM heads are supported")
+        raise InputError("lm_head.weight differs from wte.weight: only tied LM heads are supported")
     return out, unexpected
 
 
@@ -109,11 +110,11 @@ def from_nn_linear_layout(sd: dict, source: str) -> dict:
         names = [re.sub(r"\.(query|key|value)\.", f".{n}.", k) for n in ("query", "key", "value")]
         missing = [n for n in names if n not in out]
         if missing:
-            raise ValueError(f"{source}: attention needs query, key and value to build qkv, but "
+            raise InputError(f"{source}: attention needs query, key and value to build qkv, but "
                              f"{', '.join(missing)} is missing next to {k}")
         shapes = [list(out[n].shape) for n in names]
         if any(s != shapes[0] for s in shapes):
-            raise ValueError(f"{source}: query, key and value differ in shape: "
+            raise InputError(f"{source}: query, key and value differ in shape: "
                              + ", ".join(f"{n} {s}" for n, s in zip(names, shapes)))
         dim = 1 if k.endswith(".weight") else 0  # W [D, D] x 3 -> [D, 3D] (after .t()); b [D] x 3 -> [3D]
         parts = [out.pop(n) for n in names]
@@ -137,11 +138,11 @@ def load_into(model: torch.nn.Module, ours: dict, unexpected: list, source: str)
     missing = sorted(set(target) - set(ours))
     unexpected = sorted(unexpected + [k for k in ours if k not in target])
     if missing or unexpected:
-        raise ValueError(f"checkpoint {source} does not match the model: missing keys {missing}, "
+        raise InputError(f"checkpoint {source} does not match the model: missing keys {missing}, "
                          f"unexpected keys {unexpected}")
     for k, t in ours.items():
         if t.shape != target[k].shape:
-            raise ValueError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
+            raise InputError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
                              f"{list(target[k].shape)} (as this package stores them: W [in, out])")
     with torch.no_grad():
         for k, p in model.state_dict().items():
@@ -156,10 +157,10 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder: no config.json in it")
+        raise MissingFileError(f"{model_dir} is not a model folder: no config.json in it")
     cfg = config_from_hf(json.loads(cfg_path.read_text()))
     if expect is not None and cfg.model_type != expect:
-        raise ValueError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
+        raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
     sd = read_state_dict(model_dir)
     if isinstance(cfg, EncoderConfig):
         model = Encoder(cfg)

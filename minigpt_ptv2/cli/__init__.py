@@ -1,8 +1,8 @@
 """`python -m minigpt_ptv2 <command>`: every command is a module in this folder.
 
 A command module defines NAME, HELP, `add_arguments(parser)` and `run(args) -> int`. Errors a
-user can fix (bad arguments, missing files, mismatched checkpoints) print one line and exit 2,
-never a traceback.
+user can fix (bad arguments, missing files, mismatched checkpoints) print one line and exit 2.
+Everything else is a bug or an internal failure and keeps its traceback, so it can be reported.
 """
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ import os
 import pkgutil
 import sys
 
+from ..errors import UserError
 from ._shared import HelpFormatter
 
-# Errors a user can act on. Anything else (a bug, an internal torch error) keeps its traceback;
-# MINIGPT_PTV2_TRACEBACK=1 shows the traceback for these too.
-USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
+
+def is_user_error(e: BaseException) -> bool:
+    """Errors a user can act on: those this package raises on purpose about its input
+    (errors.UserError), and the operating system refusing a path the user named (a PermissionError
+    or a full disk on --out: an OSError that carries the file name). A TypeError or ValueError from
+    anywhere else is a bug, and keeps its traceback. MINIGPT_PTV2_TRACEBACK=1 shows it for all."""
+    return isinstance(e, UserError) or (isinstance(e, OSError) and e.filename is not None)
 
 
 def commands() -> dict:
@@ -63,8 +68,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
-        if os.environ.get("MINIGPT_PTV2_TRACEBACK"):
+    except Exception as e:
+        if not is_user_error(e) or os.environ.get("MINIGPT_PTV2_TRACEBACK"):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

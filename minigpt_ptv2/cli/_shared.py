@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from ..errors import InputError
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, and keeps the example lines of a description/epilog as written."""
@@ -63,11 +65,11 @@ def check_device(device: str) -> str:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device (try cpu or cuda)") from None
+        raise InputError(f"--device {device!r} is not a device (try cpu or cuda)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {device}: only cpu and cuda are supported")
+        raise InputError(f"--device {device}: only cpu and cuda are supported")
     return device
 
 

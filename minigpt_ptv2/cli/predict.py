@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import InputError, MissingFileError
 from ._shared import add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help
 
 NAME = "predict"
@@ -34,21 +35,21 @@ def add_arguments(p):
 
 def read_texts(args) -> list[str]:
     if args.text and args.file:
-        raise ValueError("give sentences as arguments or with --file, not both")
+        raise InputError("give sentences as arguments or with --file, not both")
     if args.text:
         lines = args.text
     elif args.file and args.file != "-":
         path = Path(args.file)
         if not path.is_file():
-            raise FileNotFoundError(f"--file {path} does not exist")
+            raise MissingFileError(f"--file {path} does not exist")
         lines = path.read_text(encoding="utf-8").splitlines()
     else:
         if sys.stdin.isatty() and args.file != "-":
-            raise ValueError("no sentences: pass them as arguments, with --file, or on standard input")
+            raise InputError("no sentences: pass them as arguments, with --file, or on standard input")
         lines = sys.stdin.read().splitlines()
     texts = [t.strip() for t in lines if t.strip()]
     if not texts:
-        raise ValueError("no sentences to predict (all lines were empty)")
+        raise InputError("no sentences to predict (all lines were empty)")
     return texts
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..catalog import METHODS, POSITIONS
 from ..config import PRESETS, DecoderConfig, EncoderConfig, preset
+from ..errors import InputError
 
 NAME = "trace"
 HELP = "print the shape of every named tensor as a batch flows through a model and prompt method"
@@ -51,7 +52,7 @@ def resolve_config(config: str | None, model: str | None) -> EncoderConfig | Dec
     cfg = preset(config)
     kind = "encoder" if isinstance(cfg, EncoderConfig) else "decoder"
     if model is not None and model != kind:
-        raise ValueError(f"--config {config} is {_a(kind)} preset but --model {model} was asked for; "
+        raise InputError(f"--config {config} is {_a(kind)} preset but --model {model} was asked for; "
                          f"drop --model or choose {_a(model)} preset ({', '.join(_presets(model))})")
     return cfg
 
@@ -81,10 +82,10 @@ def parse_layers(spec: str | None, L: int) -> tuple[int, ...] | None:
                 i = int(part)
                 picked = [i + L if i < 0 else i]
         except ValueError:
-            raise ValueError(f"--layers {spec!r}: expected indices like '0', '0,-1' or '0-2'") from None
+            raise InputError(f"--layers {spec!r}: expected indices like '0', '0,-1' or '0-2'") from None
         bad = [i for i in picked if not 0 <= i < L]
         if bad or not picked:
-            raise ValueError(f"--layers {spec!r}: layer {bad[0] if bad else part} is outside 0..{L - 1} (L={L})")
+            raise InputError(f"--layers {spec!r}: layer {bad[0] if bad else part} is outside 0..{L - 1} (L={L})")
         out.extend(picked)
     return tuple(sorted(set(out)))
 
@@ -108,9 +109,9 @@ def run_trace(cfg, method="prefix", B=16, N=128, P=20, layers=None, pad=0, posit
     from ..trace import ShapeTrace, dims_for
     for name, value in (("--B", B), ("--N", N), ("--P", P)):
         if value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+            raise InputError(f"{name} must be a positive integer, got {value}")
     if not 0 <= pad < N:
-        raise ValueError(f"--pad must be in [0, N={N}), got {pad}")
+        raise InputError(f"--pad must be in [0, N={N}), got {pad}")
     torch.manual_seed(seed)
     model = build(cfg, method, P, positions)
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
@@ -127,7 +128,7 @@ def run(args) -> int:
     cfg = resolve_config(args.config, args.model)
     if args.num_layers is not None:
         if args.num_layers <= 0:
-            raise ValueError(f"--num-layers must be positive, got {args.num_layers}")
+            raise InputError(f"--num-layers must be positive, got {args.num_layers}")
         cfg = cfg.replace(num_hidden_layers=args.num_layers)
     L = cfg.num_hidden_layers
     layers = parse_layers(args.layers, L)

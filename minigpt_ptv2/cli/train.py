@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..catalog import DEFAULT_LR, POSITIONS, TASKS, TRAIN_METHODS
+from ..errors import InputError
 from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
                       print_json, setup_help, size_text)
 
@@ -57,7 +58,7 @@ def run(args) -> int:
     from ..training.run import train_task
     check_device(args.device)
     if args.max_length < 3:
-        raise ValueError(f"--max-length must leave room for [CLS], [SEP] and a token, got {args.max_length}")
+        raise InputError(f"--max-length must leave room for [CLS], [SEP] and a token, got {args.max_length}")
     method_kwargs = {"positions": args.positions} if args.method not in ("head-only", "full") else {}
     out = args.out or f"runs/{args.task}-{args.method}"
     info, device = distributed.setup(args.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from ..errors import InputError
 from .paths import data_file
 
 # Fixed label order, "O" = 0, then B-/I- pairs per type. This is the order of the widely used
@@ -29,7 +30,7 @@ def load_conll(split: str = "train", data_dir: str | os.PathLike | None = None,
                max_examples: int | None = None) -> list[Sentence]:
     """Read ``conll2003/{split}.txt``; ``max_examples`` keeps the first sentences."""
     if split not in CONLL_SPLITS:
-        raise ValueError(f"unknown CoNLL-2003 split {split!r}: valid splits are {', '.join(CONLL_SPLITS)}")
+        raise InputError(f"unknown CoNLL-2003 split {split!r}: valid splits are {', '.join(CONLL_SPLITS)}")
     path = data_file(f"conll2003/{split}.txt", data_dir)
     return read_conll_file(path, max_examples)
 
@@ -52,14 +53,14 @@ def read_conll_file(path: str | os.PathLike, max_examples: int | None = None) ->
             if fields[0] == "-DOCSTART-":
                 continue
             if len(fields) < 2:
-                raise ValueError(f"{path}:{lineno}: expected 'word POS TAG', got {line.rstrip()!r}")
+                raise InputError(f"{path}:{lineno}: expected 'word POS TAG', got {line.rstrip()!r}")
             tag = fields[-1]
             if tag not in CONLL_LABEL_TO_ID:
-                raise ValueError(f"{path}:{lineno}: unknown tag {tag!r}, expected one of {CONLL_LABELS}")
+                raise InputError(f"{path}:{lineno}: unknown tag {tag!r}, expected one of {CONLL_LABELS}")
             words.append(fields[0])
             tags.append(tag)
     if words:  # last sentence without a trailing blank line
         sentences.append(Sentence(words, tags))
     if not sentences:
-        raise ValueError(f"{path}: no sentences found")
+        raise InputError(f"{path}: no sentences found")
     return sentences[:max_examples] if max_examples is not None else sentences

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 ENV = "MINIGPT_PTV2_DATA"
 
 
@@ -30,12 +32,12 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
         if value:
             path = Path(value).expanduser()
             if not path.is_dir():
-                raise FileNotFoundError(f"data folder given by {source} does not exist: {path}")
+                raise MissingFileError(f"data folder given by {source} does not exist: {path}")
             return path
     for path in _beside_checkout():
         if path.is_dir():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         "no data folder found: pass --data-dir PATH (or data_dir=PATH) or set "
         f"{ENV}=PATH to the folder holding sst2/ and conll2003/")
 
@@ -44,5 +46,5 @@ def data_file(relative: str, explicit: str | os.PathLike | None = None) -> Path:
     """One dataset file under the data root, with an error that names the full path if it is missing."""
     path = data_dir(explicit) / relative
     if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
+        raise MissingFileError(f"dataset file not found: {path}")
     return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError, MissingFileError
 from .sst2 import SST2_SPLITS, Example, read_sst2_file
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sst2_sample"  # train.tsv, dev.tsv, SOURCE.md
@@ -18,10 +19,10 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sst2_sample"  # train.tsv, dev.t
 def sample_file(split: str) -> Path:
     """The shipped file for `split` ("train" or "dev")."""
     if split not in SST2_SPLITS:
-        raise ValueError(f"unknown SST-2 split {split!r}: valid splits are {', '.join(SST2_SPLITS)}")
+        raise InputError(f"unknown SST-2 split {split!r}: valid splits are {', '.join(SST2_SPLITS)}")
     path = SAMPLE_DIR / f"{split}.tsv"
     if not path.is_file():
-        raise FileNotFoundError(f"the embedded SST-2 sample is missing from this install: {path}")
+        raise MissingFileError(f"the embedded SST-2 sample is missing from this install: {path}")
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from ..errors import InputError
 from .paths import data_file
 
 SST2_LABELS = ["negative", "positive"]  # label id -> name
@@ -27,7 +28,7 @@ def load_sst2(split: str = "train", data_dir: str | os.PathLike | None = None,
               max_examples: int | None = None) -> list[Example]:
     """Read ``sst2/{split}.tsv``; ``max_examples`` keeps the first rows (for quick runs)."""
     if split not in SST2_SPLITS:
-        raise ValueError(f"unknown SST-2 split {split!r}: valid splits are {', '.join(SST2_SPLITS)}")
+        raise InputError(f"unknown SST-2 split {split!r}: valid splits are {', '.join(SST2_SPLITS)}")
     path = data_file(f"sst2/{split}.tsv", data_dir)
     return read_sst2_file(path, max_examples)
 
@@ -38,9 +39,9 @@ def read_sst2_file(path: str | os.PathLike, max_examples: int | None = None) -> 
     with open(path, encoding="utf-8") as f:
         header = f.readline()
         if not header.strip():
-            raise ValueError(f"{path}:1: empty file, expected the header 'text<TAB>label'")
+            raise InputError(f"{path}:1: empty file, expected the header 'text<TAB>label'")
         if header.rstrip("\r\n").split("\t") != _HEADER:
-            raise ValueError(f"{path}:1: bad header {header.rstrip()!r}, expected 'text<TAB>label'")
+            raise InputError(f"{path}:1: bad header {header.rstrip()!r}, expected 'text<TAB>label'")
         for lineno, line in enumerate(f, start=2):
             if max_examples is not None and len(examples) >= max_examples:
                 break
@@ -49,11 +50,11 @@ def read_sst2_file(path: str | os.PathLike, max_examples: int | None = None) -> 
                 continue  # tolerate blank lines (e.g. a trailing newline added by an editor)
             fields = line.split("\t")
             if len(fields) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 2 tab-separated columns, got {len(fields)}")
+                raise InputError(f"{path}:{lineno}: expected 2 tab-separated columns, got {len(fields)}")
             text, label = fields
             if label not in ("0", "1"):
-                raise ValueError(f"{path}:{lineno}: label must be 0 or 1, got {label!r}")
+                raise InputError(f"{path}:{lineno}: label must be 0 or 1, got {label!r}")
             examples.append(Example(text.strip(), int(label)))
     if not examples:
-        raise ValueError(f"{path}: no examples after the header")
+        raise InputError(f"{path}: no examples after the header")
     return examples

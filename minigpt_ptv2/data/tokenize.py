@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from ..errors import InputError, InputTypeError, MissingFileError
+
 IGNORE = -100  # label for positions that carry no loss (cross_entropy's default ignore_index)
 
 
@@ -77,7 +79,7 @@ class WordPiece:
         ids = {t: tokenizer.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[UNK]")}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
-            raise ValueError(f"vocabulary lacks BERT special tokens {missing}")
+            raise InputError(f"vocabulary lacks BERT special tokens {missing}")
         self.pad_id, self.cls_id, self.sep_id, self.unk_id = (
             ids["[PAD]"], ids["[CLS]"], ids["[SEP]"], ids["[UNK]"])
         self.vocab_size = tokenizer.get_vocab_size()
@@ -93,12 +95,12 @@ class WordPiece:
             return cls(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
         if (model_dir / "vocab.txt").is_file():
             return cls(_from_vocab(model_dir))
-        raise FileNotFoundError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
+        raise MissingFileError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
 
     def token_rows(self, texts: list[str], max_length: int = 128) -> list[list[int]]:
         """Unpadded ``[CLS] ... [SEP]`` id rows, each at most ``max_length`` long."""
         if isinstance(texts, str):
-            raise TypeError("pass a list of strings (a batch), e.g. [text]")
+            raise InputTypeError("pass a list of strings (a batch), e.g. [text]")
         keep = _room(max_length)
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
         return [[self.cls_id, *e.ids[:keep], self.sep_id] for e in encodings]
@@ -112,7 +114,7 @@ class WordPiece:
         """Unpadded id rows, aligned label rows (or None) and word_ids rows for pre-split words."""
         keep = _room(max_length)
         if word_labels is not None and len(word_labels) != len(word_lists):
-            raise ValueError(f"{len(word_lists)} sentences but {len(word_labels)} label lists")
+            raise InputError(f"{len(word_lists)} sentences but {len(word_labels)} label lists")
         encodings = self._tok.encode_batch([list(w) for w in word_lists],
                                            is_pretokenized=True, add_special_tokens=False)
         rows, label_rows, word_id_rows = [], [], []
@@ -122,7 +124,7 @@ class WordPiece:
             word_id_rows.append(word_ids)
             if word_labels is not None:
                 if len(word_labels[i]) != len(word_lists[i]):
-                    raise ValueError(f"sentence {i}: {len(word_lists[i])} words but "
+                    raise InputError(f"sentence {i}: {len(word_lists[i])} words but "
                                      f"{len(word_labels[i])} labels")
                 label_rows.append(first_subtoken_labels(word_ids, word_labels[i]))
         return rows, (label_rows if word_labels is not None else None), word_id_rows
@@ -154,7 +156,7 @@ class WordPiece:
 def _room(max_length: int) -> int:
     """How many real sub-tokens fit once [CLS] and [SEP] are reserved."""
     if max_length < 2:
-        raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
+        raise InputError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
     return max_length - 2
 
 

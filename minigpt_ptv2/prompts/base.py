@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError, InputTypeError
+
 POSITIONS = ("real", "shifted")
 
 
@@ -38,10 +40,10 @@ class PromptMethod(nn.Module):
     def __init__(self, config, num_virtual: int, positions: str = "real"):
         super().__init__()
         if not isinstance(num_virtual, int) or num_virtual <= 0:
-            raise ValueError(f"num_virtual (P) must be a positive int, got {num_virtual!r}; "
+            raise InputError(f"num_virtual (P) must be a positive int, got {num_virtual!r}; "
                              f"P = 0 means no prompt: detach the method instead")
         if positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+            raise InputError(f"positions must be one of {POSITIONS}, got {positions!r}")
         self.config = config
         self.num_virtual = num_virtual  # P
         self.positions = positions
@@ -69,12 +71,12 @@ class PromptMethod(nn.Module):
         diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
         if diff:
             desc = ", ".join(f"{k}: prompt {a} vs model {b}" for k, (a, b) in diff.items())
-            raise ValueError(f"{type(self).__name__} was built for another config ({desc})")
+            raise InputError(f"{type(self).__name__} was built for another config ({desc})")
 
     def check_tensor(self, t: torch.Tensor, like: torch.Tensor, name: str) -> None:
         """A prompt on the wrong device or dtype is an error, never a silent cast."""
         if t.device != like.device or t.dtype != like.dtype:
-            raise ValueError(f"{name} is {t.dtype} on {t.device} but the model's activations are "
+            raise InputError(f"{name} is {t.dtype} on {t.device} but the model's activations are "
                              f"{like.dtype} on {like.device}; call model.to(...) after attaching the "
                              f"prompt, or keep the prompt in the model's dtype")
 
@@ -91,7 +93,7 @@ class PromptHost:
     def attach(self, method: PromptMethod):
         """Attach a prompt method; the model consults it on every forward. Returns the model."""
         if not isinstance(method, PromptMethod):
-            raise TypeError(f"attach() takes a PromptMethod, got {type(method).__name__}")
+            raise InputTypeError(f"attach() takes a PromptMethod, got {type(method).__name__}")
         method.check_compatible(self.config)
         self.prompt = method
         return self

@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..errors import InputError
 from ..trace import record
 from .base import PromptMethod
 
@@ -74,7 +75,7 @@ class KVPrefix(PromptMethod):
         c = config
         if kv.dim() != 5 or kv.shape[:3] != (c.num_hidden_layers, 2, c.num_attention_heads) \
                 or kv.shape[4] != c.head_dim:
-            raise ValueError(f"kv shape {list(kv.shape)} does not fit this config: expected "
+            raise InputError(f"kv shape {list(kv.shape)} does not fit this config: expected "
                              f"[L={c.num_hidden_layers}, 2, H={c.num_attention_heads}, P, d={c.head_dim}]")
         P = kv.shape[3]
         dtype = torch.promote_types(kv.dtype, torch.float32)  # bf16 keys still train in float32

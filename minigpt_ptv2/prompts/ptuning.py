@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import InputError
 from .base import PromptMethod
 from .soft import SoftPrompt
 
@@ -26,7 +27,7 @@ class PTuningV1(PromptMethod):
         D = config.hidden_size
         hidden = hidden or D
         if encoder not in ("mlp", "lstm"):
-            raise ValueError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
+            raise InputError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
         self.encoder_type = encoder
         self.embedding = nn.Embedding(num_virtual, D)
         if encoder == "lstm":

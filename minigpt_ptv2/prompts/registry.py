@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
 from .deep import DeepPrompt
 from .prefix import KVPrefix
 from .ptuning import PTuningV1
@@ -25,7 +26,7 @@ METHODS = {
 def make_method(name: str, config, P: int, **kw):
     """Build a prompt method by name (see METHODS); extra keywords go to its constructor."""
     if name not in METHODS:
-        raise ValueError(f"unknown prompt method {name!r}; choose one of {sorted(METHODS)}")
+        raise InputError(f"unknown prompt method {name!r}; choose one of {sorted(METHODS)}")
     cls, defaults, _ = METHODS[name]
     return cls(config, P, **{**defaults, **kw})
 

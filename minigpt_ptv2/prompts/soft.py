@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .base import PromptMethod
 
 
@@ -22,7 +23,7 @@ class SoftPrompt(PromptMethod):
             # Built at the requested size [P, D] (seed 003 builds [2, 10] whatever n_tokens is).
             init = torch.empty(P, D).uniform_(-init_range, init_range)
         if tuple(init.shape) != (P, D):
-            raise ValueError(f"soft prompt init has shape {list(init.shape)}, expected [P={P}, D={D}]")
+            raise InputError(f"soft prompt init has shape {list(init.shape)}, expected [P={P}, D={D}]")
         self.weight = nn.Parameter(init.detach().clone().float())  # [P, D]
 
     @classmethod
@@ -30,7 +31,7 @@ class SoftPrompt(PromptMethod):
         """Initialise from P randomly chosen rows of the model's word-embedding table."""
         table = model.input_embeddings().weight  # [V, D]
         if not isinstance(num_virtual, int) or num_virtual <= 0:
-            raise ValueError(f"num_virtual (P) must be a positive int, got {num_virtual!r}")
+            raise InputError(f"num_virtual (P) must be a positive int, got {num_virtual!r}")
         rows = torch.randint(0, table.shape[0], (num_virtual,), generator=generator)
         return cls(model.config, num_virtual, init=table[rows.to(table.device)].cpu(), **kw)
 
@@ -39,14 +40,14 @@ class SoftPrompt(PromptMethod):
         """Initialise from a text's token embeddings (cycled/truncated to P rows)."""
         token_ids = [int(i) for i in token_ids]  # a list or a 1-D tensor of ids
         if not token_ids:
-            raise ValueError("from_text needs at least one token id")
+            raise InputError("from_text needs at least one token id")
         P = len(token_ids) if num_virtual is None else num_virtual
         if not isinstance(P, int) or P <= 0:
-            raise ValueError(f"num_virtual (P) must be a positive int, got {P!r}")
+            raise InputError(f"num_virtual (P) must be a positive int, got {P!r}")
         table = model.input_embeddings().weight  # [V, D]
         bad = [i for i in token_ids if not 0 <= i < table.shape[0]]
         if bad:
-            raise ValueError(f"token_ids {bad[:5]} are outside the vocabulary [0, V={table.shape[0]})")
+            raise InputError(f"token_ids {bad[:5]} are outside the vocabulary [0, V={table.shape[0]})")
         ids = torch.tensor([token_ids[i % len(token_ids)] for i in range(P)])  # [P]
         return cls(model.config, P, init=table[ids.to(table.device)].cpu(), **kw)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError, MissingFileError
+
 FORMAT = "minigpt_ptv2-checkpoint"
 # Version 2: backbone matrices are stored [in, out] with Q/K/V fused (only `full` checkpoints hold
 # backbone tensors). Version 1 stored them as nn.Linear [out, in]; those are converted on load.
@@ -54,7 +56,7 @@ def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kw
     out.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     if not tensors:
-        raise ValueError("nothing to save: the model has no trainable parameters")
+        raise InputError("nothing to save: the model has no trainable parameters")
     prompt = model.encoder.prompt
     meta = {"format": FORMAT, "version": VERSION, "task": task, "method": method, "P": P,
             "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
@@ -81,16 +83,16 @@ def load_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def read_meta(ckpt_dir) -> dict:
     path = Path(ckpt_dir) / META
     if not path.is_file():
-        raise FileNotFoundError(f"{ckpt_dir} is not a minigpt_ptv2 checkpoint: no {META} in it")
+        raise MissingFileError(f"{ckpt_dir} is not a minigpt_ptv2 checkpoint: no {META} in it")
     meta = load_json(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+        raise InputError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
     return meta
 
 
@@ -101,7 +103,7 @@ def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None
     keys = [k for k in now if not (carries_backbone and k == "fingerprint")]
     diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in keys if saved.get(k) != now[k]]
     if diff:
-        raise ValueError("checkpoint was trained on a different backbone (" + "; ".join(diff) + ")")
+        raise InputError("checkpoint was trained on a different backbone (" + "; ".join(diff) + ")")
 
 
 def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
@@ -112,20 +114,20 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     meta = read_meta(ckpt_dir)
     weights = Path(ckpt_dir) / WEIGHTS  # checked before the (slow) backbone load: fail fast
     if not weights.is_file():
-        raise FileNotFoundError(f"{ckpt_dir} has {META} but no {WEIGHTS}")
+        raise MissingFileError(f"{ckpt_dir} has {META} but no {WEIGHTS}")
     if "weights_sha256" in meta and _sha256(weights) != meta["weights_sha256"]:
-        raise ValueError(f"{weights} does not match {META} (sha256 differs): the file was modified, "
+        raise InputError(f"{weights} does not match {META} (sha256 differs): the file was modified, "
                          f"corrupted, or the pair comes from two different saves")
     try:
         tensors = load_file(str(weights))
     except Exception as e:
-        raise ValueError(f"could not read {weights}: {type(e).__name__} "
+        raise InputError(f"could not read {weights}: {type(e).__name__} "
                          f"(corrupted or truncated?)") from None
     if meta.get("version", 1) == 1:
         from ..loading import from_nn_linear_layout
         tensors = from_nn_linear_layout(tensors, str(weights))
     elif meta["version"] != VERSION:
-        raise ValueError(f"{ckpt_dir} is checkpoint version {meta['version']}; this minigpt_ptv2 reads "
+        raise InputError(f"{ckpt_dir} is checkpoint version {meta['version']}; this minigpt_ptv2 reads "
                          f"versions 1 and {VERSION}")
     encoder = Encoder.from_pretrained(model_dir or default_model_dir())
     check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full")
@@ -136,10 +138,10 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     missing = sorted(n for n, p in own.items() if p.requires_grad and n not in tensors)
     unexpected = sorted(n for n in tensors if n not in own)
     if missing or unexpected:
-        raise ValueError(f"checkpoint tensors do not match the model: missing {missing}, unexpected {unexpected}")
+        raise InputError(f"checkpoint tensors do not match the model: missing {missing}, unexpected {unexpected}")
     with torch.no_grad():
         for n, t in tensors.items():
             if t.shape != own[n].shape:
-                raise ValueError(f"shape mismatch for {n}: checkpoint {list(t.shape)} vs model {list(own[n].shape)}")
+                raise InputError(f"shape mismatch for {n}: checkpoint {list(t.shape)} vs model {list(own[n].shape)}")
             own[n].copy_(t)
     return model.to(device).eval(), meta

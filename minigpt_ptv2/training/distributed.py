@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -60,7 +62,7 @@ def setup(device: str = "cpu") -> tuple[DistInfo, str]:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if device.startswith("cuda"):
             if torch.cuda.device_count() <= local:
-                raise ValueError(f"rank with LOCAL_RANK={local} needs a CUDA device, found "
+                raise InputError(f"rank with LOCAL_RANK={local} needs a CUDA device, found "
                                  f"{torch.cuda.device_count()}")
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
@@ -77,7 +79,7 @@ def teardown() -> None:
 
 def per_rank_batch(batch_size: int, info: DistInfo) -> int:
     if batch_size % info.world_size:
-        raise ValueError(f"--batch-size {batch_size} is the global batch and must split evenly over "
+        raise InputError(f"--batch-size {batch_size} is the global batch and must split evenly over "
                          f"{info.world_size} processes")
     return batch_size // info.world_size
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..data import align_predictions
+from ..errors import InputError
 from ..metrics import accuracy, entity_f1
 from .trainer import batch_to
 
@@ -33,7 +34,7 @@ def evaluate(model, loader, task, examples=None, device="cpu") -> dict:
             gold += batch["labels"].tolist()
         return {"accuracy": accuracy(preds, gold)}
     if examples is None:
-        raise ValueError("token-task evaluation needs the gold sentences (examples=...)")
+        raise InputError("token-task evaluation needs the gold sentences (examples=...)")
     pred_tags, row = [], 0
     for batch, p in predict_batches(model, loader, device, task.name):
         for i in range(p.shape[0]):

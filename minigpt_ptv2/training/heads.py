@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError, InputTypeError
+
 HEAD_KINDS = ("sequence", "token")
 
 
@@ -19,7 +21,7 @@ class Head(nn.Module):
     def __init__(self, hidden_size: int, num_labels: int, kind: str, dropout: float = 0.1):
         super().__init__()
         if kind not in HEAD_KINDS:
-            raise ValueError(f"head kind must be one of {HEAD_KINDS}, got {kind!r}")
+            raise InputError(f"head kind must be one of {HEAD_KINDS}, got {kind!r}")
         self.kind = kind
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
@@ -35,7 +37,7 @@ class TaskModel(nn.Module):
     def __init__(self, encoder, heads: dict[str, Head]):
         super().__init__()
         if not heads:
-            raise ValueError("TaskModel needs at least one head")
+            raise InputError("TaskModel needs at least one head")
         self.encoder = encoder
         self.heads = nn.ModuleDict()
         for name, head in heads.items():
@@ -45,22 +47,22 @@ class TaskModel(nn.Module):
         """Another task over the same backbone and prompt, moved to the encoder's device. The new
         head is trainable; the encoder's freezing is left as it is. Returns the model."""
         if not isinstance(head, Head):
-            raise TypeError(f"head {name!r} must be a Head, got {type(head).__name__}")
+            raise InputTypeError(f"head {name!r} must be a Head, got {type(head).__name__}")
         if name in self.heads:
-            raise ValueError(f"this model already has a head named {name!r}; heads: {list(self.heads)}")
+            raise InputError(f"this model already has a head named {name!r}; heads: {list(self.heads)}")
         D = self.encoder.config.hidden_size
         if head.classifier.in_features != D:
-            raise ValueError(f"head {name!r} reads {head.classifier.in_features} features, "
+            raise InputError(f"head {name!r} reads {head.classifier.in_features} features, "
                              f"the encoder's hidden size D is {D}")
         self.heads[name] = head.to(next(self.encoder.parameters()).device)
         return self
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, task: str | None = None):
         if task is None and len(self.heads) > 1:
-            raise ValueError(f"this model has several heads {list(self.heads)}: pass task=<name>")
+            raise InputError(f"this model has several heads {list(self.heads)}: pass task=<name>")
         name = next(iter(self.heads)) if task is None else task
         if name not in self.heads:
-            raise ValueError(f"unknown task {name!r}; this model has heads {list(self.heads)}")
+            raise InputError(f"unknown task {name!r}; this model has heads {list(self.heads)}")
         out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         return self.heads[name](out)
 

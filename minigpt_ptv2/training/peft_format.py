@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import InputError, MissingFileError
 from ..prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt, hidden_to_kv
 from .checkpoint import _atomic_write, load_json
 
@@ -62,7 +63,7 @@ def prompt_to_peft(method, model=None) -> tuple[str, torch.Tensor]:
             return "PREFIX_TUNING", method.flat().detach()  # [P, L*2*D]
         if isinstance(method, DeepPrompt):
             if model is None:
-                raise ValueError("exporting a deep hidden-state prompt needs the model it runs in "
+                raise InputError("exporting a deep hidden-state prompt needs the model it runs in "
                                  "(its keys and values come from the model's W_K and W_V)")
             was_training = model.training
             model.eval()
@@ -73,7 +74,7 @@ def prompt_to_peft(method, model=None) -> tuple[str, torch.Tensor]:
             return "PROMPT_TUNING", method.to_soft_prompt().weight.detach()  # [P, D]
         if isinstance(method, SoftPrompt):
             return "PROMPT_TUNING", method.weight.detach()  # [P, D]
-    raise ValueError(f"{type(method).__name__} has no PEFT adapter equivalent")
+    raise InputError(f"{type(method).__name__} has no PEFT adapter equivalent")
 
 
 def adapter_config(peft_type: str, task_type: str, config, P: int, head: bool = False,
@@ -99,17 +100,17 @@ def save_adapter(out_dir, method, model=None, task_type: str | None = None, head
     """
     config = method.config
     if method.positions != "shifted" and not allow_position_change:
-        raise ValueError(
+        raise InputError(
             f"this prompt was trained with positions={method.positions!r} (real tokens at 0..N-1), but "
             f"PEFT gives real tokens positions P..P+N-1, so the adapter would compute something else; "
             f"train with positions='shifted' (train --positions shifted), or pass "
             f"--allow-position-change to export anyway")
     if not bool(method.virtual_keep.all()):
-        raise ValueError("this prompt masks some of its virtual entries (virtual_keep); PEFT cannot")
+        raise InputError("this prompt masks some of its virtual entries (virtual_keep); PEFT cannot")
     peft_type, table = prompt_to_peft(method, model)
     task_type = task_type or ("CAUSAL_LM" if config.model_type == "gpt2" else "FEATURE_EXTRACTION")
     if head is not None and task_type not in HEAD_TASK_TYPES.values():
-        raise ValueError(f"a classifier head needs task_type SEQ_CLS or TOKEN_CLS, got {task_type}")
+        raise InputError(f"a classifier head needs task_type SEQ_CLS or TOKEN_CLS, got {task_type}")
     tensors = {PROMPT_KEY: table.float().cpu().contiguous()}
     for k, v in (head or {}).items():
         tensors[HEAD_PREFIX + k] = v.detach().float().cpu().contiguous()
@@ -134,11 +135,11 @@ class Adapter:
 def read_adapter_config(adapter_dir) -> dict:
     path = Path(adapter_dir) / PEFT_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter folder: no {PEFT_CONFIG} in it")
+        raise MissingFileError(f"{adapter_dir} is not a PEFT adapter folder: no {PEFT_CONFIG} in it")
     cfg = load_json(path)
     for key in ("peft_type", "num_virtual_tokens"):
         if key not in cfg:
-            raise ValueError(f"{path} has no {key!r}: not a prompt-learning adapter")
+            raise InputError(f"{path} has no {key!r}: not a prompt-learning adapter")
     return cfg
 
 
@@ -147,32 +148,32 @@ def load_adapter(adapter_dir, config) -> Adapter:
     cfg = read_adapter_config(adapter_dir)
     kind, P = cfg["peft_type"], cfg["num_virtual_tokens"]
     if kind not in PREFIX_TYPES + PROMPT_TYPES:
-        raise ValueError(f"{kind} adapters are not prompts; supported: {list(PREFIX_TYPES + PROMPT_TYPES)}")
+        raise InputError(f"{kind} adapters are not prompts; supported: {list(PREFIX_TYPES + PROMPT_TYPES)}")
     for key, ours in (("num_layers", config.num_hidden_layers), ("token_dim", config.hidden_size),
                       ("num_attention_heads", config.num_attention_heads)):
         if cfg.get(key) is not None and cfg[key] != ours:
-            raise ValueError(f"adapter was made for another model: {key} {cfg[key]} vs this model's {ours}")
+            raise InputError(f"adapter was made for another model: {key} {cfg[key]} vs this model's {ours}")
     path = Path(adapter_dir) / PEFT_WEIGHTS
     if not path.is_file():
-        raise FileNotFoundError(f"{adapter_dir} has no {PEFT_WEIGHTS}")
+        raise MissingFileError(f"{adapter_dir} has no {PEFT_WEIGHTS}")
     try:
         tensors = load_file(str(path))
     except Exception as e:
-        raise ValueError(f"could not read {path}: {type(e).__name__} (corrupted or truncated?)") from None
+        raise InputError(f"could not read {path}: {type(e).__name__} (corrupted or truncated?)") from None
     if PROMPT_KEY not in tensors:
-        raise ValueError(f"{path} has no {PROMPT_KEY!r} tensor (keys: {sorted(tensors)})")
+        raise InputError(f"{path} has no {PROMPT_KEY!r} tensor (keys: {sorted(tensors)})")
     head = {k[len(HEAD_PREFIX):]: t.float() for k, t in tensors.items() if k.startswith(HEAD_PREFIX)}
     other = sorted(k for k in tensors if k != PROMPT_KEY and not k.startswith(HEAD_PREFIX))
     if other:
-        raise ValueError(f"{path} holds tensors this importer does not know: {other}")
+        raise InputError(f"{path} holds tensors this importer does not know: {other}")
     if head and set(head) != {"weight", "bias"}:
-        raise ValueError(f"{path}: classifier needs weight and bias, found {sorted(head)}")
+        raise InputError(f"{path}: classifier needs weight and bias, found {sorted(head)}")
     table = tensors[PROMPT_KEY].float()
     L, D = config.num_hidden_layers, config.hidden_size
     want = (P, L * 2 * D) if kind in PREFIX_TYPES else (P, D)
     if tuple(table.shape) != want:
         spell = f"[P={P}, L*2*D={L * 2 * D}]" if kind in PREFIX_TYPES else f"[P={P}, D={D}]"
-        raise ValueError(f"{PROMPT_KEY} is {list(table.shape)} but a {kind} adapter for this model "
+        raise InputError(f"{PROMPT_KEY} is {list(table.shape)} but a {kind} adapter for this model "
                          f"needs {spell} (L={L}, D={D})")
     if kind in PREFIX_TYPES:
         method, name = KVPrefix(config, P, positions="shifted"), "prefix"
@@ -194,7 +195,7 @@ def export_checkpoint(ckpt_dir, out_dir, model_dir=None, allow_position_change: 
     model_dir = model_dir or default_model_dir()
     model, meta = load_checkpoint(ckpt_dir, model_dir)
     if model.encoder.prompt is None:
-        raise ValueError(f"{ckpt_dir} was trained with method {meta['method']!r}: it has no prompt, "
+        raise InputError(f"{ckpt_dir} was trained with method {meta['method']!r}: it has no prompt, "
                          f"so there is no PEFT prompt adapter to export")
     task = get_task(meta["task"])
     prompt = model.encoder.prompt
@@ -216,7 +217,7 @@ def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
     from .checkpoint import WEIGHTS, check_backbone, read_meta
     meta = read_meta(ckpt_dir)
     if meta["task"] != task:
-        raise ValueError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
+        raise InputError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
     check_backbone(meta["backbone"], encoder)
     tensors = load_file(str(Path(ckpt_dir) / WEIGHTS))
     return {k: tensors[f"heads.{task}.classifier.{k}"] for k in ("weight", "bias")}
@@ -240,20 +241,20 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
     by_type = {HEAD_TASK_TYPES[t.kind]: name for name, t in TASKS.items()}  # SEQ_CLS -> sst2, ...
     if task is None:
         if task_type not in by_type:
-            raise ValueError(f"the adapter's task_type is {task_type!r}, which names no task: pass --task "
+            raise InputError(f"the adapter's task_type is {task_type!r}, which names no task: pass --task "
                              f"({' or '.join(sorted(TASKS))})")
         task = by_type[task_type]
     t = get_task(task)
     sources = [s for s, given in (("adapter", ad.head is not None), ("--head-from", head_from is not None),
                                   ("--random-head", random_head)) if given]
     if len(sources) != 1:
-        raise ValueError(
+        raise InputError(
             f"the {task} head must come from exactly one place, got {sources or 'none'}: this adapter "
             + ("has a classifier; drop --head-from/--random-head" if ad.head is not None else
                f"(task_type {task_type}) has no classifier; pass --head-from CHECKPOINT (a {task} "
                f"checkpoint of ours) or --random-head (an untrained head)"))
     if ad.head is not None and task_type in by_type and by_type[task_type] != task:
-        raise ValueError(f"the adapter is {task_type} (a {get_task(by_type[task_type]).kind} head) but "
+        raise InputError(f"the adapter is {task_type} (a {get_task(by_type[task_type]).kind} head) but "
                          f"{task} needs a {t.kind} head")
     model = build_task_model(task, ad.method_name, ad.method.num_virtual, encoder=encoder, positions="shifted")
     head = ad.head if ad.head is not None else (
@@ -263,7 +264,7 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
         if head is not None:
             linear = model.heads[task].classifier
             if tuple(head["weight"].shape) != tuple(linear.weight.shape):
-                raise ValueError(f"classifier is {list(head['weight'].shape)} but {task} with "
+                raise InputError(f"classifier is {list(head['weight'].shape)} but {task} with "
                                  f"{len(t.labels)} labels needs [C={len(t.labels)}, D={linear.in_features}]")
             linear.weight.copy_(head["weight"])
             linear.bias.copy_(head["bias"])

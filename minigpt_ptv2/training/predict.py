@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..data import WordPiece, align_predictions
+from ..errors import InputError, InputTypeError
 from ..pretrained import default_model_dir
 from .checkpoint import load_checkpoint
 from .tasks import get_task
@@ -45,11 +46,11 @@ class Predictor:
     def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
         """One record per text: {"text", "label", "score"} (sentence task) or {"text", "tags"} (NER)."""
         if isinstance(texts, str):
-            raise TypeError("predict() takes a list of strings, e.g. [text]")
+            raise InputTypeError("predict() takes a list of strings, e.g. [text]")
         texts = [t.strip() for t in texts]
         empty = [i for i, t in enumerate(texts) if not t]
         if empty:
-            raise ValueError(f"text {empty[0] + 1} is empty")
+            raise InputError(f"text {empty[0] + 1} is empty")
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]

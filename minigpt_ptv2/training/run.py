@@ -13,6 +13,7 @@ from torch import nn
 
 from ..attention import MultiHeadAttention
 from ..data import WordPiece
+from ..errors import InputError
 from ..pretrained import default_model_dir
 from . import distributed
 from .checkpoint import backbone_info, save_checkpoint
@@ -30,7 +31,7 @@ def load_splits(task, data_dir=None, max_train=None, max_dev=None, dev_split=Non
     train = t.load("train", data_dir, max_train)
     dev = t.load(dev_split or t.dev_split, data_dir, max_dev)
     if not train:
-        raise ValueError(f"the {task} training set is empty (max_train={max_train})")
+        raise InputError(f"the {task} training set is empty (max_train={max_train})")
     return train, dev
 
 
@@ -55,7 +56,7 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     """
     t = get_task(task)
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise InputError(f"batch_size must be positive, got {batch_size}")
     info = distributed.current()
     set_seed(seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
     model_dir = model_dir or default_model_dir()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..data import CONLL_LABELS, SST2_LABELS, conll_batches, load_conll, load_sst2, sst2_batches
 from ..encoder import Encoder
+from ..errors import InputError
 from ..pretrained import default_model_dir
 from ..prompts import METHODS, freeze_backbone, make_method
 from .heads import Head, TaskModel
@@ -34,7 +35,7 @@ TRAIN_METHODS = tuple(METHODS) + ("head-only", "full")
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+        raise InputError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
     return TASKS[name]
 
 
@@ -53,7 +54,7 @@ def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encode
     """Pretrained encoder (+ prompt method) + a head for `task`, frozen as the method requires."""
     t = get_task(task)
     if method not in TRAIN_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
+        raise InputError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
     if encoder is None:
         encoder = Encoder.from_pretrained(model_dir or default_model_dir())
     if method in METHODS:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputError, NonFiniteError
 from .distributed import current, global_sum
 from .heads import task_loss
 
@@ -35,11 +36,11 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs <= 0 or self.lr <= 0:
-            raise ValueError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
+            raise InputError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise InputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.clip < 0:
-            raise ValueError(f"clip (max gradient norm) must be >= 0 (0 = no clipping), got {self.clip}")
+            raise InputError(f"clip (max gradient norm) must be >= 0 (0 = no clipping), got {self.clip}")
 
 
 def set_seed(seed: int) -> None:
@@ -59,7 +60,7 @@ def warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
     once (warmup_ratio=0: peak, then straight down).
     """
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
+        raise InputError(f"total_steps must be positive, got {total_steps}")
     warm = max(1, int(total_steps * warmup_ratio))
 
     def factor(step: int) -> float:
@@ -78,7 +79,7 @@ class Alternate:
 
     def __init__(self, loaders: dict):
         if not loaders:
-            raise ValueError("Alternate needs at least one task loader")
+            raise InputError("Alternate needs at least one task loader")
         self.loaders = dict(loaders)
 
     def __len__(self) -> int:
@@ -108,9 +109,9 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("nothing to train: no parameter requires gradients")
+        raise InputError("nothing to train: no parameter requires gradients")
     if len(train_loader) == 0:
-        raise ValueError("the training set is empty (0 batches)")
+        raise InputError("the training set is empty (0 batches)")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_decay(opt, cfg.epochs * len(train_loader), cfg.warmup_ratio)
     history = []
@@ -128,8 +129,8 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
                            task=batch.get("task", task))
             loss = task_loss(logits, batch["labels"])
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
-                                         f"lower the learning rate (now {cfg.lr})")
+                raise NonFiniteError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
+                                     f"lower the learning rate (now {cfg.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip > 0:  # one norm over all trainable tensors together, scaled down to `clip`

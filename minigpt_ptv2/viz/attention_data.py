@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError, InputTypeError
 from ..masks import prepend
 
 
@@ -56,7 +57,7 @@ class AttentionMaps:
         """
         L, B = self.probs.shape[:2]
         if not -L <= layer < L or not 0 <= row < B:
-            raise ValueError(f"layer {layer} / row {row} out of range for L={L} layers, B={B} rows")
+            raise InputError(f"layer {layer} / row {row} out of range for L={L} layers, B={B} rows")
         q = self.query_mask[row]  # [N]
         keys = torch.cat([torch.ones(self.P, dtype=torch.bool, device=q.device), q])  # [P+N]
         m = self.real[layer, row][:, q][:, :, keys]  # [H, n, P+n]
@@ -67,8 +68,8 @@ def _batch_parts(batch):
     if isinstance(batch, torch.Tensor):
         return batch, None, None
     if not isinstance(batch, dict) or "input_ids" not in batch:
-        raise TypeError("batch must be input_ids [B, N] or a dict with 'input_ids' "
-                        f"(and optionally 'attention_mask', 'token_type_ids'), got {type(batch).__name__}")
+        raise InputTypeError("batch must be input_ids [B, N] or a dict with 'input_ids' "
+                             f"(and optionally 'attention_mask', 'token_type_ids'), got {type(batch).__name__}")
     return batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids")
 
 
@@ -90,7 +91,7 @@ def attention_maps(model, batch) -> AttentionMaps:
     key_mask = prepend(real, m.virtual_keep, P) if P else real  # [B, P+N]
     N = ids.shape[1]
     if probs.shape[-1] != P + N:
-        raise ValueError(f"attention has {probs.shape[-1]} keys but P+N = {P}+{N}: "
+        raise InputError(f"attention has {probs.shape[-1]} keys but P+N = {P}+{N}: "
                          f"was the model called with a KV cache?")
     return AttentionMaps(probs.float(), real, key_mask, P, m.kind if m is not None else "none")
 
@@ -105,20 +106,20 @@ def prefix_mass(probs, P: int, query_mask: torch.Tensor | None = None) -> torch.
     if isinstance(probs, (list, tuple)):
         probs = torch.stack(list(probs))  # [L, B, H, N, P+N]
     if probs.dim() != 5:
-        raise ValueError(f"probs must be [L, B, H, N, P+N], got shape {list(probs.shape)}")
+        raise InputError(f"probs must be [L, B, H, N, P+N], got shape {list(probs.shape)}")
     L, B, H, N, K = probs.shape
     if not 0 <= P <= K - N:
-        raise ValueError(f"P={P} prefix keys do not fit probs {list(probs.shape)}: "
+        raise InputError(f"P={P} prefix keys do not fit probs {list(probs.shape)}: "
                          f"keys {K} must be P+N with N={N} query rows")
     on_prefix = probs[..., :P].sum(-1)  # [L, B, H, N]
     if query_mask is None:
         return on_prefix.mean(dim=(1, 3))  # [L, H]
     if query_mask.shape != (B, N):
-        raise ValueError(f"query_mask shape {list(query_mask.shape)} must be [B={B}, N={N}]")
+        raise InputError(f"query_mask shape {list(query_mask.shape)} must be [B={B}, N={N}]")
     w = query_mask.to(on_prefix.dtype)[None, :, None, :]  # [1, B, 1, N]
     count = w.sum(dim=(1, 3))  # [1, 1]
     if float(count.min()) == 0:
-        raise ValueError("query_mask selects no query at all: nothing to average")
+        raise InputError("query_mask selects no query at all: nothing to average")
     return (on_prefix * w).sum(dim=(1, 3)) / count  # [L, H]
 
 

@@ -16,6 +16,8 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from ..errors import InputError
+
 DPI = 90
 PROMPT_LINE = dict(color="white", linewidth=2.0)  # the line between prompt and real-token columns
 
@@ -32,7 +34,7 @@ def _save(fig: Figure, path) -> tuple[Path | None, Figure]:
 def _check_2d(name: str, t: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(t).detach().float().cpu()
     if t.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D [L, H] table, got shape {list(t.shape)}")
+        raise InputError(f"{name} must be a 2-D [L, H] table, got shape {list(t.shape)}")
     return t
 
 
@@ -44,7 +46,7 @@ def plot_prefix_mass(panels: dict, path, title: str | None = None, vmax: float |
     (0 .. vmax, default the largest value shown) so they can be compared by eye.
     """
     if not panels:
-        raise ValueError("plot_prefix_mass needs at least one panel")
+        raise InputError("plot_prefix_mass needs at least one panel")
     tables = {name: _check_2d(f"panel {name!r}", t) for name, t in panels.items()}
     top = vmax if vmax is not None else max(float(t.max()) for t in tables.values()) or 1.0
     ncols = min(len(tables), 2)
@@ -85,13 +87,13 @@ def plot_attention_heads(mats, P: int, key_labels, query_labels, path, heads=Non
     """
     mats = torch.as_tensor(mats).detach().float().cpu()
     if mats.dim() != 3:
-        raise ValueError(f"mats must be [h, n, P+n], got shape {list(mats.shape)}")
+        raise InputError(f"mats must be [h, n, P+n], got shape {list(mats.shape)}")
     h, n, k = mats.shape
     if len(key_labels) != k or len(query_labels) != n or not 0 <= P <= k:
-        raise ValueError(f"labels do not fit mats {list(mats.shape)}: {len(query_labels)} query labels "
+        raise InputError(f"labels do not fit mats {list(mats.shape)}: {len(query_labels)} query labels "
                          f"(need {n}), {len(key_labels)} key labels (need {k}), P={P}")
     if hidden is not None and tuple(hidden.shape) != (n, k):
-        raise ValueError(f"hidden must be [n={n}, P+n={k}], got {list(hidden.shape)}")
+        raise InputError(f"hidden must be [n={n}, P+n={k}], got {list(hidden.shape)}")
     heads = list(range(h)) if heads is None else list(heads)
     ncols = min(h, 2)
     nrows = (h + ncols - 1) // ncols

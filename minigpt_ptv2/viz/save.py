@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import InputError
+
 ENV = "MINIGPT_PTV2_FIGURES"
 
 
@@ -28,7 +30,7 @@ def save_figure(fig, name: str, dpi: int = 120) -> Path | None:
     None when no folder is named.
     """
     if not name or Path(name).name != name:
-        raise ValueError(f"name must be a plain file name like 'figure.png', got {name!r}")
+        raise InputError(f"name must be a plain file name like 'figure.png', got {name!r}")
     out = figures_dir()
     path = None
     if out is not None:
