@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..catalog import POSITIONS  # ("real", "shifted")
 from ..errors import InputError, InputTypeError
 
-POSITIONS = ("real", "shifted")
 
 
 class PromptMethod(nn.Module):

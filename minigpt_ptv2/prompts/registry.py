@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import torch
 
+from .. import catalog
 from ..errors import InputError
 from .deep import DeepPrompt
 from .prefix import KVPrefix
 from .ptuning import PTuningV1
 from .soft import SoftPrompt
 
-METHODS = {
-    "soft": (SoftPrompt, {}, "shallow prompt tuning: P vectors before the input embeddings"),
-    "ptuning-mlp": (PTuningV1, {"encoder": "mlp"}, "P-tuning v1: input prompts from an MLP"),
-    "ptuning-lstm": (PTuningV1, {"encoder": "lstm"}, "P-tuning v1: input prompts from a BiLSTM + MLP"),
-    "deep": (DeepPrompt, {}, "deep hidden-state prompts: inject, process, slice at every layer"),
-    "deep-mlp": (DeepPrompt, {"reparam": True}, "deep hidden-state prompts through an MLP"),
-    "prefix": (KVPrefix, {}, "P-Tuning v2: per-layer K/V prefixes"),
-    "prefix-mlp": (KVPrefix, {"projection": True}, "prefix tuning: K/V prefixes through an MLP"),
+# name -> (class, its constructor defaults, description); names and descriptions come from the
+# torch-free catalog the command line reads.
+_CLASSES = {
+    "soft": (SoftPrompt, {}),
+    "ptuning-mlp": (PTuningV1, {"encoder": "mlp"}),
+    "ptuning-lstm": (PTuningV1, {"encoder": "lstm"}),
+    "deep": (DeepPrompt, {}),
+    "deep-mlp": (DeepPrompt, {"reparam": True}),
+    "prefix": (KVPrefix, {}),
+    "prefix-mlp": (KVPrefix, {"projection": True}),
 }
+METHODS = {name: (*_CLASSES[name], description) for name, description in catalog.METHODS.items()}
 
 
 def make_method(name: str, config, P: int, **kw):

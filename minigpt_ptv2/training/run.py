@@ -12,6 +12,7 @@ import time
 from torch import nn
 
 from ..attention import MultiHeadAttention
+from ..catalog import DEFAULT_LR
 from ..data import WordPiece
 from ..errors import InputError
 from ..pretrained import default_model_dir
@@ -20,10 +21,6 @@ from .checkpoint import backbone_info, save_checkpoint
 from .evaluate import evaluate
 from .tasks import build_task_model, get_task
 from .trainer import TrainConfig, fit, set_seed
-
-# Learning rates that work for each family on MiniLM (prompts want far larger steps than weights).
-DEFAULT_LR = {"soft": 3e-2, "ptuning-mlp": 1e-3, "ptuning-lstm": 1e-3, "deep": 1e-2, "deep-mlp": 1e-3,
-              "prefix": 1e-2, "prefix-mlp": 1e-3, "head-only": 5e-3, "full": 5e-5}
 
 
 def load_splits(task, data_dir=None, max_train=None, max_dev=None, dev_split=None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import catalog
 from ..data import CONLL_LABELS, SST2_LABELS, conll_batches, load_conll, load_sst2, sst2_batches
 from ..encoder import Encoder
 from ..errors import InputError
@@ -29,8 +30,7 @@ TASKS = {
     "sst2": Task("sst2", "sequence", tuple(SST2_LABELS), "accuracy", load_sst2, sst2_batches),
     "conll": Task("conll", "token", tuple(CONLL_LABELS), "f1", load_conll, conll_batches),
 }
-# Prompt methods plus the two references every comparison needs.
-TRAIN_METHODS = tuple(METHODS) + ("head-only", "full")
+TRAIN_METHODS = catalog.TRAIN_METHODS  # prompt methods plus the two references every comparison needs
 
 
 def get_task(name: str) -> Task:
