@@ -1,0 +1,66 @@
+"""The bad-input table's rules, checked the same way for every row.
+
+Each row is a `Case`: something a user could do wrong, run through the API or the command line.
+It must fail at the door with an error this package raises on purpose (errors.UserError), whose
+message names the culprit (the argument, file, line, field or tensor); nothing may be written;
+and any checkpoint that was there before must be byte-for-byte intact.
+
+    CASES = [Case("P is true", lambda tmp: ..., names=["'P'", "positive int"]), ...]
+
+    @pytest.mark.parametrize("case", CASES, ids=str)
+    def test_refused(case, tmp_path):
+        check(case, tmp_path)
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from minigpt_ptv2.errors import UserError
+
+
+@dataclass
+class Case:
+    id: str
+    run: Callable  # (tmp_path) -> anything; must raise. A CLI case returns main(argv)'s exit code.
+    names: list = field(default_factory=list)  # substrings the message must contain
+    error: type = UserError  # the class it must raise (a UserError subclass)
+    cli: bool = False  # run is a CLI call: exit 2 and one line "error: ..." on stderr instead
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def snapshot(root: Path) -> dict:
+    """path -> sha256 of every file under root (what 'nothing written, nothing lost' compares)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def check(case: Case, tmp_path: Path) -> str:
+    """Run one row and assert every rule; returns the message for further checks."""
+    before = snapshot(tmp_path)
+    if case.cli:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = case.run(tmp_path)
+        message = err.getvalue().strip()
+        assert code == 2, f"{case.id}: exit code {code}, expected 2; stderr: {message[-500:]}"
+        assert message.startswith("error: ") and "Traceback" not in message, message[-500:]
+        assert len(message.splitlines()) == 1, f"{case.id}: more than one line:\n{message}"
+    else:
+        with pytest.raises(case.error) as info:
+            case.run(tmp_path)
+        assert isinstance(info.value, UserError), f"{case.id}: {type(info.value).__name__} is not a UserError"
+        message = str(info.value)
+    for name in case.names:
+        assert name in message, f"{case.id}: message does not name {name!r}: {message}"
+    after = snapshot(tmp_path)
+    assert after == before, f"{case.id}: files changed: {sorted(set(after.items()) ^ set(before.items()))}"
+    return message
