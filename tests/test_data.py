@@ -109,7 +109,8 @@ def _write(tmp_path, name, text) -> Path:
 
 @pytest.mark.parametrize("content, line, what", [
     ("", 1, "empty file"),
-    ("sentence\tlabel\nok\t1\n", 1, "bad header"),
+    ("index\tsentence\n0\tit 's a film\n", 1, "bad header"),  # GLUE's unlabelled test.tsv
+    ("\ntext\tlabel\nok\t1\n", 1, "blank first line"),
     ("text\tlabel\ngood\t1\nbad row without tab\n", 3, "2 tab-separated columns, got 1"),
     ("text\tlabel\ngood\t1\nx\t1\textra\n", 3, "got 3"),
     ("text\tlabel\ngood\t1\nfine\t0\nmeh\t2\n", 4, "label must be 0 or 1"),
@@ -154,3 +155,41 @@ def test_conll_docstart_extra_columns_and_no_final_blank(tmp_path):
     data = read_conll_file(_write(tmp_path, "ok.txt", text))
     assert data == [(["EU", "rejects"], ["B-ORG", "O"]), (["Peter", "Blackburn"], ["B-PER", "I-PER"])]
     assert read_conll_file(tmp_path / "ok.txt", max_examples=1) == data[:1]
+
+
+# --- what users' copies look like ----------------------------------------------------------------
+
+def test_sst2_accepts_glue_header_crlf_and_a_bom(tmp_path):
+    """GLUE's own train.tsv says 'sentence<TAB>label'; Windows editors add a BOM and CRLF."""
+    want = [("a gorgeous film", 1), ("dull", 0)]
+    for header in ("text\tlabel", "sentence\tlabel"):
+        path = tmp_path / "glue.tsv"
+        path.write_bytes(("\ufeff" + header + "\r\na gorgeous film\t1\r\ndull\t0\r\n").encode("utf-8"))
+        assert read_sst2_file(path) == want
+
+
+def test_conll_bom_before_docstart_is_not_a_word(tmp_path):
+    """Without dropping the BOM, the first line reads '\\ufeff-DOCSTART-' with tag O: a word."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n".encode("utf-8"))
+    assert read_conll_file(path) == [(["EU"], ["B-ORG"])]
+
+
+@pytest.mark.parametrize("reader, text, line", [
+    (read_sst2_file, "text\tlabel\nfine\t1\ncaf\xe9 au lait\t1\n", 3),
+    (read_conll_file, "EU NNP B-ORG\n\nPel\xe9 NNP B-PER\n", 3),
+])
+def test_latin1_file_names_file_line_and_byte(tmp_path, reader, text, line):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"latin1.txt:{line}: byte 0xe9 \(byte 4 of the line\) is not UTF-8"):
+        reader(path)
+    path.write_bytes(text.encode("utf-8"))
+    assert reader(path)  # the same text as UTF-8 reads
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0])
+def test_max_examples_must_be_a_positive_int(tmp_path, bad):
+    path = _write(tmp_path, "ok.tsv", "text\tlabel\ngood\t1\n")
+    with pytest.raises(ValueError, match=f"max_examples must be a positive int or None.*{bad!r}"):
+        read_sst2_file(path, bad)

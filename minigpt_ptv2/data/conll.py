@@ -2,7 +2,9 @@
 
 Each non-blank line is ``word POS [chunk] TAG``: the first column is the word and the last the
 NER tag, whatever sits between. A blank line ends a sentence. ``-DOCSTART-`` lines (present in
-some copies of the corpus) are document markers, not words, and are skipped.
+the copies of the corpus most users download) are document markers, not words, and are skipped,
+also when the file starts with a UTF-8 byte-order mark (which would otherwise glue itself to the
+first ``-DOCSTART-`` and turn it into a word). The file must be UTF-8.
 Errors name the file and the 1-based line.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 from typing import NamedTuple
 
 from ..errors import InputError
-from .paths import data_file
+from .paths import check_max_examples, data_file, text_lines
 
 # Fixed label order, "O" = 0, then B-/I- pairs per type. This is the order of the widely used
 # HuggingFace `conll2003` dataset, so label ids match checkpoints and papers that use it.
@@ -31,34 +33,35 @@ def load_conll(split: str = "train", data_dir: str | os.PathLike | None = None,
     """Read ``conll2003/{split}.txt``; ``max_examples`` keeps the first sentences."""
     if split not in CONLL_SPLITS:
         raise InputError(f"unknown CoNLL-2003 split {split!r}: valid splits are {', '.join(CONLL_SPLITS)}")
+    check_max_examples(max_examples)
     path = data_file(f"conll2003/{split}.txt", data_dir)
     return read_conll_file(path, max_examples)
 
 
 def read_conll_file(path: str | os.PathLike, max_examples: int | None = None) -> list[Sentence]:
     """Parse one CoNLL-format file, validating every line read."""
+    check_max_examples(max_examples)
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:  # sentence boundary
-                if words:
-                    sentences.append(Sentence(words, tags))
-                    words, tags = [], []
-                    if max_examples is not None and len(sentences) >= max_examples:
-                        return sentences
-                continue
-            if fields[0] == "-DOCSTART-":
-                continue
-            if len(fields) < 2:
-                raise InputError(f"{path}:{lineno}: expected 'word POS TAG', got {line.rstrip()!r}")
-            tag = fields[-1]
-            if tag not in CONLL_LABEL_TO_ID:
-                raise InputError(f"{path}:{lineno}: unknown tag {tag!r}, expected one of {CONLL_LABELS}")
-            words.append(fields[0])
-            tags.append(tag)
+    for lineno, line in text_lines(path):
+        fields = line.split()
+        if not fields:  # sentence boundary
+            if words:
+                sentences.append(Sentence(words, tags))
+                words, tags = [], []
+                if max_examples is not None and len(sentences) >= max_examples:
+                    return sentences
+            continue
+        if fields[0] == "-DOCSTART-":
+            continue
+        if len(fields) < 2:
+            raise InputError(f"{path}:{lineno}: expected 'word POS TAG', got {line!r}")
+        tag = fields[-1]
+        if tag not in CONLL_LABEL_TO_ID:
+            raise InputError(f"{path}:{lineno}: unknown tag {tag!r}, expected one of {CONLL_LABELS}")
+        words.append(fields[0])
+        tags.append(tag)
     if words:  # last sentence without a trailing blank line
         sentences.append(Sentence(words, tags))
     if not sentences:
