@@ -2,12 +2,50 @@
 
 The field names carry the notation letters in comments (D, L, H, d; the table is in lesson 01)
 but keep HuggingFace's config names, so a `config.json` maps onto them one key at a time.
+
+Every field is checked for its kind and range (`check_fields`), both when a config is built in
+Python and, naming the file and the file's own spelling of the field, when it comes from a
+`config.json`: "384" (a string) is not a width, JSON's `true` is not a head count (Python would
+take it as 1), and a NaN LayerNorm eps would turn every output into NaN.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import InputError
+from .validate import require
+
+_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+          "max_position_embeddings", "intermediate_size", "type_vocab_size")
+# our field -> its kind (validate.KINDS)
+FIELD_KINDS = {
+    **dict.fromkeys(_SIZES + ("ffn_chunk_rows", "pad_token_id", "bos_token_id", "eos_token_id"), "int"),
+    **dict.fromkeys(("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob"), "number"),
+}
+_RANGES = {  # field: (test, what it must be)
+    **dict.fromkeys(_SIZES, (lambda x: x > 0, "positive")),
+    "layer_norm_eps": (lambda x: x > 0, "> 0"),
+    "hidden_dropout_prob": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "attention_probs_dropout_prob": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "ffn_chunk_rows": (lambda x: x >= 0, ">= 0 (0 = no blocks)"),
+}
+
+
+def check_fields(values: dict, source: str, spelled: dict | None = None) -> None:
+    """Refuse a field of the wrong kind, a non-finite number or one out of range. `spelled` maps
+    our field name to the name the file uses (GPT-2's n_embd for hidden_size), for the message."""
+    spelled = spelled or {}
+    for name, value in values.items():
+        kind = FIELD_KINDS.get(name)
+        if kind is None:
+            continue
+        shown = spelled.get(name, name)
+        require({shown: value}, source, {shown: kind})
+        if kind == "number" and not math.isfinite(value):
+            raise InputError(f"{source}: field {shown!r} must be a finite number, got {value}")
+        if name in _RANGES and not _RANGES[name][0](value):
+            raise InputError(f"{source}: {shown} must be {_RANGES[name][1]}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -25,13 +63,8 @@ class _Common:
     ffn_chunk_rows: int = 1024
 
     def __post_init__(self):
+        check_fields({f.name: getattr(self, f.name) for f in fields(self)}, type(self).__name__)
         D, H = self.hidden_size, self.num_attention_heads
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "max_position_embeddings"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.ffn_chunk_rows < 0:
-            raise InputError(f"ffn_chunk_rows must be >= 0 (0 = no blocks), got {self.ffn_chunk_rows}")
         if D % H != 0:
             raise InputError(
                 f"num_attention_heads={H} does not divide hidden_size={D}: "
@@ -83,35 +116,52 @@ _GPT2_NAMES = {
 }
 
 
-def config_from_hf(hf: dict) -> EncoderConfig | DecoderConfig:
-    """Build our config from a HuggingFace `config.json` dict; refuse anything not BERT or GPT-2."""
+# Fields a config.json may set to null (the models never read them: null keeps our default).
+# GPT-2's n_inner may be null too, meaning 4 * D (config_from_hf fills it in).
+_NULLABLE = ("pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def _build(cls, kw: dict, source: str, spelled: dict):
+    names = {f.name for f in fields(cls)} - {"model_type"}
+    kw = {k: v for k, v in kw.items() if k in names and not (v is None and k in _NULLABLE)}
+    check_fields(kw, str(source), spelled)
+    try:
+        return cls(**kw)
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
+
+
+def config_from_hf(hf: dict, source="config.json") -> EncoderConfig | DecoderConfig:
+    """Build our config from a HuggingFace `config.json` dict; refuse anything not BERT or GPT-2.
+    `source` names the file in errors."""
     model_type = hf.get("model_type")
     if model_type == "bert":
         if hf.get("position_embedding_type", "absolute") != "absolute":
-            raise InputError("only absolute position embeddings are supported, config has "
+            raise InputError(f"{source}: only absolute position embeddings are supported, config has "
                              f"position_embedding_type={hf['position_embedding_type']!r}")
         if hf.get("hidden_act", "gelu") != "gelu":
-            raise InputError(f"BERT configs must use hidden_act='gelu' (erf), got {hf['hidden_act']!r}")
+            raise InputError(f"{source}: BERT configs must use hidden_act='gelu' (erf), got {hf['hidden_act']!r}")
         for flag in ("is_decoder", "add_cross_attention"):
             if hf.get(flag):
-                raise InputError(f"BERT configs with {flag}=True are not supported (this encoder is "
+                raise InputError(f"{source}: BERT configs with {flag}=True are not supported (this encoder is "
                                  f"bidirectional, without cross-attention)")
-        names = {f.name for f in fields(EncoderConfig)}
-        return EncoderConfig(**{k: v for k, v in hf.items() if k in names and k != "model_type"})
+        return _build(EncoderConfig, hf, source, {})
     if model_type == "gpt2":
         kw = {_GPT2_NAMES.get(k, k): v for k, v in hf.items()}
+        spelled = {ours: theirs for theirs, ours in _GPT2_NAMES.items() if theirs in hf}
         if kw.get("intermediate_size") is None:
-            kw["intermediate_size"] = 4 * kw.get("hidden_size", 768)
+            D = kw.get("hidden_size", 768)
+            check_fields({"hidden_size": D}, str(source), spelled)
+            kw["intermediate_size"] = 4 * D
         if kw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise InputError("GPT-2 configs must use the tanh GELU ('gelu_new'), got "
+            raise InputError(f"{source}: GPT-2 configs must use the tanh GELU ('gelu_new'), got "
                              f"{kw['activation_function']!r}")
         if kw.get("scale_attn_by_inverse_layer_idx") or kw.get("scale_attn_weights") is False:
-            raise InputError("GPT-2 configs that change the attention scaling (scale_attn_by_inverse_layer_idx"
+            raise InputError(f"{source}: GPT-2 configs that change the attention scaling (scale_attn_by_inverse_layer_idx"
                              "=True or scale_attn_weights=False) are not supported: scores use 1/sqrt(d)")
-        names = {f.name for f in fields(DecoderConfig)}
-        return DecoderConfig(**{k: v for k, v in kw.items() if k in names and k != "model_type"})
+        return _build(DecoderConfig, kw, source, spelled)
     raise InputError(
-        f"unsupported model_type {model_type!r}: minigpt_ptv2 loads 'bert' (encoder) and "
+        f"{source}: unsupported model_type {model_type!r}: minigpt_ptv2 loads 'bert' (encoder) and "
         f"'gpt2' (decoder) checkpoints only")
 
 

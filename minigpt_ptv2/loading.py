@@ -5,10 +5,20 @@ Loading is a rename table plus two explicit layout changes. Our `Linear` stores 
 are transposed. Our attention keeps W_Q, W_K, W_V side by side in one `qkv` [D, 3D], as GPT-2's
 `c_attn` does; BERT's separate query/key/value are concatenated. Every checkpoint key is
 accounted for: renamed, deliberately ignored (with the reason below), or reported as an error.
+
+What a folder holds is checked before it is used, because a wrong number loaded here would
+spoil every result after it without a sign:
+- every tensor read must be finite (a NaN weight gives NaN logits, and argmax of NaN is 0: a
+  plausible-looking accuracy) and of a floating dtype where the model has a float;
+- every file read must stay inside the folder: a sharded index naming `../x.safetensors`, an
+  absolute path, or a symlink that leads out of the folder is refused. The one exception is the
+  HuggingFace hub cache, whose `snapshots/<rev>/` files are symlinks into the same entry's `blobs/`;
+- the sharded index must be an object {"weight_map": {tensor name: file name}} and each shard
+  must hold exactly the tensors the index assigns to it (a tensor in two shards would otherwise
+  be taken from whichever was read last).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -16,6 +26,7 @@ import torch
 
 from .config import DecoderConfig, EncoderConfig, config_from_hf
 from .errors import InputError, MissingFileError
+from .validate import check_finite, read_json, require
 
 # checkpoint key (after stripping "bert." / "transformer.") -> our key; {i} is the layer index.
 BERT_RENAMES = [
@@ -56,24 +67,69 @@ def _legacy(key: str) -> str:
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
 
 
-def read_state_dict(model_dir: Path) -> dict:
-    """Read model.safetensors (or a sharded index), else pytorch_model.bin with weights_only=True."""
+def inside(model_dir: Path, name: str, source) -> Path:
+    """model_dir / name, refused if it resolves outside model_dir (see the module docstring).
+    `source` is the file that named it, for the message."""
+    root, target = Path(model_dir).resolve(), (Path(model_dir) / name).resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":  # HF hub cache: models--x/snapshots/<rev>/f -> ../../blobs/<hash>
+        allowed.append(root.parent.parent / "blobs")
+    if not any(target == a or a in target.parents for a in allowed):
+        raise InputError(f"{source}: {name!r} leads outside the model folder {model_dir} (to {target}); "
+                         f"a model folder may only refer to files inside it")
+    return Path(model_dir) / name
+
+
+def _read_weights_file(path: Path) -> dict:
+    """One weights file -> {name: tensor}, checked: a dict of named tensors, all finite."""
     from safetensors.torch import load_file
-    st, index, binf = (model_dir / n for n in ("model.safetensors", "model.safetensors.index.json",
-                                                "pytorch_model.bin"))
     try:
-        if st.exists():
-            return load_file(str(st))
-        if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return {k: v for s in shards for k, v in load_file(str(model_dir / s)).items()}
-        if binf.exists():
-            return torch.load(binf, map_location="cpu", weights_only=True)
+        if path.suffix == ".bin":
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            sd = load_file(str(path))
     except Exception as e:  # corrupted, truncated, or a pickle where safetensors was expected
-        name = st.name if st.exists() else (index.name if index.exists() else binf.name)
-        raise InputError(f"could not read weights from {model_dir / name}: {type(e).__name__}: "
+        raise InputError(f"could not read weights from {path}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''} (corrupted, truncated, or not "
                          f"the format its name says?)") from None
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+        raise InputError(f"{path} does not hold a state dict (named tensors): got {type(sd).__name__}")
+    check_finite(sd, path)
+    return sd
+
+
+def _read_sharded(model_dir: Path, index_path: Path) -> dict:
+    index = read_json(index_path)
+    require(index, index_path, {"weight_map": "dict"})
+    weight_map = index["weight_map"]
+    for key, file in weight_map.items():
+        if not isinstance(file, str):
+            raise InputError(f"{index_path}: weight_map[{key!r}] must be a file name (a string), got "
+                             f"{file!r} ({type(file).__name__})")
+    if not weight_map:
+        raise InputError(f"{index_path}: weight_map is empty, it names no weights")
+    shards = {file: inside(model_dir, file, index_path) for file in sorted(set(weight_map.values()))}
+    for file, path in shards.items():  # all checked before the first (slow) read
+        if not path.is_file():
+            raise MissingFileError(f"{index_path} names {file!r}, which is not in {model_dir}")
+    sd = {}
+    for file, path in shards.items():
+        part = _read_weights_file(path)
+        listed = {k for k, f in weight_map.items() if f == file}
+        if set(part) != listed:
+            raise InputError(f"{path} does not hold what {index_path.name} assigns to it: unlisted "
+                             f"{sorted(set(part) - listed)[:5]}, absent {sorted(listed - set(part))[:5]}")
+        sd.update(part)
+    return sd
+
+
+def read_state_dict(model_dir: Path) -> dict:
+    """Read model.safetensors (or a sharded index), else pytorch_model.bin with weights_only=True."""
+    model_dir = Path(model_dir)
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+        if (model_dir / name).exists():
+            path = inside(model_dir, name, model_dir)
+            return _read_sharded(model_dir, path) if name.endswith(".json") else _read_weights_file(path)
     raise MissingFileError(f"no weights in {model_dir}: expected model.safetensors, "
                            f"model.safetensors.index.json or pytorch_model.bin")
 
@@ -141,6 +197,9 @@ def load_into(model: torch.nn.Module, ours: dict, unexpected: list, source: str)
         raise InputError(f"checkpoint {source} does not match the model: missing keys {missing}, "
                          f"unexpected keys {unexpected}")
     for k, t in ours.items():
+        if target[k].is_floating_point() and not t.is_floating_point():
+            raise InputError(f"checkpoint {source}: tensor for {k} is {t.dtype}, not a floating dtype "
+                             f"(the model's weight is {target[k].dtype})")
         if t.shape != target[k].shape:
             raise InputError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
                              f"{list(target[k].shape)} (as this package stores them: W [in, out])")
@@ -158,7 +217,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
         raise MissingFileError(f"{model_dir} is not a model folder: no config.json in it")
-    cfg = config_from_hf(json.loads(cfg_path.read_text()))
+    cfg = config_from_hf(read_json(inside(model_dir, "config.json", model_dir)), cfg_path)
     if expect is not None and cfg.model_type != expect:
         raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
     sd = read_state_dict(model_dir)

