@@ -173,3 +173,52 @@ def test_no_h_explains_an_untied_prefix_rank_argument(which, request):
     V_forced = u @ W_V + b_V  # [P, D]: the only V a hidden-state prompt can pair with K
     gap = (V_forced - V).abs().max().item()
     assert gap > 0.1 * V.abs().max().item(), f"forced V differs from the prefix's V by only {gap:.2e}"
+
+
+# --- dtype: the prefix comes back in the model's dtype ------------------------------------------
+
+def _tiny(which: str, dtype):
+    from minigpt_ptv2 import preset
+    model = (Encoder(preset("bert-tiny")) if which == "encoder" else Decoder(preset("gpt2-tiny"))).eval()
+    return model.to(dtype)
+
+
+@pytest.mark.parametrize("which", MODELS)
+@torch.no_grad()
+def test_float64_model_gets_a_float64_prefix_computed_in_float64(which):
+    model = _tiny(which, torch.float64)
+    ids, mask = _batch(model.config.vocab_size, left_pad=which == "decoder")
+    deep = DeepPrompt(model.config, P, init_std=1.0).double()
+    prefix = hidden_to_kv(model, deep)
+    assert prefix.embedding.weight.dtype == torch.float64
+    exact = _by_hand(model, deep.layer_prompts())  # [L, 2, H, P, d], all float64
+    torch.testing.assert_close(prefix.layer_kv(), exact, atol=FP64, rtol=0)
+    # rounding through float32 would be caught: it moves the values (|x| ~ 1) by ~5e-8, far beyond FP64
+    assert (exact.float().double() - exact).abs().max() > 100 * FP64
+    torch.testing.assert_close(_run(model, prefix, ids, mask), _run(model, deep, ids, mask), atol=FP64, rtol=0)
+    # a float32 prompt in a float64 model: h is widened (exactly), the prefix is float64
+    deep32 = DeepPrompt(model.config, P, init_std=1.0)
+    torch.testing.assert_close(hidden_to_kv(model, deep32).layer_kv(),
+                               _by_hand(model, deep32.layer_prompts().double()), atol=FP64, rtol=0)
+
+
+@pytest.mark.parametrize("which", MODELS)
+@torch.no_grad()
+def test_bfloat16_model_gets_a_bfloat16_prefix_it_can_run(which):
+    """A float32 prefix would be refused by a bf16 forward ('prefix is torch.float32 ... keys are
+    torch.bfloat16'). The bf16 values are the model's own projection of h, unchanged by the trip
+    through from_layer_kv (which widens to float32) and back: compared exactly."""
+    model = _tiny(which, torch.bfloat16)
+    ids, mask = _batch(model.config.vocab_size, left_pad=which == "decoder")
+    deep = DeepPrompt(model.config, P, init_std=1.0).to(torch.bfloat16)
+    prefix = hidden_to_kv(model, deep)
+    assert {p.dtype for p in prefix.parameters()} == {torch.bfloat16}
+    h = deep.layer_prompts()  # [L, P, D]
+    own = []
+    for i, layer in enumerate(model.layers):
+        x = layer.ln_1(h[i]) if which == "decoder" else h[i]
+        _, k, v = layer.attn.project(x[None])  # [1, H, P, d] each
+        own.append(torch.cat([k, v]))
+    assert torch.equal(prefix.layer_kv(), torch.stack(own))  # EXACT: same kernels, no cast in between
+    out = _run(model, prefix, ids, mask)
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())

@@ -5,6 +5,11 @@ tokens exactly what the prefix K = f(h) W_K + b_K, V = f(h) W_V + b_V gives, whe
 identity for the post-LN encoder and the block's first LayerNorm for the pre-LN decoder: the
 real tokens only ever read the prompt rows' keys and values. The converse fails: a free K/V
 prefix need not come from any h, so K/V prefixes are strictly more expressive.
+
+The prefix comes back in the model's dtype and on its device, computed there: a bf16 model
+gets a bf16 prefix (a float32 one would be refused by its forward), a float64 model a float64
+prefix (no rounding through float32). h itself is first moved to that dtype, as the model
+would do to run it.
 """
 from __future__ import annotations
 
@@ -18,12 +23,15 @@ from .prefix import KVPrefix
 def hidden_to_kv(model, deep: DeepPrompt) -> KVPrefix:
     """Turn a DeepPrompt into the equivalent KVPrefix for `model` (same positions policy)."""
     deep.check_compatible(model.config)
-    h = deep.layer_prompts()  # [L, P, D]
+    weight = model.layers[0].attn.qkv.weight  # the model's dtype and device
+    h = deep.layer_prompts().to(device=weight.device, dtype=weight.dtype)  # [L, P, D]
     kvs = []
     for i, layer in enumerate(model.layers):
         x = layer.ln_1(h[i]) if hasattr(layer, "ln_1") else h[i]  # f(h): [P, D]
         _, k, v = layer.attn.project(x[None])  # a batch of one: [1, H, P, d] each; Q is unused
         kvs.append(torch.cat([k, v]))  # [1 + 1, H, P, d]: K then V along the batch-of-one axis
-    prefix = KVPrefix.from_layer_kv(model.config, torch.stack(kvs), positions=deep.positions)  # [L, 2, H, P, d]
+    kv = torch.stack(kvs)  # [L, 2, H, P, d]
+    prefix = KVPrefix.from_layer_kv(model.config, kv, positions=deep.positions)
+    prefix.to(device=weight.device, dtype=weight.dtype)  # from_layer_kv widens bf16 to float32: undo, exactly
     prefix.virtual_keep.copy_(deep.virtual_keep)
     return prefix
