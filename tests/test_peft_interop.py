@@ -131,7 +131,7 @@ def test_import_rejects_adapters_for_another_model_or_kind(encoder, tmp_path):
     with pytest.raises(ValueError, match=r"is \[4, 2304\].*needs \[P=4, L\*2\*D=4608\] \(L=6, D=384\)"):
         load_adapter(tmp_path, encoder.config)
     (tmp_path / PEFT_CONFIG).write_text(json.dumps({**cfg, "num_layers": 12}))
-    with pytest.raises(ValueError, match="num_layers 12 vs this model's 6"):
+    with pytest.raises(ValueError, match="adapter_config.json: num_layers is 12 but this model has L=6"):
         load_adapter(tmp_path, encoder.config)
     (tmp_path / PEFT_CONFIG).write_text(json.dumps({**cfg, "peft_type": "LORA"}))
     with pytest.raises(ValueError, match="LORA adapters are not prompts"):
@@ -242,3 +242,35 @@ def test_gpt2_export_and_import_match_peft_causal_lm(gpt2_tiny_dir, tmp_path, ki
     with torch.no_grad():
         mine = dec.attach(ad.method.eval())(GIDS).logits
     assert (mine - R.run_peft_gpt2_logits(peft_made, GIDS)).abs().max() <= FP32_KERNELS
+
+
+def test_peft_prompt_tuning_seq_cls_classifier_is_refused_because_it_read_a_virtual_token(
+        encoder, minilm_dir, tmp_path):
+    """PEFT's BertForSequenceClassification pools row 0, under prompt tuning virtual token 0; our
+    sst2 head pools the real [CLS]. Kept anyway (allow_pooling_change), the logits move by far
+    more than kernel noise (measured: 0.0215 with a classifier of std 0.5), which is why the
+    default is to refuse. A prefix-tuning SEQ_CLS adapter keeps its logits (test above)."""
+    base = hf_classifier("BertForSequenceClassification", minilm_dir, 2)
+    cfg = peft.PromptTuningConfig(task_type=peft.TaskType.SEQ_CLS, num_virtual_tokens=P)
+    with R._quiet():
+        peft_model = peft.get_peft_model(base, cfg).eval()
+    with torch.no_grad(), R._quiet():
+        peft_model.base_model.classifier.modules_to_save["default"].weight.normal_(0, 0.5)
+        theirs = peft_model(input_ids=IDS, attention_mask=MASK).logits  # [B, 2]
+    peft_model.save_pretrained(tmp_path / "ad")
+    with pytest.raises(ValueError, match=r"PROMPT_TUNING SEQ_CLS.*virtual token 0.*real \[CLS\].*--head-from"
+                                         r".*--random-head.*--allow-pooling-change"):
+        import_adapter(tmp_path / "ad", tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+
+    info = import_adapter(tmp_path / "ad", tmp_path / "ck", allow_pooling_change=True)
+    assert info["pooling_changed"] and info["head"] == "adapter"
+    meta = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert meta["imported_from"]["pooling_changed"] is True
+    change = float((_logits(load_checkpoint(tmp_path / "ck")[0]) - theirs).abs().max())
+    assert change > 100 * FP32_KERNELS, f"the refusal is about a real difference, measured {change:.3g}"
+
+    info = import_adapter(tmp_path / "ad", tmp_path / "rand", random_head=True)
+    assert (info["head"], info["adapter_classifier_replaced"]) == ("random", True)
+    with pytest.raises(ValueError, match="--allow-pooling-change.*cannot go with --head-from or --random-head"):
+        import_adapter(tmp_path / "ad", tmp_path / "x", random_head=True, allow_pooling_change=True)

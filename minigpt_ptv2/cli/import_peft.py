@@ -16,7 +16,12 @@ A checkpoint needs a task head, and most adapters have none. The head comes from
   the adapter itself    SEQ_CLS (-> sst2) / TOKEN_CLS (-> conll) adapters carry PEFT's classifier
   --head-from CKPT      the head of one of our checkpoints for the same task (e.g. the one a
                         prompt-only adapter was exported from)
-  --random-head         an untrained head: eval and predict warn that its outputs mean nothing"""
+  --random-head         an untrained head: eval and predict warn that its outputs mean nothing
+
+A PROMPT_TUNING / P_TUNING SEQ_CLS adapter is refused as it stands: PEFT trained its classifier on
+row 0, which under prompt tuning is virtual token 0, while our sst2 head reads the real [CLS], so
+its predictions would change. Replace the classifier with --head-from or --random-head, or keep it
+with --allow-pooling-change, knowing the logits will differ from PEFT's."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 import-peft runs/sst2-prefix-peft runs/sst2-imported
@@ -31,13 +36,17 @@ def add_arguments(p):
                    help="task of the head (default: from the adapter's task_type)")
     p.add_argument("--head-from", default=None, help="take the task head from this checkpoint of ours")
     p.add_argument("--random-head", action="store_true", help="initialise an untrained head")
+    p.add_argument("--allow-pooling-change", action="store_true",
+                   help="keep a prompt-tuning SEQ_CLS adapter's classifier although it will read [CLS], "
+                        "not the virtual token PEFT trained it on (predictions differ from PEFT's)")
     add_model_dir(p)
     add_json(p)
 
 
 def run(args) -> int:
     from ..training.peft_format import import_adapter
-    info = import_adapter(args.adapter, args.out, args.task, args.model_dir, args.head_from, args.random_head)
+    info = import_adapter(args.adapter, args.out, args.task, args.model_dir, args.head_from, args.random_head,
+                          args.allow_pooling_change)
     if args.json:
         print_json(info)
         return 0
@@ -45,4 +54,9 @@ def run(args) -> int:
           f"head from {info['head']}: {info['path']} ({size_text(info['bytes'])})")
     if info["head"] == "random":
         print("warning: the head is untrained; train it before trusting eval or predict")
+    if info["pooling_changed"]:
+        print("warning: PEFT's classifier was trained on virtual token 0 and now reads [CLS]: "
+              "predictions differ from PEFT's")
+    if info["adapter_classifier_replaced"]:
+        print("note: the adapter's own classifier (trained on virtual token 0) was left out")
     return 0

@@ -30,6 +30,15 @@ Heads (lesson 13, pitfall 2): BertForSequenceClassification pools row 0. Under a
 virtual token, so a sentence head would read the wrong row: the prompt is exported alone
 (FEATURE_EXTRACTION) and the head stays in our checkpoint. Token heads apply per row, so they go
 along for every method (TOKEN_CLS; PEFT's logits for the real tokens are its last N rows).
+Import refuses the symmetric case: a PROMPT_TUNING / P_TUNING SEQ_CLS adapter's classifier was
+trained on virtual token 0, and our sentence head pools the real [CLS], so its predictions would
+change. The head then comes from head_from or random_head, or the classifier is kept on request
+(allow_pooling_change=True), knowing the logits differ from PEFT's.
+
+What an adapter folder holds is checked before anything is written: adapter_config.json's fields
+by kind (num_virtual_tokens is a positive int, not "4"), its dimensions against the model, each
+tensor's dtype (floating), shape and values (finite: a NaN prompt gives NaN logits, and argmax of
+NaN is 0, a plausible-looking accuracy).
 """
 from __future__ import annotations
 
@@ -42,7 +51,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import InputError, MissingFileError
 from ..prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt, hidden_to_kv
-from .checkpoint import _atomic_write, load_json
+from ..validate import check_finite, read_json, require
+from .checkpoint import _atomic_write
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PROMPT_KEY = "prompt_embeddings"
@@ -114,6 +124,7 @@ def save_adapter(out_dir, method, model=None, task_type: str | None = None, head
     tensors = {PROMPT_KEY: table.float().cpu().contiguous()}
     for k, v in (head or {}).items():
         tensors[HEAD_PREFIX + k] = v.detach().float().cpu().contiguous()
+    check_finite(tensors, f"the {type(method).__name__} to export")  # never write a broken adapter
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = adapter_config(peft_type, task_type, config, method.num_virtual, head is not None, base_model)
@@ -133,26 +144,61 @@ class Adapter:
 
 
 def read_adapter_config(adapter_dir) -> dict:
+    """adapter_config.json, its fields checked by kind (a null optional field counts as absent)."""
     path = Path(adapter_dir) / PEFT_CONFIG
     if not path.is_file():
         raise MissingFileError(f"{adapter_dir} is not a PEFT adapter folder: no {PEFT_CONFIG} in it")
-    cfg = load_json(path)
+    cfg = read_json(path)
     for key in ("peft_type", "num_virtual_tokens"):
         if key not in cfg:
             raise InputError(f"{path} has no {key!r}: not a prompt-learning adapter")
+    present = {k: v for k, v in cfg.items() if v is not None}
+    require(present, path, {"peft_type": "str", "num_virtual_tokens": "positive int"},
+            {"task_type": "str", "num_layers": "positive int", "token_dim": "positive int",
+             "num_attention_heads": "positive int", "num_transformer_submodules": "positive int"})
+    if present.get("num_transformer_submodules", 1) != 1:
+        raise InputError(f"{path}: num_transformer_submodules is {cfg['num_transformer_submodules']}: "
+                         f"an adapter for an encoder-decoder model, not for this encoder or decoder")
     return cfg
+
+
+def _floating(tensors: dict, path) -> dict:
+    """The tensors as float32, refusing integer or bool ones and any non-finite value (before
+    and after the conversion: a float64 value beyond float32's range would become inf)."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise InputError(f"{path}: tensor {name!r} is {t.dtype}; a prompt or classifier must be "
+                             f"a floating dtype (float32, float16, bfloat16)")
+    check_finite(tensors, path)
+    out = {name: t.float() for name, t in tensors.items()}
+    check_finite(out, f"{path} (converted to float32: beyond float32's range?)")
+    return out
+
+
+def _check_head(head: dict, source, D: int, C: int | None = None) -> None:
+    """A classifier is weight [C, D] and bias [C] (a bias [1] would broadcast silently)."""
+    if set(head) != {"weight", "bias"}:
+        raise InputError(f"{source}: classifier needs weight and bias, found {sorted(head)}")
+    w, b = head["weight"], head["bias"]
+    C = w.shape[0] if C is None and w.dim() == 2 else C
+    if w.dim() != 2 or tuple(w.shape) != (C, D) or tuple(b.shape) != (C,):
+        raise InputError(f"{source}: classifier weight is {list(w.shape)} and bias {list(b.shape)}, "
+                         f"expected [C, D={D}] and [C]" + (f" with C={C}" if C is not None else ""))
 
 
 def load_adapter(adapter_dir, config) -> Adapter:
     """Read a PEFT prefix- or prompt-tuning adapter for a model with `config`."""
     cfg = read_adapter_config(adapter_dir)
+    cfg_path = Path(adapter_dir) / PEFT_CONFIG
     kind, P = cfg["peft_type"], cfg["num_virtual_tokens"]
     if kind not in PREFIX_TYPES + PROMPT_TYPES:
-        raise InputError(f"{kind} adapters are not prompts; supported: {list(PREFIX_TYPES + PROMPT_TYPES)}")
-    for key, ours in (("num_layers", config.num_hidden_layers), ("token_dim", config.hidden_size),
-                      ("num_attention_heads", config.num_attention_heads)):
+        raise InputError(f"{cfg_path}: {kind} adapters are not prompts; supported: "
+                         f"{list(PREFIX_TYPES + PROMPT_TYPES)}")
+    for key, letter, ours in (("num_layers", "L", config.num_hidden_layers), ("token_dim", "D", config.hidden_size),
+                              ("num_attention_heads", "H", config.num_attention_heads)):
         if cfg.get(key) is not None and cfg[key] != ours:
-            raise InputError(f"adapter was made for another model: {key} {cfg[key]} vs this model's {ours}")
+            raise InputError(f"{cfg_path}: {key} is {cfg[key]} but this model has {letter}={ours}: the "
+                             f"adapter was made for another model")
     path = Path(adapter_dir) / PEFT_WEIGHTS
     if not path.is_file():
         raise MissingFileError(f"{adapter_dir} has no {PEFT_WEIGHTS}")
@@ -162,18 +208,19 @@ def load_adapter(adapter_dir, config) -> Adapter:
         raise InputError(f"could not read {path}: {type(e).__name__} (corrupted or truncated?)") from None
     if PROMPT_KEY not in tensors:
         raise InputError(f"{path} has no {PROMPT_KEY!r} tensor (keys: {sorted(tensors)})")
-    head = {k[len(HEAD_PREFIX):]: t.float() for k, t in tensors.items() if k.startswith(HEAD_PREFIX)}
     other = sorted(k for k in tensors if k != PROMPT_KEY and not k.startswith(HEAD_PREFIX))
     if other:
         raise InputError(f"{path} holds tensors this importer does not know: {other}")
-    if head and set(head) != {"weight", "bias"}:
-        raise InputError(f"{path}: classifier needs weight and bias, found {sorted(head)}")
-    table = tensors[PROMPT_KEY].float()
+    tensors = _floating(tensors, path)
+    head = {k[len(HEAD_PREFIX):]: t for k, t in tensors.items() if k.startswith(HEAD_PREFIX)}
     L, D = config.num_hidden_layers, config.hidden_size
+    if head:
+        _check_head(head, path, D)
+    table = tensors[PROMPT_KEY]
     want = (P, L * 2 * D) if kind in PREFIX_TYPES else (P, D)
     if tuple(table.shape) != want:
         spell = f"[P={P}, L*2*D={L * 2 * D}]" if kind in PREFIX_TYPES else f"[P={P}, D={D}]"
-        raise InputError(f"{PROMPT_KEY} is {list(table.shape)} but a {kind} adapter for this model "
+        raise InputError(f"{path}: {PROMPT_KEY} is {list(table.shape)} but a {kind} adapter for this model "
                          f"needs {spell} (L={L}, D={D})")
     if kind in PREFIX_TYPES:
         method, name = KVPrefix(config, P, positions="shifted"), "prefix"
@@ -214,22 +261,45 @@ def export_checkpoint(ckpt_dir, out_dir, model_dir=None, allow_position_change: 
 
 
 def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
-    from .checkpoint import WEIGHTS, check_backbone, read_meta
+    from .checkpoint import META, WEIGHTS, check_backbone, read_meta
     meta = read_meta(ckpt_dir)
-    if meta["task"] != task:
-        raise InputError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
+    if meta.get("task") != task:
+        raise InputError(f"--head-from {ckpt_dir} holds a {meta.get('task')!r} head, not {task!r}")
     check_backbone(meta["backbone"], encoder)
-    tensors = load_file(str(Path(ckpt_dir) / WEIGHTS))
-    return {k: tensors[f"heads.{task}.classifier.{k}"] for k in ("weight", "bias")}
+    path = Path(ckpt_dir) / WEIGHTS
+    if not path.is_file():
+        raise MissingFileError(f"--head-from {ckpt_dir} has {META} but no {WEIGHTS}")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise InputError(f"could not read {path}: {type(e).__name__} (corrupted or truncated?)") from None
+    names = {k: f"heads.{task}.classifier.{k}" for k in ("weight", "bias")}
+    missing = [n for n in names.values() if n not in tensors]
+    if missing:
+        raise InputError(f"--head-from {path} has no {missing[0]!r}: not a checkpoint with a {task} head")
+    head = {k: tensors[n] for k, n in names.items()}
+    _floating({names[k]: t for k, t in head.items()}, path)
+    return {k: t.float() for k, t in head.items()}
+
+
+def _pooling_refusal(adapter_dir, kind: str, task: str) -> str:
+    return (f"{adapter_dir} is a {kind} SEQ_CLS adapter: PEFT trained its classifier on the pooled row 0, "
+            f"which under prompt tuning is virtual token 0, but this package's {task} head pools the real "
+            f"[CLS] (lesson 13, pitfall 2), so its predictions would change. Take the head from one of our "
+            f"{task} checkpoints (--head-from CHECKPOINT) or start an untrained one (--random-head), or keep "
+            f"PEFT's classifier with --allow-pooling-change, knowing the logits will differ from PEFT's")
 
 
 def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None, head_from=None,
-                   random_head: bool = False) -> dict:
+                   random_head: bool = False, allow_pooling_change: bool = False) -> dict:
     """A PEFT adapter folder -> our checkpoint (method "prefix" or "soft", positions="shifted").
 
     A PEFT adapter carries a task head only for SEQ_CLS / TOKEN_CLS. Otherwise the head comes
     from one of our checkpoints for the same task (head_from), or, only if asked (random_head),
     is initialised at random: the checkpoint then predicts nothing useful until a head is trained.
+    A prompt-tuning SEQ_CLS adapter's classifier read a virtual token, not [CLS] (module
+    docstring): it is refused unless replaced (head_from, random_head) or kept on purpose
+    (allow_pooling_change), in which case info["pooling_changed"] is True.
     """
     from ..encoder import Encoder
     from ..pretrained import default_model_dir
@@ -238,6 +308,7 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
     encoder = Encoder.from_pretrained(model_dir or default_model_dir())
     ad = load_adapter(adapter_dir, encoder.config)
     task_type = ad.peft_config.get("task_type")
+    kind = ad.peft_config["peft_type"]
     by_type = {HEAD_TASK_TYPES[t.kind]: name for name, t in TASKS.items()}  # SEQ_CLS -> sst2, ...
     if task is None:
         if task_type not in by_type:
@@ -245,32 +316,47 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
                              f"({' or '.join(sorted(TASKS))})")
         task = by_type[task_type]
     t = get_task(task)
-    sources = [s for s, given in (("adapter", ad.head is not None), ("--head-from", head_from is not None),
+    if ad.head is not None and task_type in by_type and by_type[task_type] != task:
+        raise InputError(f"the adapter is {task_type} (a {get_task(by_type[task_type]).kind} head) but "
+                         f"{task} needs a {t.kind} head")
+    # under prompt tuning, PEFT's sentence classifier read virtual token 0; ours reads [CLS]
+    pools_virtual = ad.head is not None and ad.method_name == "soft" and t.kind == "sequence"
+    replaced = pools_virtual and (head_from is not None or random_head)
+    if allow_pooling_change and (not pools_virtual or replaced):
+        raise InputError("--allow-pooling-change keeps the classifier of a PROMPT_TUNING / P_TUNING "
+                         "SEQ_CLS adapter; " + ("it cannot go with --head-from or --random-head" if replaced
+                                                else f"this {kind} {task_type} adapter has no such classifier"))
+    if pools_virtual and not (replaced or allow_pooling_change):
+        raise InputError(_pooling_refusal(adapter_dir, kind, task))
+    sources = [s for s, given in (("adapter", ad.head is not None and not replaced),
+                                  ("--head-from", head_from is not None),
                                   ("--random-head", random_head)) if given]
     if len(sources) != 1:
         raise InputError(
             f"the {task} head must come from exactly one place, got {sources or 'none'}: this adapter "
-            + ("has a classifier; drop --head-from/--random-head" if ad.head is not None else
+            + ("has a classifier; drop --head-from/--random-head" if ad.head is not None and not pools_virtual
+               else "needs one of --head-from and --random-head" if pools_virtual else
                f"(task_type {task_type}) has no classifier; pass --head-from CHECKPOINT (a {task} "
                f"checkpoint of ours) or --random-head (an untrained head)"))
-    if ad.head is not None and task_type in by_type and by_type[task_type] != task:
-        raise InputError(f"the adapter is {task_type} (a {get_task(by_type[task_type]).kind} head) but "
-                         f"{task} needs a {t.kind} head")
     model = build_task_model(task, ad.method_name, ad.method.num_virtual, encoder=encoder, positions="shifted")
-    head = ad.head if ad.head is not None else (
+    linear = model.heads[task].classifier
+    head = ad.head if sources[0] == "adapter" else (
         _head_from_checkpoint(head_from, task, encoder) if head_from is not None else None)
+    if head is not None:
+        _check_head(head, "the adapter's classifier" if sources[0] == "adapter" else f"--head-from {head_from}",
+                    linear.in_features, len(t.labels))
     with torch.no_grad():
         model.encoder.prompt.load_state_dict(ad.method.state_dict())
         if head is not None:
-            linear = model.heads[task].classifier
-            if tuple(head["weight"].shape) != tuple(linear.weight.shape):
-                raise InputError(f"classifier is {list(head['weight'].shape)} but {task} with "
-                                 f"{len(t.labels)} labels needs [C={len(t.labels)}, D={linear.in_features}]")
             linear.weight.copy_(head["weight"])
             linear.bias.copy_(head["bias"])
     source = {"adapter": "adapter", "--head-from": "checkpoint", "--random-head": "random"}[sources[0]]
+    record = {"peft_type": kind, "task_type": task_type, "head": source, "adapter": Path(adapter_dir).name}
+    if allow_pooling_change:
+        record["pooling_changed"] = True  # PEFT's classifier read virtual token 0; ours reads [CLS]
+    if replaced:
+        record["adapter_classifier"] = "replaced"
     info = save_checkpoint(model, out_dir, task=task, method=ad.method_name, P=ad.method.num_virtual,
-                           labels=t.labels, extra={"imported_from": {
-                               "peft_type": ad.peft_config["peft_type"], "task_type": task_type,
-                               "head": source, "adapter": Path(adapter_dir).name}})
-    return {**info, "task": task, "method": ad.method_name, "P": ad.method.num_virtual, "head": source}
+                           labels=t.labels, extra={"imported_from": record})
+    return {**info, "task": task, "method": ad.method_name, "P": ad.method.num_virtual, "head": source,
+            "pooling_changed": allow_pooling_change, "adapter_classifier_replaced": replaced}
