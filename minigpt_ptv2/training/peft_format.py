@@ -42,6 +42,7 @@ NaN is 0, a plausible-looking accuracy).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError, MissingFileError
+from ..errors import InputError, MissingFileError, NonFiniteError
 from ..prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt, hidden_to_kv
 from ..validate import check_finite, read_json, require
 from .checkpoint import _atomic_write
@@ -124,7 +125,10 @@ def save_adapter(out_dir, method, model=None, task_type: str | None = None, head
     tensors = {PROMPT_KEY: table.float().cpu().contiguous()}
     for k, v in (head or {}).items():
         tensors[HEAD_PREFIX + k] = v.detach().float().cpu().contiguous()
-    check_finite(tensors, f"the {type(method).__name__} to export")  # never write a broken adapter
+    for name, t in tensors.items():  # never write a broken adapter
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"cannot export this {type(method).__name__}: its tensor {name!r} holds NaN "
+                                 f"or infinite values (trained by a run that diverged?)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = adapter_config(peft_type, task_type, config, method.num_virtual, head is not None, base_model)
@@ -171,7 +175,10 @@ def _floating(tensors: dict, path) -> dict:
                              f"a floating dtype (float32, float16, bfloat16)")
     check_finite(tensors, path)
     out = {name: t.float() for name, t in tensors.items()}
-    check_finite(out, f"{path} (converted to float32: beyond float32's range?)")
+    for name, t in out.items():
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"{path}: tensor {name!r} holds values beyond float32's range (largest "
+                                 f"|x| = {float(tensors[name].abs().max()):.3g}), which float32 makes infinite")
     return out
 
 
@@ -269,6 +276,9 @@ def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
     path = Path(ckpt_dir) / WEIGHTS
     if not path.is_file():
         raise MissingFileError(f"--head-from {ckpt_dir} has {META} but no {WEIGHTS}")
+    if "weights_sha256" in meta and hashlib.sha256(path.read_bytes()).hexdigest() != meta["weights_sha256"]:
+        raise InputError(f"--head-from {path} does not match its {META} (sha256 differs): modified, "
+                         f"corrupted, or from another save")
     try:
         tensors = load_file(str(path))
     except Exception as e:
@@ -317,7 +327,7 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
         task = by_type[task_type]
     t = get_task(task)
     if ad.head is not None and task_type in by_type and by_type[task_type] != task:
-        raise InputError(f"the adapter is {task_type} (a {get_task(by_type[task_type]).kind} head) but "
+        raise InputError(f"{adapter_dir} is a {task_type} adapter (a {get_task(by_type[task_type]).kind} head) but "
                          f"{task} needs a {t.kind} head")
     # under prompt tuning, PEFT's sentence classifier read virtual token 0; ours reads [CLS]
     pools_virtual = ad.head is not None and ad.method_name == "soft" and t.kind == "sequence"
