@@ -57,6 +57,32 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.max_rank_difference(model) == 0.0
 
 
+@pytest.mark.parametrize("device, env, count, expected", [
+    ("cuda:1", {}, 2, "cuda:1"),  # one process: the device as given
+    ("cuda:1", {"WORLD_SIZE": "1", "LOCAL_RANK": "0"}, 2, "cuda:1"),
+    ("cpu", {"WORLD_SIZE": "4", "LOCAL_RANK": "3"}, None, "cpu"),
+    ("cuda", {"WORLD_SIZE": "4", "LOCAL_RANK": "0"}, 2, "cuda:0"),  # each rank its own GPU
+    ("cuda", {"WORLD_SIZE": "4", "LOCAL_RANK": "1"}, 2, "cuda:1"),  # (2 machines x 2 GPUs)
+])
+def test_each_rank_takes_the_gpu_of_its_local_rank(device, env, count, expected):
+    assert distributed.rank_device(device, env, count) == expected
+
+
+@pytest.mark.parametrize("device, env, count, message", [
+    ("cuda:1", {"WORLD_SIZE": "2", "LOCAL_RANK": "0"}, 2,
+     r"--device cuda:1 under torchrun \(2 processes\) would put every process on that one GPU: pass --device "
+     r"cuda .* CUDA_VISIBLE_DEVICES"),
+    ("cuda:0", {"WORLD_SIZE": "2", "LOCAL_RANK": "0"}, 2, "--device cuda:0 under torchrun"),
+    ("cuda", {"WORLD_SIZE": "3", "LOCAL_RANK": "2"}, 2,
+     r"LOCAL_RANK=2 needs cuda:2, but this machine shows 2 CUDA device\(s\)"),
+    ("cuda", {"WORLD_SIZE": "2"}, 2, "LOCAL_RANK is not set"),
+    ("cuda", {"WORLD_SIZE": "two"}, 2, "WORLD_SIZE='two' is not an integer"),
+])
+def test_an_explicit_gpu_index_under_torchrun_is_refused(device, env, count, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.rank_device(device, env, count)
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(minilm_dir, tmp_path):
     from minigpt_ptv2.data import data_dir

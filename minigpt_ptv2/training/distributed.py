@@ -19,11 +19,15 @@ What changes under torchrun, and nothing else does:
   When the dataset size is not a multiple of W, the sampler also pads the last batch by repeating
   a few examples (both kinds of task).
 - only rank 0 shows progress, evaluates and saves; the others wait for it at the next step.
+- each process uses its own GPU: --device cuda becomes cuda:LOCAL_RANK (rank_device). An explicit
+  index (cuda:1) is refused, since it would put every process on that one GPU; choose the GPUs
+  with CUDA_VISIBLE_DEVICES instead.
 """
 from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -55,21 +59,48 @@ def current() -> DistInfo:
     return DistInfo()
 
 
+def _env_int(env: Mapping, name: str, default: str) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise InputError(f"environment variable {name}={env.get(name)!r} is not an integer") from None
+
+
+def rank_device(device: str, env: Mapping, cuda_count: int | None = None) -> str:
+    """The device this process trains on: a pure function of --device and the variables torchrun
+    sets, so it can be checked without a GPU.
+
+    One process (WORLD_SIZE unset or 1): `device` as given. Under torchrun with W > 1 processes:
+    cpu stays cpu; cuda becomes cuda:LOCAL_RANK, one GPU per process on each machine; cuda:N is
+    refused, because every process would land on GPU N (and then compete for it, or fail in NCCL).
+    """
+    world = _env_int(env, "WORLD_SIZE", "1")
+    if world <= 1 or not device.startswith("cuda"):
+        return device
+    if "LOCAL_RANK" not in env:
+        raise InputError(f"WORLD_SIZE={world} but LOCAL_RANK is not set: start the processes with torchrun")
+    local = _env_int(env, "LOCAL_RANK", "0")
+    if device != "cuda":
+        raise InputError(f"--device {device} under torchrun ({world} processes) would put every process on "
+                         f"that one GPU: pass --device cuda (process LOCAL_RANK=k then uses cuda:k), and "
+                         f"choose the GPUs with CUDA_VISIBLE_DEVICES, e.g. CUDA_VISIBLE_DEVICES=2,3 torchrun "
+                         f"--nproc_per_node=2 ...")
+    if cuda_count is not None and local >= cuda_count:
+        raise InputError(f"process LOCAL_RANK={local} needs cuda:{local}, but this machine shows {cuda_count} "
+                         f"CUDA device(s): run at most {cuda_count} processes per machine "
+                         f"(--nproc_per_node), or check CUDA_VISIBLE_DEVICES")
+    return f"cuda:{local}"
+
+
 def setup(device: str = "cpu") -> tuple[DistInfo, str]:
     """Join the process group torchrun prepared, if any; returns (info, this rank's device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda_count = torch.cuda.device_count() if device.startswith("cuda") else None
+    device = rank_device(device, os.environ, cuda_count)  # refused before joining the group
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         if device.startswith("cuda"):
-            if torch.cuda.device_count() <= local:
-                raise InputError(f"rank with LOCAL_RANK={local} needs a CUDA device, found "
-                                 f"{torch.cuda.device_count()}")
-            torch.cuda.set_device(local)
+            torch.cuda.set_device(torch.device(device))
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    info = current()
-    if device == "cuda" and info.enabled:
-        device = f"cuda:{info.local_rank}"  # one device per process
-    return info, device
+    return current(), device
 
 
 def teardown() -> None:
@@ -109,6 +140,15 @@ def wrap(model: torch.nn.Module, info: DistInfo, device: str, find_unused: bool 
 
 def unwrap(model):
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def gather_objects(obj) -> list:
+    """[rank 0's obj, rank 1's obj, ...] on every rank (JSON-like values; [obj] in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def global_sum(*values: float) -> list[float]:
