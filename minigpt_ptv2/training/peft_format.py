@@ -273,9 +273,13 @@ def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
     if meta.get("task") != task:
         raise InputError(f"--head-from {ckpt_dir} holds a {meta.get('task')!r} head, not {task!r}")
     check_backbone(meta["backbone"], encoder)
-    path = Path(ckpt_dir) / WEIGHTS
+    name = meta.get("weights", WEIGHTS)  # the weights file checkpoint.json names, if it names one
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise InputError(f"--head-from {Path(ckpt_dir) / META}: field 'weights' must be a file name in "
+                         f"the folder, got {name!r}")
+    path = Path(ckpt_dir) / name
     if not path.is_file():
-        raise MissingFileError(f"--head-from {ckpt_dir} has {META} but no {WEIGHTS}")
+        raise MissingFileError(f"--head-from {ckpt_dir} has {META} but no {name}")
     if "weights_sha256" in meta and hashlib.sha256(path.read_bytes()).hexdigest() != meta["weights_sha256"]:
         raise InputError(f"--head-from {path} does not match its {META} (sha256 differs): modified, "
                          f"corrupted, or from another save")
