@@ -1,6 +1,7 @@
 """Tiny checkpoints: a save/load round trip gives identical logits, the files are small, a
-different backbone is refused with the difference named, and a broken or interrupted save is
-caught instead of loading half of something."""
+different backbone is refused with the difference named, a failed save leaves the previous
+checkpoint intact, and a mixed or broken pair is refused instead of loading half of something.
+Kills at every step of a save: tests/test_checkpoint_faults.py."""
 from __future__ import annotations
 
 import copy
@@ -113,37 +114,47 @@ def test_a_failure_while_saving_leaves_the_previous_checkpoint_intact(encoder, m
     first = _trained(encoder, seed=1)
     save_checkpoint(first, tmp_path, task="sst2", method="prefix", P=4)
     before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    real = ckpt.atomic.write_file
 
-    def dies_half_way(tensors, path, metadata=None):
-        with open(path, "wb") as f:
-            f.write(b"\x00" * 100)  # some bytes reach the disk, then the process "dies"
+    def dies_half_way(path, data):
+        real(path, data[: len(data) // 2])  # some bytes reach the disk, then the write fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", dies_half_way)
+    monkeypatch.setattr(ckpt.atomic, "write_file", dies_half_way)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(_trained(encoder, seed=2), tmp_path, task="sst2", method="prefix", P=4)
     monkeypatch.undo()
-    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # no .partial left behind
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # no leftover, no lock file
     assert torch.equal(_logits(load_checkpoint(tmp_path, minilm_dir)[0]), _logits(first))
 
 
-def test_a_crash_between_the_two_renames_is_detected_on_load(encoder, minilm_dir, tmp_path, monkeypatch):
-    save_checkpoint(_trained(encoder, seed=1), tmp_path, task="sst2", method="prefix", P=4)
-    real_replace, calls = ckpt.os.replace, []
-
-    def second_rename_fails(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("killed")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(ckpt.os, "replace", second_rename_fails)
-    with pytest.raises(OSError, match="killed"):
-        save_checkpoint(_trained(encoder, seed=2), tmp_path, task="sst2", method="prefix", P=4)
-    monkeypatch.undo()
-    # new weights next to the old JSON: refused, not silently loaded as a mix of two saves
+def test_a_pair_mixed_by_hand_is_refused_on_load(encoder, minilm_dir, tmp_path):
+    """What a kill can no longer produce (tests/test_checkpoint_faults.py), a copy still can."""
+    save_checkpoint(_trained(encoder, seed=1), tmp_path / "a", task="sst2", method="prefix", P=4)
+    save_checkpoint(_trained(encoder, seed=2), tmp_path / "b", task="sst2", method="prefix", P=4)
+    (tmp_path / "a" / ckpt.WEIGHTS).write_bytes((tmp_path / "b" / ckpt.WEIGHTS).read_bytes())
     with pytest.raises(ValueError, match="two different saves"):
-        load_checkpoint(tmp_path, minilm_dir)
+        load_checkpoint(tmp_path / "a", minilm_dir)
+
+
+def test_a_non_finite_model_is_never_saved(encoder, tmp_path):
+    model = _trained(encoder)
+    with torch.no_grad():
+        model.heads["sst2"].classifier.bias[0] = float("inf")
+    with pytest.raises(FloatingPointError, match="refusing to save .*heads.sst2.classifier.bias hold NaN or "
+                                                 "infinite values .*nothing was written"):
+        save_checkpoint(model, tmp_path / "ck", task="sst2", method="prefix", P=4)
+    assert not (tmp_path / "ck").exists()
+
+
+def test_a_checkpoint_whose_json_names_no_weights_file_loads_checkpoint_safetensors(encoder, minilm_dir, tmp_path):
+    """Checkpoints saved before checkpoint.json named its weights file keep loading."""
+    model = _trained(encoder)
+    save_checkpoint(model, tmp_path, task="sst2", method="prefix", P=4)
+    meta = json.loads((tmp_path / ckpt.META).read_text())
+    del meta["weights"]
+    (tmp_path / ckpt.META).write_text(json.dumps(meta))
+    assert torch.equal(_logits(load_checkpoint(tmp_path, minilm_dir)[0]), _logits(model))
 
 
 def test_full_fine_tuning_round_trip(encoder, minilm_dir, tmp_path):

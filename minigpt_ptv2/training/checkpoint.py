@@ -1,29 +1,42 @@
 """Tiny checkpoints: only what was trained (prompt + head) as safetensors, plus a small JSON.
 
     out/checkpoint.safetensors   e.g. encoder.prompt.embedding.weight [P, L*2*D], heads.sst2.classifier.*
-    out/checkpoint.json          method, P, its options, labels, and the backbone it was trained on
+    out/checkpoint.json          method, P, its options, labels, the backbone it was trained on,
+                                 the weights file it goes with and that file's sha256
 
 The frozen backbone is not saved: loading rebuilds it from the pretrained folder and checks it is
 the same backbone (dimensions and a fingerprint of its weights), saying what differs if not.
-Files are written to a temporary name and renamed, so a failure never leaves half a checkpoint.
+
+A save replaces the pair as a whole (atomic.py): killed at any moment, the folder holds the old
+checkpoint or the new one. While a save replaces an older checkpoint, the new weights sit under
+a fresh name (checkpoint-<hex>.safetensors) that checkpoint.json names; a finished training run
+moves them back to checkpoint.safetensors. The folder is locked while saving (lock.py).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import secrets
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from ..errors import InputError, MissingFileError
+from .. import catalog
+from ..errors import InputError, MissingFileError, NonFiniteError
+from ..validate import check_finite, read_json, require
+from . import atomic
+from .lock import locked
 
 FORMAT = "minigpt_ptv2-checkpoint"
 # Version 2: backbone matrices are stored [in, out] with Q/K/V fused (only `full` checkpoints hold
 # backbone tensors). Version 1 stored them as nn.Linear [out, in]; those are converted on load.
 VERSION = 2
-WEIGHTS, META = "checkpoint.safetensors", "checkpoint.json"
+STEM = "checkpoint"
+WEIGHTS, META = "checkpoint.safetensors", "checkpoint.json"  # WEIGHTS: unless META names another file
+FIELDS = {"format": "str", "task": "str", "method": "str", "P": "int", "method_kwargs": "dict",
+          "backbone": "dict"}
+OPTIONAL = {"version": "int", "labels": "list", "positions": "str", "weights": "str",
+            "weights_sha256": "str", "train": "dict", "kept": "dict"}
 
 
 def backbone_info(encoder) -> dict:
@@ -40,60 +53,83 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".partial")
+    """One file replaced whole: `write(tmp)` fills a uniquely named temporary file, which is
+    fsync'd and renamed over `path` (peft_format.py writes adapter files this way)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.partial")
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        atomic.fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def prepare_folder(out_dir) -> Path:
+    """Create the output folder, refusing a path that is (or is under) a file."""
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            where = "is" if p == out else f"is under {p}, which is"
+            raise InputError(f"output folder {out} {where} a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kwargs: dict | None = None,
                     labels=(), extra: dict | None = None) -> dict:
-    """Save the trainable parameters of a TaskModel; returns {'path', 'bytes', 'tensors'}."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Save the trainable parameters of a TaskModel; returns {'path', 'bytes', 'tensors', 'weights'}.
+    Refuses non-finite values: a checkpoint of a run that blew up would replace a good one."""
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     if not tensors:
         raise InputError("nothing to save: the model has no trainable parameters")
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteError(f"refusing to save to {out_dir}: {', '.join(bad)} hold NaN or infinite values "
+                             f"(the run diverged); nothing was written")
     prompt = model.encoder.prompt
     meta = {"format": FORMAT, "version": VERSION, "task": task, "method": method, "P": P,
             "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
             "labels": list(labels), "backbone": backbone_info(model.encoder), **(extra or {})}
-    # Both files are written in full under temporary names before either replaces the old pair;
-    # the JSON records the weights' hash, so a pair from two different saves is caught on load.
-    w_tmp, m_tmp = out / (WEIGHTS + ".partial"), out / (META + ".partial")
-    try:
-        save_file(tensors, str(w_tmp), metadata={"format": FORMAT})
-        meta["weights_sha256"] = _sha256(w_tmp)
-        m_tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(w_tmp, out / WEIGHTS)
-        os.replace(m_tmp, out / META)
-    finally:
-        for tmp in (w_tmp, m_tmp):
-            if tmp.exists():
-                tmp.unlink()
-    size = (out / WEIGHTS).stat().st_size + (out / META).stat().st_size
-    return {"path": str(out), "bytes": size, "tensors": len(tensors)}
-
-
-def load_json(path: Path) -> dict:
-    """A small JSON file, with an error that names the file and the line when it is broken."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    out = prepare_folder(out_dir)
+    with locked(out, "save_checkpoint"):
+        written = atomic.commit(out, STEM, tensors, meta, metadata={"format": FORMAT})
+    return {"path": str(out), "bytes": written["bytes"], "tensors": len(tensors),
+            "weights": written["meta"]["weights"]}
 
 
 def read_meta(ckpt_dir) -> dict:
+    """checkpoint.json, every field checked (kind, version, known task / method / positions)."""
     path = Path(ckpt_dir) / META
     if not path.is_file():
         raise MissingFileError(f"{ckpt_dir} is not a minigpt_ptv2 checkpoint: no {META} in it")
-    meta = load_json(path)
+    meta = read_json(path)
     if meta.get("format") != FORMAT:
         raise InputError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    require(meta, path, FIELDS, OPTIONAL)
+    if meta.get("version", 1) not in (1, VERSION):
+        raise InputError(f"{ckpt_dir} is checkpoint version {meta['version']}; this minigpt_ptv2 reads "
+                         f"versions 1 and {VERSION}")
+    if meta["P"] < 0:
+        raise InputError(f"{path}: field 'P' must be >= 0, got {meta['P']}")
+    for field, known in (("task", catalog.TASKS), ("method", catalog.TRAIN_METHODS),
+                         ("positions", catalog.POSITIONS)):
+        if field in meta and meta[field] not in known:
+            raise InputError(f"{path}: field {field!r} is {meta[field]!r}, not one of {sorted(known)}")
+    atomic.named_weights(Path(ckpt_dir), STEM, meta)  # a plain file name of ours, never a path
     return meta
+
+
+def read_checkpoint(ckpt_dir) -> tuple[dict, dict]:
+    """(meta, tensors) of a checkpoint folder without building a model: the weights file that
+    checkpoint.json names, checked against its sha256 and for NaN or infinite values."""
+    meta = read_meta(ckpt_dir)
+    meta, tensors = atomic.read(ckpt_dir, STEM, meta)
+    check_finite(tensors, Path(ckpt_dir) / meta.get("weights", WEIGHTS))
+    return meta, tensors
 
 
 def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None:
@@ -111,24 +147,10 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     from ..encoder import Encoder
     from ..pretrained import default_model_dir
     from .tasks import build_task_model
-    meta = read_meta(ckpt_dir)
-    weights = Path(ckpt_dir) / WEIGHTS  # checked before the (slow) backbone load: fail fast
-    if not weights.is_file():
-        raise MissingFileError(f"{ckpt_dir} has {META} but no {WEIGHTS}")
-    if "weights_sha256" in meta and _sha256(weights) != meta["weights_sha256"]:
-        raise InputError(f"{weights} does not match {META} (sha256 differs): the file was modified, "
-                         f"corrupted, or the pair comes from two different saves")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as e:
-        raise InputError(f"could not read {weights}: {type(e).__name__} "
-                         f"(corrupted or truncated?)") from None
+    meta, tensors = read_checkpoint(ckpt_dir)  # before the (slow) backbone load: fail fast
     if meta.get("version", 1) == 1:
         from ..loading import from_nn_linear_layout
-        tensors = from_nn_linear_layout(tensors, str(weights))
-    elif meta["version"] != VERSION:
-        raise InputError(f"{ckpt_dir} is checkpoint version {meta['version']}; this minigpt_ptv2 reads "
-                         f"versions 1 and {VERSION}")
+        tensors = from_nn_linear_layout(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))
     encoder = Encoder.from_pretrained(model_dir or default_model_dir())
     check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full")
     kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
