@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .checks import check_device, check_ids, check_mask, check_positions
+from .checks import check_device, check_ids, check_labels, check_mask, check_position_ids, check_positions
 from .config import DecoderConfig
 from .errors import InputError, InputTypeError
 from .linear import Linear
@@ -94,25 +94,40 @@ class Decoder(PromptHost, nn.Module):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past: KVCache | None = None,
                 use_cache=False, labels=None, output_attentions=False, logits_to_keep: int = 0) -> DecoderOutput:
-        """logits_to_keep=k > 0 returns only the last k rows of logits [B, k, V]: generation reads
+        """input_ids [B, N] int64/int32; attention_mask [B, N] of 0/1 (or bool); position_ids [B, N]
+        or [1, N] in [0, max_position_embeddings) (default: 0.., or after the cache); labels [B, N]
+        in [0, V) or -100. Anything else is refused by name (checks.py).
+
+        logits_to_keep=k > 0 returns only the last k rows of logits [B, k, V]: generation reads
         just the last one, and the [D, V] head is the largest matrix product of a step."""
         cfg, m = self.config, self.prompt
         B, N = check_ids(input_ids, cfg.vocab_size)
         check_device(input_ids, self, "input_ids")
         mask = check_mask(attention_mask, input_ids)  # [B, N]
+        if past is not None and not isinstance(past, KVCache):
+            raise InputTypeError(f"past must be the KVCache of an earlier call (out.cache), got {type(past).__name__}")
         if past is not None and past.key_mask.shape[0] != B:
             raise InputError(f"cache batch {past.key_mask.shape[0]} does not match input_ids batch {B}")
         shift = m.position_offset() if m is not None else 0  # P under "shifted", else 0
         if position_ids is None:
             start = past.next_position if past is not None else torch.full((B,), shift, device=input_ids.device)
             position_ids = start[:, None] + torch.arange(N, device=input_ids.device)  # [B, N]
-        check_positions(int(position_ids.max()), cfg.max_position_embeddings, f"N={N} tokens" + (
-            f" after a position shift of P={shift} (positions='shifted')" if shift else ""))
+            check_positions(int(position_ids.max()), cfg.max_position_embeddings, f"N={N} tokens" + (
+                f" after a position shift of P={shift} (positions='shifted')" if shift else ""))
+        else:
+            check_position_ids(position_ids, input_ids, cfg.max_position_embeddings)
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise InputError(f"logits_to_keep must be an int >= 0 (0 = all), got {logits_to_keep!r}")
+        if logits_to_keep and labels is not None:
+            raise InputError("labels need the logits of every position; leave logits_to_keep=0")
+        if labels is not None:
+            labels = check_labels(labels, input_ids.shape, cfg.vocab_size, input_ids.device, like="input_ids")
         x = self.wte(input_ids) + self.wpe(position_ids)  # [B, N, D]
 
         shallow = m.input_prompt(B) if (m is not None and past is None) else None  # [B, P, D]
         if shallow is not None:
             m.check_tensor(shallow, self.wte.weight, "input prompt")
+            m.check_finite([shallow], lambda i: "input prompt")
             record("shallow", "prompt", shallow)
             if m.positions == "shifted":  # the prompt occupies positions 0..P-1
                 shallow = shallow + self.wpe.weight[: m.num_virtual]  # [B, P, D]
@@ -128,23 +143,16 @@ class Decoder(PromptHost, nn.Module):
         if shallow is not None:
             h = record("shallow", "slice", h[:, m.num_virtual:])  # [B, N, D]
         if logits_to_keep:
-            if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
-                raise InputError(f"logits_to_keep must be an int >= 0 (0 = all), got {logits_to_keep!r}")
-            if labels is not None:
-                raise InputError("labels need the logits of every position; leave logits_to_keep=0")
             h = h[:, -logits_to_keep:]  # [B, k, D]
         logits = record("final", "logits", F.linear(h, self.wte.weight))  # [B, N, V]: tied head
 
         loss = None
         if labels is not None:
-            if labels.shape != input_ids.shape:
-                raise InputError(f"labels shape {list(labels.shape)} does not match input_ids "
-                                 f"{list(input_ids.shape)}")
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                    ignore_index=-100)  # predict token t+1 from t
         cache = None
         if use_cache:
-            cache = KVCache(out.presents, out.key_mask, position_ids[:, -1] + 1)
+            cache = KVCache(out.presents, out.key_mask, position_ids[:, -1].expand(B) + 1)  # [B]
         return DecoderOutput(logits, loss, tuple(out.attentions) if output_attentions else None, cache)
 
     def generate(self, input_ids, max_new_tokens: int, attention_mask=None, **kw) -> torch.Tensor:

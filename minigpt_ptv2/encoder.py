@@ -104,6 +104,8 @@ class Encoder(PromptHost, nn.Module):
         return load_pretrained(model_dir, expect="bert", device=device, dtype=dtype)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False):
+        """input_ids [B, N] int64/int32; attention_mask [B, N] of 0/1 (or bool), 1 = real token;
+        token_type_ids [B, N] in [0, type_vocab_size). Anything else is refused by name (checks.py)."""
         cfg, m = self.config, self.prompt
         B, N = check_ids(input_ids, cfg.vocab_size)
         check_device(input_ids, self, "input_ids")
@@ -115,6 +117,9 @@ class Encoder(PromptHost, nn.Module):
             if token_type_ids.shape != input_ids.shape:
                 raise InputError(f"token_type_ids shape {list(token_type_ids.shape)} does not match "
                                  f"input_ids shape {list(input_ids.shape)}")
+            if token_type_ids.device != input_ids.device:
+                raise InputError(f"token_type_ids is on {token_type_ids.device} but input_ids is on "
+                                 f"{input_ids.device}")
         offset = m.position_offset() if m is not None else 0
         check_positions(offset + N - 1, cfg.max_position_embeddings,
                         f"N={N} real tokens" + (f" after a position shift of P={offset}" if offset else ""))
@@ -124,6 +129,7 @@ class Encoder(PromptHost, nn.Module):
         prompt_pos = None
         if shallow is not None:
             m.check_tensor(shallow, self.embeddings.word_embeddings.weight, "input prompt")
+            m.check_finite([shallow], lambda i: "input prompt")
             record("shallow", "prompt", shallow)
         if shallow is not None and m.positions == "shifted":
             prompt_pos = torch.arange(m.num_virtual, device=input_ids.device)[None]  # [1, P]

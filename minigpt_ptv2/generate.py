@@ -2,13 +2,16 @@
 
 The first step runs the whole prompt (and the prompt method's virtual tokens or prefix) and
 keeps every layer's K/V; each later step feeds one token per row and attends to the cache.
-Left padding is handled the HuggingFace way: positions count real tokens only.
+Left padding is handled the HuggingFace way: positions count real tokens only. Right padding is
+refused: a new token is appended after the last column, so under right padding a short row would
+continue from its pad tokens, not from its last real token.
 """
 from __future__ import annotations
 
 import torch
 
-from .errors import InputError
+from .checks import check_ids, check_mask
+from .errors import InputError, InputTypeError
 
 
 def _positions(mask: torch.Tensor, offset: int) -> torch.Tensor:
@@ -29,6 +32,21 @@ def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: in
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def check_left_padded(mask: torch.Tensor) -> torch.Tensor:
+    """mask [B, N] bool: every row must be some pads, then only real tokens (at least one)."""
+    empty = ~mask.any(dim=1)  # [B]
+    if bool(empty.any()):
+        row = int(empty.nonzero()[0])
+        raise InputError(f"attention_mask row {row} has no real token: there is nothing to continue from")
+    right = mask[:, :-1] & ~mask[:, 1:]  # [B, N-1]: a real token followed by a pad
+    if bool(right.any()):
+        row = int(right.any(dim=1).nonzero()[0])
+        raise InputError(f"attention_mask row {row} has padding after a real token ({mask[row].int().tolist()}): "
+                         f"generate() appends new tokens after the last column, so pad on the left "
+                         f"(padding_side='left') to have every row end with its last real token")
+    return mask
+
+
 @torch.no_grad()
 def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_sample: bool = False,
              temperature: float = 1.0, top_k: int | None = None, eos_token_id: int | None = None,
@@ -38,15 +56,20 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
     use_cache=False recomputes the full sequence each step: slower, and the reference the cache
     is tested against.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-    if temperature <= 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k <= 0:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
         raise InputError(f"top_k must be a positive int or None, got {top_k}")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    mask = attention_mask.long()  # [B, N]
+    V = model.config.vocab_size
+    if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int)
+                                     or not 0 <= eos_token_id < V):
+        raise InputError(f"eos_token_id must be a token id in [0, {V}) or None, got {eos_token_id!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputTypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_ids(input_ids, V)  # the same checks as forward, before the mask is read
+    mask = check_left_padded(check_mask(attention_mask, input_ids)).long()  # [B, N]
     m = model.prompt
     offset = m.position_offset() if m is not None else 0
     ids = input_ids

@@ -40,6 +40,10 @@ def run_layers(layers, x, key_mask, method=None, causal=False, past=None, need_w
     if past is None and method is not None:
         hidden = method.hidden_prompts(B)  # L x [B, P, D] or None
         kv = method.kv_prefix(B)  # L x (K, V) [B, H, P, d] or None
+    if hidden is not None:  # once for all layers, not per layer
+        method.check_finite(hidden, lambda i: f"hidden prompt of layer {i}")
+    if kv is not None:
+        method.check_finite([t for pair in kv for t in pair], lambda i: f"prefix {'KV'[i % 2]} of layer {i // 2}")
     if hidden is not None or kv is not None:
         P = method.num_virtual
         key_mask = prepend(key_mask, method.virtual_keep, P)  # [B, P+N]

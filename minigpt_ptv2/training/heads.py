@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_labels
 from ..errors import InputError, InputTypeError
 
 HEAD_KINDS = ("sequence", "token")
@@ -58,6 +59,9 @@ class TaskModel(nn.Module):
         return self
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, task: str | None = None):
+        """Logits of one head: [B, C] (sequence) or [B, N, C] (token). The encoder checks the inputs."""
+        if task is not None and not isinstance(task, str):
+            raise InputTypeError(f"task must be a head name (str) or None, got {type(task).__name__}")
         if task is None and len(self.heads) > 1:
             raise InputError(f"this model has several heads {list(self.heads)}: pass task=<name>")
         name = next(iter(self.heads)) if task is None else task
@@ -68,7 +72,11 @@ class TaskModel(nn.Module):
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy; token tasks ignore label -100 (sub-tokens, specials, padding)."""
+    """Cross-entropy; label -100 is ignored (for token tasks: sub-tokens, specials, padding).
+
+    labels: [B] for logits [B, C], [B, N] for logits [B, N, C]; integer, each in [0, C) or -100
+    (checked: an out-of-range label is otherwise an IndexError on CPU, a device assert on CUDA)."""
+    labels = check_labels(labels, logits.shape[:-1], logits.shape[-1], logits.device)
     if logits.dim() == 3:  # [B, N, C] vs [B, N]
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
     return F.cross_entropy(logits.float(), labels)  # [B, C] vs [B]
