@@ -9,8 +9,10 @@ NAME = "eval"
 HELP = "evaluate a checkpoint: SST-2 accuracy or CoNLL-2003 entity F1"
 DESCRIPTION = """\
 Rebuild the model a checkpoint was trained as (pretrained backbone + prompt + head), check the
-backbone is the same one, and score it on a labelled split. The token length limit defaults to
-the one used in training."""
+backbone is the same one, and score it on a labelled split. The token length limit (--max-length)
+defaults to the one used in training. CoNLL scores every word: a sentence longer than the limit
+is read in overlapping windows (the output says how many). An SST-2 sentence longer than the
+limit is classified on its first tokens, as in training, and a warning says how many were cut."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 eval runs/sst2-prefix
@@ -33,27 +35,40 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..checks import check_max_length
     from ..data import WordPiece
     from ..pretrained import default_model_dir
     from ..training import evaluate, get_task, load_checkpoint
     check_device(args.device)
+    if args.max_length is not None:
+        check_max_length(args.max_length, name="--max-length")  # before the (slow) model load
     model_dir = args.model_dir or default_model_dir()
     model, meta = load_checkpoint(args.checkpoint, model_dir, args.device)
     task = get_task(meta["task"])
     examples = task.load(args.split, args.data_dir, args.max_examples)
-    max_length = args.max_length or meta.get("train", {}).get("max_length", 128)
+    if args.max_length is None:
+        max_length = check_max_length(meta.get("train", {}).get("max_length", 128), model.encoder,
+                                      "the checkpoint's max_length")
+    else:
+        max_length = check_max_length(args.max_length, model.encoder, "--max-length")
     loader = task.batches(examples, WordPiece.from_model_dir(model_dir), batch_size=args.batch_size,
                           shuffle=False, max_length=max_length)
     scores = evaluate(model, loader, task, examples, args.device)
     if meta.get("imported_from", {}).get("head") == "random":
         print("warning: this checkpoint's head was initialised at random on import (untrained)", file=sys.stderr)
     result = {"task": task.name, "method": meta["method"], "P": meta["P"], "split": args.split,
-              "examples": len(examples), "metric": task.metric, **scores}
+              "examples": len(examples), "max_length": max_length, "metric": task.metric, **scores}
+    if scores.get("truncated"):
+        print(f"warning: {scores['truncated']} of {len(examples)} examples are longer than max_length={max_length} "
+              f"tokens and were classified on their first {max_length - 2} sub-tokens", file=sys.stderr)
     if args.json:
         print_json(result)
     else:
         extra = (f" (precision {scores['precision']:.4f}, recall {scores['recall']:.4f})"
                  if task.metric == "f1" else "")
+        if scores.get("long_sentences"):
+            extra += (f"; every word scored: {scores['long_sentences']} sentences longer than max_length="
+                      f"{max_length} read in overlapping windows ({scores['windows']} windows in all)")
         print(f"{task.name} {args.split} {task.metric}: {scores[task.metric]:.4f}{extra} on "
               f"{len(examples)} examples ({meta['method']}, P={meta['P']})")
     return 0

@@ -10,14 +10,21 @@ from ._shared import add_device, add_json, add_model_dir, check_device, positive
 NAME = "predict"
 HELP = "predict labels (SST-2) or entity tags (CoNLL) for new text with a checkpoint"
 DESCRIPTION = """\
-Read sentences from the arguments, from --file, or from standard input (one per line) and print
-one prediction per sentence: the label and its probability for SST-2, word/tag pairs for CoNLL
-(sentences are split into words on whitespace)."""
+Read sentences from the arguments, from --file, or from standard input (one per line; blank lines
+are skipped, and a note on stderr says which) and print one prediction per sentence: the label
+and its probability for SST-2, word/tag pairs for CoNLL (sentences are split into words on
+whitespace).
+
+Long texts. The model reads at most --max-length tokens at once. CoNLL texts of any length are
+tagged in full: a longer text is read in overlapping windows sharing --stride sub-tokens, each
+word's tag taken from the window where it has the most context; --json gives each text's
+"windows". An SST-2 sentence longer than --max-length is classified on its first tokens: a
+warning on stderr says how many sentences were cut, and --json gives each one's "cut_tokens"."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 predict runs/sst2-prefix "a gorgeous, witty film" "dull and overlong"
   echo "John Smith works for Siemens in Berlin" | python -m minigpt_ptv2 predict runs/conll-prefix
-  python -m minigpt_ptv2 predict runs/sst2-prefix --file reviews.txt --json"""
+  python -m minigpt_ptv2 predict runs/conll-prefix --file report.txt --max-length 128 --stride 32 --json"""
 
 
 def add_arguments(p):
@@ -25,9 +32,14 @@ def add_arguments(p):
     p.add_argument("checkpoint", help="folder written by `train` or `import-peft`")
     p.add_argument("text", nargs="*", help="sentences (default: read --file or standard input)")
     p.add_argument("--file", default=None, help="read sentences from this file, one per line ('-' = stdin)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="sentences per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="sentences (SST-2) or windows (CoNLL) per forward pass")
     p.add_argument("--max-length", type=positive_int, default=None,
-                   help="max tokens per sentence (default: the checkpoint's training value)")
+                   help="max tokens per forward row, [CLS]/[SEP] included (default: the checkpoint's "
+                        "training value)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="CoNLL: sub-tokens shared by consecutive windows of a long text, as in HF "
+                        "pipelines (default: half of max-length - 2)")
     add_model_dir(p)
     add_device(p)
     add_json(p)
@@ -37,8 +49,11 @@ def read_texts(args) -> list[str]:
     if args.text and args.file:
         raise InputError("give sentences as arguments or with --file, not both")
     if args.text:
-        lines = args.text
-    elif args.file and args.file != "-":
+        for i, t in enumerate(args.text):
+            if not t.strip():
+                raise InputError(f"sentence argument {i + 1} is empty" + (" (only whitespace)" if t else ""))
+        return [t.strip() for t in args.text]
+    if args.file and args.file != "-":
         path = Path(args.file)
         if not path.is_file():
             raise MissingFileError(f"--file {path} does not exist")
@@ -50,23 +65,58 @@ def read_texts(args) -> list[str]:
     texts = [t.strip() for t in lines if t.strip()]
     if not texts:
         raise InputError("no sentences to predict (all lines were empty)")
+    blank = [i + 1 for i, t in enumerate(lines) if not t.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        print(f"note: skipped {len(blank)} blank line(s) (line {shown}): one prediction per non-blank line",
+              file=sys.stderr)
     return texts
 
 
 def run(args) -> int:
+    from ..checks import check_max_length
     from ..training.predict import Predictor
     check_device(args.device)
+    if args.max_length is not None:
+        check_max_length(args.max_length, name="--max-length")  # before the (slow) model load
     texts = read_texts(args)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length,
+                                          args.stride, names=("--max-length", "--stride"))
     if predictor.head_is_random:
         print("warning: this checkpoint's head was initialised at random on import (untrained)", file=sys.stderr)
     results = predictor.predict(texts, args.batch_size)
+    summary = _length_summary(predictor, results)
     if args.json:
-        print_json({"task": predictor.task.name, "predictions": results})
+        print_json({"task": predictor.task.name, **summary, "predictions": results})
         return 0
+    _warn(summary)
     for r in results:
         if "label" in r:
             print(f"{r['label']}\t{r['score']:.4f}\t{r['text']}")
         else:
             print(" ".join(f"{w}/{t}" for w, t in r["tags"]))
     return 0
+
+
+def _length_summary(predictor, results: list[dict]) -> dict:
+    """What length did to this run: windows (NER) or truncated sentences (sentence task)."""
+    out = {"max_length": predictor.max_length}
+    if predictor.task.kind == "sequence":
+        out["truncated"] = sum(r["cut_tokens"] > 0 for r in results)
+    else:
+        out["stride"] = predictor.stride
+        out["windows"] = sum(r["windows"] for r in results)
+        out["long_texts"] = sum(r["windows"] > 1 for r in results)
+    out["texts"] = len(results)
+    return out
+
+
+def _warn(s: dict) -> None:
+    if s.get("truncated"):
+        print(f"warning: {s['truncated']} of {s['texts']} sentences are longer than max_length={s['max_length']} "
+              f"tokens; their labels read only the first {s['max_length'] - 2} sub-tokens (--json gives each "
+              f"one's cut_tokens)", file=sys.stderr)
+    if s.get("long_texts"):
+        print(f"note: {s['long_texts']} of {s['texts']} texts are longer than max_length={s['max_length']} tokens "
+              f"and were read in {s['windows']} overlapping windows in all (stride {s['stride']}); every word is "
+              f"tagged", file=sys.stderr)

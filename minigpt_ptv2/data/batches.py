@@ -4,6 +4,10 @@ Tokenisation happens once, up front, with the fast tokenizer's batch encode (all
 in about two seconds); each batch is then padded only to its own longest row. Datasets return
 plain Python lists, and the collate object is picklable, so they work with DataLoader workers and
 with a DistributedSampler unchanged.
+
+Training rows are truncated to max_length, and each dataset counts what that cut (`cut`,
+`words_cut`). Evaluation of a token task reads every word instead: `ConllDataset.windows()`
+gives the same sentences as overlapping windows (see windows.py).
 """
 from __future__ import annotations
 
@@ -37,10 +41,12 @@ class PadCollate:
 
 
 class SST2Dataset(Dataset):
-    """Sentence classification rows: (text, label) examples tokenised to [CLS] ... [SEP] ids."""
+    """Sentence classification rows: (text, label) examples tokenised to [CLS] ... [SEP] ids.
+    `cut[i]`: sub-tokens example i lost to truncation at max_length (0 when it fit)."""
 
     def __init__(self, examples, tokenizer: WordPiece, max_length: int = 128):
-        self.input_ids = tokenizer.token_rows([text for text, _ in examples], max_length)
+        self.max_length, self.cut = max_length, []
+        self.input_ids = tokenizer.token_rows([text for text, _ in examples], max_length, self.cut)
         self.labels = [int(label) for _, label in examples]
         self.collate_fn = PadCollate(tokenizer.pad_id)
 
@@ -52,20 +58,51 @@ class SST2Dataset(Dataset):
 
 
 class ConllDataset(Dataset):
-    """Token classification rows: (words, tags) sentences with labels on each word's first sub-token."""
+    """Token classification rows: (words, tags) sentences with labels on each word's first sub-token.
+
+    Rows are truncated to max_length (what training reads); `words_cut[i]` counts the words of
+    sentence i that lost every sub-token to it. `windows()` reads every word, for evaluation."""
 
     def __init__(self, sentences, tokenizer: WordPiece, max_length: int = 128):
         words = [list(w) for w, _ in sentences]
         tag_ids = [[CONLL_LABEL_TO_ID[t] for t in tags] for _, tags in sentences]
         self.input_ids, self.labels, self.word_ids = tokenizer.word_rows(words, tag_ids, max_length)
         self.n_words = [len(w) for w in words]  # to score every gold word, even truncated ones
+        self.words_cut = [n - len({w for w in ids if w is not None}) for n, ids in zip(self.n_words, self.word_ids)]
         self.collate_fn = PadCollate(tokenizer.pad_id)
+        self.max_length, self._words, self._tokenizer = max_length, words, tokenizer
+
+    def windows(self, stride: int | None = None) -> "WindowDataset":
+        """The same sentences, every word read, in windows of at most max_length tokens."""
+        return WindowDataset(self._tokenizer.word_windows(self._words, self.max_length, stride),
+                             self._tokenizer.pad_id)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
         return {"input_ids": self.input_ids[i], "labels": self.labels[i], "word_ids": self.word_ids[i]}
+
+
+class WindowDataset(Dataset):
+    """Window rows {"text", "input_ids", "reads"} from `WordPiece.word_windows`; batches carry
+    input_ids / attention_mask / token_type_ids [B, N] plus the `text` and `reads` lists."""
+
+    def __init__(self, rows: list[dict], pad_id: int):
+        self.rows, self.pad_id = rows, pad_id
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+    def collate_fn(self, rows: list[dict]) -> dict:
+        batch = pad_batch([r["input_ids"] for r in rows], self.pad_id)
+        N = batch["input_ids"].shape[1]
+        batch["text"] = [r["text"] for r in rows]
+        batch["reads"] = [r["reads"] + [None] * (N - len(r["reads"])) for r in rows]
+        return batch
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:

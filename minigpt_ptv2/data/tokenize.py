@@ -5,7 +5,10 @@ hiding them in tokenizer.json settings:
 - special tokens: ``[CLS] tokens... [SEP]``, added here, kept when truncating to ``max_length``;
 - padding: dynamic, to the longest row of the batch, on the right, ``attention_mask`` 0 there;
 - label alignment: a word's label goes to its *first* sub-token; later sub-tokens, [CLS], [SEP]
-  and padding get -100, the index ``torch.nn.functional.cross_entropy`` ignores.
+  and padding get -100, the index ``torch.nn.functional.cross_entropy`` ignores;
+- long texts: ``token_rows`` / ``word_rows`` truncate to ``max_length`` (and ``token_rows``
+  reports how many sub-tokens each row lost); ``word_windows`` instead reads every word, in
+  overlapping windows (see windows.py), which is what prediction and evaluation use for NER.
 Nothing is ever downloaded: the vocabulary comes from a local model folder.
 """
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from ..checks import check_max_length
 from ..errors import InputError, InputTypeError, MissingFileError
+from .windows import default_stride, word_windows
 
 IGNORE = -100  # label for positions that carry no loss (cross_entropy's default ignore_index)
 
@@ -97,17 +102,35 @@ class WordPiece:
             return cls(_from_vocab(model_dir))
         raise MissingFileError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
 
-    def token_rows(self, texts: list[str], max_length: int = 128) -> list[list[int]]:
-        """Unpadded ``[CLS] ... [SEP]`` id rows, each at most ``max_length`` long."""
-        if isinstance(texts, str):
-            raise InputTypeError("pass a list of strings (a batch), e.g. [text]")
+    def token_rows(self, texts: list[str], max_length: int = 128, cut: list | None = None) -> list[list[int]]:
+        """Unpadded ``[CLS] ... [SEP]`` id rows, each at most ``max_length`` long. When a list is
+        passed as ``cut``, it receives, per text, how many sub-tokens truncation dropped (0 = none)."""
         keep = _room(max_length)
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        encodings = self._tok.encode_batch(_texts(texts), add_special_tokens=False)
+        if cut is not None:
+            cut.extend(max(0, len(e.ids) - keep) for e in encodings)
         return [[self.cls_id, *e.ids[:keep], self.sep_id] for e in encodings]
 
     def encode(self, texts: list[str], max_length: int = 128) -> dict[str, torch.Tensor]:
-        """Tokenise a batch of sentences: input_ids, attention_mask, token_type_ids, all [B, N]."""
+        """Tokenise a batch of sentences: input_ids, attention_mask, token_type_ids, all [B, N]
+        (exactly a model's keyword arguments; ``token_rows(..., cut=[])`` tells what was cut)."""
         return pad_batch(self.token_rows(texts, max_length), self.pad_id)
+
+    def word_windows(self, word_lists: list[list[str]], max_length: int = 128,
+                     stride: int | None = None) -> list[dict]:
+        """Every sub-token of every pre-split text, in overlapping windows of at most ``max_length``
+        tokens (see windows.py): rows {"text": i, "start", "input_ids", "reads"}, in text order. ``stride``
+        sub-tokens are shared by consecutive windows (default: half of the max_length - 2 a window
+        holds). A text that fits gives one row, the one ``word_rows`` would give."""
+        room = _room(max_length)
+        stride = default_stride(room) if stride is None else stride
+        encodings = self._tok.encode_batch([list(w) for w in _texts(word_lists, "word lists")],
+                                           is_pretokenized=True, add_special_tokens=False)
+        rows = []
+        for i, enc in enumerate(encodings):
+            for row in word_windows(enc.ids, enc.word_ids, room, stride, self.cls_id, self.sep_id):
+                rows.append({"text": i, **row})
+        return rows
 
     def word_rows(self, word_lists: list[list[str]], word_labels: list[list[int]] | None = None,
                   max_length: int = 128):
@@ -154,10 +177,15 @@ class WordPiece:
 
 
 def _room(max_length: int) -> int:
-    """How many real sub-tokens fit once [CLS] and [SEP] are reserved."""
-    if max_length < 2:
-        raise InputError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}")
-    return max_length - 2
+    """How many real sub-tokens fit once [CLS] and [SEP] are reserved (at least one: the rule
+    `train`, `eval` and `predict` share)."""
+    return check_max_length(max_length) - 2
+
+
+def _texts(texts, what: str = "strings") -> list:
+    if isinstance(texts, str):
+        raise InputTypeError(f"pass a list of {what} (a batch), e.g. [text]")
+    return list(texts)
 
 
 def _from_vocab(model_dir: Path) -> Tokenizer:

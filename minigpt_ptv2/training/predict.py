@@ -2,18 +2,26 @@
 
     p = Predictor.from_checkpoint("runs/sst2")
     p.predict(["a gorgeous, witty film", "dull and overlong"])
-        -> [{"text": ..., "label": "positive", "score": 0.93}, {..., "label": "negative", ...}]
+        -> [{"text": ..., "label": "positive", "score": 0.93, "cut_tokens": 0}, {...}]
     Predictor.from_checkpoint("runs/conll").predict(["John lives in Berlin"])
-        -> [{"text": ..., "tags": [("John", "B-PER"), ("lives", "O"), ("in", "O"), ("Berlin", "B-LOC")]}]
+        -> [{"text": ..., "tags": [("John", "B-PER"), ("lives", "O"), ...], "windows": 1}]
 
-Sentences for the NER task are split on whitespace into words (CoNLL's own tokenisation is
-word-level); each word's tag is read at its first sub-token, as in training.
+Length. The model reads at most `max_length` tokens at once (the checkpoint's training value by
+default; never more than its position table holds).
+- NER reads texts of any length: words are split on whitespace (CoNLL's tokenisation is
+  word-level), and a text longer than max_length is read in overlapping windows that share
+  `stride` sub-tokens (default: half a window), each word's tag read at its first sub-token in
+  the window where it has the most context (data/windows.py). `windows` says how many were read.
+- A sentence classifier reads the first max_length - 2 sub-tokens; `cut_tokens` says how many
+  it did not read (0 when the text fit).
 """
 from __future__ import annotations
 
 import torch
 
-from ..data import WordPiece, align_predictions
+from ..checks import check_batch_size, check_max_length
+from ..data import WordPiece, pad_batch
+from ..data.windows import check_stride, default_stride, scatter_reads
 from ..errors import InputError, InputTypeError
 from ..pretrained import default_model_dir
 from .checkpoint import load_checkpoint
@@ -21,17 +29,31 @@ from .tasks import get_task
 
 
 class Predictor:
-    def __init__(self, model, meta: dict, tokenizer: WordPiece, device="cpu", max_length: int | None = None):
+    def __init__(self, model, meta: dict, tokenizer: WordPiece, device="cpu", max_length: int | None = None,
+                 stride: int | None = None, names: tuple[str, str] = ("max_length", "stride")):
         self.model, self.meta, self.tok, self.device = model.eval(), meta, tokenizer, device
         self.task = get_task(meta["task"])
         self.labels = list(meta.get("labels") or self.task.labels)
-        self.max_length = max_length or meta.get("train", {}).get("max_length", 128)
+        self.set_limits(max_length, stride, names)
+
+    def set_limits(self, max_length: int | None = None, stride: int | None = None,
+                   names: tuple[str, str] = ("max_length", "stride")) -> None:
+        """Tokens per forward row (default: the checkpoint's training value), within the model's
+        position table, and the windows' overlap (default: half of max_length - 2). Refused at
+        once, by `names` (the CLI passes its flags), rather than at the first long text."""
+        if max_length is None:
+            max_length = self.meta.get("train", {}).get("max_length", 128)
+            names = ("the checkpoint's max_length", names[1])
+        self.max_length = check_max_length(max_length, self.model.encoder, names[0])
+        room = self.max_length - 2
+        self.stride = default_stride(room) if stride is None else check_stride(stride, room, names[1])
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir, model_dir=None, device="cpu", max_length: int | None = None):
+    def from_checkpoint(cls, ckpt_dir, model_dir=None, device="cpu", max_length: int | None = None,
+                        stride: int | None = None, names: tuple[str, str] = ("max_length", "stride")):
         model_dir = model_dir or default_model_dir()
         model, meta = load_checkpoint(ckpt_dir, model_dir, device)
-        return cls(model, meta, WordPiece.from_model_dir(model_dir), device, max_length)
+        return cls(model, meta, WordPiece.from_model_dir(model_dir), device, max_length, stride, names)
 
     @property
     def head_is_random(self) -> bool:
@@ -44,31 +66,47 @@ class Predictor:
         return self.model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).float().cpu()
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
-        """One record per text: {"text", "label", "score"} (sentence task) or {"text", "tags"} (NER)."""
-        if isinstance(texts, str):
-            raise InputTypeError("predict() takes a list of strings, e.g. [text]")
-        texts = [t.strip() for t in texts]
-        empty = [i for i, t in enumerate(texts) if not t]
-        if empty:
-            raise InputError(f"text {empty[0] + 1} is empty")
-        out = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            out += self._sentences(chunk) if self.task.kind == "sequence" else self._words(chunk)
-        return out
+        """One record per text: {"text", "label", "score", "cut_tokens"} (sentence task) or
+        {"text", "tags", "windows"} (NER). batch_size: texts (sentence task) or windows (NER) per
+        forward pass. An empty or whitespace-only text is refused, naming its position."""
+        texts = _clean(texts)
+        check_batch_size(batch_size)
+        if self.task.kind == "sequence":
+            return [r for start in range(0, len(texts), batch_size)
+                    for r in self._sentences(texts[start:start + batch_size])]
+        return self._words(texts, batch_size)
 
     def _sentences(self, texts: list[str]) -> list[dict]:
-        probs = self._logits(self.tok.encode(texts, self.max_length)).softmax(-1)  # [B, C]
+        cut = []
+        rows = self.tok.token_rows(texts, self.max_length, cut)
+        probs = self._logits(pad_batch(rows, self.tok.pad_id)).softmax(-1)  # [B, C]
         score, ids = probs.max(-1)  # [B]
-        return [{"text": t, "label": self.labels[i], "score": round(float(s), 4)}
-                for t, i, s in zip(texts, ids.tolist(), score.tolist())]
+        return [{"text": t, "label": self.labels[i], "score": round(float(s), 4), "cut_tokens": c}
+                for t, i, s, c in zip(texts, ids.tolist(), score.tolist(), cut)]
 
-    def _words(self, texts: list[str]) -> list[dict]:
+    def _words(self, texts: list[str], batch_size: int) -> list[dict]:
         words = [t.split() for t in texts]
-        batch = self.tok.encode_words(words, max_length=self.max_length)
-        preds = self._logits(batch).argmax(-1)  # [B, N]
-        out = []
-        for i, ws in enumerate(words):
-            ids = align_predictions(preds[i], batch["word_ids"][i], len(ws))  # one per word
-            out.append({"text": texts[i], "tags": [(w, self.labels[j]) for w, j in zip(ws, ids)]})
-        return out
+        rows = self.tok.word_windows(words, self.max_length, self.stride)
+        tags = [[0] * len(ws) for ws in words]  # 0 = "O" stays only for a word with no sub-token
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            preds = self._logits(pad_batch([r["input_ids"] for r in chunk], self.tok.pad_id)).argmax(-1)  # [b, N]
+            for r, p in zip(chunk, preds):
+                scatter_reads(tags[r["text"]], p, r["reads"])
+        n_windows = [0] * len(texts)
+        for r in rows:
+            n_windows[r["text"]] += 1
+        return [{"text": t, "tags": [(w, self.labels[j]) for w, j in zip(ws, ids)], "windows": n}
+                for t, ws, ids, n in zip(texts, words, tags, n_windows)]
+
+
+def _clean(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise InputTypeError("predict() takes a list of strings, e.g. [text]")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputTypeError(f"text {i + 1} is a {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InputError(f"text {i + 1} is empty" + (" (only whitespace)" if t else ""))
+    return [t.strip() for t in texts]
