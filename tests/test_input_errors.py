@@ -172,3 +172,28 @@ def test_generate_arguments(decoder):
         decoder.generate(ids, 2, do_sample=True, temperature=0)
     with raises(ValueError, "top_k", "0"):
         decoder.generate(ids, 2, do_sample=True, top_k=0)
+
+
+# --- the same rules at both doors (the full table is tests/bad_inputs/test_api.py) ---------------
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.bool])
+def test_ids_of_an_index_dtype_embedding_cannot_use(model, dtype):
+    with raises(TypeError, "input_ids must hold integer token ids", str(dtype)):
+        model(ids_for(model, 2, 5).to(dtype))
+    with torch.no_grad():
+        model(ids_for(model, 2, 5).int())  # int32 is an index dtype: accepted
+
+
+def test_empty_batch_and_meta_ids(model):
+    with raises(ValueError, "input_ids has an empty batch", "[0, 5]"):
+        model(torch.zeros(0, 5, dtype=torch.long))
+    with raises(ValueError, "input_ids is on the meta device"):
+        model(torch.zeros(2, 5, dtype=torch.long, device="meta"))
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.float32])
+def test_mask_values_other_than_0_and_1_in_any_dtype(model, dtype):
+    mask = torch.ones(2, 5, dtype=dtype)
+    mask[0, 1] = 2
+    with raises(ValueError, "attention_mask must hold 0/1", "2"):
+        model(ids_for(model, 2, 5), attention_mask=mask)
