@@ -42,7 +42,6 @@ NaN is 0, a plausible-looking accuracy).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,32 +267,18 @@ def export_checkpoint(ckpt_dir, out_dir, model_dir=None, allow_position_change: 
 
 
 def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
-    from .checkpoint import META, WEIGHTS, check_backbone, read_meta
-    meta = read_meta(ckpt_dir)
-    if meta.get("task") != task:
-        raise InputError(f"--head-from {ckpt_dir} holds a {meta.get('task')!r} head, not {task!r}")
+    """The task head of one of our checkpoints: read_checkpoint checks its fields, that the
+    weights match the sha256 checkpoint.json records, and that they are finite."""
+    from .checkpoint import check_backbone, read_checkpoint
+    meta, tensors = read_checkpoint(ckpt_dir)
+    if meta["task"] != task:
+        raise InputError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
     check_backbone(meta["backbone"], encoder)
-    name = meta.get("weights", WEIGHTS)  # the weights file checkpoint.json names, if it names one
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-        raise InputError(f"--head-from {Path(ckpt_dir) / META}: field 'weights' must be a file name in "
-                         f"the folder, got {name!r}")
-    path = Path(ckpt_dir) / name
-    if not path.is_file():
-        raise MissingFileError(f"--head-from {ckpt_dir} has {META} but no {name}")
-    if "weights_sha256" in meta and hashlib.sha256(path.read_bytes()).hexdigest() != meta["weights_sha256"]:
-        raise InputError(f"--head-from {path} does not match its {META} (sha256 differs): modified, "
-                         f"corrupted, or from another save")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:
-        raise InputError(f"could not read {path}: {type(e).__name__} (corrupted or truncated?)") from None
     names = {k: f"heads.{task}.classifier.{k}" for k in ("weight", "bias")}
     missing = [n for n in names.values() if n not in tensors]
     if missing:
-        raise InputError(f"--head-from {path} has no {missing[0]!r}: not a checkpoint with a {task} head")
-    head = {k: tensors[n] for k, n in names.items()}
-    _floating({names[k]: t for k, t in head.items()}, path)
-    return {k: t.float() for k, t in head.items()}
+        raise InputError(f"--head-from {ckpt_dir} has no {missing[0]!r}: not a checkpoint with a {task} head")
+    return {k: tensors[n].float() for k, n in names.items()}
 
 
 def _pooling_refusal(adapter_dir, kind: str, task: str) -> str:
