@@ -158,3 +158,25 @@ def test_batches_are_padded_shuffled_by_seed_and_sampler_ready(wp):
     ner = next(iter(conll_batches([(SUNDAR_WORDS, SUNDAR_TAGS), (["Hi"], ["O"])], wp, batch_size=2)))
     assert ner["labels"].tolist() == [SUNDAR_LABELS, [-100, 0, -100] + [-100] * 9]
     assert ner["word_ids"][1] == [None, 0, None] + [None] * 9
+
+
+def test_a_sentence_that_fits_is_one_window_identical_to_its_row(wp):
+    """word_windows' row for a short sentence is word_rows' row; `reads` marks each word's first
+    sub-token (sun, pic, works, ...), not the continuation pieces (##dar, ##hai)."""
+    rows = wp.word_windows([SUNDAR_WORDS, ["Hi"]], max_length=64)
+    ids, _, word_ids = wp.word_rows([SUNDAR_WORDS, ["Hi"]], max_length=64)
+    assert [r["text"] for r in rows] == [0, 1] and [r["input_ids"] for r in rows] == ids
+    assert rows[0]["reads"] == [None, 0, None, 1, None, 2, 3, 4, 5, 6, 7, None]
+    assert word_ids[0] == [None, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, None]
+    long = wp.word_windows([SUNDAR_WORDS], max_length=8, stride=3)  # 10 sub-tokens, windows of 6
+    assert [r["input_ids"][1:-1] for r in long] == [SUNDAR_IDS[1:7], SUNDAR_IDS[4:10], SUNDAR_IDS[7:11]]
+    read = sorted(w for r in long for w in r["reads"] if w is not None)
+    assert read == list(range(8))  # every word once, the last ones from the windows that hold them
+
+
+def test_token_rows_report_what_truncation_cut(wp):
+    cut = []
+    rows = wp.token_rows(["The movie was an absolute masterpiece.", "hi"], max_length=5, cut=cut)
+    assert cut == [4, 0] and rows[0] == [101, 1996, 3185, 2001, 102]
+    data = SST2Dataset([("The movie was an absolute masterpiece.", 1), ("hi", 0)], wp, max_length=5)
+    assert data.cut == [4, 0]
