@@ -26,6 +26,7 @@ from minigpt_ptv2.config import preset
 from minigpt_ptv2.errors import MissingFileError, UserError
 from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.training import Head, TaskModel, save_checkpoint, set_trainable
+from minigpt_ptv2.training import atomic
 from minigpt_ptv2.training import state as run_state
 from minigpt_ptv2.training.checkpoint import read_checkpoint
 from minigpt_ptv2.training.lock import LOCK, FolderBusy, locked
@@ -97,7 +98,7 @@ def legacy(folder):
     (folder / "checkpoint.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("before", ["empty", "one-save", "two-saves", "legacy"])
+@pytest.mark.parametrize("before", ["empty", "one-save", "fresh-name", "legacy"])
 def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_checkpoint(tmp_path, before):
     old, new, third = tiny(1), tiny(2), tiny(3)
     expected = {"old": trained(old), "new": trained(new)}
@@ -105,8 +106,12 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_checkpoint(tmp_path
     for k in range(1, 100):
         folder = tmp_path / f"k{k}"
         folder.mkdir()
-        for _ in range({"empty": 0, "one-save": 1, "two-saves": 2, "legacy": 1}[before]):
-            save(old, folder, "old")  # two saves: the weights sit under checkpoint-<hex>.safetensors
+        if before != "empty":
+            save(old, folder, "old")
+        if before == "fresh-name":  # as a save killed between its two commits leaves it
+            meta = json.loads((folder / "checkpoint.json").read_text())
+            atomic.commit(folder, "checkpoint", trained(old), meta, plain=False)
+            assert json.loads((folder / "checkpoint.json").read_text())["weights"].startswith("checkpoint-")
         if before == "legacy":
             legacy(folder)
         if not killed_at(k, lambda: save(new, folder, "new")):
@@ -126,7 +131,7 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_checkpoint(tmp_path
         meta, _ = read_checkpoint(folder)
         assert meta["tag"] == "third"
         left = sorted(p.name for p in folder.iterdir())
-        assert left == sorted(["checkpoint.json", meta["weights"]]), f"kill point {k}: left {left}"
+        assert left == ["checkpoint.json", "checkpoint.safetensors"], f"kill point {k}: left {left}"
     else:
         pytest.fail("the save never completed")
     # every step was a kill point: writing, syncing, the rename, the clean-up, the lock
@@ -147,12 +152,17 @@ def test_a_resume_state_save_killed_at_any_step_leaves_the_old_or_the_new_state(
     assert k > 6
 
 
-def test_the_second_save_uses_a_fresh_name_until_the_json_switches(tmp_path):
-    names = []
-    for seed in (1, 2, 3):
-        names.append(save(tiny(seed), tmp_path, str(seed))["weights"])
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["checkpoint.json", names[-1]])
-    assert names[0] == names[2] == "checkpoint.safetensors" and names[1].startswith("checkpoint-")
+def test_a_save_over_a_checkpoint_passes_through_a_fresh_name_and_ends_plain(tmp_path, monkeypatch):
+    save(tiny(1), tmp_path, "1")
+    named, real = [], os.replace
+
+    def replace(src, dst):  # what checkpoint.json names at each commit
+        real(src, dst)
+        named.append(json.loads((tmp_path / "checkpoint.json").read_text())["weights"])
+    monkeypatch.setattr(os, "replace", replace)
+    assert save(tiny(2), tmp_path, "2")["weights"] == "checkpoint.safetensors"
+    assert len(named) == 2 and named[0].startswith("checkpoint-") and named[1] == "checkpoint.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.safetensors"]
 
 
 # --- one writer per folder ----------------------------------------------------------------------

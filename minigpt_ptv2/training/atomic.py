@@ -9,7 +9,9 @@ only one of them is the commit point:
     2. the new JSON, naming that file and its sha256, is written to STEM.json.<random>.partial,
        fsync'd, and renamed over STEM.json with one os.replace: the commit point;
     3. the folder is fsync'd, then every weights file and .partial of ours that the JSON does
-       not name is removed (the old weights, leftovers of a save that was killed).
+       not name is removed (the old weights, leftovers of a save that was killed);
+    4. if the weights went to STEM-<random>.safetensors, steps 1-3 run once more with the same
+       bytes: STEM.safetensors is free now, and a folder at rest holds the plain pair.
 
 Killed before 2's rename: STEM.json still names the old, untouched weights; the new files are
 unnamed leftovers that readers ignore and the next save removes. Killed after it: the new pair
@@ -88,15 +90,19 @@ def _current(folder: Path, stem: str) -> str | None:
         return None
 
 
-def commit(folder, stem: str, tensors: dict, meta: dict, metadata: dict | None = None) -> dict:
+def commit(folder, stem: str, tensors: dict, meta: dict, metadata: dict | None = None,
+           plain: bool = True) -> dict:
     """Save `tensors` and `meta` as STEM.json + the weights file it names; returns the written
-    meta (with 'weights' and 'weights_sha256') and 'bytes', the size of the pair."""
-    return commit_bytes(folder, stem, save_bytes(tensors, metadata=metadata), meta)
+    meta (with 'weights' and 'weights_sha256') and 'bytes', the size of the pair. plain=False
+    skips step 4 (the weights may then stay under a fresh name)."""
+    data = save_bytes(tensors, metadata=metadata)
+    written = _commit_once(Path(folder), stem, data, meta)
+    if plain and written["meta"]["weights"] != f"{stem}.safetensors":
+        written = _commit_once(Path(folder), stem, data, meta)
+    return written
 
 
-def commit_bytes(folder, stem: str, data: bytes, meta: dict) -> dict:
-    """`commit` for weights already serialised (safetensors bytes)."""
-    folder = Path(folder)
+def _commit_once(folder: Path, stem: str, data: bytes, meta: dict) -> dict:
     token = secrets.token_hex(8)
     current = _current(folder, stem)
     name = f"{stem}.safetensors" if current != f"{stem}.safetensors" else f"{stem}-{token}.safetensors"
@@ -156,11 +162,3 @@ def read_bytes(folder, stem: str, meta: dict | None = None) -> tuple[dict, bytes
         raise InputError(f"{path} does not match {stem}.json (sha256 differs): the file was modified, "
                          f"corrupted, or the pair comes from two different saves")
     return meta, data, path
-
-
-def settle(folder, stem: str) -> None:
-    """Move the committed weights back to STEM.safetensors (a commit of the same bytes), so a
-    finished run leaves the plain pair STEM.json + STEM.safetensors."""
-    meta, data, path = read_bytes(folder, stem)
-    if path.name != f"{stem}.safetensors":
-        commit_bytes(folder, stem, data, {k: v for k, v in meta.items() if k not in ("weights", "weights_sha256")})

@@ -8,9 +8,10 @@ The frozen backbone is not saved: loading rebuilds it from the pretrained folder
 the same backbone (dimensions and a fingerprint of its weights), saying what differs if not.
 
 A save replaces the pair as a whole (atomic.py): killed at any moment, the folder holds the old
-checkpoint or the new one. While a save replaces an older checkpoint, the new weights sit under
-a fresh name (checkpoint-<hex>.safetensors) that checkpoint.json names; a finished training run
-moves them back to checkpoint.safetensors. The folder is locked while saving (lock.py).
+checkpoint or the new one. While a save replaces an older checkpoint, the new weights pass
+through a fresh name (checkpoint-<hex>.safetensors) that checkpoint.json names; only a save
+killed at that moment leaves them there, and the next save moves them back. The folder is
+locked while saving (lock.py).
 """
 from __future__ import annotations
 

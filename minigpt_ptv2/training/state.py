@@ -109,7 +109,7 @@ def save(run_dir, meta: dict, tensors: dict) -> None:
     """Write the state atomically to RUN_DIR/resume/ (the caller holds RUN_DIR's lock)."""
     path = folder(run_dir)
     path.mkdir(exist_ok=True)
-    atomic.commit(path, STEM, tensors, meta, metadata={"format": FORMAT})
+    atomic.commit(path, STEM, tensors, meta, metadata={"format": FORMAT}, plain=False)  # read by name only
 
 
 def load_meta(run_dir) -> dict:
