@@ -1,11 +1,12 @@
 """The training loop's promises, each checked on a tiny random encoder (bert-tiny, D=24, L=3):
 the exact learning rate of every step, gradient clipping as the optimizer sees it, the progress
-bar's loss and throughput, several task heads over one prompt, the non-finite-loss error, and
-why 2 processes match 1 exactly for sentence tasks but only closely for token tasks."""
+bar's loss and throughput, several task heads over one prompt, the non-finite-loss diagnosis,
+the divergence stop, and why 2 processes match 1 exactly for sentence tasks but only closely for token tasks."""
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import re
 from fractions import Fraction as F
 
@@ -263,22 +264,53 @@ def test_two_heads_train_in_turn_over_one_shared_prompt():
     assert changed == set(names)  # both heads and the prompt moved, nothing of the frozen backbone did
 
 
-# --- 5. a non-finite loss stops training with a helpful error ------------------------------------
+# --- 5. a loss that is not finite, or far above its start, stops the run before the bad step ----
 
-def _nan_model() -> TaskModel:
+def _broken(*names, value=float("nan")) -> TaskModel:
+    """A tiny model with every entry of the named tensors set to `value`."""
     model = tiny_model()
+    params = dict(model.named_parameters())
     with torch.no_grad():
-        model.heads["sst2"].classifier.bias.fill_(float("nan"))
+        for name in names:
+            params[name].fill_(value)
     return model
 
 
-def test_non_finite_loss_raises_floating_point_error_before_any_update():
-    model = _nan_model()
+def _nan_model() -> TaskModel:
+    return _broken("heads.sst2.classifier.bias")
+
+
+@pytest.mark.parametrize("names, says", [
+    (["heads.sst2.classifier.bias"], "the head became non-finite (heads.sst2.classifier.bias): the updates "
+                                     "blew up; lower the learning rate (now 0.01)"),
+    # the prompt checks itself as it runs (prompts/base.py); fit adds where
+    (["encoder.prompt.embedding.weight"], "'embedding.weight' holds 576 NaN values"),
+    (["encoder.layers.1.ffn_in.weight"], "the frozen backbone tensor encoder.layers.1.ffn_in.weight holds NaN"),
+    # the input embeddings are named first, whatever else is broken too
+    (["encoder.layers.1.ffn_in.weight", "encoder.embeddings.word_embeddings.weight"],
+     "the frozen backbone tensor encoder.embeddings.word_embeddings.weight (and 1 more) holds NaN"),
+], ids=["head", "prompt", "frozen-layer", "embeddings-first"])
+def test_non_finite_loss_names_the_culprit_before_blaming_the_learning_rate(names, says):
+    model = _broken(*names)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with pytest.raises(FloatingPointError,
-                       match=r"loss became nan at epoch 1, step 0: lower the learning rate \(now 0\.01\)"):
+    with pytest.raises(FloatingPointError) as info:
         fit(model, sentence_batches(2), TrainConfig(epochs=1, lr=0.01, progress=False), task="sst2")
+    message = str(info.value)
+    assert message.startswith(("loss became nan at epoch 1, step 0: ", "at epoch 1, step 0: ")), message
+    assert says in message, message
+    frozen = any(not dict(model.named_parameters())[n].requires_grad for n in names)
+    assert ("learning rate" in message) and (("not the cause" in message) == frozen), message
     assert all(torch.equal(p.nan_to_num(), before[n].nan_to_num()) for n, p in model.named_parameters())
+
+
+def test_finite_weights_with_overflowing_logits_point_at_the_learning_rate():
+    model = tiny_model()
+    with torch.no_grad():  # finite, but the logits overflow float32 (+-inf), so the loss is nan
+        model.heads["sst2"].classifier.weight[0].fill_(3e38)
+        model.heads["sst2"].classifier.weight[1].fill_(-3e38)
+    with pytest.raises(FloatingPointError, match="every weight is finite, so the logits overflowed; lower the "
+                                                 r"learning rate \(now 0.01\)"):
+        fit(model, sentence_batches(1), TrainConfig(epochs=1, lr=0.01, progress=False), task="sst2")
 
 
 def test_cli_reports_a_non_finite_loss_in_one_line(monkeypatch, capsys):
@@ -291,7 +323,49 @@ def test_cli_reports_a_non_finite_loss_in_one_line(monkeypatch, capsys):
     monkeypatch.delenv("MINIGPT_PTV2_TRACEBACK", raising=False)
     assert main(["train", "sst2", "prefix", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: loss became nan at epoch 1, step 0: lower the learning rate (now 0.01)\n"
+    assert err.startswith("error: loss became nan at epoch 1, step 0: the head became non-finite") and \
+        len(err.splitlines()) == 1, err
+
+
+def test_loss_watch_stops_a_sustained_climb_not_a_single_batch():
+    from minigpt_ptv2.training.divergence import Diverged, LossWatch
+    ln2 = math.log(2)
+
+    def feed(watch, relative):  # losses in units of ln C (C = 2)
+        for i, x in enumerate(relative):
+            watch.check(x * ln2, 2, f"step {i}")
+
+    feed(LossWatch(3.0, 3), [1, 1, 1, 3, 3, 3])  # exactly 3 x the start: not above it
+    feed(LossWatch(3.0, 3), [1, 1, 1, 7, 1, 1])  # one bad batch: the mean of 3 steps is exactly 3
+    with pytest.raises(Diverged, match="at step 6: the mean loss of the last 3 steps is 2.149"):
+        feed(LossWatch(3.0, 3), [1, 1, 1, 3, 3, 3, 3.3])
+    with pytest.raises(Diverged, match="at step 2: .* starting loss 0.6931 .*ln C = 0.6931"):
+        feed(LossWatch(3.0, 3), [10, 20, 30])  # blown up from the first steps: ln C is the start
+    with pytest.raises(Diverged, match="at step 5: .* starting loss 0.1386 "):
+        feed(LossWatch(3.0, 3), [0.2, 0.2, 0.2, 0.7, 0.7, 0.7])  # started trained: its own start counts
+    feed(LossWatch(0.0, 3), [1, 50, 100, 200])  # factor 0: never
+    half = LossWatch(3.0, 3)
+    feed(half, [1, 1, 1, 3])
+    with pytest.raises(Diverged, match="at step 1:"):  # the state carries on exactly (a resume)
+        feed(LossWatch(3.0, 3, half.state()), [3, 3.3])
+
+
+def test_fit_stops_a_diverging_run_before_its_bad_step_is_applied():
+    from minigpt_ptv2.training.divergence import Diverged
+    cfg = TrainConfig(epochs=6, lr=10.0, progress=False)  # bert-tiny at lr 10: the loss climbs to ~40
+    with optimizer_steps() as seen, pytest.raises(Diverged, match=r"training diverged at epoch 2, step 1: "
+                                                                  r"the mean loss of the last 10 steps is \d+"):
+        fit(tiny_model(), sentence_batches(8), cfg, task="sst2")
+    assert len(seen) == 9  # steps 0..7 of epoch 1 and step 0 of epoch 2; not the one that diverged
+    history = fit(tiny_model(), sentence_batches(8), TrainConfig(epochs=6, lr=0.1, progress=False), task="sst2")
+    assert len(history) == 6  # lr 0.1 wobbles (0.76, 0.92, 0.56...) but is never stopped
+
+
+def test_train_config_checks_the_divergence_settings():
+    with pytest.raises(ValueError, match="diverge_factor must be >= 0 .* got -1"):
+        TrainConfig(diverge_factor=-1)
+    with pytest.raises(ValueError, match="diverge_window positive, got 3.0 and 0"):
+        TrainConfig(diverge_window=0)
 
 
 # --- 6. what DDP averages: exact for sentence tasks, close for token tasks -----------------------

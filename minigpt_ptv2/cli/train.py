@@ -1,6 +1,9 @@
 """`train`: train a prompt (or a head, or the whole model) on a real task and save a tiny checkpoint."""
 from __future__ import annotations
 
+import argparse
+import sys
+
 from ..catalog import DEFAULT_LR, POSITIONS, TASKS, TRAIN_METHODS
 from ..errors import InputError
 from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
@@ -11,6 +14,11 @@ HELP = "train a prompt method on SST-2 or CoNLL-2003 and save a checkpoint of wh
 DESCRIPTION = """\
 Train METHOD on TASK over the frozen pretrained MiniLM, evaluate on the dev set after every
 epoch, and save only what was trained (prompt + task head) to --out: a few KiB to a few MiB.
+The checkpoint holds the epoch with the best dev metric; --out is locked while the run writes it.
+After every epoch a resume state goes to --out/resume/: `train --resume DIR` continues a run
+that was interrupted (Ctrl-C, a killed job), ending exactly where an uninterrupted run would.
+A run whose loss climbs far above where it started stops (--diverge-factor) without touching
+the best checkpoint.
 
 Methods: soft, ptuning-mlp, ptuning-lstm (input prompts), deep, deep-mlp (hidden-state prompts),
 prefix, prefix-mlp (K/V prefixes, P-Tuning v2), and the references head-only and full.
@@ -21,30 +29,56 @@ EPILOG = """\
 examples:
   python -m minigpt_ptv2 train sst2 prefix --P 16 --epochs 1 --max-train 2000 --out runs/sst2-prefix
   python -m minigpt_ptv2 train conll deep --P 8 --max-train 500 --no-progress --json
+  python -m minigpt_ptv2 train --resume runs/sst2-prefix      # continue an interrupted run
   torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32 --out runs/ddp
 
 default learning rates: """ + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
 
 
+class Given(argparse.Action):
+    """Stores the value and remembers that it was typed: `--resume` takes every argument of the
+    interrupted run from its saved state and refuses only those typed with another value."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        if values is not None or self.nargs == 0:  # an absent optional positional arrives as None
+            namespace.given = getattr(namespace, "given", set()) | {self.dest}
+
+
+def flag(p, name: str, help: str) -> None:
+    p.add_argument(name, action=Given, nargs=0, const=True, default=False, help=help)
+
+
 def add_arguments(p):
     setup_help(p, DESCRIPTION, EPILOG)
-    p.add_argument("task", choices=sorted(TASKS), help="sst2 (sentence sentiment) or conll (NER tags)")
-    p.add_argument("method", choices=list(TRAIN_METHODS), help="what to train")
-    p.add_argument("--P", type=positive_int, default=16, help="prompt / prefix length (prompt methods)")
-    p.add_argument("--epochs", type=positive_int, default=3, help="passes over the training set")
-    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: per method, below)")
-    p.add_argument("--batch-size", type=positive_int, default=32,
+    p.add_argument("task", nargs="?", action=Given, choices=sorted(TASKS),
+                   help="sst2 (sentence sentiment) or conll (NER tags)")
+    p.add_argument("method", nargs="?", action=Given, choices=list(TRAIN_METHODS), help="what to train")
+    p.add_argument("--P", type=positive_int, default=16, action=Given, help="prompt / prefix length (prompt methods)")
+    p.add_argument("--epochs", type=positive_int, default=3, action=Given, help="passes over the training set")
+    p.add_argument("--lr", type=positive_float, default=None, action=Given,
+                   help="peak learning rate (default: per method, below)")
+    p.add_argument("--batch-size", type=positive_int, default=32, action=Given,
                    help="global batch size (split evenly over the processes under torchrun)")
-    p.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training examples")
-    p.add_argument("--max-dev", type=positive_int, default=None, help="evaluate on the first N dev examples")
-    p.add_argument("--max-length", type=positive_int, default=128, help="max tokens per example, [CLS]/[SEP] included")
-    p.add_argument("--seed", type=int, default=0, help="seed for the prompt/head init, data order and dropout")
-    p.add_argument("--positions", choices=POSITIONS, default="real",
+    p.add_argument("--max-train", type=positive_int, default=None, action=Given,
+                   help="use only the first N training examples")
+    p.add_argument("--max-dev", type=positive_int, default=None, action=Given,
+                   help="evaluate on the first N dev examples")
+    p.add_argument("--max-length", type=positive_int, default=128, action=Given,
+                   help="max tokens per example, [CLS]/[SEP] included")
+    p.add_argument("--seed", type=int, default=0, action=Given,
+                   help="seed for the prompt/head init, data order and dropout")
+    p.add_argument("--positions", choices=POSITIONS, default="real", action=Given,
                    help="real tokens at 0..N-1 (real) or at P..P+N-1 as in HF/PEFT (shifted; needed "
                         "for an exact export-peft)")
-    p.add_argument("--no-dropout", action="store_true",
-                   help="turn off every dropout (deterministic: e.g. to compare 1 and 2 processes)")
+    flag(p, "--no-dropout", "turn off every dropout (deterministic: e.g. to compare 1 and 2 processes)")
+    p.add_argument("--diverge-factor", type=float, default=3.0, action=Given,
+                   help="stop when the mean loss of the last 10 steps exceeds this times that of the first "
+                        "10 (0 = never)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/TASK-METHOD)")
+    p.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint --out holds")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the interrupted run in DIR with the arguments it was started with")
     p.add_argument("--data-dir", default=None,
                    help="folder holding sst2/ and conll2003/ (default: $MINIGPT_PTV2_DATA or shared/data)")
     add_model_dir(p)
@@ -53,22 +87,51 @@ def add_arguments(p):
     add_json(p)
 
 
+def run_arguments(args) -> dict:
+    """train_task's arguments: the typed ones, and under --resume the saved run's for the rest."""
+    given = getattr(args, "given", set())
+    typed = {"task": args.task, "method": args.method, "P": args.P, "epochs": args.epochs, "lr": args.lr,
+             "batch_size": args.batch_size, "max_train": args.max_train, "max_dev": args.max_dev,
+             "max_length": args.max_length, "seed": args.seed, "dropout": not args.no_dropout,
+             "diverge_factor": args.diverge_factor}
+    if args.resume is None:
+        if args.task is None or args.method is None:
+            raise InputError("train needs TASK and METHOD (e.g. train sst2 prefix), or --resume DIR")
+        typed["method_kwargs"] = {"positions": args.positions} if args.method not in ("head-only", "full") else {}
+        return typed
+    from ..training.run import saved_arguments
+    if args.out is not None and args.out != args.resume:
+        raise InputError(f"--resume {args.resume} continues the run in that folder: drop --out {args.out}")
+    if args.overwrite:
+        raise InputError("--resume continues a run and --overwrite starts a new one: choose one")
+    saved = saved_arguments(args.resume)
+    merged = {k: v for k, v in typed.items() if k in given}  # each key is its option's dest...
+    if "positions" in given:  # ... but these two
+        method = merged.get("method", saved["method"])
+        merged["method_kwargs"] = {"positions": args.positions} if method not in ("head-only", "full") else {}
+    if "no_dropout" in given:
+        merged["dropout"] = False
+    return {**saved, **merged}
+
+
 def run(args) -> int:
     from ..training import distributed
     from ..training.run import train_task
     check_device(args.device)
     if args.max_length < 3:
         raise InputError(f"--max-length must leave room for [CLS], [SEP] and a token, got {args.max_length}")
-    method_kwargs = {"positions": args.positions} if args.method not in ("head-only", "full") else {}
-    out = args.out or f"runs/{args.task}-{args.method}"
+    kw = run_arguments(args)
+    out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"
     info, device = distributed.setup(args.device)
     try:
-        summary, _ = train_task(args.task, args.method, P=args.P, epochs=args.epochs, lr=args.lr,
-                                batch_size=args.batch_size, max_train=args.max_train, max_dev=args.max_dev,
-                                seed=args.seed, out_dir=out, data_dir=args.data_dir, model_dir=args.model_dir,
-                                device=device, max_length=args.max_length,
-                                progress=not (args.no_progress or args.json), method_kwargs=method_kwargs,
-                                dropout=not args.no_dropout)
+        summary, _ = train_task(**kw, out_dir=out, data_dir=args.data_dir, model_dir=args.model_dir, device=device,
+                                progress=not (args.no_progress or args.json), resume=args.resume is not None,
+                                overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        if info.is_main:
+            print(f"interrupted: `train --resume {out}` continues from the last finished epoch "
+                  f"(if one finished)", file=sys.stderr)
+        raise
     finally:
         distributed.teardown()
     if not info.is_main:
@@ -81,12 +144,18 @@ def run(args) -> int:
 
 
 def describe(s: dict) -> str:
-    last = s["history"][-1]
-    metric = "accuracy" if "accuracy" in last else "f1"
+    last, kept = s["history"][-1], s["kept"]
+    metric = kept["metric"] if kept else ("accuracy" if "accuracy" in last else "f1")
     share = 100.0 * s["trainable"] / s["backbone"]
-    lines = [f"{s['task']} / {s['method']} (P={s['P']}): dev {metric} {last[metric]:.4f} after "
-             f"{last['epoch']} epoch(s), train loss {last['train_loss']:.4f}, {s['seconds']:.1f} s",
-             f"trained {s['trainable']:,} parameters ({share:.3f}% of the {s['backbone']:,}-parameter backbone)"]
+    best = s["history"][kept["epoch"] - 1]
+    lines = [f"{s['task']} / {s['method']} (P={s['P']}): dev {metric} {kept['value']:.4f} at epoch "
+             f"{kept['epoch']} of {len(s['history'])} (the best: the checkpoint keeps it), train loss "
+             f"{best['train_loss']:.4f}, {s['seconds']:.1f} s"]
+    if kept["epoch"] != last["epoch"]:
+        lines.append(f"last epoch: dev {metric} {last[metric]:.4f}, train loss {last['train_loss']:.4f}")
+    if "resumed_after_epoch" in s:
+        lines.append(f"resumed after epoch {s['resumed_after_epoch']}")
+    lines.append(f"trained {s['trainable']:,} parameters ({share:.3f}% of the {s['backbone']:,}-parameter backbone)")
     if "distributed" in s:
         d = s["distributed"]
         lines.append(f"{d['world_size']} processes, largest parameter difference between ranks: "

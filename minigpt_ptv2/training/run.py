@@ -1,25 +1,38 @@
 """One call from task + method to a trained, evaluated, saved prompt: what `train` runs.
 
-    history, model = train_task("sst2", "prefix", P=16, epochs=1, max_train=2000, out_dir="runs/sst2")
+    summary, model = train_task("sst2", "prefix", P=16, epochs=1, max_train=2000, out_dir="runs/sst2")
+    summary, model = train_task(**saved_arguments("runs/sst2"), out_dir="runs/sst2", resume=True)
+
+The output folder is checked before anything is loaded (runfolder.py) and locked for the whole
+run (lock.py). After every epoch the best epoch so far is kept as the checkpoint and the resume
+state is saved (keeper.py, state.py); a finished run leaves only checkpoint.json and
+checkpoint.safetensors. The returned model is the last epoch's; the checkpoint holds the best.
 
 The same call works in one process or in each of the processes torchrun starts (see
 distributed.py): `batch_size` is the global batch, and only rank 0 evaluates and saves.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
+from pathlib import Path
 
 from torch import nn
 
 from ..attention import MultiHeadAttention
 from ..catalog import DEFAULT_LR
 from ..data import WordPiece
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 from ..pretrained import default_model_dir
-from . import distributed
-from .checkpoint import backbone_info, save_checkpoint
+from . import distributed, runfolder
+from . import state as run_state
+from .checkpoint import META, backbone_info, read_checkpoint, save_checkpoint
+from .divergence import Diverged
 from .evaluate import evaluate
-from .tasks import build_task_model, get_task
+from .keeper import Keeper
+from .tasks import TRAIN_METHODS, build_task_model, get_task
 from .trainer import TrainConfig, fit, set_seed
 
 
@@ -42,19 +55,51 @@ def disable_dropout(model: nn.Module) -> None:
             m.dropout = 0.0
 
 
+def saved_arguments(out_dir) -> dict:
+    """The train_task arguments the interrupted run in `out_dir` was started with."""
+    args = run_state.load_meta(out_dir)["extra"]["args"]
+    return {k: v for k, v in args.items() if k not in ("world_size", "data", "backbone")}
+
+
+def data_fingerprint(dataset) -> str:
+    """sha256 of the tokenised training rows and labels: a resume must read the same data."""
+    rows = json.dumps([dataset.input_ids, dataset.labels], separators=(",", ":"))
+    return hashlib.sha256(rows.encode()).hexdigest()[:16]
+
+
 def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float | None = None,
                batch_size: int = 32, max_train: int | None = None, max_dev: int | None = None,
                seed: int = 0, out_dir=None, data_dir=None, model_dir=None, device: str = "cpu",
                max_length: int = 128, progress: bool = True, method_kwargs: dict | None = None,
-               dropout: bool = True):
-    """Train `method` on `task`, evaluate on dev after every epoch, save a checkpoint if out_dir.
+               dropout: bool = True, resume: bool = False, overwrite: bool = False,
+               diverge_factor: float = TrainConfig.diverge_factor):
+    """Train `method` on `task`, evaluate on dev after every epoch, keep the best epoch in out_dir.
 
     dropout=True trains with the backbone's dropout on, as P-Tuning v2 does (model.train()).
+    resume=True continues the interrupted run in out_dir; every argument that defines the run
+    must be the one it was started with (saved_arguments gives them). More epochs are refused
+    too: the learning-rate schedule spans all epochs, so they would change every step taken.
+    overwrite=True lets a new run replace the checkpoint out_dir holds.
     """
     t = get_task(task)
+    if method not in TRAIN_METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
     if batch_size <= 0:
         raise InputError(f"batch_size must be positive, got {batch_size}")
+    if resume and (out_dir is None or overwrite):
+        raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
     info = distributed.current()
+    cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress,
+                      diverge_factor=diverge_factor)
+    out = Path(out_dir) if out_dir is not None else None
+    args = {"task": task, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
+            "lr": cfg.lr, "batch_size": batch_size, "max_train": max_train, "max_dev": max_dev,
+            "max_length": max_length, "seed": seed, "dropout": dropout, "diverge_factor": diverge_factor,
+            "world_size": info.world_size}
+    if out is not None and resume:  # early, before the data is read; again below under the lock
+        runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
+    elif out is not None and info.is_main:
+        runfolder.check_out(out, overwrite)
     set_seed(seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
     model_dir = model_dir or default_model_dir()
     tok = WordPiece.from_model_dir(model_dir)
@@ -62,34 +107,69 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     train_loader = distributed.shard_loader(
         t.batches(train, tok, batch_size=batch_size, max_length=max_length), batch_size, info, seed)
     dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
-    model = build_task_model(task, method, P, model_dir=model_dir, **(method_kwargs or {})).to(device)
-    backbone = backbone_info(model.encoder)  # before training: "full" changes the weights it hashes
-    if not dropout:
-        disable_dropout(model)
-    cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress)
-    # A token head never reads the pooler: under "full" it gets no gradient, which DDP must be told.
-    unused = t.kind == "token" and any(p.requires_grad for p in model.encoder.pooler.parameters())
-    wrapped = distributed.wrap(model, info, device, find_unused=unused)
-    set_seed(seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
+    args["data"] = data_fingerprint(train_loader.dataset)
+    claim = (runfolder.claimed(out, f"train {task} {method}") if out is not None and info.is_main
+             else contextlib.nullcontext())
+    with claim:
+        start = None
+        if resume:
+            start = run_state.load(out)
+        elif out is not None and info.is_main:
+            runfolder.check_out(out, overwrite)  # again: the folder is ours now
+            run_state.remove(out)  # an earlier interrupted run's state, replaced by this run
+        model = build_task_model(task, method, P, model_dir=model_dir, **(method_kwargs or {})).to(device)
+        backbone = backbone_info(model.encoder)  # before training: "full" changes the weights it hashes
+        args["backbone"] = backbone["fingerprint"]
+        if start is not None:
+            runfolder.check_same(start[0]["extra"]["args"], args, out)
+        if not dropout:
+            disable_dropout(model)
+        # A token head never reads the pooler: under "full" it gets no gradient, which DDP must be told.
+        unused = t.kind == "token" and any(p.requires_grad for p in model.encoder.pooler.parameters())
+        wrapped = distributed.wrap(model, info, device, find_unused=unused)
+        set_seed(seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
 
-    def evaluate_main(m):
-        return evaluate(distributed.unwrap(m), dev_loader, t, dev, device) if info.is_main else {}
+        def evaluate_main(m):
+            return evaluate(distributed.unwrap(m), dev_loader, t, dev, device) if info.is_main else {}
 
-    start = time.perf_counter()
-    history = fit(wrapped, train_loader, cfg, evaluate=evaluate_main, task=task, is_main=info.is_main)
-    summary = {"task": task, "method": method, "P": P, "train_examples": len(train), "dev_examples": len(dev),
-               "seconds": time.perf_counter() - start, "history": history,
-               "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-               "backbone": sum(p.numel() for n, p in model.named_parameters()
-                               if n.startswith("encoder.") and not n.startswith("encoder.prompt."))}
-    if info.enabled:
-        summary["distributed"] = {"world_size": info.world_size,
-                                  "max_rank_difference": distributed.max_rank_difference(model)}
-    if out_dir is not None and info.is_main:
-        summary["checkpoint"] = save_checkpoint(
-            model, out_dir, task=task, method=method, P=P, method_kwargs=method_kwargs, labels=t.labels,
-            extra={"backbone": backbone,
-                   "train": {"epochs": epochs, "lr": cfg.lr, "seed": seed, "batch_size": batch_size,
-                             "max_length": max_length, "dropout": dropout, "world_size": info.world_size,
-                             "train_examples": len(train)}})
+        def save(kept):
+            return save_checkpoint(model, out, task=task, method=method, P=P, method_kwargs=method_kwargs,
+                                   labels=t.labels, extra={"backbone": backbone, "kept": kept, "train": {
+                                       "epochs": epochs, "lr": cfg.lr, "seed": seed, "batch_size": batch_size,
+                                       "max_length": max_length, "dropout": dropout,
+                                       "world_size": info.world_size, "train_examples": len(train)}})
+
+        keeper = Keeper(out, t.metric, epochs, save, {"args": args}, info.is_main,
+                        start[0]["extra"] if start is not None else None)
+        begin = time.perf_counter()
+        try:
+            history = fit(wrapped, train_loader, cfg, evaluate=evaluate_main, task=task, is_main=info.is_main,
+                          on_epoch=keeper.on_epoch, start=start)
+        except (Diverged, NonFiniteError) as e:
+            if out is not None and info.is_main:
+                run_state.remove(out)  # the run is over: resuming would only repeat it
+            raise keeper.stopped(e, cfg) from None
+        summary = {"task": task, "method": method, "P": P, "train_examples": len(train), "dev_examples": len(dev),
+                   "seconds": time.perf_counter() - begin, "history": history, "kept": keeper.best,
+                   **_sizes(model)}
+        if start is not None:
+            summary["resumed_after_epoch"] = start[0]["epochs_done"]
+        if info.enabled:
+            summary["distributed"] = {"world_size": info.world_size,
+                                      "max_rank_difference": distributed.max_rank_difference(model)}
+        if out is not None and info.is_main:
+            run_state.remove(out)
+            summary["checkpoint"] = _checkpoint_info(out)
     return summary, model
+
+
+def _sizes(model) -> dict:
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "backbone": sum(p.numel() for n, p in model.named_parameters()
+                            if n.startswith("encoder.") and not n.startswith("encoder.prompt."))}
+
+
+def _checkpoint_info(out: Path) -> dict:
+    meta, tensors = read_checkpoint(out)
+    size = (out / META).stat().st_size + (out / meta["weights"]).stat().st_size
+    return {"path": str(out), "bytes": size, "tensors": len(tensors), "kept": meta.get("kept")}

@@ -7,6 +7,11 @@ may be wrapped in DistributedDataParallel, and the loader may use a DistributedS
 Several tasks over one prompt: a batch carrying a "task" key is routed to that head, so
 `fit(model, Alternate({"sst2": a, "conll": b}), cfg)` trains both heads and the shared prompt,
 one batch of each task in turn.
+
+A run can be continued: `on_epoch(record, snapshot)` is called after every epoch's evaluation,
+and `snapshot(extra)` returns the state (state.py) that `fit(..., start=state)` continues from.
+A loss that is not finite, or far above where it started (divergence.py), stops the run before
+the step is applied.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError, NonFiniteError
-from .distributed import current, global_sum
+from . import state as run_state
+from .distributed import current, global_sum, unwrap
+from .divergence import LossWatch, non_finite_loss
 from .heads import task_loss
 
 
@@ -33,6 +40,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    # Stop when the mean loss of the last `diverge_window` steps exceeds `diverge_factor` times the
+    # run's starting loss (0 = never): a run that far above its start is not learning, and every
+    # further step only moves the prompt further away. The rule, and why 3 and 10: divergence.py.
+    diverge_factor: float = 3.0
+    diverge_window: int = 10
 
     def __post_init__(self):
         if self.epochs <= 0 or self.lr <= 0:
@@ -41,6 +53,9 @@ class TrainConfig:
             raise InputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.clip < 0:
             raise InputError(f"clip (max gradient norm) must be >= 0 (0 = no clipping), got {self.clip}")
+        if self.diverge_factor < 0 or self.diverge_window <= 0:
+            raise InputError(f"diverge_factor must be >= 0 (0 = off) and diverge_window positive, got "
+                             f"{self.diverge_factor} and {self.diverge_window}")
 
 
 def set_seed(seed: int) -> None:
@@ -100,12 +115,16 @@ def batch_to(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None = None, is_main: bool = True):
+def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None = None, is_main: bool = True,
+        on_epoch=None, start=None):
     """Train `model` (a TaskModel, possibly DDP-wrapped); returns a list of per-epoch records.
 
     evaluate: optional callable(model) -> dict of metrics, run after every epoch.
     task: the head to train; a batch with a "task" key (see Alternate) overrides it.
-    Raises FloatingPointError as soon as the loss is not finite (nothing is updated by that batch).
+    on_epoch: optional callable(record, snapshot) -> str | None, after evaluate; snapshot(extra)
+        gives (meta, tensors) to save for a resume; the text returned ends the epoch line.
+    start: a (meta, tensors) state from snapshot (state.load) to continue from.
+    Raises NonFiniteError (with a diagnosis) or Diverged before a bad loss updates anything.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -114,23 +133,34 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
         raise InputError("the training set is empty (0 batches)")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_decay(opt, cfg.epochs * len(train_loader), cfg.warmup_ratio)
-    history = []
-    for epoch in range(cfg.epochs):
+    history, first, watch = [], 0, LossWatch(cfg.diverge_factor, cfg.diverge_window)
+    if start is not None:
+        run_state.restore(model, opt, sched, train_loader, *start)
+        meta = start[0]
+        history, first = list(meta["history"]), meta["epochs_done"]
+        watch = LossWatch(cfg.diverge_factor, cfg.diverge_window, meta["watch"])
+    world = current().world_size
+    for epoch in range(first, cfg.epochs):
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)  # a new shuffle per epoch under DistributedSampler
         model.train()
-        start, seen, total = time.perf_counter(), 0, 0.0
+        start_time, seen, total = time.perf_counter(), 0, 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and is_main),
                    dynamic_ncols=True, leave=False)
         for step, batch in enumerate(bar):
             batch = batch_to(batch, cfg.device)
-            logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                           task=batch.get("task", task))
+            where = f"epoch {epoch + 1}, step {step}"
+            try:
+                logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                               task=batch.get("task", task))
+            except NonFiniteError as e:  # a prompt that checks its own values as it runs
+                raise NonFiniteError(f"at {where}: {e}") from None
             loss = task_loss(logits, batch["labels"])
             if not torch.isfinite(loss):
-                raise NonFiniteError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
-                                     f"lower the learning rate (now {cfg.lr})")
+                raise non_finite_loss(unwrap(model), loss.item(), where, cfg.lr)
+            # every rank judges the same number (the mean over ranks), so all of them stop together
+            watch.check(global_sum(loss.item())[0] / world, logits.shape[-1], where)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip > 0:  # one norm over all trainable tensors together, scaled down to `clip`
@@ -139,17 +169,22 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
             sched.step()
             seen += batch["input_ids"].shape[0]
             total += loss.item()
-            bar.set_postfix(loss=f"{total / (step + 1):.4f}", ex_s=f"{seen / (time.perf_counter() - start):.1f}")
+            bar.set_postfix(loss=f"{total / (step + 1):.4f}",
+                            ex_s=f"{seen / (time.perf_counter() - start_time):.1f}")
         total, seen = global_sum(total, seen)  # over all ranks under torchrun (a no-op otherwise)
-        record = {"epoch": epoch + 1, "train_loss": total / (len(train_loader) * current().world_size),
-                  "seconds": time.perf_counter() - start, "examples": int(seen)}
+        record = {"epoch": epoch + 1, "train_loss": total / (len(train_loader) * world),
+                  "seconds": time.perf_counter() - start_time, "examples": int(seen)}
         if evaluate is not None:
             model.eval()
             record.update(evaluate(model))
         history.append(record)
+
+        def snapshot(extra=None, done=epoch + 1):
+            return run_state.capture(model, opt, sched, train_loader, done, history, watch.state(), extra or {})
+        note = on_epoch(record, snapshot) if on_epoch is not None else None
         if is_main and cfg.progress:
             shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-            tqdm.write(shown)
+            tqdm.write(shown + (f"  {note}" if note else ""))
     return history
 
 

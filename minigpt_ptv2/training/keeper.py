@@ -1,0 +1,64 @@
+"""After each epoch: keep the best epoch by the dev metric, and save the state a resume needs.
+
+The checkpoint holds the epoch with the best dev metric so far, not the last one: a run whose
+later epochs get worse (over-fitting, a learning rate too high) still ends with its best prompt,
+and checkpoint.json says which epoch that was (`kept`). The resume state (state.py) is written
+after it, every epoch: killed between the two, a resume re-runs that epoch and writes the same
+checkpoint again.
+"""
+from __future__ import annotations
+
+from . import state as run_state
+
+
+class Keeper:
+    """fit's on_epoch: `best` is {epoch, of_epochs, metric, value}, or None before any evaluation."""
+
+    def __init__(self, out, metric: str, epochs: int, save, resume_extra: dict, is_main: bool = True,
+                 saved: dict | None = None):
+        """save(kept) writes the checkpoint (kept: the `best` record) and returns save_checkpoint's
+        answer; resume_extra goes into every resume state; saved: a resume state's `extra`."""
+        self.out, self.metric, self.epochs, self.is_main = out, metric, epochs, is_main
+        self.save, self.resume_extra = save, resume_extra
+        saved = saved or {}
+        self.best = saved.get("best")
+        self.wrote = bool(saved.get("wrote"))  # has this run written the checkpoint in `out`?
+        self.checkpoint = None  # save_checkpoint's answer for the last checkpoint written
+
+    def on_epoch(self, record: dict, snapshot) -> str | None:
+        note = None
+        value = record.get(self.metric)
+        if self.is_main and value is not None:
+            if self.best is None or value > self.best["value"]:  # a tie keeps the earlier epoch
+                self.best = {"epoch": record["epoch"], "of_epochs": self.epochs, "metric": self.metric,
+                             "value": value}
+                note = f"<- new best {self.metric}"
+                if self.out is not None:
+                    self.checkpoint = self.save(self.best)
+                    self.wrote = True
+                    note += f": checkpoint written to {self.out}"
+            else:
+                note = f"(best stays epoch {self.best['epoch']}, {self.metric} {self.best['value']:.4f})"
+        if self.out is not None:
+            meta, tensors = snapshot({**self.resume_extra, "best": self.best, "wrote": self.wrote})
+            if self.is_main:
+                run_state.save(self.out, meta, tensors)
+        return note
+
+    def stopped(self, error: Exception, cfg) -> Exception:
+        """The error that stops a diverged or non-finite run, saying what the folder holds now and
+        what to try (the same class, so callers can still tell the two apart)."""
+        from .divergence import Diverged
+        advice = (f"\n  Try a lower learning rate (now {cfg.lr:g}, e.g. --lr {cfg.lr / 10:g}); if this loss curve "
+                  f"is expected, raise --diverge-factor (now {cfg.diverge_factor:g}; 0 turns the check off)."
+                  if isinstance(error, Diverged) else "")
+        return type(error)(f"{error}\n  {self.status()}{advice}")
+
+    def status(self) -> str:
+        """What the output folder holds now, for a message about a run that stopped."""
+        if self.out is None:
+            return "No checkpoint was being saved (no output folder)."
+        if self.wrote and self.best is not None:
+            return (f"The checkpoint in {self.out} is intact: epoch {self.best['epoch']}, dev {self.metric} "
+                    f"{self.best['value']:.4f}, the best epoch before the trouble began.")
+        return f"Nothing of this run was saved; whatever {self.out} held before is intact."
