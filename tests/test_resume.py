@@ -1,6 +1,6 @@
-"""`train --resume DIR`: a run interrupted after epoch 1 and resumed ends bit-identical to a run
-that never stopped (CPU, fixed seed, dropout on so the random generators matter): every trainable
-tensor, the history, the kept checkpoint. Also: the best epoch is kept, not the last; a finished
+"""`train --resume DIR`: a run killed after epoch 1 and resumed ends bit-identical to a run that
+never stopped (CPU, fixed seed, dropout on so the random generators matter): every trainable
+tensor, the history, the kept checkpoint; and a run whose generators are not restored does not. Also: the best epoch is kept, not the last; a finished
 run leaves only the checkpoint; a diverging run stops loudly and keeps the better checkpoint."""
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import contextlib
 import copy
 import io
 import json
+import os
 import shutil
+import signal
+import time
 
 import pytest
 import torch
@@ -20,6 +23,7 @@ from minigpt_ptv2.training.divergence import Diverged
 from minigpt_ptv2.training.run import saved_arguments, train_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny batches: see conftest.py
+KILLED = 77
 
 # 24 sentences in batches of 8: 3 steps an epoch, 2 epochs, 8 dev sentences
 ARGS = dict(task="sst2", method="prefix", P=2, epochs=2, lr=0.05, batch_size=8, max_train=24, max_dev=8,
@@ -63,19 +67,30 @@ def timeless(history) -> list:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-@contextlib.contextmanager
-def interrupted_after_epoch(n: int, monkeypatch):
-    """Ctrl-C right after epoch n's resume state is on disk."""
-    real = run_state.save
+def killed_after_epoch(n: int, work) -> None:
+    """Run work() in a forked child that dies (os._exit: no `finally`, no clean-up, the lock file
+    left behind, as with SIGKILL) right after epoch n's resume state is on disk."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            real = run_state.save
 
-    def save_then_stop(run_dir, meta, tensors):
-        real(run_dir, meta, tensors)
-        if meta["epochs_done"] == n:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(run_state, "save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        yield
-    monkeypatch.undo()
+            def save_then_die(run_dir, meta, tensors):
+                real(run_dir, meta, tensors)
+                if meta["epochs_done"] == n:
+                    os._exit(KILLED)
+            run_state.save = save_then_die
+            work()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the child run did not finish")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == KILLED
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +100,12 @@ def uninterrupted(tmp_path_factory, data, minilm_dir):
     return summary, trainable(model), read_checkpoint(out)
 
 
-def test_a_run_interrupted_after_epoch_1_and_resumed_is_bit_identical(uninterrupted, tmp_path, data,
-                                                                      minilm_dir, monkeypatch):
+def test_a_run_killed_after_epoch_1_and_resumed_is_bit_identical(uninterrupted, tmp_path, data, minilm_dir,
+                                                                 monkeypatch):
     full, full_tensors, (full_meta, full_ckpt) = uninterrupted
-    with interrupted_after_epoch(1, monkeypatch):
-        run(tmp_path / "cut", data, minilm_dir)
+    killed_after_epoch(1, lambda: run(tmp_path / "cut", data, minilm_dir))
     assert run_state.load_meta(tmp_path / "cut")["epochs_done"] == 1
+    assert (tmp_path / "cut" / "checkpoint.lock").exists()  # left by the kill; nobody holds it
     assert saved_arguments(tmp_path / "cut") == {**ARGS, "method_kwargs": {}, "dropout": True,
                                                  "diverge_factor": 3.0}
     shutil.copytree(tmp_path / "cut", tmp_path / "control")

@@ -8,7 +8,10 @@ checkpoint again.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import state as run_state
+from .checkpoint import META
 
 
 class Keeper:
@@ -61,4 +64,6 @@ class Keeper:
         if self.wrote and self.best is not None:
             return (f"The checkpoint in {self.out} is intact: epoch {self.best['epoch']}, dev {self.metric} "
                     f"{self.best['value']:.4f}, the best epoch before the trouble began.")
-        return f"Nothing of this run was saved; whatever {self.out} held before is intact."
+        if (Path(self.out) / META).is_file():
+            return f"Nothing of this run was saved; the checkpoint already in {self.out} is intact."
+        return f"No checkpoint was written to {self.out}."
