@@ -120,7 +120,7 @@ def test_every_word_of_the_dev_set_is_read_exactly_once(tok):
 # --- NER prediction over a 10,000-word document ----------------------------------------------------
 
 def test_entities_past_the_first_window_are_found_in_a_long_document(tok):
-    repeats = 10_000 // len(SENTENCE.split()) + 1  # 1,429 sentences, 10,003 words, 12,862 sub-tokens
+    repeats = 10_000 // len(SENTENCE.split()) + 1  # 1,429 sentences, 10,003 words, 11,432 sub-tokens
     document = " ".join([SENTENCE] * repeats)
     record, = lookup_predictor(tok, max_length=32).predict([document])
     tags = [t for _, t in record["tags"]]
