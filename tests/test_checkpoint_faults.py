@@ -178,7 +178,7 @@ with locked(sys.argv[1], "holder-for-the-test"):
 
 @pytest.fixture
 def holder(tmp_path):
-    """Another process holding tmp_path/out's lock (no torch: it starts in a fraction of a second)."""
+    """Another process holding tmp_path/out's lock."""
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE,
