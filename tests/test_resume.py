@@ -143,7 +143,7 @@ def test_the_command_line_resumes_with_only_the_folder(uninterrupted, tmp_path, 
         raise KeyboardInterrupt
     monkeypatch.setattr(run_state, "save", save_then_stop)
     assert main(argv) == 130
-    assert f"interrupted: `train --resume {out}` continues" in capsys.readouterr().err
+    assert f"interrupted: `train --resume {out}` continues after epoch 1" in capsys.readouterr().err
     monkeypatch.undo()
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "cut").rglob("*"))
     assert main(["train", "--resume", out, "--lr", "0.1"]) == 2  # another run: refused, nothing touched

@@ -129,8 +129,7 @@ def run(args) -> int:
                                 overwrite=args.overwrite)
     except KeyboardInterrupt:
         if info.is_main:
-            print(f"interrupted: `train --resume {out}` continues from the last finished epoch "
-                  f"(if one finished)", file=sys.stderr)
+            print(interrupted(out), file=sys.stderr)
         raise
     finally:
         distributed.teardown()
@@ -143,9 +142,18 @@ def run(args) -> int:
     return 0
 
 
+def interrupted(out: str) -> str:
+    from ..training import state
+    try:
+        done = state.load_meta(out)["epochs_done"]
+    except (OSError, ValueError):  # nothing readable to resume from
+        return f"interrupted before an epoch of the run in {out} ended: there is nothing to resume"
+    return f"interrupted: `train --resume {out}` continues after epoch {done}"
+
+
 def describe(s: dict) -> str:
     last, kept = s["history"][-1], s["kept"]
-    metric = kept["metric"] if kept else ("accuracy" if "accuracy" in last else "f1")
+    metric = kept["metric"]
     share = 100.0 * s["trainable"] / s["backbone"]
     best = s["history"][kept["epoch"] - 1]
     lines = [f"{s['task']} / {s['method']} (P={s['P']}): dev {metric} {kept['value']:.4f} at epoch "
