@@ -52,7 +52,8 @@ def check_out(out, overwrite: bool = False) -> None:
             break
     if not out.is_dir():
         return
-    foreign = sorted(p.name for p in out.iterdir() if not OURS.fullmatch(p.name))
+    # hidden files (.DS_Store, .ipynb_checkpoints...) are the system's or an editor's: a run never touches them
+    foreign = sorted(p.name for p in out.iterdir() if not (OURS.fullmatch(p.name) or p.name.startswith(".")))
     if foreign:
         raise InputError(f"--out {out} holds files that are not a minigpt_ptv2 checkpoint ({', '.join(foreign[:3])}"
                          f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty folder (a run never "
