@@ -50,3 +50,27 @@ def test_version_is_the_installed_distribution_version():
     from importlib.metadata import version
 
     assert minigpt_ptv2.__version__ == version("minigpt_ptv2")
+
+
+def test_help_states_a_default_of_zero():
+    import contextlib
+    import io
+
+    from minigpt_ptv2.cli import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["train", "--help"])
+        except SystemExit:
+            pass
+    seed = out.getvalue().split("  --seed SEED", 1)[1].split("  --", 1)[0]
+    assert "(default: 0)" in " ".join(seed.split())
+
+
+def test_eval_and_predict_warn_about_a_changed_or_random_head(capsys):
+    from minigpt_ptv2.cli._shared import warn_about_import
+    warn_about_import({"imported_from": {"head": "adapter", "pooling_changed": True}})
+    warn_about_import({"imported_from": {"head": "random"}})
+    warn_about_import({})
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "virtual token 0" in err[0] and "at random" in err[1]

@@ -16,7 +16,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False):  # said already, or nothing to say
+        if "default" in text or action.default is None or action.default is False:  # said already, or nothing to say
             return text
         return super()._get_help_string(action)
 
@@ -80,3 +80,14 @@ def size_text(n_bytes: int) -> str:
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def warn_about_import(meta: dict) -> None:
+    """An imported checkpoint whose head predicts something else than what it was trained for says so."""
+    imported = meta.get("imported_from", {})
+    if imported.get("head") == "random":
+        print("warning: this checkpoint's head was initialised at random on import (untrained)", file=sys.stderr)
+    if imported.get("pooling_changed"):
+        print("warning: this checkpoint keeps a PEFT classifier trained on virtual token 0 under a pooler that "
+              "reads the real [CLS] (import-peft --allow-pooling-change): its predictions differ from PEFT's",
+              file=sys.stderr)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ._shared import add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help
+from ._shared import (add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help,
+                      warn_about_import)
 
 NAME = "eval"
 HELP = "evaluate a checkpoint: SST-2 accuracy or CoNLL-2003 entity F1"
@@ -54,8 +55,7 @@ def run(args) -> int:
     loader = task.batches(examples, WordPiece.from_model_dir(model_dir), batch_size=args.batch_size,
                           shuffle=False, max_length=max_length)
     scores = evaluate(model, loader, task, examples, args.device)
-    if meta.get("imported_from", {}).get("head") == "random":
-        print("warning: this checkpoint's head was initialised at random on import (untrained)", file=sys.stderr)
+    warn_about_import(meta)
     result = {"task": task.name, "method": meta["method"], "P": meta["P"], "split": args.split,
               "examples": len(examples), "max_length": max_length, "metric": task.metric, **scores}
     if scores.get("truncated"):

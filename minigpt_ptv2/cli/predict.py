@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from ._shared import add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help
+from ._shared import (add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help,
+                      warn_about_import)
 
 NAME = "predict"
 HELP = "predict labels (SST-2) or entity tags (CoNLL) for new text with a checkpoint"
@@ -82,8 +83,7 @@ def run(args) -> int:
     texts = read_texts(args)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length,
                                           args.stride, names=("--max-length", "--stride"))
-    if predictor.head_is_random:
-        print("warning: this checkpoint's head was initialised at random on import (untrained)", file=sys.stderr)
+    warn_about_import(predictor.meta)
     results = predictor.predict(texts, args.batch_size)
     summary = _length_summary(predictor, results)
     if args.json:

@@ -118,8 +118,8 @@ def run(args) -> int:
     from ..training import distributed
     from ..training.run import train_task
     check_device(args.device)
-    if args.max_length < 3:
-        raise InputError(f"--max-length must leave room for [CLS], [SEP] and a token, got {args.max_length}")
+    from ..checks import check_max_length
+    check_max_length(args.max_length, name="--max-length")  # the rule eval and predict apply too
     kw = run_arguments(args)
     out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"
     info, device = distributed.setup(args.device)

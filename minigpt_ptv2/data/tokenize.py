@@ -13,7 +13,6 @@ Nothing is ever downloaded: the vocabulary comes from a local model folder.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from ..checks import check_max_length
 from ..errors import InputError, InputTypeError, MissingFileError
+from ..validate import read_json, require
+from .paths import text_lines
 from .windows import default_stride, word_windows
 
 IGNORE = -100  # label for positions that carry no loss (cross_entropy's default ignore_index)
@@ -97,7 +98,13 @@ class WordPiece:
             model_dir = default_model_dir()
         model_dir = Path(model_dir)
         if (model_dir / "tokenizer.json").is_file():
-            return cls(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+            path = model_dir / "tokenizer.json"
+            read_json(path)  # a broken file is named with its line and column, not by the Rust parser
+            try:
+                return cls(Tokenizer.from_file(str(path)))
+            except Exception as e:  # valid JSON that is not a tokenizer: the library's own words
+                raise InputError(f"{path} is not a tokenizer file the tokenizers library can read: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         if (model_dir / "vocab.txt").is_file():
             return cls(_from_vocab(model_dir))
         raise MissingFileError(f"{model_dir} has neither tokenizer.json nor vocab.txt")
@@ -193,8 +200,11 @@ def _from_vocab(model_dir: Path) -> Tokenizer:
     lowercase = True
     config = model_dir / "tokenizer_config.json"
     if config.is_file():
-        lowercase = bool(json.loads(config.read_text()).get("do_lower_case", True))
-    tok = Tokenizer(models.WordPiece.from_file(str(model_dir / "vocab.txt"), unk_token="[UNK]"))
+        lowercase = require(read_json(config), config, {}, {"do_lower_case": "bool"}).get("do_lower_case", True)
+    vocab = model_dir / "vocab.txt"
+    for _ in text_lines(vocab):  # every line UTF-8, or the error names the file, the line and the byte
+        pass
+    tok = Tokenizer(models.WordPiece.from_file(str(vocab), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")

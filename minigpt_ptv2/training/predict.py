@@ -55,11 +55,6 @@ class Predictor:
         model, meta = load_checkpoint(ckpt_dir, model_dir, device)
         return cls(model, meta, WordPiece.from_model_dir(model_dir), device, max_length, stride, names)
 
-    @property
-    def head_is_random(self) -> bool:
-        """True for an imported adapter whose head was initialised at random (see import-peft)."""
-        return self.meta.get("imported_from", {}).get("head") == "random"
-
     @torch.no_grad()
     def _logits(self, batch: dict) -> torch.Tensor:
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}

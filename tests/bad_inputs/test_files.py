@@ -137,6 +137,15 @@ def cli_train(task):
                              str(tmp / "run"), "--no-progress"])
 
 
+def tokenizer_file(name: str, data: bytes, also=None):
+    """A model folder holding one tokenizer file (and optionally another) with the given bytes."""
+    def setup(tmp):
+        folder = model(tmp)
+        for n, d in ((name, data), *([also] if also else [])):
+            (folder / n).write_bytes(d)
+    return setup
+
+
 LATIN1_SST2 = "text\tlabel\nfine\t1\ncaf\xe9 au lait\t1\n".encode("latin-1")
 LATIN1_CONLL = "EU NNP B-ORG\n\nPel\xe9 NNP B-PER\n".encode("latin-1")
 
@@ -229,7 +238,19 @@ ROWS = [
     # --- tokenizer folder ----------------------------------------------------------------------------
     Row("tokenizer folder without vocab", lambda tmp: _wordpiece(tmp / "model"),
         ["tokenizer.json", "vocab.txt"], MissingFileError, setup=model),
+    Row("tokenizer.json broken JSON", lambda tmp: _wordpiece(tmp / "model"),
+        ["tokenizer.json", "line 1, column"], InputError, setup=tokenizer_file("tokenizer.json", b'{"model": ')),
+    Row("tokenizer.json not a tokenizer", lambda tmp: _wordpiece(tmp / "model"),
+        ["tokenizer.json", "not a tokenizer file"], InputError,
+        setup=tokenizer_file("tokenizer.json", b'{"version": "1.0", "model": 3}')),
+    Row("vocab.txt Latin-1", lambda tmp: _wordpiece(tmp / "model"), ["vocab.txt:2", "0xe9"], InputError,
+        setup=tokenizer_file("vocab.txt", "[PAD]\ncaf\xe9\n".encode("latin-1"))),
+    Row("tokenizer_config do_lower_case \"yes\"", lambda tmp: _wordpiece(tmp / "model"),
+        ["tokenizer_config.json", "'do_lower_case'", "true or false"], InputError,
+        setup=tokenizer_file("tokenizer_config.json", b'{"do_lower_case": "yes"}',
+                             also=("vocab.txt", b"[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n"))),
 ]
+
 
 
 def _with_env(value, fn):
