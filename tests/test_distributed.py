@@ -17,6 +17,8 @@ from minigpt_ptv2.training.distributed import DistInfo
 from minigpt_ptv2.training.run import train_task
 from tolerances import FP32_KERNELS
 
+ADAM_CANCELLATION = 1e-3  # see the torchrun test
+
 
 class Rows(torch.utils.data.Dataset):
     def __len__(self):
@@ -111,8 +113,18 @@ def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(min
     one = load_file(str(tmp_path / "one" / "checkpoint.safetensors"))
     assert sorted(two) == sorted(one) == ["encoder.prompt.embedding.weight", "heads.sst2.classifier.bias",
                                           "heads.sst2.classifier.weight"]
-    for name in one:  # the all-reduce sums the two ranks' gradients in another order
-        torch.testing.assert_close(two[name], one[name], atol=FP32_KERNELS, rtol=0, msg=name)
+    # The all-reduce sums the two ranks' gradients in another order, so each gradient differs by
+    # float rounding. AdamW then divides every gradient by its own running magnitude: where one
+    # nearly cancels (|g| near AdamW's eps), a rounding difference becomes a visible difference in
+    # the update. Seen: 12 of 18,432 prefix entries off by up to 7.9e-5 on one CPU (0 on another).
+    # A real fault (another data order, a wrong shard, a rank left out) moves almost every entry by
+    # far more than FP32_KERNELS, so: nearly every entry within FP32_KERNELS, a few within
+    # ADAM_CANCELLATION (well under the 1e-2 that training moved the prompt).
+    for name in one:
+        off = (two[name] - one[name]).abs()
+        assert float(off.max()) <= ADAM_CANCELLATION, (name, float(off.max()))
+        share = float((off > FP32_KERNELS).float().mean())
+        assert share <= 0.01, f"{name}: {share:.2%} of entries differ by more than {FP32_KERNELS}"
     set_seed(0)  # the initial prompt train_task started from: training really moved it
     start = build_task_model("sst2", "prefix", 4, model_dir=minilm_dir).encoder.prompt.embedding.weight
     assert (one["encoder.prompt.embedding.weight"] - start).abs().max() > 1e-2
