@@ -28,7 +28,7 @@ import torch
 
 from minigpt_ptv2.cli import demo
 from minigpt_ptv2.data import Example, WordPiece, data_dir, load_sst2, load_sst2_sample
-from minigpt_ptv2.encoder import Encoder
+from minigpt_ptv2.models.bert import BertEncoder
 from minigpt_ptv2.pretrained import default_model_dir
 
 from make_sst2_sample import read_lines  # the script beside this one: the sample's rule
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         p.error("--tune needs --data-dir (the held-out rows come from the full train file)")
     torch.set_num_threads(a.threads)
     model_dir = default_model_dir()
-    encoder, tok = Encoder.from_pretrained(model_dir), WordPiece.from_model_dir(model_dir)
+    encoder, tok = BertEncoder.from_pretrained(model_dir), WordPiece.from_model_dir(model_dir)
     if a.data_dir and not a.tune:
         train, dev = load_sst2("train", a.data_dir, a.max_train), load_sst2("dev", a.data_dir)
         source = f"SST-2 from {a.data_dir}"

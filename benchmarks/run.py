@@ -60,7 +60,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from minigpt_ptv2 import Decoder, Encoder  # noqa: E402
+from minigpt_ptv2 import GPT2Decoder, BertEncoder  # noqa: E402
 from minigpt_ptv2.pretrained import default_model_dir  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: E402
 
@@ -171,7 +171,7 @@ def matmul_only(cfg, batch: int, n: int, device):
 def bench_forward(model_dir, device, repeats, warmup) -> dict:
     from transformers import BertModel
     hf = BertModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device).eval()
-    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
     ids = torch.randint(1000, ours.config.vocab_size, (B, N), device=device)
     mask = torch.ones_like(ids)
     with torch.no_grad():
@@ -192,7 +192,7 @@ def bench_train_step(model_dir, device, repeats, warmup) -> list:
     from transformers import BertModel
     hf = BertModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device)
     pm = get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=P))
-    ours = Encoder.from_pretrained(model_dir, device=device)
+    ours = BertEncoder.from_pretrained(model_dir, device=device)
     prefix = KVPrefix(ours.config, P, positions="shifted").to(device)  # HF/PEFT positions P..P+N-1
     with torch.no_grad():
         prefix.embedding.weight.copy_(pm.prompt_encoder["default"].embedding.weight)  # same layout
@@ -248,7 +248,7 @@ def bench_decode(device, repeats, warmup) -> dict:
     hf = GPT2LMHeadModel(GPT2Config()).eval()  # GPT-2 124M shape, random weights
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        ours = Decoder.from_pretrained(tmp, device=device).eval()
+        ours = GPT2Decoder.from_pretrained(tmp, device=device).eval()
     hf.to(device)
     pm = get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=P)).eval()
     prefix = KVPrefix(ours.config, P, positions="shifted").to(device)
@@ -277,7 +277,7 @@ def bench_decode(device, repeats, warmup) -> dict:
 
 
 def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
-    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
     cfg = ours.config
     kv = KVPrefix(cfg, P, init_std=0.02).to(device)
     deep = DeepPrompt(cfg, P).to(device)
@@ -307,7 +307,7 @@ def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
 
 
 def bench_ffn_blocks(model_dir, device, repeats, warmup) -> dict:
-    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
     ids = torch.randint(1000, ours.config.vocab_size, (B, N), device=device)
 
     def with_rows(rows):
@@ -353,7 +353,7 @@ def bench_layout(device, repeats, warmup) -> dict:
 
 
 def bench_gflops(model_dir, device, repeats, warmup) -> dict:
-    ours = Encoder.from_pretrained(model_dir, device=device).eval()
+    ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
     cfg = ours.config
     ids = torch.randint(1000, cfg.vocab_size, (B, N), device=device)
     gemms = matmul_only(cfg, B, N, device)

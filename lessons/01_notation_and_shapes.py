@@ -30,7 +30,7 @@ import os
 import torch
 from einops import rearrange
 
-from minigpt_ptv2 import Encoder, ShapeTrace, preset
+from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -102,7 +102,7 @@ def trace_example(B=16, N=128, layers=2) -> ShapeTrace:
     """A plain BERT-base-shaped encoder (random weights, `layers` layers) on a [B, N] batch."""
     torch.manual_seed(0)
     cfg = preset("bert-base").replace(num_hidden_layers=layers)
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:
         model(ids)

@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 
 from minigpt_ptv2 import MultiHeadAttention, ShapeTrace
-from minigpt_ptv2.attention import additive_mask
+from minigpt_ptv2.core.attention import additive_mask
 from minigpt_ptv2.trace import side_by_side
 from minigpt_ptv2.viz import save_figure
 
@@ -64,8 +64,8 @@ def compare_with_module(B=16, N=128, D=768, H=12):
     keep[-1, ..., N // 2:] = False  # the last row's second half is padding
     with torch.no_grad():
         mine, my_probs = by_hand(attn, x, keep)
-        explicit, probs, _ = attn(x, keep, need_weights=True)  # the textbook path
-        fused, none, _ = attn(x, keep)  # F.scaled_dot_product_attention
+        explicit, probs, _ = attn(x, keep=keep, need_weights=True)  # the textbook path
+        fused, none, _ = attn(x, keep=keep)  # F.scaled_dot_product_attention
     d1 = (mine - explicit).abs().max().item()
     d2 = (explicit - fused).abs().max().item()
     print(f"by hand vs module (explicit path): max |diff| = {d1:.2e}")
@@ -163,7 +163,7 @@ def main():
 #
 # - Drop the `/ math.sqrt(d)` in `by_hand` and watch the probabilities get peakier.
 # - Mask a whole row of `keep` and compare the module's output with and without it.
-# - Time `attn(x, keep)` against `attn(x, keep, need_weights=True)` for N = 512.
+# - Time `attn(x, keep=keep)` against `attn(x, keep=keep, need_weights=True)` for N = 512.
 
 # %%
 if __name__ == "__main__":

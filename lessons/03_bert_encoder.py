@@ -3,7 +3,7 @@
 #
 # The encoder is the frozen backbone most of this project prompts. It is short:
 #
-#     input_ids [B, N] -> Embeddings -> L x EncoderLayer -> last_hidden_state [B, N, D]
+#     input_ids [B, N] -> Embeddings -> L x BertLayer -> last_hidden_state [B, N, D]
 #                                                        -> pooler(h[:, 0])    [B, D]
 #
 # We take it apart piece by piece, rebuild one layer by hand, and check the claims that matter
@@ -17,7 +17,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from minigpt_ptv2 import Encoder, ShapeTrace, preset
+from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -30,7 +30,7 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # %%
 def where_the_parameters_are(name="bert-base"):
     with torch.device("meta"):
-        model = Encoder(preset(name))
+        model = BertEncoder(preset(name))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     total = count(model)
     parts = [("embeddings", model.embeddings), ("one layer", model.layers[0]), ("pooler", model.pooler)]
@@ -47,7 +47,7 @@ def where_the_parameters_are(name="bert-base"):
 # a classic reason a re-implementation disagrees with the checkpoint.
 
 # %%
-def embeddings_by_hand(model: Encoder, ids: torch.Tensor):
+def embeddings_by_hand(model: BertEncoder, ids: torch.Tensor):
     e = model.embeddings
     B, N = ids.shape
     pos = torch.arange(N).expand(B, N)  # [B, N]
@@ -75,7 +75,7 @@ def embeddings_by_hand(model: Encoder, ids: torch.Tensor):
 # activation, [B*N, D_ff], never exists whole. The numbers agree up to float rounding.
 
 # %%
-def layer_by_hand(model: Encoder, x: torch.Tensor):
+def layer_by_hand(model: BertEncoder, x: torch.Tensor):
     layer = model.layers[0]
     a, _, _ = layer.attn(x)  # [B, N, D]
     h = layer.attn_norm(x + a)  # [B, N, D]
@@ -97,7 +97,7 @@ def layer_by_hand(model: Encoder, x: torch.Tensor):
 # what sits in the pad positions, and the real tokens' outputs do not move.
 
 # %%
-def padding_is_invisible(model: Encoder, ids: torch.Tensor, pad: int):
+def padding_is_invisible(model: BertEncoder, ids: torch.Tensor, pad: int):
     B, N = ids.shape
     mask = torch.ones(B, N, dtype=torch.long)  # [B, N]
     mask[-1, N - pad:] = 0
@@ -117,7 +117,7 @@ def padding_is_invisible(model: Encoder, ids: torch.Tensor, pad: int):
 # `eval()` they agree exactly. Equivalence tests, inference and traces all run in eval mode.
 
 # %%
-def dropout_only_in_training(model: Encoder, ids: torch.Tensor):
+def dropout_only_in_training(model: BertEncoder, ids: torch.Tensor):
     model.train()
     t1, t2 = model(ids).last_hidden_state, model(ids).last_hidden_state
     model.eval()
@@ -138,7 +138,7 @@ def dropout_only_in_training(model: Encoder, ids: torch.Tensor):
 def trace_example(B=2, N=5, pad=2) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-tiny")
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mask = torch.ones(B, N, dtype=torch.long)  # [B, N]
     mask[-1, N - pad:] = 0
@@ -153,7 +153,7 @@ def main():
     where_the_parameters_are()
     print()
     cfg = preset("bert-tiny") if QUICK else preset("minilm")  # random weights, real shapes
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     B, N = (2, 8) if QUICK else (8, 64)
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     with torch.no_grad():

@@ -5,7 +5,7 @@
 # all-MiniLM-L6-v2 (a BERT with L=6, D=384, H=12, d=32), as a HuggingFace-format folder on
 # disk. Nothing is downloaded.
 #
-# Loading is a rename table plus two layout changes, and every key must be accounted for.
+# Loading is a table of names plus two layout changes, and every key must be accounted for.
 # BERT's checkpoint holds `nn.Linear` matrices `[out, in]`; our `Linear` computes x W + b with
 # W `[in, out]`, so each matrix is transposed. And our attention computes Q, K and V with one
 # product, so BERT's separate query, key and value become the three column blocks of one
@@ -23,9 +23,9 @@ import re
 import torch
 import torch.nn.functional as F
 
-from minigpt_ptv2 import Encoder, ShapeTrace
-from minigpt_ptv2.config import config_from_hf
-from minigpt_ptv2.loading import BERT_IGNORED, BERT_RENAMES, NN_LINEAR_WEIGHTS, read_state_dict
+from minigpt_ptv2 import BertEncoder, ShapeTrace
+from minigpt_ptv2.models import bert, config_from_hf
+from minigpt_ptv2.models.hf_files import read_state_dict
 from minigpt_ptv2.pretrained import default_model_dir
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -33,7 +33,7 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # %% [markdown]
 # ## 1. What is in the folder
 #
-# `config.json` becomes our `EncoderConfig` (same field names); the weights are a
+# `config.json` becomes our `BertConfig` (same field names); the weights are a
 # `model.safetensors` file of named tensors.
 
 # %%
@@ -43,37 +43,37 @@ def look_inside(model_dir):
           f"eps={cfg.layer_norm_eps}")
     sd = read_state_dict(model_dir)
     print(f"{len(sd)} tensors in the checkpoint, {sum(t.numel() for t in sd.values()):,} numbers")
-    return sd
+    return sd, cfg
 
 
 # %% [markdown]
-# ## 2. The rename table
+# ## 2. The table of names
 #
-# Each checkpoint key matches exactly one pattern of `BERT_RENAMES` (or is deliberately
-# ignored, with a reason). A key that matches nothing is an error, never silently dropped.
-# The right column says where each tensor lands: matrices are transposed to `[in, out]`, and
-# query, key and value become the three column blocks of `qkv` (D columns each).
+# `models/bert.py` lists every tensor of ours and where BERT's checkpoint keeps it (`bert.keys`);
+# a checkpoint key it does not name must be ignored on purpose, with a reason (`bert.IGNORED`).
+# Anything else is an error, never silently dropped. The right column says where each tensor
+# lands: matrices are transposed to `[in, out]`, and query, key and value become the three
+# column blocks of `qkv` (D columns each). Saving (`save_pretrained`) reads the same table
+# backwards.
 
 # %%
-def show_renames(sd: dict, n: int = 24):
+def show_renames(sd: dict, cfg, n: int = 24):
     shown = 0
+    for k in bert.keys(cfg):
+        if ".layers." in k.ours and not k.ours.startswith("layers.0."):
+            continue  # layer 0 stands for all layers
+        for j, hf in enumerate(k.hf):
+            where = k.ours if len(k.hf) == 1 else f"{k.ours} {'columns' if k.ours.endswith('weight') else 'entries'} {j}D:{j + 1}D"
+            print(f"  {hf:<52} -> {where}{', transposed' if k.transpose and hf.endswith('weight') else ''}")
+            shown += 1
+        if shown >= n:
+            break
+    named = {h for k in bert.keys(cfg) for h in k.hf}
     for key in sd:
         k = key.removeprefix("bert.")
-        why = next((reason for pat, reason in BERT_IGNORED if re.fullmatch(pat, k)), None)
-        ours = next((re.sub(p, r, k) for p, r in BERT_RENAMES if re.fullmatch(p, k)), None)
-        qkv = re.search(r"\.attn\.(query|key|value)\.", ours or "")
-        if qkv:  # one of three blocks of the fused projection
-            j = ("query", "key", "value").index(qkv.group(1))
-            cols = "columns" if ours.endswith(".weight") else "entries"
-            ours = f"{ours.replace(qkv.group(0), '.attn.qkv.')} {cols} {j}D:{j + 1}D" + (
-                ", transposed" if ours.endswith(".weight") else "")
-        elif ours and NN_LINEAR_WEIGHTS.fullmatch(ours):
-            ours += ", transposed"
-        if ".layer.0." in key or ".layer." not in key:
-            print(f"  {key:<52} -> {ours or 'ignored: ' + str(why)}")
-            shown += 1
-        if shown == n:
-            break
+        if k not in named:
+            why = next(reason for pat, reason in bert.IGNORED if re.fullmatch(pat, k))
+            print(f"  {key:<52} -> ignored: {why}")
 
 
 # %% [markdown]
@@ -84,7 +84,7 @@ def show_renames(sd: dict, n: int = 24):
 # its own with `output_hidden_states=True`. We compare them all at an explicit tolerance.
 
 # %%
-def compare_with_transformers(model: Encoder, model_dir, batch: dict, atol: float = 1e-5):
+def compare_with_transformers(model: BertEncoder, model_dir, batch: dict, atol: float = 1e-5):
     for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                        ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(var, value)  # a local folder: no network, no progress bars
@@ -126,7 +126,7 @@ def compare_with_transformers(model: Encoder, model_dir, batch: dict, atol: floa
 # Random weights would not pass this test; loaded weights do.
 
 # %%
-def sentence_similarity(model: Encoder, tok):
+def sentence_similarity(model: BertEncoder, tok):
     texts = ["A cat is sitting on the mat.", "A kitten rests on a rug.",
              "Stock markets fell sharply on Monday."]
     batch = tok.encode(texts)
@@ -148,7 +148,7 @@ def sentence_similarity(model: Encoder, tok):
 
 # %%
 def trace_example(model_dir=None, B=2, N=8) -> ShapeTrace:
-    model = Encoder.from_pretrained(model_dir or default_model_dir())
+    model = BertEncoder.from_pretrained(model_dir or default_model_dir())
     torch.manual_seed(0)
     ids = torch.randint(1000, model.config.vocab_size, (B, N))  # [B, N]
     with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:
@@ -160,9 +160,9 @@ def trace_example(model_dir=None, B=2, N=8) -> ShapeTrace:
 def main():
     from minigpt_ptv2.data import WordPiece
     model_dir = default_model_dir()
-    sd = look_inside(model_dir)
-    show_renames(sd)
-    model = Encoder.from_pretrained(model_dir)  # eval mode: dropout off
+    sd, cfg = look_inside(model_dir)
+    show_renames(sd, cfg)
+    model = BertEncoder.from_pretrained(model_dir)  # eval mode: dropout off
     tok = WordPiece.from_model_dir(model_dir)
     print("\nsentence embeddings from the loaded weights:")
     batch = sentence_similarity(model, tok)

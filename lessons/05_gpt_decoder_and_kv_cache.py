@@ -22,8 +22,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-from minigpt_ptv2 import Decoder, ShapeTrace, preset
-from minigpt_ptv2.masks import build_keep
+from minigpt_ptv2 import GPT2Decoder, ShapeTrace, preset
+from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.trace import dims_for, side_by_side
 from minigpt_ptv2.viz import save_figure
 
@@ -37,8 +37,8 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # roughly uniformly and its loss starts near ln V, as a real one does before training.
 
 # %%
-def random_gpt2(cfg) -> Decoder:
-    model = Decoder(cfg).eval()
+def random_gpt2(cfg) -> GPT2Decoder:
+    model = GPT2Decoder(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -53,7 +53,7 @@ def random_gpt2(cfg) -> Decoder:
 # no separate `lm_head` weight to load, train or forget.
 
 # %%
-def tied_head(model: Decoder, ids: torch.Tensor):
+def tied_head(model: GPT2Decoder, ids: torch.Tensor):
     with ShapeTrace(keep=(f"layer{len(model.layers) - 1}.out",)) as tr:
         logits = model(ids).logits  # [B, N, V]
     h = tr.tensors[f"layer{len(model.layers) - 1}.out"]  # [B, N, D]
@@ -100,7 +100,7 @@ def plot_masks(masks, P=2):
 # Change the last token of a sequence: logits at every earlier position stay exactly put.
 
 # %%
-def future_cannot_change_past(model: Decoder, ids: torch.Tensor):
+def future_cannot_change_past(model: GPT2Decoder, ids: torch.Tensor):
     other = ids.clone()
     other[:, -1] = (ids[:, -1] + 1) % model.config.vocab_size
     a, b = model(ids).logits, model(other).logits  # [B, N, V] each
@@ -116,7 +116,7 @@ def future_cannot_change_past(model: Decoder, ids: torch.Tensor):
 # Positions labelled -100 are ignored; lesson 06 uses that for prompts.
 
 # %%
-def next_token_loss(model: Decoder, ids: torch.Tensor):
+def next_token_loss(model: GPT2Decoder, ids: torch.Tensor):
     out = model(ids, labels=ids)
     mine = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
     print(f"loss {out.loss:.4f} = cross_entropy(logits[:, :-1], ids[:, 1:]) = {mine:.4f}"
@@ -132,7 +132,7 @@ def next_token_loss(model: Decoder, ids: torch.Tensor):
 # and the logits of a cached step must equal those of a full recomputation.
 
 # %%
-def kv_cache(model: Decoder, ids: torch.Tensor, steps: int):
+def kv_cache(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     with_cache = model.generate(ids, steps, use_cache=True)
     without = model.generate(ids, steps, use_cache=False)
     assert torch.equal(with_cache, without), "the cache must not change the tokens"

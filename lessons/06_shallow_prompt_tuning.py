@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import SoftPrompt, pad_labels
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -36,7 +36,7 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # %%
 def position_policies(P=20):
     cfg = preset("bert-tiny")  # 64 positions
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (1, 50))  # [1, 50]
     for policy in ("real", "shifted"):
         model.attach(SoftPrompt(cfg, P, positions=policy))
@@ -60,16 +60,16 @@ def position_policies(P=20):
 # real [CLS] vector, while row 0 of the un-sliced output is something else entirely.
 
 # %%
-def backbone() -> Encoder:
+def backbone() -> BertEncoder:
     from minigpt_ptv2.pretrained import default_model_dir
     try:
-        return Encoder.from_pretrained(default_model_dir())
+        return BertEncoder.from_pretrained(default_model_dir())
     except FileNotFoundError as e:
         print(f"(no pretrained model: {e}; using random MiniLM-shaped weights)")
-        return Encoder(preset("minilm")).eval()
+        return BertEncoder(preset("minilm")).eval()
 
 
-def pool_after_slicing(model: Encoder, P=20, N=16):
+def pool_after_slicing(model: BertEncoder, P=20, N=16):
     torch.manual_seed(0)
     ids = torch.randint(1000, model.config.vocab_size, (2, N))  # [B, N]
     ids[:, 0] = 101  # [CLS]
@@ -139,7 +139,7 @@ def seed_003_bug(n_tokens=20, n_embd=768, B=4, N=16):
 def labels_vs_slicing(P=5, B=2, N=12):
     torch.manual_seed(0)
     cfg = preset("gpt2-tiny")
-    model = Decoder(cfg, prompt=SoftPrompt(cfg, P)).eval()
+    model = GPT2Decoder(cfg, prompt=SoftPrompt(cfg, P)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     last = f"layer{cfg.num_hidden_layers - 1}.out"
     with ShapeTrace(keep=(last,)) as tr:
@@ -172,7 +172,7 @@ def labels_vs_slicing(P=5, B=2, N=12):
 def trace_example(B=16, N=128, P=20, layers=2) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-base").replace(num_hidden_layers=layers)
-    model = Encoder(cfg, prompt=SoftPrompt(cfg, P)).eval()
+    model = BertEncoder(cfg, prompt=SoftPrompt(cfg, P)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:
         model(ids)

@@ -21,8 +21,9 @@ import os
 
 import torch
 
-from minigpt_ptv2 import Encoder, ShapeTrace, preset
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import DeepPrompt, SoftPrompt, format_report, parameter_report
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
@@ -38,7 +39,7 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 def trace_example(B=16, N=128, P=20, layers=2, pad=8) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-base").replace(num_hidden_layers=layers)
-    model = Encoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
+    model = BertEncoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mask = torch.ones(B, N, dtype=torch.long)  # [B, N]
     mask[-1, N - pad:] = 0
@@ -65,17 +66,17 @@ def what_trains(P=20):
 # model's own layers and prompts, and compare with the model's output.
 
 # %%
-def loop_by_hand(model: Encoder, ids: torch.Tensor, mask: torch.Tensor):
+def loop_by_hand(model: BertEncoder, ids: torch.Tensor, mask: torch.Tensor):
     P = model.prompt.num_virtual
     prompts = model.prompt.layer_prompts()  # [L, P, D]
     B, N = ids.shape
     x = model.embeddings(ids, torch.zeros_like(ids), torch.arange(N).expand(B, N))  # [B, N, D]
-    keys = prepend(mask.bool(), None, P)  # [B, P+N]: prompt columns always kept
+    keys = keys_in_front(mask.bool(), P)  # [B, P+N]: prompt columns always kept
     keep = build_keep(keys, P + N)  # [B, 1, 1, P+N] (None if nothing is padded)
     for i, layer in enumerate(model.layers):
         prompt = prompts[i].unsqueeze(0).expand(B, -1, -1)  # [B, P, D]
         x = torch.cat([prompt, x], dim=1)  # inject: [B, P+N, D]
-        x, _, _ = layer(x, keep)  # process: [B, P+N, D]
+        x, _, _ = layer(x, keep=keep)  # process: [B, P+N, D]
         x = x[:, P:]  # slice: [B, N, D]
     theirs = model(ids, attention_mask=mask).last_hidden_state  # [B, N, D]
     print(f"inject/process/slice by hand vs model: max |diff| = {(x - theirs).abs().max():.1e}")
@@ -135,12 +136,12 @@ def every_layer_or_only_the_first(P=4, B=2, N=6):
     torch.manual_seed(0)
     cfg = preset("bert-tiny")
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
-    deep_model = Encoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
+    deep_model = BertEncoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
     with ShapeTrace(keep=("layer1.inject",)) as deep_tr:
         deep_model(ids)
     rows = deep_tr.tensors["layer1.inject"][:, :P]  # [B, P, D]
     free = torch.equal(rows, deep_model.prompt.prompts[1].expand(B, -1, -1))
-    shallow_model = Encoder(cfg, prompt=SoftPrompt(cfg, P)).eval()
+    shallow_model = BertEncoder(cfg, prompt=SoftPrompt(cfg, P)).eval()
     shallow_model.load_state_dict(deep_model.state_dict(), strict=False)  # same backbone
     with ShapeTrace() as shallow_tr:
         shallow_model(ids)
@@ -164,7 +165,7 @@ def main():
     print()
     torch.manual_seed(0)
     cfg = preset("bert-tiny") if QUICK else preset("minilm")
-    model = Encoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
+    model = BertEncoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mask = torch.ones(B, N, dtype=torch.long)
     mask[-1, -3:] = 0

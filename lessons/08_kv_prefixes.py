@@ -22,7 +22,7 @@ import time
 import torch
 from einops import rearrange
 
-from minigpt_ptv2 import Encoder, MultiHeadAttention, ShapeTrace, preset
+from minigpt_ptv2 import BertEncoder, MultiHeadAttention, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.viz import save_figure
 
@@ -99,7 +99,7 @@ def q_is_never_prefixed(B=2, N=16, P=4, D=64, H=4):
 def zero_is_not_off(B=2, N=8, P=4):
     torch.manual_seed(0)
     cfg = preset("bert-tiny")
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     plain = model(ids).last_hidden_state  # [B, N, D]
     L, H, d = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim
@@ -125,7 +125,7 @@ def zero_is_not_off(B=2, N=8, P=4):
 def mlp_and_inference_form(P=20, B=2, N=8):
     torch.manual_seed(0)
     cfg = preset("bert-tiny")
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mlp = KVPrefix(cfg, P, projection=True, hidden=64).eval()
     table = mlp.for_inference()
@@ -226,7 +226,7 @@ def plot_once_vs_per_row(rows):
 def trace_example(B=16, N=128, P=20, layers=2, projection=False) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-base").replace(num_hidden_layers=layers)
-    model = Encoder(cfg, prompt=KVPrefix(cfg, P, projection=projection)).eval()
+    model = BertEncoder(cfg, prompt=KVPrefix(cfg, P, projection=projection)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:
         model(ids, output_attentions=True)

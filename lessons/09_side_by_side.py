@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv
 from minigpt_ptv2.trace import side_by_side
 
@@ -42,7 +42,7 @@ def trace_example(B=2, N=5, P=3, layers=2):
     """(deep trace, trace of the equivalent K/V prefix) on the tiny BERT with `layers` layers."""
     torch.manual_seed(0)
     cfg = preset("bert-tiny").replace(num_hidden_layers=layers)
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     deep = DeepPrompt(cfg, P).eval()
     prefix = hidden_to_kv(model, deep)
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
@@ -99,7 +99,7 @@ def _out(model, ids):
 # random prefix of the same size, about 1/sqrt(2) of it cannot be reached by any h.
 
 # %%
-def expressiveness(model: Encoder, P: int = 8):
+def expressiveness(model: BertEncoder, P: int = 8):
     layer = model.layers[0].attn
     D = model.config.hidden_size
     W = layer.qkv.weight[:, D:]  # [D, 2D]: [W_K | W_V], h -> (K, V)
@@ -130,7 +130,7 @@ def expressiveness(model: Encoder, P: int = 8):
 # same batch, timed in the same run (compare the ratio, not the seconds).
 
 # %%
-def cost(model: Encoder, ids: torch.Tensor, P: int, repeat: int = 3):
+def cost(model: BertEncoder, ids: torch.Tensor, P: int, repeat: int = 3):
     deep = DeepPrompt(model.config, P).eval()
     prefix = hidden_to_kv(model, deep)
     times = {}
@@ -155,8 +155,8 @@ def main():
     print(side_by_side(deep_tr, prefix_tr, ("hidden-state prompt", "K/V prefix"), layers=(0,)))
     print()
     torch.manual_seed(0)
-    enc = Encoder(preset("bert-tiny") if QUICK else preset("minilm")).eval()
-    dec = Decoder(preset("gpt2-tiny")).eval()
+    enc = BertEncoder(preset("bert-tiny") if QUICK else preset("minilm")).eval()
+    dec = GPT2Decoder(preset("gpt2-tiny")).eval()
     B, N, P = (2, 8, 4) if QUICK else (8, 64, 20)
     with torch.no_grad():
         bridge_check(enc, torch.randint(0, enc.config.vocab_size, (B, N)), P)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from minigpt_ptv2 import Encoder, ShapeTrace, preset
-from minigpt_ptv2.cli.figures import load_sentences
+from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
+from minigpt_ptv2.data import sst2_or_sample
 from minigpt_ptv2.data import SST2_LABELS, WordPiece
 from minigpt_ptv2.prompts import KVPrefix, format_report, parameter_report
 from minigpt_ptv2.training import (Head, TaskModel, TrainConfig, build_task_model, evaluate, fit,
@@ -145,7 +145,7 @@ def save_and_reload(model: TaskModel, P: int, dev_batch: dict, folder: Path):
 def trace_example(B=3, N=9, P=5, layers=2, pad=3) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-tiny").replace(num_hidden_layers=layers)
-    encoder = Encoder(cfg, prompt=KVPrefix(cfg, P)).eval()
+    encoder = BertEncoder(cfg, prompt=KVPrefix(cfg, P)).eval()
     model = TaskModel(encoder, {"sst2": Head(cfg.hidden_size, 2, "sequence")}).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mask = torch.ones(B, N, dtype=torch.long)  # [B, N]
@@ -160,10 +160,10 @@ def trace_example(B=3, N=9, P=5, layers=2, pad=3) -> ShapeTrace:
 def main():
     n_train, n_dev, P, batch = (8, 8, 4, 8) if QUICK else (384, 200, 16, 16)
     set_seed(0)
-    train, dev, source = load_sentences(None, n_train, n_dev)
+    train, dev, source = sst2_or_sample(None, n_train, n_dev)
     tok = WordPiece.from_model_dir()
     train_loader, dev_loader = loaders(tok, train, dev, batch)
-    print(f"{len(train)} training and {len(dev)} dev sentences from {source}, P={P}")
+    print(f"{len(train)} training and {len(dev)} dev sentences ({source}), P={P}")
     model = build_task_model("sst2", "prefix", P)
     print()
     trainable_percent(model, P)

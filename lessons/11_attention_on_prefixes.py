@@ -18,8 +18,8 @@ import os
 
 import torch
 
-from minigpt_ptv2 import Encoder, ShapeTrace, preset
-from minigpt_ptv2.cli.figures import load_sentences
+from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
+from minigpt_ptv2.data import sst2_or_sample
 from minigpt_ptv2.data import WordPiece
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
 from minigpt_ptv2.trace import dims_for
@@ -39,12 +39,12 @@ SENTENCES = ["a warm , funny and moving film", "the plot makes no sense at all",
 # is a probability distribution over the P+N keys; padding keys get exactly 0.
 
 # %%
-def backbone() -> Encoder:
+def backbone() -> BertEncoder:
     from minigpt_ptv2.pretrained import default_model_dir
-    return Encoder.from_pretrained(default_model_dir()).eval()
+    return BertEncoder.from_pretrained(default_model_dir()).eval()
 
 
-def first_look(model: Encoder, batch: dict, P: int):
+def first_look(model: BertEncoder, batch: dict, P: int):
     torch.manual_seed(0)
     model.attach(KVPrefix(model.config, P).eval())  # fresh table, N(0, 1) entries
     maps = attention_maps(model, batch)
@@ -87,7 +87,7 @@ def mass_by_hand(maps):
 # diluting everything else. Masking the entries (`virtual_keep = False`) is the real "off".
 
 # %%
-def zero_vs_masked(model: Encoder, batch: dict, P: int):
+def zero_vs_masked(model: BertEncoder, batch: dict, P: int):
     zero = KVPrefix(model.config, P).eval()
     torch.nn.init.zeros_(zero.embedding.weight)
     model.attach(zero)
@@ -109,7 +109,7 @@ def zero_vs_masked(model: Encoder, batch: dict, P: int):
 # 09 the same prompt as a K/V prefix gives the very same numbers.
 
 # %%
-def deep_read_the_same_way(model: Encoder, batch: dict, P: int):
+def deep_read_the_same_way(model: BertEncoder, batch: dict, P: int):
     torch.manual_seed(0)
     deep = DeepPrompt(model.config, P, init_std=1.0).eval()
     model.attach(deep)
@@ -138,12 +138,12 @@ def deep_read_the_same_way(model: Encoder, batch: dict, P: int):
 # least as much as *how much*.
 
 # %%
-def train_prefix(model: Encoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int):
+def train_prefix(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int):
     """Attach a fresh prefix + head, record the attention at initialisation, train one epoch.
     Returns (task model, maps at initialisation)."""
     from minigpt_ptv2.training import TrainConfig, build_task_model, fit, get_task, set_seed
     set_seed(0)
-    train, _, _ = load_sentences(None, n_train, n_dev=1)  # SST-2, or the embedded SST-2 sample
+    train, _, _ = sst2_or_sample(None, n_train, n_dev=1)  # SST-2, or the embedded SST-2 sample
     task_model = build_task_model("sst2", "prefix", P, encoder=model).eval()
     before = attention_maps(model, batch)
     loader = get_task("sst2").batches(train, tok, batch_size=batch_size, shuffle=True, max_length=64)
@@ -151,7 +151,7 @@ def train_prefix(model: Encoder, tok: WordPiece, batch: dict, P: int, n_train: i
     return task_model.eval(), before
 
 
-def before_and_after(model: Encoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int):
+def before_and_after(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int):
     from minigpt_ptv2.viz.plots import plot_attention_heads, plot_prefix_mass
     task_model, before = train_prefix(model, tok, batch, P, n_train, batch_size)
     after = attention_maps(model, batch)
@@ -195,7 +195,7 @@ def per_token(maps, tok: WordPiece, batch: dict, row: int = 0):
 def trace_example(B=2, N=7, P=5, layers=3) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-tiny").replace(num_hidden_layers=layers)
-    model = Encoder(cfg, prompt=KVPrefix(cfg, P)).eval()
+    model = BertEncoder(cfg, prompt=KVPrefix(cfg, P)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mask = torch.ones(B, N, dtype=torch.long)
     mask[-1, -2:] = 0

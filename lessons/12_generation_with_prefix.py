@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from minigpt_ptv2 import Decoder, ShapeTrace, preset
+from minigpt_ptv2 import GPT2Decoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import dims_for, side_by_side
 
@@ -37,9 +37,9 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # does not settle on repeating one token, and a `KVPrefix` with a N(0, 0.5) table.
 
 # %%
-def model_with_prefix(cfg, P: int, seed: int = 0, positions: str = "real") -> Decoder:
+def model_with_prefix(cfg, P: int, seed: int = 0, positions: str = "real") -> GPT2Decoder:
     torch.manual_seed(seed)
-    model = Decoder(cfg).eval()
+    model = GPT2Decoder(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -56,7 +56,7 @@ def model_with_prefix(cfg, P: int, seed: int = 0, positions: str = "real") -> De
 # count from 0 whatever P is (positions="real"; "shifted" would continue from P+N).
 
 # %%
-def cache_starts_from_prefix(model: Decoder, ids: torch.Tensor):
+def cache_starts_from_prefix(model: GPT2Decoder, ids: torch.Tensor):
     P = model.prompt.num_virtual
     out = model(ids, use_cache=True)
     kv = model.prompt.layer_kv()  # [L, 2, H, P, d]
@@ -80,7 +80,7 @@ def cache_starts_from_prefix(model: Decoder, ids: torch.Tensor):
 # and at every step the same logits up to float rounding.
 
 # %%
-def cached_equals_full(model: Decoder, ids: torch.Tensor, steps: int):
+def cached_equals_full(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     cached = model.generate(ids, steps, use_cache=True)  # [B, N + steps]
     full = model.generate(ids, steps, use_cache=False)
     assert torch.equal(cached, full)
@@ -107,7 +107,7 @@ def cached_equals_full(model: Decoder, ids: torch.Tensor, steps: int):
 # (pads included) and the same row sees a different sequence.
 
 # %%
-def left_padding(model: Decoder, short: torch.Tensor, long: torch.Tensor, steps: int):
+def left_padding(model: GPT2Decoder, short: torch.Tensor, long: torch.Tensor, steps: int):
     pad = long.shape[0] - short.shape[0]
     ids = torch.stack([torch.cat([torch.zeros(pad, dtype=torch.long), short]), long])  # [2, N]
     mask = torch.ones_like(ids)
@@ -132,7 +132,7 @@ def left_padding(model: Decoder, short: torch.Tensor, long: torch.Tensor, steps:
 # restricted to the top k. Pass a `torch.Generator` and the draw is reproducible.
 
 # %%
-def sampling(model: Decoder, ids: torch.Tensor, steps: int):
+def sampling(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     draws = [model.generate(ids, steps, do_sample=True, top_k=20, temperature=1.0,
                             generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
     assert torch.equal(draws[0], draws[1])

@@ -32,17 +32,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt_ptv2 import Encoder, ShapeTrace, preset
-from minigpt_ptv2.attention import additive_mask
+from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
+from minigpt_ptv2.core.attention import additive_mask
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import dims_for, side_by_side
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
-def tiny_encoder(seed: int = 0, **changes) -> Encoder:
+def tiny_encoder(seed: int = 0, **changes) -> BertEncoder:
     torch.manual_seed(seed)
-    return Encoder(preset("bert-tiny").replace(**changes)).eval()  # D=24, H=4, 64 positions
+    return BertEncoder(preset("bert-tiny").replace(**changes)).eval()  # D=24, H=4, 64 positions
 
 
 # %% [markdown]
@@ -251,7 +251,7 @@ def main():
 #
 # ## Try this
 #
-# - In `positions_under_a_prefix`, load MiniLM (`Encoder.from_pretrained(default_model_dir())`)
+# - In `positions_under_a_prefix`, load MiniLM (`BertEncoder.from_pretrained(default_model_dir())`)
 #   and find the longest N each policy accepts with P=20.
 # - In `equivalence_breakers`, find the row scale at which the two LayerNorm eps values start
 #   to differ by more than 1e-5.

@@ -23,9 +23,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.data import CONLL_LABELS, WordPiece
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import KVPrefix, SoftPrompt, format_report, make_method, parameter_report
 from minigpt_ptv2.trace import dims_for, side_by_side
 from minigpt_ptv2.viz import attention_maps
@@ -164,7 +165,7 @@ def seed_002_view_and_repeat(P=5, B=2):
 
 
 def bidirectional_is_the_easy_case(P=2, N=4):
-    keys = prepend(torch.tensor([[True] * (N - 1) + [False]]), None, P)  # [1, P+N]: last token padded
+    keys = keys_in_front(torch.tensor([[True] * (N - 1) + [False]]), P)  # [1, P+N]: last token padded
     show = lambda m: " | ".join("".join(str(int(v)) for v in row) for row in m[0, 0])  # noqa: E731
     encoder_keep = build_keep(keys, N)  # [1, 1, 1, P+N]
     decoder_keep = build_keep(keys, N, causal=True)  # [1, 1, N, P+N]
@@ -172,7 +173,7 @@ def bidirectional_is_the_easy_case(P=2, N=4):
     print(f"keep-mask, decoder {list(decoder_keep.shape)}: {show(decoder_keep)}")
     cfg = preset("bert-tiny")
     torch.manual_seed(0)
-    model = Encoder(cfg, prompt=KVPrefix(cfg, P)).eval()
+    model = BertEncoder(cfg, prompt=KVPrefix(cfg, P)).eval()
     ids = torch.randint(1, cfg.vocab_size, (1, N))  # [1, N]
     mass = attention_maps(model, {"input_ids": ids, "attention_mask": keys[:, P:].long()}).mass()  # [L, H]
     print(f"our bidirectional encoder with a K/V prefix: attention on the prefix per layer "
@@ -202,11 +203,11 @@ def bidirectional_is_the_easy_case(P=2, N=4):
 #   logits to N; the losses differ by one term per row (lesson 06, section 4).
 
 # %%
-def random_gpt2_with_soft_prompt(P: int, seed: int = 0) -> Decoder:
+def random_gpt2_with_soft_prompt(P: int, seed: int = 0) -> GPT2Decoder:
     """The tiny GPT-2 (D=24, H=4, d=6, L=3, V=130), weights N(0, 0.2) as in lesson 12."""
     torch.manual_seed(seed)
     cfg = preset("gpt2-tiny")
-    model = Decoder(cfg).eval()
+    model = GPT2Decoder(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -275,7 +276,7 @@ def seed_004_v1_is_input_only(P=3, N=5):
     ids = torch.randint(1, cfg.vocab_size, (1, N))  # [1, N]
     for name in ("ptuning-lstm", "deep"):
         torch.manual_seed(0)
-        model = Encoder(cfg, prompt=make_method(name, cfg, P)).eval()
+        model = BertEncoder(cfg, prompt=make_method(name, cfg, P)).eval()
         with ShapeTrace() as tr:
             model(ids)
         at_input = tr.names().count("shallow.prompt")

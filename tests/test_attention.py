@@ -11,9 +11,10 @@ import math
 import pytest
 import torch
 
-from minigpt_ptv2.attention import MultiHeadAttention, additive_mask, concat_prefix
-from minigpt_ptv2.config import preset
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2.core.attention import MultiHeadAttention, additive_mask, concat_prefix
+from minigpt_ptv2.models.presets import preset
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.trace import ShapeTrace
 from tolerances import EXACT, FP32_ULPS, PROB_SUM
 
@@ -52,12 +53,12 @@ def test_explicit_and_fused_paths_agree(case):
     prefix = random_prefix(b, H, p, d) if "prefix" in case else None
     key_mask = padded_key_mask([9, 6, 2], n) if "padding" in case else torch.ones(b, n, dtype=torch.bool)
     if prefix is not None:
-        key_mask = prepend(key_mask, None, p)  # [B, P+N]
+        key_mask = keys_in_front(key_mask, p)  # [B, P+N]
     keep = build_keep(key_mask, n, causal="causal" in case)
     assert (keep is None) == (case in ("plain", "prefix")), "each case exercises what its name says"
     with torch.no_grad():
-        fused, no_probs, kv_f = attn(x, keep, prefix, need_weights=False, use_cache=True)
-        explicit, probs, kv_e = attn(x, keep, prefix, need_weights=True, use_cache=True)
+        fused, no_probs, kv_f = attn(x, keep=keep, prefix=prefix, need_weights=False, use_cache=True)
+        explicit, probs, kv_e = attn(x, keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     assert no_probs is None
     assert probs.shape == (b, H, n, key_mask.shape[1])
     assert max_diff(fused, explicit) <= FP32_ULPS, case  # SDPA's kernel vs softmax step by step
@@ -71,9 +72,9 @@ def test_explicit_probabilities_are_the_textbook_formula():
     b, n, p, H, d = 2, 7, 3, attn.num_heads, attn.head_dim
     x = torch.randn(b, n, H * d)
     pk, pv = random_prefix(b, H, p, d)
-    key_mask = prepend(padded_key_mask([7, 4], n), None, p)  # [B, P+N]
+    key_mask = keys_in_front(padded_key_mask([7, 4], n), p)  # [B, P+N]
     with torch.no_grad():
-        out, probs, _ = attn(x, build_keep(key_mask, n), (pk, pv), need_weights=True)
+        out, probs, _ = attn(x, keep=build_keep(key_mask, n), prefix=(pk, pv), need_weights=True)
         Wq, Wk, Wv = attn.qkv.weight.split(H * d, dim=1)  # [D, D] each: W_qkv = [W_Q | W_K | W_V]
         bq, bk, bv = attn.qkv.bias.split(H * d)  # [D] each
         heads = lambda t: t.view(b, n, H, d).transpose(1, 2)  # noqa: E731  [B, N, D] -> [B, H, N, d]
@@ -95,10 +96,9 @@ def test_probability_rows_sum_to_one_with_prefix_and_mask():
     torch.manual_seed(2)
     attn = small_attention()
     b, n, p, H, d = 4, 6, 5, attn.num_heads, attn.head_dim
-    key_mask = prepend(padded_key_mask([6, 5, 3, 1], n), None, p)
+    key_mask = keys_in_front(padded_key_mask([6, 5, 3, 1], n), p)
     with torch.no_grad():
-        _, probs, _ = attn(torch.randn(b, n, H * d), build_keep(key_mask, n, causal=True),
-                           random_prefix(b, H, p, d), need_weights=True)
+        _, probs, _ = attn(torch.randn(b, n, H * d), keep=build_keep(key_mask, n, causal=True), prefix=random_prefix(b, H, p, d), need_weights=True)
     assert probs.shape == (b, H, n, p + n)
     torch.testing.assert_close(probs.sum(-1), torch.ones(b, H, n), atol=PROB_SUM[torch.float32], rtol=0)
     assert probs.min().item() >= 0.0
@@ -117,9 +117,9 @@ def test_masked_out_prefix_changes_nothing(need_weights, causal):
     key_mask = padded_key_mask([8, 5, 3], n)  # [B, N]
     prefix = tuple(100 * t for t in random_prefix(b, H, p, d))  # large, so a leak would show
     with torch.no_grad():
-        base, base_probs, _ = attn(x, build_keep(key_mask, n, causal), None, need_weights)
-        hidden = prepend(key_mask, torch.zeros(p, dtype=torch.bool), p)  # [B, P+N], prefix False
-        out, probs, _ = attn(x, build_keep(hidden, n, causal), prefix, need_weights)
+        base, base_probs, _ = attn(x, keep=build_keep(key_mask, n, causal), prefix=None, need_weights=need_weights)
+        hidden = keys_in_front(key_mask, torch.zeros(p, dtype=torch.bool))  # [B, P+N], prefix False
+        out, probs, _ = attn(x, keep=build_keep(hidden, n, causal), prefix=prefix, need_weights=need_weights)
     assert max_diff(out, base) <= FP32_ULPS  # the kernel sums P+N keys, P of them exact zeros
     if need_weights:
         assert probs[..., :p].abs().max().item() == 0.0
@@ -135,7 +135,7 @@ def test_zero_prefix_is_not_a_no_op():
     zeros = (torch.zeros(b, H, p, d), torch.zeros(b, H, p, d))
     with torch.no_grad():
         base, _, _ = attn(x)
-        out, probs, _ = attn(x, None, zeros, need_weights=True)
+        out, probs, _ = attn(x, keep=None, prefix=zeros, need_weights=True)
     assert probs[..., :p].sum(-1).min().item() > 0.01
     assert max_diff(out, base) > 1e-3
 
@@ -146,7 +146,7 @@ def test_queries_are_never_prefixed():
     attn = small_attention()
     b, n, p, H, d = 2, 5, 3, attn.num_heads, attn.head_dim
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v) = attn(torch.randn(b, n, H * d), None, random_prefix(b, H, p, d), True, True)
+        out, probs, (k, v) = attn(torch.randn(b, n, H * d), keep=None, prefix=random_prefix(b, H, p, d), need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["attn.q"] == (b, H, n, d)
     assert s["attn.k_with_prefix"] == s["attn.v_with_prefix"] == (b, H, p + n, d)
@@ -175,8 +175,8 @@ def test_mask_shape_mismatch_is_named():
     attn = small_attention()
     x = torch.randn(2, 5, 48)
     keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)  # 7 keys, but there are 5
-    with pytest.raises(ValueError, match=r"mask \[2, 1, 1, 7\].*keys 5"):
-        attn(x, keep)
+    with pytest.raises(ValueError, match=r"mask \[2, 1, 1, 7\].*5 key rows"):
+        attn(x, keep=keep)
 
 
 def test_fully_masked_row_is_finite_in_both_paths():
@@ -186,8 +186,8 @@ def test_fully_masked_row_is_finite_in_both_paths():
     x = torch.randn(2, 4, 48)
     keep = padded_key_mask([4, 0], 4)[:, None, None, :]  # row 1 may attend to nothing
     with torch.no_grad():
-        fused, _, _ = attn(x, keep)
-        explicit, probs, _ = attn(x, keep, need_weights=True)
+        fused, _, _ = attn(x, keep=keep)
+        explicit, probs, _ = attn(x, keep=keep, need_weights=True)
     assert torch.isfinite(fused).all() and torch.isfinite(explicit).all()
     assert max_diff(fused, explicit) <= FP32_ULPS
     # every score + finfo.min rounds to finfo.min itself: four equal scores, exactly 1/4 each
@@ -236,7 +236,7 @@ def test_attention_shapes_without_prefix(bert_base_attention):
     assert (D, H, d) == (768, 12, 64)
     keep = build_keep(padded_key_mask([N] * (B - 1) + [N // 2], N), N)  # [B, 1, 1, N]
     with ShapeTrace(dims=dict(B=B, N=N, D=D, H=H, d=d)) as tr, torch.no_grad():
-        out, probs, (k, v) = attn(torch.randn(B, N, D), keep, None, need_weights=True, use_cache=True)
+        out, probs, (k, v) = attn(torch.randn(B, N, D), keep=keep, prefix=None, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == s["layer0.attn.k"] == s["layer0.attn.v"] == (B, H, N, d)
     assert "layer0.attn.k_with_prefix" not in s
@@ -250,9 +250,9 @@ def test_attention_shapes_with_prefix(bert_base_attention):
     cfg, attn = bert_base_attention
     D, H, d = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
     prefix = random_prefix(B, H, P, d)  # [B, H, P, d] each
-    keep = build_keep(prepend(torch.ones(B, N, dtype=torch.bool), None, P), N)  # None: all kept
+    keep = build_keep(keys_in_front(torch.ones(B, N, dtype=torch.bool), P), N)  # None: all kept
     with ShapeTrace(dims=dict(B=B, N=N, P=P, D=D, H=H, d=d)) as tr, torch.no_grad():
-        out, probs, (k, v) = attn(torch.randn(B, N, D), keep, prefix, need_weights=True, use_cache=True)
+        out, probs, (k, v) = attn(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)  # queries: real tokens only
     assert s["layer0.attn.k"] == s["layer0.attn.v"] == (B, H, N, d)
@@ -270,7 +270,7 @@ def test_half_precision_large_scores_and_a_fully_masked_row_stay_finite(need_wei
     x = (torch.randn(2, 5, 24) * 30).half()  # [B, N, D], scores in the hundreds
     keep = torch.ones(2, 1, 5, 5, dtype=torch.bool)
     keep[1] = False  # row 1 may attend to nothing at all
-    out, probs, _ = attn(x, keep, need_weights=need_weights)
+    out, probs, _ = attn(x, keep=keep, need_weights=need_weights)
     assert torch.isfinite(out).all()
     if need_weights:
         assert torch.isfinite(probs).all()
@@ -289,11 +289,11 @@ def test_keys_and_values_are_returned_only_for_a_cache():
 
 
 def test_run_layers_keeps_no_keys_and_values_unless_a_cache_asks():
-    from minigpt_ptv2.decoder import DecoderBlock
-    from minigpt_ptv2.config import preset
-    from minigpt_ptv2.stack import run_layers
+    from minigpt_ptv2.models.gpt2 import GPT2Block
+    from minigpt_ptv2.models.presets import preset
+    from minigpt_ptv2.core.stack import run_layers
     cfg = preset("gpt2-tiny")
-    layers = torch.nn.ModuleList(DecoderBlock(cfg, i) for i in range(2)).eval()
+    layers = torch.nn.ModuleList(GPT2Block(cfg, i) for i in range(2)).eval()
     x, keys = torch.randn(2, 4, cfg.hidden_size), torch.ones(2, 4, dtype=torch.bool)
     with torch.no_grad():
         off = run_layers(layers, x, keys, causal=True)

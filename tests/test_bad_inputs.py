@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, EncoderConfig, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, BertConfig, preset
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.data import read_conll_file, read_sst2_file
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, SoftPrompt
@@ -21,12 +20,12 @@ from minigpt_ptv2.training import load_checkpoint
 
 @pytest.fixture(scope="module")
 def enc():
-    return Encoder(preset("bert-tiny")).eval()
+    return BertEncoder(preset("bert-tiny")).eval()
 
 
 @pytest.fixture(scope="module")
 def dec():
-    return Decoder(preset("gpt2-tiny")).eval()
+    return GPT2Decoder(preset("gpt2-tiny")).eval()
 
 
 def ids(model, B=2, N=5):
@@ -50,7 +49,7 @@ def _attach(model, method):
 # (id, callable that must raise, exception type, substrings the message must contain)
 def api_cases(enc, dec):
     big = preset("bert-base")
-    enc_double = Encoder(preset("bert-tiny")).double().eval()
+    enc_double = BertEncoder(preset("bert-tiny")).double().eval()
     enc_double.attach(KVPrefix(preset("bert-tiny"), 3))  # prompt stays float32
     return [
         ("ids rank 3", lambda: enc(torch.zeros(2, 3, 4, dtype=torch.long)), ValueError, ["input_ids", "[2, 3, 4]"]),
@@ -62,11 +61,11 @@ def api_cases(enc, dec):
         ("id >= V", lambda: enc(torch.full((1, 3), 120)), ValueError, ["token id 120", "[0, 120)"]),
         ("id < 0", lambda: dec(torch.full((1, 3), -1)), ValueError, ["token id -1"]),
         ("too long", lambda: enc(torch.zeros(1, 65, dtype=torch.long)), ValueError, ["position 64", "64 rows"]),
-        ("too long shifted", lambda: Encoder(preset("bert-tiny")).attach(
+        ("too long shifted", lambda: BertEncoder(preset("bert-tiny")).attach(
             KVPrefix(preset("bert-tiny"), 4, positions="shifted"))(torch.zeros(1, 61, dtype=torch.long)),
          ValueError, ["position 64", "shift of P=4"]),
         ("token types", lambda: enc(ids(enc), token_type_ids=torch.full((2, 5), 2)), ValueError, ["token_type_ids", "2"]),
-        ("heads !| D", lambda: EncoderConfig(hidden_size=30, num_attention_heads=4), ValueError,
+        ("heads !| D", lambda: BertConfig(hidden_size=30, num_attention_heads=4), ValueError,
          ["num_attention_heads=4", "hidden_size=30"]),
         ("prompt other D", _attach(enc, SoftPrompt(big, 3)), ValueError, ["D: prompt 768 vs model 24"]),
         ("prompt other L", _attach(enc, DeepPrompt(preset("bert-tiny").replace(num_hidden_layers=5), 3)),
@@ -101,21 +100,21 @@ def test_bad_api_input_fails_clearly(row, enc, dec):
 def test_pickle_where_safetensors_is_expected(tiny_bert_dir):
     (tiny_bert_dir / "model.safetensors").write_bytes(pickle.dumps({"a": torch.zeros(2)}))
     with pytest.raises(ValueError, match="could not read weights from .*model.safetensors"):
-        Encoder.from_pretrained(tiny_bert_dir)
+        BertEncoder.from_pretrained(tiny_bert_dir)
 
 
 def test_truncated_model_weights(tiny_bert_dir):
     path = tiny_bert_dir / "model.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match="corrupted, truncated"):
-        Encoder.from_pretrained(tiny_bert_dir)
+        BertEncoder.from_pretrained(tiny_bert_dir)
 
 
 def test_gpt2_folder_refused_as_encoder(tiny_bert_dir):
     cfg = json.loads((tiny_bert_dir / "config.json").read_text())
     (tiny_bert_dir / "config.json").write_text(json.dumps({**cfg, "model_type": "t5"}))
     with pytest.raises(ValueError, match="unsupported model_type 't5'"):
-        Encoder.from_pretrained(tiny_bert_dir)
+        BertEncoder.from_pretrained(tiny_bert_dir)
 
 
 @pytest.mark.parametrize("content, needles", [

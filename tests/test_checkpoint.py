@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from minigpt_ptv2 import Encoder
+from minigpt_ptv2 import BertEncoder
 from minigpt_ptv2.training import build_task_model, load_checkpoint, read_meta, save_checkpoint
 from minigpt_ptv2.training import checkpoint as ckpt
 from minigpt_ptv2.training.checkpoint import check_backbone
@@ -21,7 +21,7 @@ MASK = (IDS != 0).long()
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir)
+    return BertEncoder.from_pretrained(minilm_dir)
 
 
 def _trained(encoder, task="sst2", method="prefix", P=4, seed=0, **kw):
@@ -73,10 +73,10 @@ def test_a_different_backbone_is_refused_and_the_difference_named(encoder, minil
     saved = read_meta(tmp_path)["backbone"]
     check_backbone(saved, encoder)  # the same backbone passes
     torch.manual_seed(0)
-    random_same_dims = Encoder(encoder.config)
+    random_same_dims = BertEncoder(encoder.config)
     with pytest.raises(ValueError, match=r"different backbone \(fingerprint: checkpoint \w+ vs model \w+\)"):
         check_backbone(saved, random_same_dims)
-    smaller = Encoder(encoder.config.replace(hidden_size=128, num_attention_heads=4, intermediate_size=256))
+    smaller = BertEncoder(encoder.config.replace(hidden_size=128, num_attention_heads=4, intermediate_size=256))
     with pytest.raises(ValueError, match=r"\(D: checkpoint 384 vs model 128; H: checkpoint 12 vs model 4"):
         check_backbone(saved, smaller)
 

@@ -21,8 +21,8 @@ import sys
 import pytest
 import torch
 
-from minigpt_ptv2 import Encoder
-from minigpt_ptv2.config import preset
+from minigpt_ptv2 import BertEncoder
+from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.errors import MissingFileError, UserError
 from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.training import Head, TaskModel, save_checkpoint, set_trainable
@@ -39,7 +39,7 @@ CFG = preset("bert-tiny")
 
 def tiny(seed: int) -> TaskModel:
     torch.manual_seed(seed)
-    encoder = Encoder(CFG).attach(make_method("prefix", CFG, 2))
+    encoder = BertEncoder(CFG).attach(make_method("prefix", CFG, 2))
     model = TaskModel(encoder, {"sst2": Head(CFG.hidden_size, 2, "sequence")})
     set_trainable(model, "prefix")
     return model

@@ -124,9 +124,9 @@ def test_export_then_import_through_the_cli_keeps_the_predictions(sst2_ckpt, tmp
 
 
 def test_export_refuses_a_real_positions_checkpoint_with_a_one_line_error(minilm_dir, tmp_path, capsys):
-    from minigpt_ptv2 import Encoder
+    from minigpt_ptv2 import BertEncoder
     from minigpt_ptv2.training import build_task_model, save_checkpoint
-    model = build_task_model("sst2", "soft", 2, encoder=Encoder.from_pretrained(minilm_dir))
+    model = build_task_model("sst2", "soft", 2, encoder=BertEncoder.from_pretrained(minilm_dir))
     save_checkpoint(model, tmp_path / "ck", task="sst2", method="soft", P=2)
     assert main(["export-peft", str(tmp_path / "ck"), str(tmp_path / "ad")]) == 2
     err = capsys.readouterr().err

@@ -33,17 +33,22 @@ def test_every_help_answers_without_importing_torch():
     assert heavy == "", f"--help imported {heavy}: move that import into the command's run()"
 
 
-def test_the_catalog_names_what_the_registries_build():
-    from minigpt_ptv2.prompts import METHODS
-    from minigpt_ptv2.prompts.base import POSITIONS
+def test_every_name_in_the_catalog_builds_what_it_says():
+    """The catalog is plain data; each name must resolve to the class, task or preset it names."""
+    from minigpt_ptv2.core.prompt_method import PromptMethod
+    from minigpt_ptv2.models.presets import PRESETS, preset
+    from minigpt_ptv2.prompts import METHODS, make_method
     from minigpt_ptv2.training import TASKS, TRAIN_METHODS
 
-    assert list(METHODS) == list(catalog.METHODS)
-    assert {name: desc for name, (_, _, desc) in METHODS.items()} == catalog.METHODS
-    assert tuple(TRAIN_METHODS) == catalog.TRAIN_METHODS
-    assert set(TASKS) == set(catalog.TASKS)
-    assert tuple(POSITIONS) == catalog.POSITIONS
+    cfg = preset("bert-tiny")
+    for name, entry in catalog.METHODS.items():
+        method = make_method(name, cfg, 3)
+        assert isinstance(method, PromptMethod) and type(method) is METHODS[name][0]
+        assert type(method).__name__ == entry.where.split(":")[1]
+        assert all(getattr(method, k, None) == v or k == "encoder" for k, v in entry.defaults.items())
+    assert tuple(TRAIN_METHODS) == catalog.TRAIN_METHODS and set(TASKS) == set(catalog.TASKS)
     assert set(catalog.DEFAULT_LR) == set(catalog.TRAIN_METHODS)
+    assert tuple(PRESETS) == catalog.PRESETS
 
 
 def test_version_is_the_installed_distribution_version():

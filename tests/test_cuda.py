@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2.config import preset
-from minigpt_ptv2.decoder import Decoder, DecoderBlock
-from minigpt_ptv2.encoder import Encoder, EncoderLayer
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2.models.presets import preset
+from minigpt_ptv2.models.gpt2 import GPT2Decoder, GPT2Block
+from minigpt_ptv2.models.bert import BertEncoder, BertLayer
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import make_method
-from minigpt_ptv2.stack import run_layers
+from minigpt_ptv2.core.stack import run_layers
 from tolerances import CPU_VS_CUDA
 
 METHODS = [None, "soft", "ptuning-lstm", "deep-mlp", "prefix-mlp"]
@@ -56,7 +57,7 @@ def test_default_device_trap_works():
 @pytest.mark.parametrize("method", METHODS)
 def test_encoder_creates_no_tensor_on_the_default_device(method):
     cfg = preset("bert-tiny")
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     if method:
         model.attach(make_method(method, cfg, 4))
     ids, mask = padded_batch(cfg.vocab_size)
@@ -70,7 +71,7 @@ def test_encoder_creates_no_tensor_on_the_default_device(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_decoder_creates_no_tensor_on_the_default_device(method):
     cfg = preset("gpt2-tiny")
-    model = Decoder(cfg).eval()
+    model = GPT2Decoder(cfg).eval()
     if method:
         model.attach(make_method(method, cfg, 4))
     ids, mask = padded_batch(cfg.vocab_size)
@@ -88,28 +89,28 @@ def test_layers_run_entirely_on_another_device():
     """Attention, both layer kinds and the layer loop on "meta": nothing pins them to the CPU."""
     cfg_e, cfg_d = preset("bert-tiny"), preset("gpt2-tiny")
     b, n, p = 2, 5, 3
-    enc = EncoderLayer(cfg_e).to("meta")
+    enc = BertLayer(cfg_e).to("meta")
     H, d = cfg_e.num_attention_heads, cfg_e.head_dim
     x = torch.randn(b, n, cfg_e.hidden_size, device="meta")
     prefix = (torch.randn(b, H, p, d, device="meta"),) * 2
     keep = torch.ones(b, 1, 1, p + n, dtype=torch.bool, device="meta")
     for need_weights in (False, True):
-        out, probs, (k, _) = enc(x, keep, prefix, need_weights, use_cache=True)
+        out, probs, (k, _) = enc(x, keep=keep, prefix=prefix, need_weights=need_weights, use_cache=True)
         assert out.device.type == k.device.type == "meta"
         assert out.shape == (b, n, cfg_e.hidden_size) and k.shape == (b, H, p + n, d)
 
-    blocks = torch.nn.ModuleList(DecoderBlock(cfg_d, i) for i in range(2)).to("meta")
+    blocks = torch.nn.ModuleList(GPT2Block(cfg_d, i) for i in range(2)).to("meta")
     method = make_method("prefix", cfg_d, p).to("meta")
     key_mask = torch.ones(b, n, dtype=torch.bool, device="meta")
-    res = run_layers(blocks, torch.randn(b, n, cfg_d.hidden_size, device="meta"), key_mask,
-                     method, causal=True, need_weights=True)
+    res = run_layers(blocks, torch.randn(b, n, cfg_d.hidden_size, device="meta"), keys_in_front(key_mask, p),
+                     prefix=method.kv_prefix(b), causal=True, need_weights=True)
     assert res.hidden.device.type == "meta" and res.attentions[0].shape == (b, cfg_d.num_attention_heads, n, p + n)
-    keep = build_keep(prepend(key_mask, None, p), n, causal=True)
+    keep = build_keep(keys_in_front(key_mask, p), n, causal=True)
     assert keep.device.type == "meta"
 
 
 def test_to_and_device_arguments(gpt2_tiny_dir):
-    model = Decoder.from_pretrained(gpt2_tiny_dir, device="cpu", dtype=torch.float64)
+    model = GPT2Decoder.from_pretrained(gpt2_tiny_dir, device="cpu", dtype=torch.float64)
     assert {p.device.type for p in model.parameters()} == {"cpu"}
     assert {p.dtype for p in model.parameters()} == {torch.float64}
     model = model.to("cpu", torch.float32)
@@ -123,10 +124,10 @@ def test_to_and_device_arguments(gpt2_tiny_dir):
 
 
 def test_input_on_another_device_than_the_model_is_named():
-    model = Encoder(preset("bert-tiny")).to("meta")
+    model = BertEncoder(preset("bert-tiny")).to("meta")
     with pytest.raises(ValueError, match=r"input_ids is on cpu but the model is on meta"):
         model(torch.tensor([[1, 2, 3]]))
-    model = Decoder(preset("gpt2-tiny")).to("meta")
+    model = GPT2Decoder(preset("gpt2-tiny")).to("meta")
     with pytest.raises(ValueError, match=r"input_ids is on cpu but the model is on meta"):
         model(torch.tensor([[1, 2, 3]]))
 
@@ -134,7 +135,7 @@ def test_input_on_another_device_than_the_model_is_named():
 def test_prompt_left_on_another_dtype_is_named():
     """Attaching after moving the model: the prompt stays fp32 while the model is fp64."""
     cfg = preset("bert-tiny")
-    model = Encoder(cfg).eval().to(torch.float64)
+    model = BertEncoder(cfg).eval().to(torch.float64)
     model.attach(make_method("prefix", cfg, 4))
     with pytest.raises(ValueError, match=r"torch\.float32.*torch\.float64"):
         model(torch.tensor([[1, 2, 3]]))
@@ -145,8 +146,8 @@ def test_prompt_left_on_another_dtype_is_named():
 @pytest.mark.cuda
 @pytest.mark.parametrize("output_attentions", [False, True])
 def test_minilm_on_cuda_matches_cpu(minilm_dir, output_attentions):
-    cpu = Encoder.from_pretrained(minilm_dir)
-    gpu = Encoder.from_pretrained(minilm_dir, device="cuda")
+    cpu = BertEncoder.from_pretrained(minilm_dir)
+    gpu = BertEncoder.from_pretrained(minilm_dir, device="cuda")
     ids = torch.randint(1000, 5000, (3, 16))
     mask = torch.ones_like(ids)
     mask[2, 9:] = 0
@@ -163,10 +164,10 @@ def test_minilm_on_cuda_matches_cpu(minilm_dir, output_attentions):
 
 @pytest.mark.cuda
 def test_minilm_with_prefix_moved_to_cuda(minilm_dir):
-    cpu = Encoder.from_pretrained(minilm_dir)
+    cpu = BertEncoder.from_pretrained(minilm_dir)
     method = make_method("prefix", cpu.config, 8)
     cpu.attach(method)
-    gpu = Encoder.from_pretrained(minilm_dir).attach(make_method("prefix", cpu.config, 8))
+    gpu = BertEncoder.from_pretrained(minilm_dir).attach(make_method("prefix", cpu.config, 8))
     gpu.prompt.load_state_dict(method.state_dict())
     gpu.to("cuda")
     ids = torch.randint(1000, 5000, (2, 12))
@@ -178,8 +179,8 @@ def test_minilm_with_prefix_moved_to_cuda(minilm_dir):
 
 @pytest.mark.cuda
 def test_generate_on_cuda(gpt2_tiny_dir):
-    cpu = Decoder.from_pretrained(gpt2_tiny_dir)
-    gpu = Decoder.from_pretrained(gpt2_tiny_dir, device="cuda")
+    cpu = GPT2Decoder.from_pretrained(gpt2_tiny_dir)
+    gpu = GPT2Decoder.from_pretrained(gpt2_tiny_dir, device="cuda")
     ids = torch.randint(1, cpu.config.vocab_size, (2, 6))
     mask = torch.ones_like(ids)
     mask[1, :2] = 0
@@ -198,6 +199,6 @@ def test_generate_on_cuda(gpt2_tiny_dir):
 
 @pytest.mark.cuda
 def test_input_on_cpu_for_a_cuda_model_is_named(gpt2_tiny_dir):
-    gpu = Decoder.from_pretrained(gpt2_tiny_dir, device="cuda")
+    gpu = GPT2Decoder.from_pretrained(gpt2_tiny_dir, device="cuda")
     with pytest.raises(ValueError, match=r"input_ids is on cpu but the model is on cuda"):
         gpu(torch.tensor([[1, 2, 3]]))

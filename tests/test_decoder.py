@@ -11,9 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2.config import preset
-from minigpt_ptv2.decoder import Decoder, DecoderBlock
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2.models.presets import preset
+from minigpt_ptv2.models.gpt2 import GPT2Decoder, GPT2Block
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import ShapeTrace
 from tolerances import FP32_KERNELS, FP32_ULPS
@@ -42,7 +43,7 @@ def varied_gpt2_dir(gpt2_tiny_dir, tmp_path_factory):
 
 
 def load_pair(path):
-    ours = Decoder.from_pretrained(path)
+    ours = GPT2Decoder.from_pretrained(path)
     hf = transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
     return ours, hf
 
@@ -113,7 +114,7 @@ def test_block0_matches(varied):
                                      past_key_values=None, position_ids=torch.arange(n)[None])
         ref = hf.transformer.h[0](x, attention_mask=hf_mask)
         ref = ref[0] if isinstance(ref, tuple) else ref
-        out, _, _ = ours.layers[0](x, build_keep(mask.bool(), n, causal=True))
+        out, _, _ = ours.layers[0](x, keep=build_keep(mask.bool(), n, causal=True))
     assert out.shape == ref.shape == (b, n, D)
     assert max_diff(out[0], ref[0]) <= FP32_KERNELS and max_diff(out[1, :6], ref[1, :6]) <= FP32_KERNELS
 
@@ -252,12 +253,12 @@ def test_decoder_block_shapes_with_prefix_and_causal_mask():
     """One GPT-2-size block (D=768, H=12, d=64) with the seed walkthrough's B, N, P."""
     cfg = preset("gpt2")
     D, H, d = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
-    block = DecoderBlock(cfg, index=0).eval()
-    keep = build_keep(prepend(torch.ones(B, N, dtype=torch.bool), None, P), N, causal=True)
+    block = GPT2Block(cfg, index=0).eval()
+    keep = build_keep(keys_in_front(torch.ones(B, N, dtype=torch.bool), P), N, causal=True)
     assert keep.shape == (B, 1, N, P + N)
     prefix = torch.randn(B, H, P, d), torch.randn(B, H, P, d)  # [B, H, P, d] each
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v) = block(torch.randn(B, N, D), keep, prefix, need_weights=True, use_cache=True)
+        out, probs, (k, v) = block(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)
     assert s["layer0.attn.k_with_prefix"] == (B, H, P + N, d)
@@ -274,7 +275,7 @@ def test_whole_decoder_shapes(with_prefix):
     D, L, H, d, V = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
                      cfg.head_dim, cfg.vocab_size)
     b, n, p = 3, 7, 5
-    model = Decoder(cfg).eval()
+    model = GPT2Decoder(cfg).eval()
     if with_prefix:
         model.attach(KVPrefix(cfg, p))
     keys = p + n if with_prefix else n

@@ -91,8 +91,8 @@ def test_a_ninth_of_the_demo_training_already_learns(minilm_dir):
     seeds 0-2) and must lift accuracy well off chance."""
     import torch
     from minigpt_ptv2.data import WordPiece, load_sst2_sample
-    from minigpt_ptv2.encoder import Encoder
-    encoder, tok = Encoder.from_pretrained(minilm_dir), WordPiece.from_model_dir(minilm_dir)
+    from minigpt_ptv2.models.bert import BertEncoder
+    encoder, tok = BertEncoder.from_pretrained(minilm_dir), WordPiece.from_model_dir(minilm_dir)
     s, threads = demo.TRAIN, torch.get_num_threads()
     torch.set_num_threads(1)  # the numbers measured above, and no spinning threads on a busy machine
     try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2.config import preset
-from minigpt_ptv2.encoder import Encoder, EncoderLayer
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2.models.presets import preset
+from minigpt_ptv2.models.bert import BertEncoder, BertLayer
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import ShapeTrace
 from tolerances import FP32_KERNELS, FP32_ULPS
@@ -25,7 +26,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def models(minilm_dir):
-    ours = Encoder.from_pretrained(minilm_dir)
+    ours = BertEncoder.from_pretrained(minilm_dir)
     hf = transformers.BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
     return ours, hf
 
@@ -109,7 +110,7 @@ def test_layer0_matches(models, batch, need_weights):
         hf_mask = create_bidirectional_mask(config=hf.config, inputs_embeds=x, attention_mask=mask)
         b = hf.encoder.layer[0](x, attention_mask=hf_mask)
         b = b[0] if isinstance(b, tuple) else b
-        a, probs, _ = ours.layers[0](x, build_keep(mask.bool(), N), None, need_weights)
+        a, probs, _ = ours.layers[0](x, keep=build_keep(mask.bool(), N), need_weights=need_weights)
     assert a.shape == b.shape == (B, N, ours.config.hidden_size)
     assert max_diff(a, b) <= FP32_KERNELS
     assert (probs is not None) == need_weights
@@ -144,7 +145,7 @@ B, N, P = 16, 128, 20  # the seed walkthrough, on one bert-base layer
 @pytest.fixture(scope="module")
 def bert_base_layer():
     cfg = preset("bert-base")
-    return cfg, EncoderLayer(cfg, index=0).eval()
+    return cfg, BertLayer(cfg, index=0).eval()
 
 
 def test_encoder_layer_shapes_with_kv_prefix(bert_base_layer):
@@ -153,9 +154,9 @@ def test_encoder_layer_shapes_with_kv_prefix(bert_base_layer):
     prefix = torch.randn(B, H, P, d), torch.randn(B, H, P, d)  # [B, H, P, d] each
     key_mask = torch.ones(B, N, dtype=torch.bool)
     key_mask[-1, N // 2:] = False  # one padded row
-    keep = build_keep(prepend(key_mask, None, P), N)  # [B, 1, 1, P+N]
+    keep = build_keep(keys_in_front(key_mask, P), N)  # [B, 1, 1, P+N]
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v) = layer(torch.randn(B, N, D), keep, prefix, need_weights=True, use_cache=True)
+        out, probs, (k, v) = layer(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)
     assert s["layer0.attn.k_with_prefix"] == s["layer0.attn.v_with_prefix"] == (B, H, P + N, d)
@@ -171,7 +172,7 @@ def test_encoder_layer_shapes_with_injected_prompt(bert_base_layer):
     D, H, d = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
     x = torch.cat([torch.randn(B, P, D), torch.randn(B, N, D)], dim=1)  # [B, P+N, D]
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, _ = layer(x, None, None, need_weights=True)
+        out, probs, _ = layer(x, keep=None, prefix=None, need_weights=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == s["layer0.attn.k"] == (B, H, P + N, d)
     assert "layer0.attn.k_with_prefix" not in s
@@ -181,12 +182,14 @@ def test_encoder_layer_shapes_with_injected_prompt(bert_base_layer):
 
 def test_embeddings_shape():
     cfg = preset("bert-tiny")
-    emb = Encoder(cfg).eval().embeddings
+    model = BertEncoder(cfg).eval()
     b, n, D = 3, 7, cfg.hidden_size
     ids = torch.randint(0, cfg.vocab_size, (b, n))
+    pos = torch.arange(n).expand(b, n)
     with torch.no_grad():
-        x = emb(ids, torch.zeros_like(ids), torch.arange(n).expand(b, n))
-        xp = emb(ids, torch.zeros_like(ids), torch.arange(n).expand(b, n), prompt=torch.randn(b, 5, D))
+        x = model.embeddings(ids, torch.zeros_like(ids), pos)  # [B, N, D]
+        rows = model.shallow_rows(torch.randn(b, 5, D), None)  # [B, P, D]
+        xp = model.embed_finish(torch.cat([rows, model.embed_tokens(ids, pos)], dim=1))  # [B, P+N, D]
     assert x.shape == (b, n, D) and xp.shape == (b, 5 + n, D)
 
 
@@ -195,7 +198,7 @@ def test_whole_encoder_shapes(with_prefix):
     cfg = preset("bert-tiny")
     D, L, H, d = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim
     b, n, p = 3, 7, 5
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     if with_prefix:
         model.attach(KVPrefix(cfg, p))
     ids = torch.randint(0, cfg.vocab_size, (b, n))

@@ -7,20 +7,20 @@ import re
 import pytest
 import torch
 
-from minigpt_ptv2.config import DecoderConfig, EncoderConfig, preset
-from minigpt_ptv2.decoder import Decoder
-from minigpt_ptv2.encoder import Encoder
+from minigpt_ptv2 import BertConfig, GPT2Config, preset
+from minigpt_ptv2.models.gpt2 import GPT2Decoder
+from minigpt_ptv2.models.bert import BertEncoder
 from minigpt_ptv2.prompts import KVPrefix
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return Encoder(preset("bert-tiny")).eval()  # V=120, 64 positions, 2 token types
+    return BertEncoder(preset("bert-tiny")).eval()  # V=120, 64 positions, 2 token types
 
 
 @pytest.fixture(scope="module")
 def decoder():
-    return Decoder(preset("gpt2-tiny")).eval()  # V=130, 64 positions
+    return GPT2Decoder(preset("gpt2-tiny")).eval()  # V=130, 64 positions
 
 
 @pytest.fixture(params=["encoder", "decoder"])
@@ -146,7 +146,7 @@ def test_cache_batch_mismatch(decoder):
             decoder(ids_for(decoder, 3, 1), past=cache)
 
 
-@pytest.mark.parametrize("cls", [EncoderConfig, DecoderConfig])
+@pytest.mark.parametrize("cls", [BertConfig, GPT2Config])
 def test_head_count_not_dividing_width(cls):
     with raises(ValueError, "num_attention_heads=5", "hidden_size=24", "d = D/H"):
         cls(hidden_size=24, num_attention_heads=5)
@@ -155,11 +155,11 @@ def test_head_count_not_dividing_width(cls):
 @pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "vocab_size"])
 def test_non_positive_config_sizes(field):
     with raises(ValueError, f"{field} must be positive, got 0"):
-        EncoderConfig(**{field: 0})
+        BertConfig(**{field: 0})
 
 
 def test_wrong_config_class(model):
-    other = preset("gpt2-tiny") if isinstance(model, Encoder) else preset("bert-tiny")
+    other = preset("gpt2-tiny") if isinstance(model, BertEncoder) else preset("bert-tiny")
     with raises(TypeError, "Config", type(other).__name__):
         type(model)(other)
 

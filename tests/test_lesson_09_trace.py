@@ -7,7 +7,7 @@ at the same numbers. Run: `pytest tests/test_lesson_09_trace.py`.
 """
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from tolerances import FP32_KERNELS
 from trace_helpers import assert_trace, load_lesson
 
@@ -81,7 +81,7 @@ def test_lesson_09_equivalent_prefix_trace():
 
 def test_lesson_09_bridge_holds_on_both_models():
     lesson = load_lesson("09")
-    for model in (Encoder(preset("bert-tiny")).eval(), Decoder(preset("gpt2-tiny")).eval()):
+    for model in (BertEncoder(preset("bert-tiny")).eval(), GPT2Decoder(preset("gpt2-tiny")).eval()):
         ids = torch.randint(0, model.config.vocab_size, (2, 6))
         with torch.no_grad():
             assert lesson.bridge_check(model, ids, P=3, atol=FP32_KERNELS) <= FP32_KERNELS  # see test_prompts_bridge

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from minigpt_ptv2.linear import Linear
+from minigpt_ptv2.core.linear import Linear
 from tolerances import EXACT, FP32_REL, FP32_ULPS
 
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import METHODS, freeze_backbone, make_method
 from tolerances import AUTOCAST_LOSS_REL, FP32_KERNELS, PROB_SUM
 
@@ -41,7 +41,7 @@ def tiny(kind: str, seed: int = 0, dropout: bool = False):
     if not dropout:
         cfg = cfg.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(seed)
-    return (Encoder if kind == "encoder" else Decoder)(cfg), cfg
+    return (BertEncoder if kind == "encoder" else GPT2Decoder)(cfg), cfg
 
 
 def batch(cfg, seed: int = 1):
@@ -54,8 +54,8 @@ def batch(cfg, seed: int = 1):
 
 
 def loss_fn(model, head, ids, mask, labels):
-    """Encoder: cross-entropy of a frozen 3-way head on the pooled [CLS]. Decoder: LM loss."""
-    if isinstance(model, Encoder):
+    """Encoder: cross-entropy of a frozen 3-way head on the pooled [CLS]. GPT2Decoder: LM loss."""
+    if isinstance(model, BertEncoder):
         return F.cross_entropy(head(model(ids, mask).pooler_output).float(), labels)
     return model(ids, mask, labels=ids.masked_fill(mask == 0, -100)).loss
 

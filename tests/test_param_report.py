@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from minigpt_ptv2 import Encoder, preset
+from minigpt_ptv2 import BertEncoder, preset
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.prompts import METHODS, make_method, parameter_report
 from minigpt_ptv2.prompts.registry import backbone_parameters
@@ -68,7 +68,7 @@ def test_minilm_backbone_equals_the_real_checkpoint(minilm_dir):
     transformers = pytest.importorskip("transformers")
     hf = transformers.BertModel.from_pretrained(minilm_dir)
     n_hf = sum(p.numel() for p in hf.parameters())
-    n_ours = sum(p.numel() for p in Encoder.from_pretrained(minilm_dir).parameters())
+    n_ours = sum(p.numel() for p in BertEncoder.from_pretrained(minilm_dir).parameters())
     assert n_ours == n_hf
     assert parameter_report(preset("minilm"), P)[0]["backbone"] == n_hf
 

@@ -1,5 +1,5 @@
 """PEFT adapter interop: what we export, PEFT loads and computes the same; what PEFT saves, we
-import and compute the same. Encoder (MiniLM vs transformers BertModel / BertFor*Classification)
+import and compute the same. BertEncoder (MiniLM vs transformers BertModel / BertFor*Classification)
 and decoder (tiny GPT-2 vs GPT2LMHeadModel), prefix tuning and prompt tuning, with and without a
 task head. Tolerance FP32_KERNELS (tolerances.py) on real-token outputs throughout."""
 from __future__ import annotations
@@ -16,11 +16,11 @@ R = pytest.importorskip("reference")
 import transformers  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from minigpt_ptv2 import Decoder, Encoder  # noqa: E402
+from minigpt_ptv2 import GPT2Decoder, BertEncoder  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt  # noqa: E402
+from minigpt_ptv2.interop import export_checkpoint, import_adapter, load_adapter, save_adapter  # noqa: E402
+from minigpt_ptv2.interop.peft_layout import PEFT_CONFIG, PEFT_WEIGHTS  # noqa: E402
 from minigpt_ptv2.training import build_task_model, load_checkpoint, save_checkpoint  # noqa: E402
-from minigpt_ptv2.training.peft_format import (PEFT_CONFIG, PEFT_WEIGHTS, export_checkpoint,  # noqa: E402
-                                               import_adapter, load_adapter, save_adapter)
 from tolerances import FP32_KERNELS  # noqa: E402  ours vs transformers + PEFT: other kernels
 
 P = 4
@@ -32,7 +32,7 @@ GIDS = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])  # tiny GPT
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir).eval()
+    return BertEncoder.from_pretrained(minilm_dir).eval()
 
 
 @functools.lru_cache(maxsize=2)
@@ -221,7 +221,7 @@ def test_peft_seq_cls_adapter_imports_with_its_classifier(encoder, minilm_dir, t
 
 @pytest.mark.parametrize("kind", ["prefix", "soft"])
 def test_gpt2_export_and_import_match_peft_causal_lm(gpt2_tiny_dir, tmp_path, kind):
-    dec = Decoder.from_pretrained(gpt2_tiny_dir).eval()
+    dec = GPT2Decoder.from_pretrained(gpt2_tiny_dir).eval()
     c = dec.config
     method = random_prefix(c) if kind == "prefix" else SoftPrompt(c, P, init=0.3 * torch.randn(P, 24),
                                                                  positions="shifted")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.cli import figures as figures_cmd
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv, make_method
@@ -32,7 +32,7 @@ def tiny_batch(vocab: int, B=3, N=6):
 
 def tiny_encoder(method: str | None):
     cfg = preset("bert-tiny")
-    model = Encoder(cfg).eval()
+    model = BertEncoder(cfg).eval()
     if method is not None:
         model.attach(make_method(method, cfg, P).eval())
     return model
@@ -133,7 +133,7 @@ def test_prefix_mass_matches_transformers_attention_under_peft(minilm_dir):
     reference = pytest.importorskip("reference")
     base = reference.hf_bert(minilm_dir)
     base.set_attn_implementation("eager")
-    enc = Encoder.from_pretrained(minilm_dir).eval()
+    enc = BertEncoder.from_pretrained(minilm_dir).eval()
     prefix = KVPrefix(enc.config, 4, init_std=1.0, positions="shifted").eval()  # PEFT's positions
     enc.attach(prefix)
     peft_model = reference.peft_prefix_model(base, 4, prefix.embedding.weight.detach().clone())
@@ -182,7 +182,7 @@ def test_decoder_prefix_columns_fully_visible_and_causal_triangle():
 
 def test_decoder_left_padding_keys_get_zero_and_matrix_removes_them():
     cfg = preset("gpt2-tiny")
-    model = Decoder(cfg).eval().attach(KVPrefix(cfg, 2).eval())
+    model = GPT2Decoder(cfg).eval().attach(KVPrefix(cfg, 2).eval())
     ids = torch.randint(1, cfg.vocab_size, (2, 5))
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])  # row 1 left-padded
     maps = attention_maps(model, {"input_ids": ids, "attention_mask": mask})
@@ -252,15 +252,20 @@ def test_head_and_sentence_pickers():
 
 def test_sentences_fall_back_to_the_embedded_set_only_when_no_folder_was_asked_for(monkeypatch, tmp_path):
     import minigpt_ptv2.data.sst2 as sst2
+    from minigpt_ptv2.data import DATA_ENV, sst2_or_sample
 
     def missing(relative, explicit=None):
         raise FileNotFoundError(f"no {relative}")
     monkeypatch.setattr(sst2, "data_file", missing)
-    train, dev, source = figures_cmd.load_sentences(None, 6, 3)
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    train, dev, source = sst2_or_sample(None, 6, 3)
     assert source == "embedded SST-2 sample" and len(train) == 6 and len(dev) == 3
     assert {label for _, label in train} == {0, 1}
     with pytest.raises(FileNotFoundError):  # an explicit folder that lacks SST-2 is an error
-        figures_cmd.load_sentences(tmp_path, 6, 3)
+        sst2_or_sample(tmp_path, 6, 3)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))  # so is a folder named by the environment
+    with pytest.raises(FileNotFoundError):
+        sst2_or_sample(None, 6, 3)
 
 
 # --- the command, end to end ---------------------------------------------------------------------

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Encoder, preset
+from minigpt_ptv2 import BertEncoder, preset
 from minigpt_ptv2.errors import NonFiniteError
-from minigpt_ptv2.prompts import KVPrefix, base, make_method
+from minigpt_ptv2.core import prompt_method as base
+from minigpt_ptv2.prompts import KVPrefix, make_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +24,7 @@ def _ids():
 def test_one_nan_parameter_is_refused_for_every_method(name):
     kw = {"hidden": 8} if name in ("ptuning-mlp", "ptuning-lstm", "deep-mlp", "prefix-mlp") else {}
     method = make_method(name, CFG, 3, **kw)
-    model = Encoder(CFG, method).eval()
+    model = BertEncoder(CFG, method).eval()
     with torch.no_grad():
         assert torch.isfinite(model(_ids()).last_hidden_state).all()
         pname, p = next(iter(method.named_parameters()))
@@ -35,7 +36,7 @@ def test_one_nan_parameter_is_refused_for_every_method(name):
 def test_without_the_check_the_nan_spreads_to_every_output():
     """Why the check exists: one NaN in one layer's prefix reaches every row and every token."""
     method = KVPrefix(CFG, 3)
-    model = Encoder(CFG, method).eval()
+    model = BertEncoder(CFG, method).eval()
     with torch.no_grad():
         method.embedding.weight[1, 0] = float("nan")
     method.check_finite = lambda *a, **k: None  # switched off on this instance only
@@ -48,7 +49,7 @@ def test_off_the_cpu_it_reruns_only_when_the_parameters_changed(monkeypatch):
     """CHECK_EVERY_FORWARD emptied: the CPU follows the policy for other devices."""
     monkeypatch.setattr(base, "CHECK_EVERY_FORWARD", set())
     method = KVPrefix(CFG, 3)
-    model = Encoder(CFG, method).eval()
+    model = BertEncoder(CFG, method).eval()
     calls = []
     real_isfinite = torch.isfinite
     monkeypatch.setattr(torch, "isfinite", lambda t: calls.append(1) or real_isfinite(t))

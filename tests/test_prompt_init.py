@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder
-from minigpt_ptv2.config import preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder
+from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.prompts import SoftPrompt, freeze_backbone
 
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 @pytest.fixture(params=["bert-tiny", "gpt2-tiny"])
 def model(request):
     cfg = preset(request.param)
-    return (Encoder if request.param.startswith("bert") else Decoder)(cfg).eval()
+    return (BertEncoder if request.param.startswith("bert") else GPT2Decoder)(cfg).eval()
 
 
 def table_of(model) -> torch.Tensor:

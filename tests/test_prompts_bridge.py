@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt_ptv2 import Decoder, Encoder
+from minigpt_ptv2 import GPT2Decoder, BertEncoder
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
 from tolerances import FP32_KERNELS, FP32_REL, FP32_ULPS, FP64
 
@@ -25,12 +25,12 @@ P = 5
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir).eval()
+    return BertEncoder.from_pretrained(minilm_dir).eval()
 
 
 @pytest.fixture(scope="module")
 def decoder(gpt2_tiny_dir):
-    return Decoder.from_pretrained(gpt2_tiny_dir).eval()
+    return GPT2Decoder.from_pretrained(gpt2_tiny_dir).eval()
 
 
 def _batch(vocab: int, left_pad: bool):
@@ -51,7 +51,7 @@ def _by_hand(model, h: torch.Tensor) -> torch.Tensor:
     H, d = model.config.num_attention_heads, model.config.head_dim
     out = []
     for i, layer in enumerate(model.layers):
-        x = layer.ln_1(h[i]) if isinstance(model, Decoder) else h[i]  # f(h): [P, D]
+        x = layer.ln_1(h[i]) if isinstance(model, GPT2Decoder) else h[i]  # f(h): [P, D]
         W, b = layer.attn.qkv.weight, layer.attn.qkv.bias  # [D, 3D] = [W_Q | W_K | W_V], [3D]
         D = H * d
         k = x @ W[:, D:2 * D] + b[D:2 * D]  # [P, D]
@@ -72,7 +72,7 @@ def _run(model, method, ids, mask):
         out = model(ids, attention_mask=mask)
     finally:
         model.detach_prompt()
-    if isinstance(model, Encoder):
+    if isinstance(model, BertEncoder):
         return torch.cat([out.last_hidden_state.flatten(), out.pooler_output.flatten()])
     return out.logits.flatten()
 
@@ -179,7 +179,7 @@ def test_no_h_explains_an_untied_prefix_rank_argument(which, request):
 
 def _tiny(which: str, dtype):
     from minigpt_ptv2 import preset
-    model = (Encoder(preset("bert-tiny")) if which == "encoder" else Decoder(preset("gpt2-tiny"))).eval()
+    model = (BertEncoder(preset("bert-tiny")) if which == "encoder" else GPT2Decoder(preset("gpt2-tiny"))).eval()
     return model.to(dtype)
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from minigpt_ptv2.prompts import (METHODS, DeepPrompt, KVPrefix, PTuningV1, SoftPrompt,
                                   make_method)
 
 P = 3
-MODELS = {"encoder": ("bert-tiny", Encoder), "decoder": ("gpt2-tiny", Decoder)}
+MODELS = {"encoder": ("bert-tiny", BertEncoder), "decoder": ("gpt2-tiny", GPT2Decoder)}
 
 
 def _small(name: str) -> dict:
@@ -128,7 +128,7 @@ def test_model_to_after_attach_moves_the_prompt_too(model, name):
     try:
         model.double()
         out = model(_ids(model))
-        assert (out.last_hidden_state if isinstance(model, Encoder) else out.logits).dtype == torch.float64
+        assert (out.last_hidden_state if isinstance(model, BertEncoder) else out.logits).dtype == torch.float64
     finally:
         model.detach_prompt()
         model.float()
@@ -149,7 +149,7 @@ def test_prompt_on_another_device_is_refused_by_name(model, name):
 
 
 def test_deep_prompt_dtype_mismatch_names_the_layer():
-    model = Encoder(preset("bert-tiny")).eval().double()
+    model = BertEncoder(preset("bert-tiny")).eval().double()
     model.attach(DeepPrompt(model.config, P))
     with pytest.raises(ValueError, match=r"hidden prompt of layer 0 is torch.float32"):
         model(_ids(model))

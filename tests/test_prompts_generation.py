@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, KVCache
+from minigpt_ptv2 import GPT2Decoder, KVCache
 from minigpt_ptv2.prompts import METHODS, hidden_to_kv, make_method
 from tolerances import FP32_KERNELS, FP32_ULPS
 
@@ -23,7 +23,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def gpt2(gpt2_tiny_dir):
-    return Decoder.from_pretrained(gpt2_tiny_dir).eval()
+    return GPT2Decoder.from_pretrained(gpt2_tiny_dir).eval()
 
 
 def _method(name, config, **kw):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
-from minigpt_ptv2.attention import MultiHeadAttention
-from minigpt_ptv2.masks import build_keep
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
+from minigpt_ptv2.core.attention import MultiHeadAttention
+from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.prompts import METHODS, KVPrefix, SoftPrompt, freeze_backbone, make_method
 from tolerances import EXACT, FP32_ULPS, FP64, PROB_SUM
 
@@ -35,34 +35,34 @@ def _method(name: str, model, **kw):
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir).eval()
+    return BertEncoder.from_pretrained(minilm_dir).eval()
 
 
 @pytest.fixture(scope="module")
 def gpt2(gpt2_tiny_dir):
-    return Decoder.from_pretrained(gpt2_tiny_dir).eval()
+    return GPT2Decoder.from_pretrained(gpt2_tiny_dir).eval()
 
 
 @pytest.fixture(scope="module")
 def minilm64(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir, dtype=F64).eval()
+    return BertEncoder.from_pretrained(minilm_dir, dtype=F64).eval()
 
 
 @pytest.fixture(scope="module")
 def gpt2_64(gpt2_tiny_dir):
-    return Decoder.from_pretrained(gpt2_tiny_dir, dtype=F64).eval()
+    return GPT2Decoder.from_pretrained(gpt2_tiny_dir, dtype=F64).eval()
 
 
 @pytest.fixture(scope="module")
 def bert_tiny():
     torch.manual_seed(3)
-    return Encoder(preset("bert-tiny")).eval().to(F64)
+    return BertEncoder(preset("bert-tiny")).eval().to(F64)
 
 
 @pytest.fixture(scope="module")
 def gpt2_tiny_random():
     torch.manual_seed(4)
-    return Decoder(preset("gpt2-tiny")).eval().to(F64)
+    return GPT2Decoder(preset("gpt2-tiny")).eval().to(F64)
 
 
 def _batch(vocab: int, decoder: bool, B: int = 3, N: int = 10):
@@ -101,7 +101,7 @@ def _real(out, mask):
 @torch.no_grad()
 def test_masked_out_prefix_is_a_no_op_but_a_zero_prefix_is_not(which, request, record_property):
     model = request.getfixturevalue(which)
-    decoder = isinstance(model, Decoder)
+    decoder = isinstance(model, GPT2Decoder)
     ids, mask = _batch(model.config.vocab_size, decoder)
     plain = _real(_outputs(model, ids, mask), mask)
 
@@ -147,7 +147,7 @@ def test_zero_prefix_dilutes_attention_exactly_by_the_prefix_mass():
 @pytest.mark.parametrize("which", ["minilm", "gpt2"])
 def test_gradients_reach_only_the_prompt(which, name, request):
     model = request.getfixturevalue(which)
-    decoder = isinstance(model, Decoder)
+    decoder = isinstance(model, GPT2Decoder)
     ids, mask = _batch(model.config.vocab_size, decoder, B=2, N=6)
     method = _method(name, model)
     model.attach(method)
@@ -183,7 +183,7 @@ def _manual_encoder(model, ids, mask, start: int):
     x = model.embeddings(ids, torch.zeros_like(ids), pos)  # [B, N, D]
     keep = build_keep(mask.bool(), N)  # [B, 1, 1, N]
     for layer in model.layers:
-        x = layer(x, keep)[0]  # [B, N, D]
+        x = layer(x, keep=keep).hidden  # [B, N, D]
     return x
 
 
@@ -199,7 +199,7 @@ def test_positions_of_real_tokens_under_every_method(name, positions, bert_tiny,
     """With every virtual entry masked out, the only trace a method leaves on the real tokens is
     the positions they were given: 0..N-1 ("real": the plain model) or P..P+N-1 ("shifted")."""
     for model in (bert_tiny, gpt2_tiny_random):
-        decoder = isinstance(model, Decoder)
+        decoder = isinstance(model, GPT2Decoder)
         ids, mask = _batch(model.config.vocab_size, decoder)
         method = _method(name, model, positions=positions)
         method.virtual_keep.fill_(False)
@@ -221,7 +221,7 @@ def test_positions_of_real_tokens_under_every_method(name, positions, bert_tiny,
 def test_embedding_rows_of_real_tokens_are_unchanged_by_the_method(name, bert_tiny, gpt2_tiny_random):
     """Traced: under the default policy, the real rows of `embeddings.out` equal the plain model's."""
     for model in (bert_tiny, gpt2_tiny_random):
-        ids, mask = _batch(model.config.vocab_size, isinstance(model, Decoder))
+        ids, mask = _batch(model.config.vocab_size, isinstance(model, GPT2Decoder))
         with ShapeTrace(keep=("embeddings.out",)) as plain:
             _outputs(model, ids, mask)
         with ShapeTrace(keep=("embeddings.out",)) as prompted:
@@ -272,10 +272,10 @@ def test_pooler_reads_the_real_cls_after_a_shallow_prompt(bert_tiny):
 @torch.no_grad()
 def test_token_level_outputs_have_N_rows(name, bert_tiny, gpt2_tiny_random):
     for model in (bert_tiny, gpt2_tiny_random):
-        ids, mask = _batch(model.config.vocab_size, isinstance(model, Decoder))
+        ids, mask = _batch(model.config.vocab_size, isinstance(model, GPT2Decoder))
         B, N = ids.shape
         out = _outputs(model, ids, mask, _method(name, model))
-        if isinstance(model, Encoder):
+        if isinstance(model, BertEncoder):
             assert out.last_hidden_state.shape == (B, N, model.config.hidden_size)
             cls = out.last_hidden_state[:, 0]  # [B, D]: the real [CLS]
             torch.testing.assert_close(out.pooler_output, torch.tanh(model.pooler(cls)), atol=FP64, rtol=0)
@@ -289,7 +289,7 @@ def test_token_level_outputs_have_N_rows(name, bert_tiny, gpt2_tiny_random):
 @torch.no_grad()
 def test_real_tokens_attend_to_every_virtual_entry_and_never_ahead_or_to_padding(name, gpt2, bert_tiny):
     for model in (gpt2, bert_tiny):
-        decoder = isinstance(model, Decoder)
+        decoder = isinstance(model, GPT2Decoder)
         ids, mask = _batch(model.config.vocab_size, decoder)
         B, N = ids.shape
         out = _outputs(model, ids, mask, _method(name, model),

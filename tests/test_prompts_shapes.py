@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, ShapeTrace, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import METHODS, SoftPrompt, make_method
 
 B, N, P, D, H, d = 16, 128, 20, 768, 12, 64
@@ -25,13 +25,13 @@ LETTERS = {"B": B, "N": N, "P": P, "P+N": P + N, "D": D, "H": H, "d": d}
 @pytest.fixture(scope="module")
 def encoder():
     cfg = preset("bert-base").replace(num_hidden_layers=LAYERS)
-    return Encoder(cfg).eval()
+    return BertEncoder(cfg).eval()
 
 
 @pytest.fixture(scope="module")
 def decoder():
     cfg = preset("gpt2").replace(num_hidden_layers=LAYERS, vocab_size=V_SMALL)
-    return Decoder(cfg).eval()
+    return GPT2Decoder(cfg).eval()
 
 
 def _narrow(name: str) -> dict:

@@ -21,7 +21,7 @@ pytest.importorskip("peft")
 R = pytest.importorskip("reference")
 from peft import PrefixTuningConfig, PromptEncoderConfig, TaskType, get_peft_model  # noqa: E402
 
-from minigpt_ptv2 import Decoder, Encoder  # noqa: E402
+from minigpt_ptv2 import GPT2Decoder, BertEncoder  # noqa: E402
 from minigpt_ptv2.prompts import KVPrefix, PTuningV1, SoftPrompt  # noqa: E402
 from tolerances import FP32_KERNELS  # noqa: E402  ours vs transformers + PEFT: other kernels
 
@@ -52,7 +52,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def ours_bert(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir).eval()
+    return BertEncoder.from_pretrained(minilm_dir).eval()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def gpt2_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours_gpt2(gpt2_dir):
-    return Decoder.from_pretrained(gpt2_dir).eval()
+    return GPT2Decoder.from_pretrained(gpt2_dir).eval()
 
 
 def run_ours_bert(model, method, ids=IDS, mask=MASK) -> torch.Tensor:

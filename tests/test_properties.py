@@ -9,7 +9,7 @@ meaningful), and each test states one claim:
      in the encoder and in the decoder;
   3. decoding with the KV cache gives the logits of recomputing the whole sequence, with every
      kind of prompt attached;
-  4. our Encoder / Decoder equal transformers' BertModel / GPT2LMHeadModel on random weights,
+  4. our BertEncoder / GPT2Decoder equal transformers' BertModel / GPT2LMHeadModel on random weights,
      saved with `save_pretrained` and read back by our loader.
 
 Examples are derandomized (the same ones every run, no example database), so a failure
@@ -25,9 +25,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigpt_ptv2 import Decoder, DecoderConfig, Encoder, EncoderConfig
-from minigpt_ptv2.attention import MultiHeadAttention
-from minigpt_ptv2.masks import build_keep, prepend
+from minigpt_ptv2 import GPT2Decoder, GPT2Config, BertEncoder, BertConfig
+from minigpt_ptv2.core.attention import MultiHeadAttention
+from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv, make_method
 from tolerances import PROPERTY
 
@@ -49,7 +50,7 @@ heads = st.tuples(st.integers(1, 4), st.sampled_from([1, 2, 4, 6, 8]))  # (H, d)
 
 @st.composite
 def configs(draw, kind: str):
-    """A small random EncoderConfig or DecoderConfig (dropout off: eval-mode equivalence)."""
+    """A small random BertConfig or GPT2Config (dropout off: eval-mode equivalence)."""
     H, d = draw(heads)
     common = dict(vocab_size=draw(st.integers(5, 60)), hidden_size=H * d,
                   num_hidden_layers=draw(st.integers(1, 3)), num_attention_heads=H,
@@ -57,8 +58,8 @@ def configs(draw, kind: str):
                   layer_norm_eps=draw(st.sampled_from([1e-12, 1e-5, 1e-2])),
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     if kind == "bert":
-        return EncoderConfig(type_vocab_size=draw(st.integers(1, 3)), **common)
-    return DecoderConfig(bos_token_id=0, eos_token_id=0, **common)
+        return BertConfig(type_vocab_size=draw(st.integers(1, 3)), **common)
+    return GPT2Config(bos_token_id=0, eos_token_id=0, **common)
 
 
 @st.composite
@@ -109,11 +110,11 @@ def test_explicit_and_fused_attention_agree(hd, shape, P, causal, prefix_kept, s
     if P:
         prefix = (torch.randn(B, H, P, d), torch.randn(B, H, P, d))  # [B, H, P, d] each
         virtual = {"all": torch.ones(P), "none": torch.zeros(P), "some": torch.rand(P) < 0.5}[prefix_kept]
-        keys = prepend(keys, virtual.bool(), P)  # [B, P+N]
+        keys = keys_in_front(keys, virtual.bool())  # [B, P+N]
     keep = build_keep(keys, N, causal)  # [B, 1, N or 1, P+N] or None
     with torch.no_grad():
-        fused, none, kv_fused = attn(x, keep, prefix, use_cache=True)
-        explicit, probs, kv_explicit = attn(x, keep, prefix, need_weights=True, use_cache=True)  # probs [B, H, N, P+N]
+        fused, none, kv_fused = attn(x, keep=keep, prefix=prefix, use_cache=True)
+        explicit, probs, kv_explicit = attn(x, keep=keep, prefix=prefix, need_weights=True, use_cache=True)  # probs [B, H, N, P+N]
     assert none is None and probs.shape == (B, H, N, P + N)
     close(fused, explicit, "fused vs explicit output")
     assert torch.equal(kv_fused[0], kv_explicit[0]) and kv_fused[0].shape == (B, H, P + N, d)  # one projection
@@ -133,7 +134,7 @@ def test_deep_prompt_equals_its_bridged_prefix(kind, data, shape, P, where, seed
     cfg = data.draw(configs(kind))
     B, N, lengths, left = shape
     torch.manual_seed(seed)
-    model = jitter_((Encoder if kind == "bert" else Decoder)(cfg), seed).eval()
+    model = jitter_((BertEncoder if kind == "bert" else GPT2Decoder)(cfg), seed).eval()
     deep = DeepPrompt(cfg, P, init_std=1.0, positions=where)
     deep.virtual_keep.copy_(torch.rand(P) < 0.7)  # some virtual entries may be masked out
     ids = torch.randint(0, cfg.vocab_size, (B, N))
@@ -158,7 +159,7 @@ def test_cached_decoding_equals_recomputation(data, shape, new, method, P, where
     cfg = data.draw(configs("gpt2"))
     B, N, lengths, left = shape
     torch.manual_seed(seed)
-    model = jitter_(Decoder(cfg), seed).eval()
+    model = jitter_(GPT2Decoder(cfg), seed).eval()
     if method is not None:
         model.attach(jitter_(make_method(method, cfg, P, positions=where), seed + 1))
     offset = model.prompt.position_offset() if model.prompt is not None else 0
@@ -205,7 +206,7 @@ def saved_pair(kind: str, cfg, seed: int):
     jitter_(hf, seed).eval()
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        ours = (Encoder if kind == "bert" else Decoder).from_pretrained(tmp)
+        ours = (BertEncoder if kind == "bert" else GPT2Decoder).from_pretrained(tmp)
     assert ours.config == cfg, "config.json must map back onto the config it was made from"
     return hf, ours.eval()
 

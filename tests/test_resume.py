@@ -34,9 +34,9 @@ ARGS = dict(task="sst2", method="prefix", P=2, epochs=2, lr=0.05, batch_size=8, 
 def one_backbone_load(minilm_dir):
     """Every run here builds its model from one MiniLM loaded once (a copy each time): the same
     weights, without reading them again for every run."""
-    from minigpt_ptv2 import Encoder
+    from minigpt_ptv2 import BertEncoder
     from minigpt_ptv2.training import run as training_run
-    encoder = Encoder.from_pretrained(minilm_dir)
+    encoder = BertEncoder.from_pretrained(minilm_dir)
     real = training_run.build_task_model
 
     def build(task, method, P, model_dir=None, **kw):

@@ -7,8 +7,9 @@ import re
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from minigpt_ptv2 import trace as trace_mod
+from minigpt_ptv2.trace import shape_trace as shape_trace_mod
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.cli.trace import parse_layers
 from minigpt_ptv2.prompts import METHODS, make_method
@@ -20,7 +21,7 @@ B, N, P = 2, 5, 3
 
 def tiny(kind: str, method: str | None):
     cfg = preset("bert-tiny" if kind == "encoder" else "gpt2-tiny")
-    model = (Encoder if kind == "encoder" else Decoder)(cfg).eval()
+    model = (BertEncoder if kind == "encoder" else GPT2Decoder)(cfg).eval()
     if method is not None:
         model.attach(make_method(method, cfg, P).eval())
     return model, torch.randint(0, cfg.vocab_size, (B, N))
@@ -37,7 +38,7 @@ def test_tracing_off_does_no_recording_work(monkeypatch, method):
     monkeypatch.setattr(ShapeTrace, "add", lambda self, name, t: calls.append(name))
     with torch.no_grad():
         model(ids, output_attentions=True)
-    assert calls == [] and trace_mod.tracing() is False
+    assert calls == [] and trace_mod.capturing() is False
     t = torch.ones(3)
     assert record("x", "y", t) is t
     # The same spy does count when a trace is on, so the zero above is meaningful.
@@ -63,20 +64,43 @@ def test_tracing_changes_nothing(kind, method):
     assert not tr.tensors["layer1.attn.probs"].requires_grad
 
 
-def test_traces_do_not_nest_and_always_close():
-    with ShapeTrace():
-        with pytest.raises(RuntimeError, match="do not nest"):
-            ShapeTrace().__enter__()
+def test_traces_nest_and_always_close():
+    """An inner trace records while it is open, the outer one throughout; an error closes both."""
+    x = torch.ones(2, 3)
+    with ShapeTrace() as outer:
+        record("a", "x", x)
+        with ShapeTrace() as inner:
+            record("b", "x", x)
+        record("c", "x", x)
+    assert outer.names() == ["a.x", "b.x", "c.x"] and inner.names() == ["b.x"]
     with pytest.raises(ZeroDivisionError):
         with ShapeTrace():
             1 / 0
-    assert not trace_mod.tracing()
+    assert not trace_mod.capturing()
+
+
+def test_each_thread_records_into_its_own_trace():
+    import threading
+    results = {}
+
+    def run(name):
+        with ShapeTrace() as tr:
+            for _ in range(200):
+                record(name, "x", torch.ones(1))
+        results[name] = set(tr.names())
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("t0", "t1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"t0": {"t0.x"}, "t1": {"t1.x"}}
 
 
 def documented_names() -> list:
-    """The capture points listed in trace.py's docstring, as regular expressions."""
+    """The capture points listed in trace/shape_trace.py's docstring, as regular expressions."""
     out = []
-    for line in trace_mod.__doc__.splitlines():
+    for line in shape_trace_mod.__doc__.splitlines():
         m = re.match(r"^    ([a-z][\w{}.|]*\.[\w{}.|]+)\s", line)
         if m:
             pattern = re.escape(m.group(1)).replace(r"\{i\}", r"\d+").replace(r"\|", "|")
@@ -127,7 +151,7 @@ def test_a_size_one_axis_is_not_spelled_with_whichever_letter_is_one():
     """With L = 1 the encoder's keep-mask [B, 1, 1, P+N] once printed as [B, 1, L, P+N]: a
     broadcast axis of size 1 is "1", unless the usual spelling puts a size-1 letter there."""
     cfg = preset("bert-tiny").replace(num_hidden_layers=1)
-    model = Encoder(cfg, prompt=make_method("prefix", cfg, P)).eval()
+    model = BertEncoder(cfg, prompt=make_method("prefix", cfg, P)).eval()
     mask = torch.ones(B, N, dtype=torch.long)
     mask[-1, -1] = 0  # something masked, so the keep-mask is built
     with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:

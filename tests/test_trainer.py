@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from minigpt_ptv2 import Encoder
-from minigpt_ptv2.config import preset
+from minigpt_ptv2 import BertEncoder
+from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.training import Head, TaskModel, TrainConfig, fit, set_trainable, task_loss
 from minigpt_ptv2.training.run import disable_dropout
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 def tiny_model(heads=("sst2",), P=4) -> TaskModel:
     """bert-tiny + a K/V prefix + heads; backbone frozen, dropout off (gradients are deterministic)."""
     kinds = {"sst2": ("sequence", 2), "conll": ("token", 9)}
-    encoder = Encoder(CFG).attach(make_method("prefix", CFG, P))
+    encoder = BertEncoder(CFG).attach(make_method("prefix", CFG, P))
     model = TaskModel(encoder, {t: Head(CFG.hidden_size, kinds[t][1], kinds[t][0]) for t in heads})
     set_trainable(model, "prefix")
     disable_dropout(model)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from minigpt_ptv2 import Encoder
+from minigpt_ptv2 import BertEncoder
 from minigpt_ptv2.data import WordPiece
 from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.training import (TRAIN_METHODS, TrainConfig, build_task_model, fit, get_task, set_seed,
@@ -17,7 +17,7 @@ from minigpt_ptv2.training.run import disable_dropout
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir):
-    return Encoder.from_pretrained(minilm_dir)
+    return BertEncoder.from_pretrained(minilm_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@
 # Only the standard library at module level: `demo --help` must answer without importing torch.
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -25,7 +24,6 @@ DESCRIPTION = __doc__
 # 0.812-0.819 over seeds 0-2, about 140 s each on 2 otherwise idle CPU cores.
 TRAIN = dict(P=16, lr=3e-2, epochs=3, batch_size=32, max_length=64, warmup_ratio=0.1, max_train=3000)
 QUICK = dict(TRAIN, epochs=1, max_train=64, max_dev=32)  # --quick: a few seconds, for tests
-SAMPLE_NOTE = "see minigpt_ptv2/data/sst2_sample/SOURCE.md"
 
 
 def add_arguments(p):
@@ -48,18 +46,13 @@ def step(n: int, title: str) -> None:
 
 
 def sentences(data_dir, max_train=None, max_dev=None):
-    """(train, dev, source): real SST-2 from the data folder when there is one, else the sample
-    shipped in the package. A folder that was asked for (--data-dir, $MINIGPT_PTV2_DATA) and is
-    missing is an error, never a silent switch to other data."""
-    from ..data import DATA_ENV, load_sst2, load_sst2_sample
-    try:
-        train, dev = load_sst2("train", data_dir, max_train), load_sst2("dev", data_dir, max_dev)
-        return train, dev, f"SST-2 from the data folder ({len(train)} train / {len(dev)} dev sentences)"
-    except FileNotFoundError:
-        if data_dir is not None or os.environ.get(DATA_ENV):
-            raise
-    train, dev = load_sst2_sample("train", max_train), load_sst2_sample("dev", max_dev)
-    return train, dev, f"embedded SST-2 sample ({len(train)} train / {len(dev)} dev sentences, {SAMPLE_NOTE})"
+    """(train, dev, source): data.sst2_or_sample, with the counts (and, for the sample, where it
+    comes from) in `source`."""
+    from ..data import sst2_or_sample
+    from ..data.sample import SAMPLE_NOTE
+    train, dev, source = sst2_or_sample(data_dir, max_train, max_dev)
+    note = f", {SAMPLE_NOTE}" if source.startswith("embedded") else ""
+    return train, dev, f"{source} ({len(train)} train / {len(dev)} dev sentences{note})"
 
 
 RECORD = Path(__file__).resolve().parents[1] / "reference_outputs" / "minilm_bertmodel.safetensors"
@@ -163,14 +156,14 @@ def figure(model, tok, dev, out: Path) -> None:
     path, _ = plot_prefix_mass({"trained K/V prefix": mass}, out / "prefix_attention.png",
                                title="attention mass real tokens put on the prefix (layer x head)")
     top = int(mass.mean(1).argmax())
-    print(f"mean mass on the prefix per layer: " + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(mass.mean(1))))
+    print("mean mass on the prefix per layer: " + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(mass.mean(1))))
     print(f"layer {top} leans on the prefix most; figure: {path}")
 
 
 def run(args) -> int:
     import torch
     from ..data import WordPiece
-    from ..encoder import Encoder
+    from ..models.bert import BertEncoder
     from ..pretrained import default_model_dir
     from ..prompts import format_report, parameter_report
     torch.manual_seed(0)
@@ -178,7 +171,7 @@ def run(args) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
 
     step(1, "Load the shipped pretrained BERT into our encoder")
-    encoder = Encoder.from_pretrained(model_dir)
+    encoder = BertEncoder.from_pretrained(model_dir)
     c = encoder.config
     n = sum(p.numel() for p in encoder.parameters())
     name = "all-MiniLM-L6-v2 (shipped)" if not args.model_dir else model_dir.name

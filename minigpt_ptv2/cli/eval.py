@@ -36,7 +36,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..checks import check_max_length
+    from ..core.checks import check_max_length
     from ..data import WordPiece
     from ..pretrained import default_model_dir
     from ..training import evaluate, get_task, load_checkpoint

@@ -38,7 +38,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..training.peft_format import export_checkpoint
+    from ..interop import export_checkpoint
     info = export_checkpoint(args.checkpoint, args.out, args.model_dir, args.allow_position_change,
                              with_head=not args.no_head)
     if args.json:

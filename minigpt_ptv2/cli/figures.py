@@ -42,18 +42,6 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="seed for prompt initialisation and data order")
 
 
-def load_sentences(data_dir, n_train: int, n_dev: int):
-    """(train, dev, source): SST-2 rows when the data folder is found, else the first rows of the
-    SST-2 sample shipped in the package (data/sst2_sample/SOURCE.md)."""
-    from ..data import load_sst2, load_sst2_sample
-    try:
-        return load_sst2("train", data_dir, n_train), load_sst2("dev", data_dir, n_dev), "SST-2"
-    except FileNotFoundError:
-        if data_dir is not None:
-            raise
-    return load_sst2_sample("train", n_train), load_sst2_sample("dev", n_dev), "embedded SST-2 sample"
-
-
 def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dict, seed: int):
     """Attach `method` to the frozen encoder, record its attention on `dev_batch` at
     initialisation, train prompt + head for a few steps, record again.
@@ -101,13 +89,13 @@ def decoder_causal_data(P: int = 4, N: int = 8, seed: int = 0):
     """A random GPT-2-shaped decoder (gpt2-tiny, GPT-2's N(0, 0.02) init) with a K/V prefix:
     returns (maps, decoder). Real token i sees every prefix entry and real tokens 0..i."""
     import torch
-    from ..config import preset
-    from ..decoder import Decoder
+    from ..models.presets import preset
+    from ..models.gpt2 import GPT2Decoder
     from ..prompts import KVPrefix
     from ..viz import attention_maps
     torch.manual_seed(seed)
     cfg = preset("gpt2-tiny")
-    model = Decoder(cfg).eval()
+    model = GPT2Decoder(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -122,7 +110,7 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
     """Train, extract, plot. Returns {file name: path} for the PNGs written into `out`."""
     import torch
     from ..data import WordPiece
-    from ..encoder import Encoder
+    from ..models.bert import BertEncoder
     from ..pretrained import default_model_dir
     from ..viz import key_labels
     from ..viz.plots import plot_attention_heads, plot_prefix_mass
@@ -130,14 +118,15 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
     out = Path(out)
     start = time.perf_counter()
     model_dir = model_dir or default_model_dir()
-    encoder = Encoder.from_pretrained(model_dir).eval()
+    encoder = BertEncoder.from_pretrained(model_dir).eval()
     tok = WordPiece.from_model_dir(model_dir)
-    train, dev, source = load_sentences(data_dir, size["train"], size["dev"])
+    from ..data import sst2_or_sample
+    train, dev, source = sst2_or_sample(data_dir, size["train"], size["dev"])
     dev_batch = tok.encode([text for text, _ in dev], max_length=64)  # [B, N] each
     dev_labels = torch.tensor([label for _, label in dev])  # [B]
     P = size["P"]
     log(f"figures: MiniLM (L={encoder.config.num_hidden_layers}, H={encoder.config.num_attention_heads}), "
-        f"P={P}, {len(train)} training / {len(dev)} dev sentences from {source}")
+        f"P={P}, {len(train)} training / {len(dev)} dev sentences ({source})")
 
     runs = {}
     for method, label in (("deep", "hidden-state prompt (deep)"), ("prefix", "K/V prefix")):
@@ -154,7 +143,7 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
     mass = kv_after.mass()  # [L, H]
     written[FILES[0]], _ = plot_prefix_mass(
         {f"trained K/V prefix, P={P}": mass}, out / FILES[0],
-        title=f"Attention mass real tokens put on the prefix ({len(dev)} {source} dev sentences)")
+        title=f"Attention mass real tokens put on the prefix ({len(dev)} dev sentences, {source})")
 
     layer = int(mass.mean(1).argmax())  # the layer leaning on the prefix most
     row = pick_sentence(kv_after.query_mask)
@@ -183,7 +172,7 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
     mats = maps.matrix(0, 0)  # [H, N, P+N]
     written[FILES[3]], _ = plot_attention_heads(
         mats, Pd, key_labels(Pd, names), names, out / FILES[3], vmax=float(mats.max()), hidden=later,
-        title=f"Decoder (random gpt2-tiny) with a K/V prefix, layer 0: every token sees "
+        title=f"GPT-2 decoder (random gpt2-tiny) with a K/V prefix, layer 0: every token sees "
               f"p0..p{Pd - 1}, then itself and earlier tokens only")
 
     for name, path in written.items():

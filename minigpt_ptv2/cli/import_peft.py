@@ -44,7 +44,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..training.peft_format import import_adapter
+    from ..interop import import_adapter
     info = import_adapter(args.adapter, args.out, args.task, args.model_dir, args.head_from, args.random_head,
                           args.allow_pooling_change)
     if args.json:

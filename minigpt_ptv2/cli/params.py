@@ -1,8 +1,7 @@
 """`params`: how many parameters each prompt method trains, for any config."""
 from __future__ import annotations
 
-from ..catalog import METHODS
-from ..config import PRESETS, preset
+from ..catalog import METHODS, PRESETS
 
 NAME = "params"
 HELP = "trainable parameters and % of the backbone for every prompt method"
@@ -15,8 +14,12 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from ..models.presets import preset
     from ..prompts import format_report, parameter_report
     cfg = preset(args.config)
-    print(f"{args.config}: D={cfg.hidden_size} L={cfg.num_hidden_layers} H={cfg.num_attention_heads}, P={args.P}")
+    dims = cfg.dims()
+    shown = ["D", "L", "H"] + ["H_kv"] * (dims["H_kv"] != dims["H"]) + ["d"] * (dims["d"] * dims["H"] != dims["D"])
+    letters = " ".join(f"{k}={dims[k]}" for k in shown)
+    print(f"{args.config}: {letters}, P={args.P}")
     print(format_report(parameter_report(cfg, args.P, args.methods)))
     return 0

@@ -75,7 +75,7 @@ def read_texts(args) -> list[str]:
 
 
 def run(args) -> int:
-    from ..checks import check_max_length
+    from ..core.checks import check_max_length
     from ..training.predict import Predictor
     check_device(args.device)
     if args.max_length is not None:

@@ -9,8 +9,7 @@ is built from the named preset with random weights: nothing is downloaded.
 """
 from __future__ import annotations
 
-from ..catalog import METHODS, POSITIONS
-from ..config import PRESETS, DecoderConfig, EncoderConfig, preset
+from ..catalog import METHODS, POSITIONS, PRESETS
 from ..errors import InputError
 
 NAME = "trace"
@@ -45,12 +44,19 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="random seed for weights and token ids")
 
 
-def resolve_config(config: str | None, model: str | None) -> EncoderConfig | DecoderConfig:
+def kind_of(cfg) -> str:
+    """"decoder" for a causal architecture, else "encoder" (the registry's model class says)."""
+    from ..models import architecture
+    return "decoder" if architecture(cfg.model_type).Model.causal else "encoder"
+
+
+def resolve_config(config: str | None, model: str | None):
     """--config and --model together: either may be omitted, but they must agree."""
+    from ..models.presets import preset
     if config is None:
         return preset(DEFAULT_CONFIG[model or "encoder"])
     cfg = preset(config)
-    kind = "encoder" if isinstance(cfg, EncoderConfig) else "decoder"
+    kind = kind_of(cfg)
     if model is not None and model != kind:
         raise InputError(f"--config {config} is {_a(kind)} preset but --model {model} was asked for; "
                          f"drop --model or choose {_a(model)} preset ({', '.join(_presets(model))})")
@@ -62,8 +68,8 @@ def _a(kind: str) -> str:
 
 
 def _presets(kind: str) -> list[str]:
-    cls = EncoderConfig if kind == "encoder" else DecoderConfig
-    return [name for name, cfg in sorted(PRESETS.items()) if isinstance(cfg, cls)]
+    from ..models.presets import PRESETS
+    return [name for name, cfg in sorted(PRESETS.items()) if kind_of(cfg) == kind]
 
 
 def parse_layers(spec: str | None, L: int) -> tuple[int, ...] | None:
@@ -92,10 +98,9 @@ def parse_layers(spec: str | None, L: int) -> tuple[int, ...] | None:
 
 def build(cfg, method: str, P: int, positions: str):
     """A model with random weights for `cfg`, in eval mode, with `method` attached."""
-    from ..decoder import Decoder
-    from ..encoder import Encoder
+    from ..models import build as build_model
     from ..prompts import make_method
-    model = (Encoder if isinstance(cfg, EncoderConfig) else Decoder)(cfg).eval()
+    model = build_model(cfg).eval()
     if method != "none":
         model.attach(make_method(method, cfg, P, positions=positions).eval())
     return model
@@ -134,7 +139,7 @@ def run(args) -> int:
     layers = parse_layers(args.layers, L)
     tr = run_trace(cfg, args.method, args.B, args.N, args.P, layers, args.pad, args.positions,
                    args.fused, args.seed)
-    kind = "encoder" if isinstance(cfg, EncoderConfig) else "decoder"
+    kind = kind_of(cfg)
     name = args.config or DEFAULT_CONFIG[args.model or "encoder"]
     letters = " ".join(f"{k}={v}" for k, v in tr.dims.items() if k in ("B", "N", "P", "D", "L", "H", "d"))
     print(f"{name} ({kind}, random weights), method {args.method}: {letters}")

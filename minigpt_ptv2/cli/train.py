@@ -118,7 +118,7 @@ def run(args) -> int:
     from ..training import distributed
     from ..training.run import train_task
     check_device(args.device)
-    from ..checks import check_max_length
+    from ..core.checks import check_max_length
     check_max_length(args.max_length, name="--max-length")  # the rule eval and predict apply too
     kw = run_arguments(args)
     out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"

@@ -8,10 +8,12 @@ Prefer `load_sst2` whenever the data folder is on disk.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from .sst2 import SST2_SPLITS, Example, read_sst2_file
+from .paths import ENV
+from .sst2 import SST2_SPLITS, Example, load_sst2, read_sst2_file
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sst2_sample"  # train.tsv, dev.tsv, SOURCE.md
 
@@ -29,3 +31,21 @@ def sample_file(split: str) -> Path:
 def load_sst2_sample(split: str = "train", max_examples: int | None = None) -> list[Example]:
     """The embedded sample's rows for `split`, in file order; `max_examples` keeps the first rows."""
     return read_sst2_file(sample_file(split), max_examples)
+
+
+SAMPLE_NOTE = "see minigpt_ptv2/data/sst2_sample/SOURCE.md"
+
+
+def sst2_or_sample(data_dir=None, max_train: int | None = None, max_dev: int | None = None):
+    """(train, dev, source): SST-2 from the data folder when there is one, else the sample shipped
+    in the package; `source` says which ("SST-2 from the data folder" or "embedded SST-2 sample").
+
+    A folder that was asked for (`data_dir`, or $MINIGPT_PTV2_DATA) and is missing is an error,
+    never a silent switch to other data: a run that names its data trains on that data or on none."""
+    try:
+        return load_sst2("train", data_dir, max_train), load_sst2("dev", data_dir, max_dev), \
+            "SST-2 from the data folder"
+    except FileNotFoundError:
+        if data_dir is not None or os.environ.get(ENV):
+            raise
+    return load_sst2_sample("train", max_train), load_sst2_sample("dev", max_dev), "embedded SST-2 sample"

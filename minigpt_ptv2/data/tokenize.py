@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from ..checks import check_max_length
+from ..core.checks import check_max_length
 from ..errors import InputError, InputTypeError, MissingFileError
 from ..validate import read_json, require
 from .paths import text_lines

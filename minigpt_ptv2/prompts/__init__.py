@@ -1,5 +1,6 @@
-"""Prompt methods: small objects a frozen Encoder or Decoder consults (see base.PromptMethod)."""
-from .base import PromptHost, PromptMethod
+"""Prompt methods: small objects a frozen model consults (their base class is core.prompt_method.PromptMethod;
+catalog.METHODS names them)."""
+from ..core.prompt_method import PromptMethod
 from .bridge import hidden_to_kv
 from .deep import DeepPrompt
 from .freeze import freeze_backbone, trainable_names
@@ -8,6 +9,6 @@ from .ptuning import PTuningV1
 from .registry import METHODS, format_report, make_method, parameter_report
 from .soft import SoftPrompt, pad_labels
 
-__all__ = ["PromptMethod", "PromptHost", "SoftPrompt", "PTuningV1", "DeepPrompt", "KVPrefix",
+__all__ = ["PromptMethod", "SoftPrompt", "PTuningV1", "DeepPrompt", "KVPrefix",
            "hidden_to_kv", "freeze_backbone", "trainable_names", "make_method", "METHODS",
            "parameter_report", "format_report", "pad_labels"]

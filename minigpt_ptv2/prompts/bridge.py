@@ -1,10 +1,12 @@
 """The bridge: a hidden-state prompt is a K/V prefix whose K and V are tied through one h.
 
 Injecting h [P, D] before layer i and slicing the prompt rows off afterwards gives the real
-tokens exactly what the prefix K = f(h) W_K + b_K, V = f(h) W_V + b_V gives, where f is the
-identity for the post-LN encoder and the block's first LayerNorm for the pre-LN decoder: the
-real tokens only ever read the prompt rows' keys and values. The converse fails: a free K/V
-prefix need not come from any h, so K/V prefixes are strictly more expressive.
+tokens exactly what the prefix K = f(h) W_K + b_K, V = f(h) W_V + b_V gives, where f is what
+the layer does to its input before attention: nothing in a post-LN block (BERT), its first
+LayerNorm in a pre-LN block (GPT-2), its RMSNorm in a LLaMA block, whose keys are then also
+turned by RoPE to the prompt rows' positions. Each layer says it itself (`kv_from_hidden`,
+core/layer.py): the real tokens only ever read the prompt rows' keys and values. The converse
+fails: a free K/V prefix need not come from any h, so K/V prefixes are strictly more expressive.
 
 The prefix comes back in the model's dtype and on its device, computed there: a bf16 model
 gets a bf16 prefix (a float32 one would be refused by its forward), a float64 model a float64
@@ -23,14 +25,14 @@ from .prefix import KVPrefix
 def hidden_to_kv(model, deep: DeepPrompt) -> KVPrefix:
     """Turn a DeepPrompt into the equivalent KVPrefix for `model` (same positions policy)."""
     deep.check_compatible(model.config)
-    weight = model.layers[0].attn.qkv.weight  # the model's dtype and device
+    weight = model.input_embeddings().weight  # the model's dtype and device
     h = deep.layer_prompts().to(device=weight.device, dtype=weight.dtype)  # [L, P, D]
+    positions = model.prompt_positions(deep.num_virtual, deep.positions, weight.device)  # [1, P] or None
     kvs = []
     for i, layer in enumerate(model.layers):
-        x = layer.ln_1(h[i]) if hasattr(layer, "ln_1") else h[i]  # f(h): [P, D]
-        _, k, v = layer.attn.project(x[None])  # a batch of one: [1, H, P, d] each; Q is unused
-        kvs.append(torch.cat([k, v]))  # [1 + 1, H, P, d]: K then V along the batch-of-one axis
-    kv = torch.stack(kvs)  # [L, 2, H, P, d]
+        k, v = layer.kv_from_hidden(h[i][None], positions)  # a batch of one: [1, H_kv, P, d] each
+        kvs.append(torch.cat([k, v]))  # [1 + 1, H_kv, P, d]: K then V along the batch-of-one axis
+    kv = torch.stack(kvs)  # [L, 2, H_kv, P, d]
     prefix = KVPrefix.from_layer_kv(model.config, kv, positions=deep.positions)
     prefix.to(device=weight.device, dtype=weight.dtype)  # from_layer_kv widens bf16 to float32: undo, exactly
     prefix.virtual_keep.copy_(deep.virtual_keep)

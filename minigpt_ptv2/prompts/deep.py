@@ -11,8 +11,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..trace import record
-from .base import PromptMethod
+from ..core.capture import record
+from ..core.prompt_method import PromptMethod
 
 
 class DeepPrompt(PromptMethod):

@@ -17,8 +17,8 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import InputError
-from ..trace import record
-from .base import PromptMethod
+from ..core.capture import record
+from ..core.prompt_method import PromptMethod
 
 
 class KVPrefix(PromptMethod):

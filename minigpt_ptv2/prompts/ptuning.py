@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import InputError
-from .base import PromptMethod
+from ..core.prompt_method import PromptMethod
 from .soft import SoftPrompt
 
 

@@ -4,27 +4,21 @@
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from .. import catalog
 from ..errors import InputError
-from .deep import DeepPrompt
-from .prefix import KVPrefix
-from .ptuning import PTuningV1
-from .soft import SoftPrompt
 
-# name -> (class, its constructor defaults, description); names and descriptions come from the
-# torch-free catalog the command line reads.
-_CLASSES = {
-    "soft": (SoftPrompt, {}),
-    "ptuning-mlp": (PTuningV1, {"encoder": "mlp"}),
-    "ptuning-lstm": (PTuningV1, {"encoder": "lstm"}),
-    "deep": (DeepPrompt, {}),
-    "deep-mlp": (DeepPrompt, {"reparam": True}),
-    "prefix": (KVPrefix, {}),
-    "prefix-mlp": (KVPrefix, {"projection": True}),
-}
-METHODS = {name: (*_CLASSES[name], description) for name, description in catalog.METHODS.items()}
+
+def _resolve(where: str):
+    module, cls = where.split(":")
+    return getattr(importlib.import_module(f".{module}", __package__), cls)
+
+
+# name -> (class, its constructor defaults, description), from the torch-free catalog
+METHODS = {name: (_resolve(m.where), m.defaults, m.about) for name, m in catalog.METHODS.items()}
 
 
 def make_method(name: str, config, P: int, **kw):
@@ -37,10 +31,9 @@ def make_method(name: str, config, P: int, **kw):
 
 def backbone_parameters(config) -> int:
     """Parameters of the plain backbone for `config`, counted without allocating memory."""
-    from ..decoder import Decoder
-    from ..encoder import Encoder
+    from ..models import build
     with torch.device("meta"):
-        model = Encoder(config) if config.model_type == "bert" else Decoder(config)
+        model = build(config)
     return sum(p.numel() for p in model.parameters())
 
 

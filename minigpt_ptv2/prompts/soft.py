@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .base import PromptMethod
+from ..core.prompt_method import PromptMethod
 
 
 class SoftPrompt(PromptMethod):

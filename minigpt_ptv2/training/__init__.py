@@ -1,14 +1,12 @@
-"""Training prompts on real tasks: heads, the loop, evaluation, tiny checkpoints, PEFT adapters,
-prediction on new text, and multi-process runs under torchrun."""
+"""Training prompts on real tasks: heads, the loop, evaluation, tiny checkpoints, prediction on
+new text, and multi-process runs under torchrun. (PEFT adapters: interop/.)"""
 from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .evaluate import evaluate, predict_batches
 from .heads import Head, TaskModel, task_loss
-from .peft_format import export_checkpoint, import_adapter, load_adapter, save_adapter
 from .predict import Predictor
 from .tasks import TASKS, TRAIN_METHODS, build_task_model, get_task, set_trainable
 from .trainer import Alternate, TrainConfig, fit, set_seed
 
 __all__ = ["Head", "TaskModel", "task_loss", "TASKS", "TRAIN_METHODS", "build_task_model", "get_task",
            "set_trainable", "TrainConfig", "Alternate", "fit", "set_seed", "evaluate", "predict_batches",
-           "save_checkpoint", "load_checkpoint", "read_meta", "save_adapter", "load_adapter",
-           "export_checkpoint", "import_adapter", "Predictor"]
+           "save_checkpoint", "load_checkpoint", "read_meta", "Predictor"]

@@ -40,13 +40,10 @@ OPTIONAL = {"version": "int", "labels": "list", "positions": "str", "weights": "
             "weights_sha256": "str", "train": "dict", "kept": "dict"}
 
 
-def backbone_info(encoder) -> dict:
-    """Dimensions plus a fingerprint of the word embeddings: enough to tell two backbones apart."""
-    w = encoder.embeddings.word_embeddings.weight.detach()[:16].float().cpu().contiguous()  # [16, D]
-    info = {"model_type": encoder.config.model_type, **encoder.config.dims(),
-            "vocab_size": encoder.config.vocab_size,
-            "fingerprint": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16]}
-    return info
+def backbone_info(model) -> dict:
+    """What identifies the backbone: its dimensions and a hash of its embedding table (the
+    model says, core/transformer.py `fingerprint`)."""
+    return model.fingerprint()
 
 
 def _sha256(path: Path) -> str:
@@ -55,7 +52,7 @@ def _sha256(path: Path) -> str:
 
 def _atomic_write(path: Path, write) -> None:
     """One file replaced whole: `write(tmp)` fills a uniquely named temporary file, which is
-    fsync'd and renamed over `path` (peft_format.py writes adapter files this way)."""
+    fsync'd and renamed over `path` (interop/adapter_files.py writes adapter files this way)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.partial")
     try:
@@ -137,6 +134,7 @@ def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None
     """Refuse a backbone other than the one the checkpoint was trained on. A `full` checkpoint
     carries every backbone tensor itself, so only the dimensions have to agree."""
     now = backbone_info(encoder)
+    saved = {"H_kv": saved.get("H"), **saved}  # written before H_kv was recorded: H_kv = H then
     keys = [k for k in now if not (carries_backbone and k == "fingerprint")]
     diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in keys if saved.get(k) != now[k]]
     if diff:
@@ -145,14 +143,14 @@ def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None
 
 def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     """Rebuild the TaskModel a checkpoint was saved from: pretrained backbone + prompt + head."""
-    from ..encoder import Encoder
+    from ..models import load_pretrained
     from ..pretrained import default_model_dir
     from .tasks import build_task_model
     meta, tensors = read_checkpoint(ckpt_dir)  # before the (slow) backbone load: fail fast
     if meta.get("version", 1) == 1:
-        from ..loading import from_nn_linear_layout
-        tensors = from_nn_linear_layout(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))
-    encoder = Encoder.from_pretrained(model_dir or default_model_dir())
+        from ..models.bert import legacy_v1_state
+        tensors = legacy_v1_state(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))
+    encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
     check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full")
     kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
         if meta["method"] not in ("head-only", "full") else {}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_labels
+from ..core.checks import check_labels
 from ..errors import InputError, InputTypeError
 
 HEAD_KINDS = ("sequence", "token")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_batch_size, check_max_length
+from ..core.checks import check_batch_size, check_max_length
 from ..data import WordPiece, pad_batch
 from ..data.windows import check_stride, default_stride, scatter_reads
 from ..errors import InputError, InputTypeError

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..attention import MultiHeadAttention
+from ..core.attention import MultiHeadAttention
 from ..catalog import DEFAULT_LR
 from ..data import WordPiece
 from ..errors import InputError, NonFiniteError

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from .. import catalog
 from ..data import CONLL_LABELS, SST2_LABELS, conll_batches, load_conll, load_sst2, sst2_batches
-from ..encoder import Encoder
 from ..errors import InputError
 from ..pretrained import default_model_dir
 from ..prompts import METHODS, freeze_backbone, make_method
@@ -49,14 +48,15 @@ def set_trainable(model: TaskModel, method: str) -> int:
     return freeze_backbone(model, keep)
 
 
-def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encoder: Encoder | None = None,
+def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encoder=None,
                      head_dropout: float = 0.1, **method_kw) -> TaskModel:
     """Pretrained encoder (+ prompt method) + a head for `task`, frozen as the method requires."""
     t = get_task(task)
     if method not in TRAIN_METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
     if encoder is None:
-        encoder = Encoder.from_pretrained(model_dir or default_model_dir())
+        from ..models import load_pretrained
+        encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
     if method in METHODS:
         encoder.attach(make_method(method, encoder.config, P, **method_kw))
     model = TaskModel(encoder, {t.name: Head(encoder.config.hidden_size, len(t.labels), t.kind, head_dropout)})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError, InputTypeError
-from ..masks import prepend
+from ..core.prompt_rows import keys_in_front
 
 
 @dataclass
@@ -75,20 +75,20 @@ def _batch_parts(batch):
 
 @torch.no_grad()
 def attention_maps(model, batch) -> AttentionMaps:
-    """Run `model` (Encoder or Decoder, with or without an attached prompt) on `batch` with
+    """Run `model` (any architecture, with or without an attached prompt) on `batch` with
     output_attentions=True and collect every layer's probabilities, [L, B, H, Nq, Nk]."""
     ids, mask, token_types = _batch_parts(batch)
     if mask is None:
         mask = torch.ones_like(ids)
     kw = {"attention_mask": mask, "output_attentions": True}
-    if token_types is not None and hasattr(model, "embeddings"):
+    if token_types is not None and model.takes_token_types:
         kw["token_type_ids"] = token_types
     out = model(ids, **kw)
     probs = torch.stack(list(out.attentions))  # [L, B, H, Nq, Nk]
     m = model.prompt
     P = m.num_virtual if m is not None else 0
     real = mask.bool()  # [B, N]
-    key_mask = prepend(real, m.virtual_keep, P) if P else real  # [B, P+N]
+    key_mask = keys_in_front(real, m.virtual_keep) if P else real  # [B, P+N]
     N = ids.shape[1]
     if probs.shape[-1] != P + N:
         raise InputError(f"attention has {probs.shape[-1]} keys but P+N = {P}+{N}: "

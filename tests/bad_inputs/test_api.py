@@ -1,4 +1,4 @@
-"""The same input rules at every door of the API: Encoder.forward, Decoder.forward, generate, the
+"""The same input rules at every door of the API: BertEncoder.forward, GPT2Decoder.forward, generate, the
 task heads, the tokenizer and the Predictor. Each row must be refused with an error of ours
 (errors.UserError) naming the argument and the dtype, shape or value at fault, never an
 IndexError or a RuntimeError from inside torch, and never a silent NaN: a prompt holding
@@ -10,7 +10,7 @@ import pytest
 import torch
 from harness import Case, check
 
-from minigpt_ptv2 import Decoder, Encoder, preset
+from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from minigpt_ptv2.errors import InputError, InputTypeError, NonFiniteError
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt
 from minigpt_ptv2.training.heads import Head, TaskModel, task_loss
@@ -21,11 +21,11 @@ ENC, DEC = preset("bert-tiny"), preset("gpt2-tiny")  # V=120 / 130, 64 positions
 
 
 def enc(prompt=None):
-    return Encoder(ENC, prompt).eval()
+    return BertEncoder(ENC, prompt).eval()
 
 
 def dec(prompt=None):
-    return Decoder(DEC, prompt).eval()
+    return GPT2Decoder(DEC, prompt).eval()
 
 
 def ids(V=120, B=2, N=5, dtype=torch.long):
@@ -180,7 +180,7 @@ def tok(minilm_dir):
 def predictor(tok, prompt=None, kind="token", **kw):
     """A Predictor over a tiny random encoder (64 positions) with the real vocabulary's tokenizer."""
     from minigpt_ptv2.training.predict import Predictor
-    model = TaskModel(Encoder(ENC.replace(vocab_size=tok.vocab_size), prompt), {"t": Head(24, 9, kind)})
+    model = TaskModel(BertEncoder(ENC.replace(vocab_size=tok.vocab_size), prompt), {"t": Head(24, 9, kind)})
     task = "conll" if kind == "token" else "sst2"
     return Predictor(model, {"task": task, "train": {"max_length": 32}}, tok, **kw)
 

@@ -26,7 +26,7 @@ import torch
 from harness import Case, check
 from safetensors.torch import load_file, save_file
 
-from minigpt_ptv2 import Encoder, preset
+from minigpt_ptv2 import BertEncoder, preset
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.errors import MissingFileError, NonFiniteError
 from minigpt_ptv2.prompts import make_method
@@ -53,7 +53,7 @@ def saved(tmp_path_factory):
 def tiny() -> TaskModel:
     cfg = preset("bert-tiny")
     heads = {"sst2": Head(cfg.hidden_size, 2, "sequence")}
-    model = TaskModel(Encoder(cfg).attach(make_method("prefix", cfg, 2)), heads)
+    model = TaskModel(BertEncoder(cfg).attach(make_method("prefix", cfg, 2)), heads)
     set_trainable(model, "prefix")
     return model
 

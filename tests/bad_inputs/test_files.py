@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.data import data_dir, load_sst2, read_conll_file, read_sst2_file
 from minigpt_ptv2.errors import InputError, MissingFileError, NonFiniteError
-from minigpt_ptv2.loading import load_pretrained
+from minigpt_ptv2.models import load_pretrained
 from minigpt_ptv2.pretrained import default_model_dir
 
 transformers = pytest.importorskip("transformers")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,12 +25,13 @@ import torch
 from harness import Case, check
 from safetensors.torch import load_file, save_file
 
-from minigpt_ptv2 import Encoder, preset
+from minigpt_ptv2 import BertEncoder, preset
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.errors import InputError, MissingFileError, NonFiniteError
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
+from minigpt_ptv2.interop import import_adapter, save_adapter
+from minigpt_ptv2.interop.peft_layout import PEFT_CONFIG, PEFT_WEIGHTS
 from minigpt_ptv2.training import build_task_model, save_checkpoint
-from minigpt_ptv2.training.peft_format import PEFT_CONFIG, PEFT_WEIGHTS, import_adapter, save_adapter
 
 transformers = pytest.importorskip("transformers")
 
@@ -85,7 +85,7 @@ def checkpoint(task="sst2", method="soft", edit=None, **kw):
     """tmp/ck: one of our checkpoints on the tiny BERT; edit(tensors) rewrites its weights (the
     recorded sha256 follows, so the edit itself is what must be caught)."""
     def setup(tmp):
-        model = build_task_model(task, method, P, encoder=Encoder.from_pretrained(TINY["bert"]), **kw)
+        model = build_task_model(task, method, P, encoder=BertEncoder.from_pretrained(TINY["bert"]), **kw)
         save_checkpoint(model, tmp / "ck", task=task, method=method, P=P)
         if edit:
             path, meta_path = tmp / "ck" / "checkpoint.safetensors", tmp / "ck" / "checkpoint.json"
@@ -117,7 +117,7 @@ def cli_imp(*extra):
 
 
 def _bridge_other_config(tmp):
-    model = Encoder(preset("bert-tiny"))
+    model = BertEncoder(preset("bert-tiny"))
     return hidden_to_kv(model, DeepPrompt(preset("bert-tiny").replace(num_hidden_layers=5), P))
 
 

@@ -1,4 +1,4 @@
-"""Position-wise application: a function of each token alone, run a block of rows at a time.
+"""Speed device: the feed-forward block run a block of token rows at a time.
 
 The feed-forward block of a transformer layer treats every token on its own, so its input
 [B, N, D] is really B*N independent rows. Running them through in blocks gives the same
@@ -14,13 +14,21 @@ Blocks are used only where that reasoning holds: on CPU (a CUDA caching allocato
 reuses memory, and smaller products only add kernel launches) and with autograd off (with it
 on, every block's activations are saved for the backward pass anyway, so blocks would not
 lower the peak and would only add work).
+
+How it is fitted: every architecture's block has a plain `feed_forward(x)` method (what the
+lessons read). `enable(model, rows)` puts a wrapper in front of it on each block instance,
+`disable(model)` takes it away; the class, its parameters and its state dict are untouched.
 """
 from __future__ import annotations
 
 import math
+from functools import partial
+from types import MethodType
 from typing import Callable
 
 import torch
+
+from ..core.layer import Layer
 
 
 def position_wise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_rows: int) -> torch.Tensor:
@@ -40,3 +48,31 @@ def position_wise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, c
             out = y.new_empty(R, y.shape[-1])  # [B*N, D_out]
         out[start:start + y.shape[0]] = y
     return out.view(*x.shape[:-1], out.shape[-1])  # [..., D_out]
+
+
+def _blocked_feed_forward(layer, x: torch.Tensor) -> torch.Tensor:
+    """The layer's own (class) feed_forward, on blocks of `layer.row_block` rows. Bound to the
+    layer instance, so a copy of the model (deepcopy, pickle) brings its own, not the original's."""
+    return position_wise(partial(type(layer).feed_forward, layer), x, layer.row_block)
+
+
+def enable(model: torch.nn.Module, rows: int = 1024) -> int:
+    """Run every block's feed_forward in blocks of `rows` token rows; returns how many blocks."""
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0:
+        from ..errors import InputError
+        raise InputError(f"rows must be a positive int, got {rows!r}")
+    disable(model)
+    n = 0
+    for module in model.modules():
+        if isinstance(module, Layer):  # the layer contract names its position-wise step
+            module.row_block = rows
+            module.feed_forward = MethodType(_blocked_feed_forward, module)
+            n += 1
+    return n
+
+
+def disable(model: torch.nn.Module) -> None:
+    """Back to the plain feed_forward of every block."""
+    for module in model.modules():
+        if "feed_forward" in module.__dict__:
+            del module.feed_forward, module.row_block

@@ -1,8 +1,9 @@
-"""Named capture points: record tensor shapes (and optionally values) as data flows.
+"""ShapeTrace: the rows the capture points record (core/capture.py), as a table in letters.
 
-Modules call `record(scope, "name", tensor)` at the places a learner wants to look. When no
-`ShapeTrace` is active, `record` is one `is None` check and hands the tensor straight back:
-no row is built, no shape is read, nothing is kept. Tracing costs nothing when off.
+Modules call `record(scope, "name", tensor)` at the places a learner wants to look; a
+ShapeTrace entered with `with` keeps each name and shape in order (and, if asked, the tensor),
+and prints them as a table in the notation's letters (letters.py), a walk of one layer, or two
+traces side by side.
 
     with ShapeTrace.for_model(model, B=16, N=128) as tr:
         model(ids)
@@ -36,103 +37,16 @@ The capture points, in the order a forward pass meets them (i = layer index):
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass, field
 
 import torch
 
-_ACTIVE: "ShapeTrace | None" = None
-
-
-def record(scope: str, name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Record `tensor` under `scope.name` if a trace is active; always returns the tensor."""
-    if _ACTIVE is not None:
-        _ACTIVE.add(f"{scope}.{name}" if scope else name, tensor)
-    return tensor
-
-
-def tracing() -> bool:
-    """True inside a `with ShapeTrace(...)` block."""
-    return _ACTIVE is not None
-
-
-def dims_for(config=None, B: int | None = None, N: int | None = None, P: int | None = None,
-             **extra) -> dict:
-    """The notation letters (lesson 01's table) with their sizes, for `ShapeTrace(dims=...)`.
-
-    From a config: D, L, H, d, V (vocabulary), D_ff (feed-forward width) and L*2*D (the flat
-    prefix table); from the arguments: B, N, P (and P+N when both are given).
-    """
-    dims = {}
-    for letter, value in (("B", B), ("N", N), ("P", P)):
-        if value is not None:
-            dims[letter] = int(value)
-    if config is not None:
-        dims.update(config.dims())
-        dims["V"] = config.vocab_size
-        dims["D_ff"] = config.intermediate_size
-        dims["L*2*D"] = config.num_hidden_layers * 2 * config.hidden_size
-    if P is not None and N is not None:
-        dims["P+N"] = int(P) + int(N)
-    dims.update(extra)
-    return dims
-
-
-# Which letter wins when a size matches several (BERT-base has L = H = 12): the first in this
-# order, unless the capture point's usual spelling (_SPELLING) names one of the candidates.
-_LETTER_ORDER = ("B", "P+N", "N", "P", "D", "H", "d", "L", "V", "D_ff", "L*2*D")
-
-# The usual spelling of each capture point, keyed by the end of its name ("out" covers
-# embeddings.out, layer{i}.out and layer{i}.attn.out; "prompt" covers shallow.prompt and
-# layer{i}.prompt). A hint is used only where its letter has the axis's size.
-_SPELLING = {
-    "prompt": ("B", "P", "D"),
-    "out": ("B", "N", "D"),
-    "inject": ("B", "P+N", "D"),
-    "slice": ("B", "N", "D"),
-    "final.last_hidden_state": ("B", "N", "D"),
-    "prefix.table": ("P", "L*2*D"),
-    "prefix.kv": ("L", "2", "H", "P", "d"),
-    "deep.prompts": ("L", "P", "D"),
-    "mask.keys": ("B", "P+N"),
-    "mask.keep": ("B", "1", "N", "P+N"),
-    "attn.q": ("B", "H", "N", "d"),
-    "attn.k": ("B", "H", "N", "d"),
-    "attn.v": ("B", "H", "N", "d"),
-    "attn.prefix_k": ("B", "H", "P", "d"),
-    "attn.prefix_v": ("B", "H", "P", "d"),
-    "attn.k_with_prefix": ("B", "H", "P+N", "d"),
-    "attn.v_with_prefix": ("B", "H", "P+N", "d"),
-    "attn.scores": ("B", "H", "N", "P+N"),
-    "attn.probs": ("B", "H", "N", "P+N"),
-    "attn.context": ("B", "H", "N", "d"),
-    "final.pooler": ("B", "D"),
-    "final.logits": ("B", "N", "V"),
-}
-
-_LAYER = re.compile(r"^layer(\d+)\.")
-
-
-def layer_of(name: str) -> int | None:
-    """`layer3.attn.k` -> 3; names outside the layer loop -> None."""
-    m = _LAYER.match(name)
-    return int(m.group(1)) if m else None
-
-
-def fmt(shape) -> str:
-    """(16, 128, 768) -> '[16, 128, 768]'."""
-    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
-
-
-def _spelling(name: str) -> tuple | None:
-    for key, letters in _SPELLING.items():
-        if name == key or name.endswith("." + key):
-            return letters
-    return None
+from ..core.capture import Capture
+from .letters import dims_for, fmt, layer_of, spell
 
 
 @dataclass
-class ShapeTrace:
+class ShapeTrace(Capture):
     """Context manager collecting `(name, shape)` rows in the order they are recorded.
 
     dims:   letter -> size, used to spell shapes (see `dims_for`).
@@ -151,18 +65,6 @@ class ShapeTrace:
         """A trace whose letters come from `model.config` and its attached prompt's P."""
         P = model.prompt.num_virtual if getattr(model, "prompt", None) is not None else None
         return cls(dims=dims_for(model.config, B=B, N=N, P=P), **kw)
-
-    def __enter__(self):
-        global _ACTIVE
-        if _ACTIVE is not None:
-            raise RuntimeError("a ShapeTrace is already active; traces do not nest")
-        _ACTIVE = self
-        return self
-
-    def __exit__(self, *exc):
-        global _ACTIVE
-        _ACTIVE = None
-        return False
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         if self.layers is not None:
@@ -188,30 +90,8 @@ class ShapeTrace:
                           tensors={n: t for n, t in self.tensors.items() if n.startswith(prefixes)})
 
     def letters(self, shape: tuple, name: str | None = None) -> str:
-        """Spell a shape with the notation letters, e.g. (16, 12, 148, 64) -> '[B, H, P+N, d]'.
-
-        A size no letter matches is printed as a number; a size several letters match gets
-        the letter the capture point `name` usually has there (L, not H, in `prefix.kv`).
-        A size-1 axis prints as "1" unless the usual spelling puts a letter of size 1 there:
-        with L = 1, the keep-mask [B, 1, 1, P+N] must not read [B, 1, L, P+N]; with B = 1,
-        the batch axis still reads B.
-        """
-        order = [k for k in _LETTER_ORDER if k in self.dims] + [
-            k for k in self.dims if k not in _LETTER_ORDER]
-        usual = _spelling(name) if name else None
-        if usual is not None and len(usual) != len(shape):
-            usual = None
-        out = []
-        for axis, size in enumerate(shape):
-            matches = [k for k in order if self.dims[k] == size]
-            hint = usual[axis] if usual else None
-            if hint is not None and (hint in matches or hint == str(size)):
-                out.append(hint)
-            elif size == 1:  # a broadcast axis or a single step, not whichever letter is 1
-                out.append("1")
-            else:
-                out.append(matches[0] if matches else str(size))
-        return "[" + ", ".join(out) + "]"
+        """Spell a shape with this trace's letters, e.g. (16, 12, 148, 64) -> '[B, H, P+N, d]'."""
+        return spell(shape, self.dims, name)
 
     def table(self, layers=None, letters: bool = True) -> str:
         """A printable table: name, shape in numbers, and (when dims are known) in letters.

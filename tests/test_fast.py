@@ -1,14 +1,18 @@
-"""Position-wise blocks: the feed-forward block run a block of rows at a time gives the same
-numbers as all rows at once, with and without a graph, and in both models against the
-reference. Run: `pytest tests/test_positionwise.py`."""
+"""The speed devices (fast/): the feed-forward block run a block of rows at a time gives the same
+numbers as all rows at once, with and without a graph, in both models; and the device comes on
+and off without touching the model's class, names or copies. Run: `pytest tests/test_fast.py`."""
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
-from minigpt_ptv2 import Decoder, Encoder
-from minigpt_ptv2.config import preset
-from minigpt_ptv2.positionwise import position_wise
+from minigpt_ptv2 import fast
+from minigpt_ptv2.fast import row_blocks
+from minigpt_ptv2.fast.row_blocks import position_wise
+from minigpt_ptv2.models import build
+from minigpt_ptv2.models.presets import preset
 from tolerances import FP32_KERNELS, FP32_ULPS
 
 
@@ -60,13 +64,13 @@ def test_with_autograd_on_all_rows_go_at_once_and_gradients_match():
 def test_models_run_the_ffn_in_blocks_and_give_the_same_output(name):
     torch.manual_seed(2)
     cfg = preset(name)
-    Model = Encoder if name.startswith("bert") else Decoder
-    whole = Model(cfg.replace(ffn_chunk_rows=0)).eval()
-    blocks = Model(cfg.replace(ffn_chunk_rows=5)).eval()
-    blocks.load_state_dict(whole.state_dict())
+    whole = build(cfg).eval()
+    blocks = copy.deepcopy(whole)
+    assert row_blocks.enable(blocks, rows=5) == cfg.num_hidden_layers
     seen = []
-    for layer in blocks.layers:
-        layer.ffn, calls = _counting(layer.ffn)
+    for layer in blocks.layers:  # the rows each feed-forward input holds
+        calls = []
+        layer.ffn_in.register_forward_pre_hook(lambda module, args, calls=calls: calls.append(tuple(args[0].shape)))
         seen.append(calls)
     ids = torch.randint(0, cfg.vocab_size, (3, 11))  # 33 rows: 6 full blocks and a remainder
     with torch.no_grad():
@@ -89,6 +93,30 @@ def test_no_blocks_off_the_cpu():
     assert calls == [(3, 7, 6)]
 
 
-def test_negative_chunk_rows_is_refused():
-    with pytest.raises(ValueError, match="ffn_chunk_rows must be >= 0"):
-        preset("bert-tiny").replace(ffn_chunk_rows=-1)
+def test_rows_must_be_positive():
+    with pytest.raises(ValueError, match="rows must be a positive int"):
+        row_blocks.enable(build(preset("bert-tiny")), rows=0)
+
+
+def test_speed_devices_leave_the_class_and_state_dict_alone_and_come_off():
+    """enable() changes no parameter and no name; disable() gives back the plain model; a copy
+    of an enabled model runs its own weights (not the original's)."""
+    model = build(preset("gpt2-tiny")).eval()
+    names = list(model.state_dict())
+    fast.enable(model)
+    assert list(model.state_dict()) == names and "feed_forward" in model.layers[0].__dict__
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(1.0)
+    ids = torch.randint(0, 130, (2, 5))
+    with torch.no_grad():
+        assert not torch.equal(twin(ids).logits, model(ids).logits)
+    fast.disable(model)
+    assert "feed_forward" not in model.layers[0].__dict__
+
+
+def test_loaded_models_are_fast_unless_asked_for_the_plain_model(gpt2_tiny_dir):
+    from minigpt_ptv2.models import load_pretrained
+    assert "feed_forward" in load_pretrained(gpt2_tiny_dir).layers[0].__dict__
+    assert "feed_forward" not in load_pretrained(gpt2_tiny_dir, fast=False).layers[0].__dict__

@@ -1,11 +1,13 @@
-"""The seam between a frozen model and a prompt method.
+"""The method's side of the seam between a frozen model and a prompt method.
 
-A model consults its attached method at three places, and each hook answers None when the
-method does not act there:
+A model consults its attached method at three places (core/transformer.py), and each hook
+answers None when the method does not act there:
 
-    input_prompt(B)   -> [B, P, D]           shallow: prepended to the input embeddings
-    hidden_prompts(B) -> L x [B, P, D]       deep, hidden-state: inject, process, slice per layer
-    kv_prefix(B)      -> L x (K, V) [B,H,P,d] deep, K/V: concatenated onto each layer's K and V
+    input_prompt(B)   -> [B, P, D]               shallow: prepended to the input embeddings
+    hidden_prompts(B) -> L x [B, P, D]           deep, hidden-state: inject, process, slice per layer
+    kv_prefix(B)      -> L x (K, V) [B,H_kv,P,d] deep, K/V: concatenated onto each layer's K and V
+
+The concrete methods live in prompts/; this base class is all the core knows of them.
 
 Every method computes its prompts once per forward and broadcasts them over the batch with
 `expand` (a view), never `repeat` (B copies, and B times the MLP work if computed per row).
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from ..catalog import POSITIONS  # ("real", "shifted")
-from ..errors import InputError, InputTypeError, NonFiniteError
+from ..errors import InputError, NonFiniteError
 
 # Devices on which `check_finite` runs on every forward. On a CPU it costs a few microseconds
 # (about 0.01% of a MiniLM forward at B=32, N=128). On a GPU, reading its answer back would
@@ -41,6 +43,9 @@ class PromptMethod(nn.Module):
     """
 
     kind = "none"  # "input" | "hidden" | "kv": where the method acts, for reports and traces
+    # Under rotary positions, whether the model turns this method's prefix keys to the prompt
+    # rows' positions (True) or uses them as given, as if already rotated (False, PEFT's way).
+    rotate_prefix_keys = False
 
     def __init__(self, config, num_virtual: int, positions: str = "real"):
         super().__init__()
@@ -72,7 +77,7 @@ class PromptMethod(nn.Module):
         return self.num_virtual if self.positions == "shifted" else 0
 
     def check_compatible(self, config) -> None:
-        """Refuse to run inside a model whose D, L or H differ from what the prompt was built for."""
+        """Refuse to run inside a model whose D, L, H, H_kv or d differ from what the prompt was built for."""
         mine, theirs = self.config.dims(), config.dims()
         diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
         if diff:
@@ -139,24 +144,3 @@ def _count_nonfinite(t: torch.Tensor) -> str:
     n_inf = int(torch.isinf(t).sum())
     parts = [f"{n_nan} NaN"] * bool(n_nan) + [f"{n_inf} infinite"] * bool(n_inf)
     return f"{' and '.join(parts)} values (of {t.numel()})"
-
-
-class PromptHost:
-    """Mixed into Encoder and Decoder: a model holds at most one prompt method at a time."""
-
-    def attach(self, method: PromptMethod):
-        """Attach a prompt method; the model consults it on every forward. Returns the model."""
-        if not isinstance(method, PromptMethod):
-            raise InputTypeError(f"attach() takes a PromptMethod, got {type(method).__name__}")
-        method.check_compatible(self.config)
-        self.prompt = method
-        return self
-
-    def input_embeddings(self):
-        """The word-embedding table (nn.Embedding [V, D]) the input tokens are looked up in."""
-        return self.wte if hasattr(self, "wte") else self.embeddings.word_embeddings
-
-    def detach_prompt(self) -> PromptMethod | None:
-        """Remove and return the attached method: the model is the plain backbone again."""
-        method, self.prompt = self.prompt, None
-        return method

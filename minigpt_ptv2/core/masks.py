@@ -9,16 +9,6 @@ from __future__ import annotations
 import torch
 
 
-def prepend(key_mask: torch.Tensor, virtual_keep: torch.Tensor | None, P: int) -> torch.Tensor:
-    """[B, N] key mask -> [B, P+N]: P virtual entries in front, kept where `virtual_keep` [P] is True."""
-    B = key_mask.shape[0]
-    if virtual_keep is None:
-        front = torch.ones(B, P, dtype=torch.bool, device=key_mask.device)  # [B, P]
-    else:
-        front = virtual_keep.to(key_mask.device).bool().expand(B, P)  # [B, P]
-    return torch.cat([front, key_mask], dim=1)  # [B, P+N]
-
-
 def build_keep(key_mask: torch.Tensor, n_query: int, causal: bool = False) -> torch.Tensor | None:
     """key_mask [B, Nk] -> keep [B, 1, Nq, Nk] (or [B, 1, 1, Nk] when not causal).
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError, InputTypeError
 from .checks import check_ids, check_mask
-from .errors import InputError, InputTypeError
 
 
 def _positions(mask: torch.Tensor, offset: int) -> torch.Tensor:

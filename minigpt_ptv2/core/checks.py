@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError
 
 INDEX_DTYPES = (torch.int64, torch.int32)  # what nn.Embedding and cross_entropy index with
 

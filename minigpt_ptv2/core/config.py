@@ -1,0 +1,105 @@
+"""What every architecture's configuration has in common, and how its fields are checked.
+
+Each architecture (models/bert.py, models/gpt2.py, models/llama.py) defines its own frozen
+dataclass on top of `ModelConfig`, with HuggingFace's field names so a `config.json` maps onto it
+one key at a time. The core and the prompt methods read only what is defined here: the notation
+letters (`dims()`: D, L, H, H_kv, d), the vocabulary, the position limit and the prefix width.
+
+Every field is checked for its kind and range (`check_fields`), both when a config is built in
+Python and, naming the file and the file's own spelling of the field, when it comes from a
+`config.json`: "384" (a string) is not a width, JSON's `true` is not a head count (Python would
+take it as 1), and a NaN LayerNorm eps would turn every output into NaN.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import InputError
+from ..validate import require
+
+_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+          "head_dim", "max_position_embeddings", "intermediate_size", "type_vocab_size")
+# field -> its kind (validate.KINDS)
+FIELD_KINDS = {
+    **dict.fromkeys(_SIZES + ("pad_token_id", "bos_token_id", "eos_token_id"), "int"),
+    **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                     "attention_dropout", "rope_theta"), "number"),
+    "tie_word_embeddings": "bool",
+}
+_RANGES = {  # field: (test, what it must be)
+    **dict.fromkeys(_SIZES, (lambda x: x > 0, "positive")),
+    **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "rope_theta"), (lambda x: x > 0, "> 0")),
+    **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"),
+                    (lambda x: 0 <= x < 1, "in [0, 1)")),
+}
+
+
+def check_fields(values: dict, source: str, spelled: dict | None = None) -> None:
+    """Refuse a field of the wrong kind, a non-finite number or one out of range. `spelled` maps
+    our field name to the name the file uses (GPT-2's n_embd for hidden_size), for the message."""
+    spelled = spelled or {}
+    for name, value in values.items():
+        kind = FIELD_KINDS.get(name)
+        if kind is None:
+            continue
+        shown = spelled.get(name, name)
+        require({shown: value}, source, {shown: kind})
+        if kind == "number" and not math.isfinite(value):
+            raise InputError(f"{source}: field {shown!r} must be a finite number, got {value}")
+        if name in _RANGES and not _RANGES[name][0](value):
+            raise InputError(f"{source}: {shown} must be {_RANGES[name][1]}, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The fields every architecture has (BERT-base's values as defaults)."""
+    vocab_size: int = 30522  # V
+    hidden_size: int = 768  # D
+    num_hidden_layers: int = 12  # L
+    num_attention_heads: int = 12  # H
+    max_position_embeddings: int = 512
+    intermediate_size: int = 3072  # D_ff
+
+    model_type = "none"  # a class attribute: "bert", "gpt2", "llama" (the registry's key)
+
+    def __post_init__(self):
+        check_fields({f.name: getattr(self, f.name) for f in fields(self)}, type(self).__name__)
+        D, H = self.hidden_size, self.num_attention_heads
+        if D % H and not self.free_head_dim:
+            raise InputError(f"num_attention_heads={H} does not divide hidden_size={D}: "
+                             f"each head needs d = D/H features")
+        if H % self.num_key_value_heads:
+            raise InputError(f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads="
+                             f"{H}: each K/V head serves a whole group of query heads")
+
+    free_head_dim = False  # True where d is a field of its own (LLaMA), not D/H
+
+    @property
+    def num_key_value_heads(self) -> int:  # H_kv: H unless grouped-query attention says fewer
+        return self.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:  # d
+        return self.hidden_size // self.num_attention_heads
+
+    def dims(self) -> dict:
+        """The notation letters this config fixes: D, L, H, H_kv, d (B, N, P come from the batch)."""
+        return {"D": self.hidden_size, "L": self.num_hidden_layers, "H": self.num_attention_heads,
+                "H_kv": self.num_key_value_heads, "d": self.head_dim}
+
+    @property
+    def prefix_width(self) -> int:
+        """Width of one row of a flat K/V prefix table: L layers x (K, V) x H_kv heads x d."""
+        return self.num_hidden_layers * 2 * self.num_key_value_heads * self.head_dim
+
+    @property
+    def prefix_width_letters(self) -> str:
+        plain = self.num_key_value_heads * self.head_dim == self.hidden_size
+        return "L*2*D" if plain else "L*2*H_kv*d"
+
+    def to_dict(self) -> dict:
+        return {"model_type": self.model_type, **asdict(self)}
+
+    def replace(self, **changes):
+        return replace(self, **changes)

@@ -1,0 +1,48 @@
+"""The layer contract: how the layer loop (stack.py) calls a layer of any architecture.
+
+    layer(x [B, N, D], *, keep, prefix, positions, need_weights, use_cache) -> LayerOutput
+
+    keep       [B, 1, Nq, Nk] bool or None     who may attend to whom (masks.py)
+    prefix     (K, V) [B, H_kv, P, d] or None  a K/V prefix, or the keys cached so far
+    positions  [B or 1, N] or None             the rows' positions, for models that apply them
+                                               inside attention (rotary); others ignore them
+    need_weights                               return the attention probabilities (explicit path)
+    use_cache                                  return this layer's K/V (what a KV cache keeps)
+
+A layer also answers one question, for the bridge between the two deep styles (prompts/bridge.py):
+
+    layer.kv_from_hidden(h [1, P, D], positions [1, P] or None) -> (K, V) [1, H_kv, P, d]
+
+the keys and values this layer's attention makes of hidden rows h: for a post-LN block its
+projection of h, for a pre-LN block its projection of LN(h), for a rotary block the keys turned
+to the rows' positions. That is all a hidden-state prompt row ever gives the real tokens.
+
+And it names its position-wise step, `feed_forward(x)` [B, N, D] -> [B, N, D], which treats
+every token on its own (so a speed device may run it on blocks of rows: fast/row_blocks.py).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class LayerOutput(NamedTuple):
+    hidden: torch.Tensor  # [B, N, D]
+    probs: torch.Tensor | None  # [B, H, N, Nk] with need_weights, else None
+    present: tuple | None  # (K, V) [B, H_kv, Nk, d] each with use_cache, else None
+
+
+class Layer(nn.Module):
+    """Base class of every architecture's block: the two methods above, nothing else assumed."""
+
+    def forward(self, x: torch.Tensor, *, keep=None, prefix=None, positions=None, need_weights: bool = False,
+                use_cache: bool = False) -> LayerOutput:
+        raise NotImplementedError
+
+    def kv_from_hidden(self, h: torch.Tensor, positions=None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,106 @@
+"""A PEFT prefix- or prompt-tuning adapter folder -> one of our checkpoints ("prefix" or "soft",
+positions="shifted"), with its task head from the adapter, from one of our checkpoints, or new."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .adapter_files import _check_head, load_adapter
+from .peft_layout import HEAD_TASK_TYPES
+
+
+def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
+    """The task head of one of our checkpoints: read_checkpoint checks its fields, that the
+    weights match the sha256 checkpoint.json records, and that they are finite."""
+    from ..training.checkpoint import check_backbone, read_checkpoint
+    meta, tensors = read_checkpoint(ckpt_dir)
+    if meta["task"] != task:
+        raise InputError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
+    check_backbone(meta["backbone"], encoder)
+    names = {k: f"heads.{task}.classifier.{k}" for k in ("weight", "bias")}
+    missing = [n for n in names.values() if n not in tensors]
+    if missing:
+        raise InputError(f"--head-from {ckpt_dir} has no {missing[0]!r}: not a checkpoint with a {task} head")
+    return {k: tensors[n].float() for k, n in names.items()}
+
+
+def _pooling_refusal(adapter_dir, kind: str, task: str) -> str:
+    return (f"{adapter_dir} is a {kind} SEQ_CLS adapter: PEFT trained its classifier on the pooled row 0, "
+            f"which under prompt tuning is virtual token 0, but this package's {task} head pools the real "
+            f"[CLS] (lesson 13, pitfall 2), so its predictions would change. Take the head from one of our "
+            f"{task} checkpoints (--head-from CHECKPOINT) or start an untrained one (--random-head), or keep "
+            f"PEFT's classifier with --allow-pooling-change, knowing the logits will differ from PEFT's")
+
+
+def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None, head_from=None,
+                   random_head: bool = False, allow_pooling_change: bool = False) -> dict:
+    """A PEFT adapter folder -> our checkpoint (method "prefix" or "soft", positions="shifted").
+
+    A PEFT adapter carries a task head only for SEQ_CLS / TOKEN_CLS. Otherwise the head comes
+    from one of our checkpoints for the same task (head_from), or, only if asked (random_head),
+    is initialised at random: the checkpoint then predicts nothing useful until a head is trained.
+    A prompt-tuning SEQ_CLS adapter's classifier read a virtual token, not [CLS] (module
+    docstring): it is refused unless replaced (head_from, random_head) or kept on purpose
+    (allow_pooling_change), in which case info["pooling_changed"] is True.
+    """
+    from ..models import load_pretrained
+    from ..pretrained import default_model_dir
+    from ..training.checkpoint import save_checkpoint
+    from ..training.tasks import TASKS, build_task_model, get_task
+    encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
+    ad = load_adapter(adapter_dir, encoder.config)
+    task_type = ad.peft_config.get("task_type")
+    kind = ad.peft_config["peft_type"]
+    by_type = {HEAD_TASK_TYPES[t.kind]: name for name, t in TASKS.items()}  # SEQ_CLS -> sst2, ...
+    if task is None:
+        if task_type not in by_type:
+            raise InputError(f"the adapter's task_type is {task_type!r}, which names no task: pass --task "
+                             f"({' or '.join(sorted(TASKS))})")
+        task = by_type[task_type]
+    t = get_task(task)
+    if ad.head is not None and task_type in by_type and by_type[task_type] != task:
+        raise InputError(f"{adapter_dir} is a {task_type} adapter (a {get_task(by_type[task_type]).kind} head) but "
+                         f"{task} needs a {t.kind} head")
+    # under prompt tuning, PEFT's sentence classifier read virtual token 0; ours reads [CLS]
+    pools_virtual = ad.head is not None and ad.method_name == "soft" and t.kind == "sequence"
+    replaced = pools_virtual and (head_from is not None or random_head)
+    if allow_pooling_change and (not pools_virtual or replaced):
+        raise InputError("--allow-pooling-change keeps the classifier of a PROMPT_TUNING / P_TUNING "
+                         "SEQ_CLS adapter; " + ("it cannot go with --head-from or --random-head" if replaced
+                                                else f"this {kind} {task_type} adapter has no such classifier"))
+    if pools_virtual and not (replaced or allow_pooling_change):
+        raise InputError(_pooling_refusal(adapter_dir, kind, task))
+    sources = [s for s, given in (("adapter", ad.head is not None and not replaced),
+                                  ("--head-from", head_from is not None),
+                                  ("--random-head", random_head)) if given]
+    if len(sources) != 1:
+        raise InputError(
+            f"the {task} head must come from exactly one place, got {sources or 'none'}: this adapter "
+            + ("has a classifier; drop --head-from/--random-head" if ad.head is not None and not pools_virtual
+               else "needs one of --head-from and --random-head" if pools_virtual else
+               f"(task_type {task_type}) has no classifier; pass --head-from CHECKPOINT (a {task} "
+               f"checkpoint of ours) or --random-head (an untrained head)"))
+    model = build_task_model(task, ad.method_name, ad.method.num_virtual, encoder=encoder, positions="shifted")
+    linear = model.heads[task].classifier
+    head = ad.head if sources[0] == "adapter" else (
+        _head_from_checkpoint(head_from, task, encoder) if head_from is not None else None)
+    if head is not None:
+        _check_head(head, "the adapter's classifier" if sources[0] == "adapter" else f"--head-from {head_from}",
+                    linear.in_features, len(t.labels))
+    with torch.no_grad():
+        model.encoder.prompt.load_state_dict(ad.method.state_dict())
+        if head is not None:
+            linear.weight.copy_(head["weight"])
+            linear.bias.copy_(head["bias"])
+    source = {"adapter": "adapter", "--head-from": "checkpoint", "--random-head": "random"}[sources[0]]
+    record = {"peft_type": kind, "task_type": task_type, "head": source, "adapter": Path(adapter_dir).name}
+    if allow_pooling_change:
+        record["pooling_changed"] = True  # PEFT's classifier read virtual token 0; ours reads [CLS]
+    if replaced:
+        record["adapter_classifier"] = "replaced"
+    info = save_checkpoint(model, out_dir, task=task, method=ad.method_name, P=ad.method.num_virtual,
+                           labels=t.labels, extra={"imported_from": record})
+    return {**info, "task": task, "method": ad.method_name, "P": ad.method.num_virtual, "head": source,
+            "pooling_changed": allow_pooling_change, "adapter_classifier_replaced": replaced}

@@ -1,0 +1,94 @@
+"""The architectures, one module each (its config, blocks, model and checkpoint converter), and
+the registry that picks one by a folder's `model_type`.
+
+    load_pretrained("path/to/folder")            # BERT, GPT-2 or LLaMA, by config.json
+    save_pretrained(model, "out/folder")         # a folder transformers loads (AutoModel...)
+    build(config)                                # a model with random weights
+
+An architecture module provides: `Config` and `Model` (the classes), `config_from_hf(dict, source)`,
+`config_to_hf(config)`, `state_from_hf(state_dict, config, source)` and `state_to_hf(state, config)`.
+Adding one is that module, one line in ARCHITECTURES, and its tests (README, "Extending").
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .hf_files import read_config, read_state_dict, write_folder
+
+# model_type (config.json) -> module in this package
+ARCHITECTURES = {"bert": "bert", "gpt2": "gpt2", "llama": "llama"}
+
+
+def architecture(model_type: str):
+    """The module of an architecture, by its model_type."""
+    if model_type not in ARCHITECTURES:
+        raise InputError(f"unsupported model_type {model_type!r}: minigpt_ptv2 knows {sorted(ARCHITECTURES)}")
+    return importlib.import_module(f".{ARCHITECTURES[model_type]}", __name__)
+
+
+def config_from_hf(hf: dict, source="config.json"):
+    """Our config for a HuggingFace config.json dict, by its model_type."""
+    if not isinstance(hf, dict) or hf.get("model_type") not in ARCHITECTURES:
+        kind = hf.get("model_type") if isinstance(hf, dict) else None
+        raise InputError(f"{source}: unsupported model_type {kind!r}: minigpt_ptv2 loads "
+                         f"{', '.join(repr(k) for k in ARCHITECTURES)} checkpoints")
+    return architecture(hf["model_type"]).config_from_hf(hf, source)
+
+
+def build(config):
+    """A model with random weights for `config` (any architecture's config)."""
+    return architecture(config.model_type).Model(config)
+
+
+def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=None, fast: bool = True):
+    """Build the model a HuggingFace-format folder describes and fill it from its weights.
+
+    expect: refuse a folder of another model_type. fast: turn on the speed devices of fast/
+    (equal outputs, measured in benchmarks/); fast=False gives the plain teaching model.
+    """
+    model_dir = Path(model_dir)
+    hf = read_config(model_dir)
+    cfg = config_from_hf(hf, model_dir / "config.json")
+    if expect is not None and cfg.model_type != expect:
+        raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
+    arch = architecture(cfg.model_type)
+    model = arch.Model(cfg)
+    copy_into(model, arch.state_from_hf(read_state_dict(model_dir), cfg, str(model_dir)), str(model_dir))
+    model.eval()  # dropout off: equivalence with references is only defined in eval mode
+    if dtype is not None or device is not None:
+        model.to(device=device, dtype=dtype)
+    if fast:
+        from ..fast import enable
+        enable(model)
+    return model
+
+
+def save_pretrained(model, out_dir) -> Path:
+    """Write `model`'s backbone as a HuggingFace-format folder (config.json + model.safetensors)
+    that transformers loads with outputs equal to ours. The attached prompt is not part of it."""
+    arch = architecture(model.config.model_type)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("prompt.")}
+    return write_folder(out_dir, arch.config_to_hf(model.config), arch.state_to_hf(state, model.config))
+
+
+def copy_into(model: torch.nn.Module, ours: dict, source: str) -> None:
+    """Copy converted tensors into the model, refusing anything missing, unexpected or mis-shaped."""
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")}
+    missing, unexpected = sorted(set(target) - set(ours)), sorted(set(ours) - set(target))
+    if missing or unexpected:
+        raise InputError(f"checkpoint {source} does not match the model: missing keys {missing}, "
+                         f"unexpected keys {unexpected}")
+    for k, t in ours.items():
+        if target[k].is_floating_point() and not t.is_floating_point():
+            raise InputError(f"checkpoint {source}: tensor for {k} is {t.dtype}, not a floating dtype "
+                             f"(the model's weight is {target[k].dtype})")
+        if t.shape != target[k].shape:
+            raise InputError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
+                             f"{list(target[k].shape)} (as this package stores them: W [in, out])")
+    with torch.no_grad():
+        for k, p in target.items():
+            p.copy_(ours[k])

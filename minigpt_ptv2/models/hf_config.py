@@ -1,0 +1,22 @@
+"""config.json -> our config dataclasses: the fields an architecture reads, checked by kind."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from ..core.config import check_fields
+from ..errors import InputError
+
+# Fields a config.json may set to null (the models never read them: null keeps our default).
+NULLABLE = ("pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def build(cls, kw: dict, source, spelled: dict | None = None):
+    """cls(**the fields of kw it has), each checked by kind and range, errors naming `source`
+    and, through `spelled`, the file's own name for a field."""
+    names = {f.name for f in fields(cls)}
+    kw = {k: v for k, v in kw.items() if k in names and not (v is None and k in NULLABLE)}
+    check_fields(kw, str(source), spelled)
+    try:
+        return cls(**kw)
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
