@@ -48,4 +48,4 @@ TASKS = {
 }
 
 # Named model configurations (models/presets.py holds them).
-PRESETS = ("bert-base", "minilm", "bert-tiny", "gpt2", "gpt2-tiny")
+PRESETS = ("bert-base", "minilm", "bert-tiny", "gpt2", "gpt2-tiny", "llama-1b", "llama-tiny")

@@ -53,6 +53,24 @@ def gpt2_tiny_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def llama_tiny_dir(tmp_path_factory):
+    """A small random LlamaForCausalLM with grouped K/V heads (H=4, H_kv=2), saved with
+    save_pretrained (no pretrained LLaMA offline); transformers' default init (std 0.02)."""
+    pytest.importorskip("transformers")
+    import reference as R
+    return R.hf_llama_tiny(tmp_path_factory.mktemp("llama_tiny"), seed=4321)[1]
+
+
+@pytest.fixture(scope="session")
+def llama_varied_dir(tmp_path_factory):
+    """The same shape with weights of std 0.3: greedy decoding then wanders through the vocabulary
+    instead of repeating one token, so "the same 20 tokens" is an informative check."""
+    pytest.importorskip("transformers")
+    import reference as R
+    return R.hf_llama_tiny(tmp_path_factory.mktemp("llama_varied"), seed=99, initializer_range=0.3)[1]
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -65,6 +65,17 @@ d. Saved adapters: save_pretrained(dir) writes adapter_config.json, adapter_mode
     wrong shape -> size mismatch RuntimeError.
 e. GPT-2 prefix cache: a DynamicCache with L layers, K and V each [B, H, P, d]; the forward
     returns it grown to P+N. The [B, P] ones mask is prepended in forward and at every generate step.
+f. LlamaForCausalLM with grouped K/V heads (H_kv < H), CAUSAL_LM
+    - Prefix tuning: PEFT sets num_attention_heads = H_kv and token_dim = H_kv*d from the base
+      config, so prompt_embeddings is [P, L*2*H_kv*d], laid out as in a. with H_kv heads; the
+      DynamicCache holds K and V [B, H_kv, P, d] per layer.
+    - The prefix keys are used as given: LlamaAttention turns only the new keys by RoPE before
+      cache.update, so a prefix key is never rotated (it scores like a key at position 0). Real
+      tokens sit at P..P+N-1 (arange + the cache length P) in forward; generate() counts from
+      the attention mask, so a left-padded row generates what it generates alone.
+    - Prompt tuning: logits [B, P+N, V]; in forward every row numbers [prompt, input] 0..P+N-1.
+      In generate(), a left-padded row does NOT generate what it generates alone (its padding
+      changes the distance between its real tokens and the virtual ones).
 """
 from __future__ import annotations
 
@@ -82,12 +93,17 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import (PeftModel, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit,  # noqa: E402
                   TaskType, get_peft_model)
-from transformers import BertModel, DynamicCache, GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers import (BertModel, DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig,  # noqa: E402
+                          LlamaForCausalLM)
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 TINY_GPT2 = dict(vocab_size=130, n_embd=24, n_layer=3, n_head=4, n_positions=64)
+# minigpt_ptv2's llama-tiny preset: H=4 query heads share H_kv=2 key/value heads, d=10, untied head.
+TINY_LLAMA = dict(vocab_size=140, hidden_size=40, intermediate_size=72, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
 @contextlib.contextmanager
@@ -128,6 +144,21 @@ def hf_gpt2(model_dir) -> GPT2LMHeadModel:
     """transformers GPT2LMHeadModel from a save_pretrained folder, eval mode."""
     with _quiet():
         return GPT2LMHeadModel.from_pretrained(str(model_dir)).eval()
+
+
+def hf_llama_tiny(tmpdir, seed: int = 0, **overrides) -> tuple[LlamaForCausalLM, Path]:
+    """Random tiny LlamaForCausalLM (TINY_LLAMA, `overrides` on top), saved to tmpdir and reloaded."""
+    torch.manual_seed(seed)
+    path = Path(tmpdir)
+    LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **overrides})).save_pretrained(path)
+    return hf_llama(path), path
+
+
+def hf_llama(model_dir) -> LlamaForCausalLM:
+    """transformers LlamaForCausalLM from a save_pretrained folder, eval mode, eager attention
+    (so output_attentions returns the probabilities)."""
+    with _quiet():
+        return LlamaForCausalLM.from_pretrained(str(model_dir), attn_implementation="eager").eval()
 
 
 def _task_type(base) -> TaskType:
@@ -216,7 +247,7 @@ def run_peft_bert(peft_model, input_ids, attention_mask=None, token_type_ids=Non
     return h[:, -input_ids.shape[1]:] if is_prompt_tuning(peft_model) else h
 
 
-def run_peft_gpt2_logits(peft_model, input_ids, attention_mask=None) -> torch.Tensor:
+def run_peft_lm_logits(peft_model, input_ids, attention_mask=None) -> torch.Tensor:
     """Logits of the real tokens, [B, N, V] (prompt tuning's P virtual rows sliced off)."""
     with torch.no_grad(), _quiet():
         logits = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits

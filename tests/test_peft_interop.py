@@ -230,7 +230,7 @@ def test_gpt2_export_and_import_match_peft_causal_lm(gpt2_tiny_dir, tmp_path, ki
     with torch.no_grad():
         mine = dec.attach(method.eval())(GIDS).logits  # [B, N, V]
     peft_model = R.load_peft_adapter(R.hf_gpt2(gpt2_tiny_dir), tmp_path / "ours")
-    theirs = R.run_peft_gpt2_logits(peft_model, GIDS)
+    theirs = R.run_peft_lm_logits(peft_model, GIDS)
     assert (mine - theirs).abs().max() <= FP32_KERNELS and mine.std() > 0.01
 
     # an adapter PEFT creates and saves imports into our decoder with the same logits
@@ -241,7 +241,7 @@ def test_gpt2_export_and_import_match_peft_causal_lm(gpt2_tiny_dir, tmp_path, ki
     ad = load_adapter(tmp_path / "theirs", c)
     with torch.no_grad():
         mine = dec.attach(ad.method.eval())(GIDS).logits
-    assert (mine - R.run_peft_gpt2_logits(peft_made, GIDS)).abs().max() <= FP32_KERNELS
+    assert (mine - R.run_peft_lm_logits(peft_made, GIDS)).abs().max() <= FP32_KERNELS
 
 
 def test_peft_prompt_tuning_seq_cls_classifier_is_refused_because_it_read_a_virtual_token(

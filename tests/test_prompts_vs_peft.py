@@ -3,8 +3,8 @@
 Each test gives our method and PEFT's the SAME prompt values (copied, never re-drawn), runs both
 on the same pretrained backbone and compares outputs with an explicit tolerance:
 
-    prefix / prefix-mlp   KVPrefix      vs PEFT prefix tuning      (BertModel, GPT2LMHeadModel)
-    soft                  SoftPrompt    vs PEFT prompt tuning      (BertModel, GPT2LMHeadModel)
+    prefix / prefix-mlp   KVPrefix      vs PEFT prefix tuning      (BertModel, GPT2LMHeadModel, LlamaForCausalLM)
+    soft                  SoftPrompt    vs PEFT prompt tuning      (BertModel, GPT2LMHeadModel, LlamaForCausalLM)
     ptuning-mlp / -lstm   PTuningV1     vs PEFT P-tuning           (BertModel)
 
 PEFT follows the HuggingFace position convention (real tokens at P..P+N-1), so our methods are
@@ -22,6 +22,7 @@ R = pytest.importorskip("reference")
 from peft import PrefixTuningConfig, PromptEncoderConfig, TaskType, get_peft_model  # noqa: E402
 
 from minigpt_ptv2 import GPT2Decoder, BertEncoder  # noqa: E402
+from minigpt_ptv2.models.llama import LlamaDecoder  # noqa: E402
 from minigpt_ptv2.prompts import KVPrefix, PTuningV1, SoftPrompt  # noqa: E402
 from tolerances import FP32_KERNELS  # noqa: E402  ours vs transformers + PEFT: other kernels
 
@@ -213,7 +214,7 @@ def prefix_gpt2(ours_gpt2, gpt2_dir):
 def test_kv_prefix_equals_peft_prefix_tuning_on_gpt2_logits(ours_gpt2, prefix_gpt2):
     ours, pm = prefix_gpt2
     got = run_ours_gpt2(ours_gpt2, ours, G_IDS)  # [B, N, V]
-    assert max_diff(got, R.run_peft_gpt2_logits(pm, G_IDS, torch.ones_like(G_IDS))) <= FP32_KERNELS
+    assert max_diff(got, R.run_peft_lm_logits(pm, G_IDS, torch.ones_like(G_IDS))) <= FP32_KERNELS
     with torch.no_grad():
         plain = ours_gpt2(G_IDS).logits
     assert max_diff(got, plain) > 1e-2
@@ -238,7 +239,7 @@ def test_soft_prompt_equals_peft_prompt_tuning_on_gpt2_logits_and_generation(our
     ours = SoftPrompt(ours_gpt2.config, P, init=prompt, positions="shifted")
     pm = R.peft_prompt_model(R.hf_gpt2(gpt2_dir), P, prompt.clone())
     got = run_ours_gpt2(ours_gpt2, ours, G_IDS)  # [B, N, V]: real rows
-    assert max_diff(got, R.run_peft_gpt2_logits(pm, G_IDS)) <= FP32_KERNELS  # PEFT's [B, P+N, V] sliced to N
+    assert max_diff(got, R.run_peft_lm_logits(pm, G_IDS)) <= FP32_KERNELS  # PEFT's [B, P+N, V] sliced to N
     with torch.no_grad():
         assert max_diff(got, ours_gpt2(G_IDS).logits) > 1e-2
     # Full batch only. PEFT's prompt tuning drops position_ids and the base model numbers all of
@@ -248,3 +249,77 @@ def test_soft_prompt_equals_peft_prompt_tuning_on_gpt2_logits_and_generation(our
     out = generate_ours(ours_gpt2, ours, G_IDS)
     assert torch.equal(out, R.peft_generate(pm, G_IDS, max_new_tokens=NEW))
     assert len(set(out[0, -NEW:].tolist())) > 3
+
+
+# ---------------------------------------------------------------- LLaMA (grouped K/V heads): prefix and prompt
+
+# Three prompts of 8 tokens; row 1 left-padded to 5 real tokens, row 2 to 3.
+L_IDS = torch.randint(1, 140, (3, 8), generator=gen(11))  # [B, N]
+L_LEFT_MASK = torch.tensor([[1] * 8, [0] * 3 + [1] * 5, [0] * 5 + [1] * 3])
+L_LEFT = L_IDS * L_LEFT_MASK  # pads are token 0
+
+
+@pytest.fixture(scope="module")
+def llama_dir(llama_varied_dir):
+    return llama_varied_dir
+
+
+@pytest.fixture(scope="module")
+def ours_llama(llama_dir):
+    return LlamaDecoder.from_pretrained(llama_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def prefix_llama(ours_llama, llama_dir):
+    """PEFT's prefix tuning on LlamaForCausalLM with H=4 query heads over H_kv=2 key/value heads:
+    its table is [P, L*2*H_kv*d], ours the same, keys used as given and real tokens at P.."""
+    c = ours_llama.config
+    ours = KVPrefix(c, P, positions="shifted", rotate_keys=False)
+    with torch.no_grad():
+        ours.embedding.weight.copy_(torch.randn(P, c.prefix_width, generator=gen(12)))
+    assert c.prefix_width == c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim == 120
+    pm = R.peft_prefix_model(R.hf_llama(llama_dir), P, ours.embedding.weight.detach().clone())
+    return ours, pm
+
+
+def test_kv_prefix_equals_peft_prefix_tuning_on_llama_logits(ours_llama, prefix_llama):
+    ours, pm = prefix_llama
+    for ids, mask in [(L_IDS, torch.ones_like(L_IDS)), (L_LEFT, L_LEFT_MASK)]:
+        got = run_ours_gpt2(ours_llama, ours, ids, mask)  # [B, N, V]
+        want = R.run_peft_lm_logits(pm, ids, mask)
+        real = mask.bool()
+        assert max_diff(got[real], want[real]) <= FP32_KERNELS
+    with torch.no_grad():
+        assert max_diff(got, ours_llama(ids, attention_mask=mask).logits) > 1e-2
+
+
+def test_kv_prefix_greedy_generation_equals_peft_on_llama_with_and_without_left_padding(ours_llama, prefix_llama):
+    ours, pm = prefix_llama
+    for ids, mask in [(L_IDS, torch.ones_like(L_IDS)), (L_LEFT, L_LEFT_MASK)]:
+        got = generate_ours(ours_llama, ours, ids, mask)  # [B, N + NEW]
+        want = R.peft_generate(pm, ids, mask, max_new_tokens=NEW)
+        assert got.shape == (3, 8 + NEW)
+        assert torch.equal(got, want), f"ours {got[:, 8:].tolist()}\nPEFT {want[:, 8:].tolist()}"
+        assert len(set(got[0, -NEW:].tolist())) > 5  # varied text, so agreement is informative
+
+
+def test_soft_prompt_equals_peft_prompt_tuning_on_llama(ours_llama, llama_dir):
+    prompt = torch.randn(P, ours_llama.config.hidden_size, generator=gen(13))
+    ours = SoftPrompt(ours_llama.config, P, init=prompt, positions="shifted")
+    pm = R.peft_prompt_model(R.hf_llama(llama_dir), P, prompt.clone())
+    for ids, mask in [(L_IDS, torch.ones_like(L_IDS)), (L_LEFT, L_LEFT_MASK)]:
+        got = run_ours_gpt2(ours_llama, ours, ids, mask)  # [B, N, V]: real rows
+        want = R.run_peft_lm_logits(pm, ids, mask)  # PEFT's [B, P+N, V] sliced to N
+        real = mask.bool()
+        assert max_diff(got[real], want[real]) <= FP32_KERNELS
+    out = generate_ours(ours_llama, ours, L_IDS)
+    assert torch.equal(out, R.peft_generate(pm, L_IDS, max_new_tokens=NEW))
+    assert len(set(out[0, -NEW:].tolist())) > 5
+    # Left-padded generation: PEFT's prompt tuning numbers the pads too, so a padded row's real
+    # tokens sit further from the virtual ones than they would alone, and it generates something
+    # else (reference fact f.). Ours counts real tokens only: padded or alone, the same text.
+    ours_padded = generate_ours(ours_llama, ours, L_LEFT, L_LEFT_MASK)
+    assert torch.equal(ours_padded[2:, 5:], generate_ours(ours_llama, ours, L_LEFT[2:, 5:]))
+    peft_padded = R.peft_generate(pm, L_LEFT, L_LEFT_MASK, max_new_tokens=NEW)
+    assert torch.equal(peft_padded[:1], ours_padded[:1])  # the unpadded row agrees
+    assert not torch.equal(peft_padded[2:, 5:], R.peft_generate(pm, L_LEFT[2:, 5:], max_new_tokens=NEW))

@@ -84,7 +84,7 @@ def test_bert_prompt_tuning_prepends_before_embeddings_and_returns_P_plus_N_rows
 
 def _greedy_by_full_recompute(pm, ids, steps):
     for _ in range(steps):
-        nxt = R.run_peft_gpt2_logits(pm, ids)[:, -1].argmax(-1, keepdim=True)
+        nxt = R.run_peft_lm_logits(pm, ids)[:, -1].argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], 1)
     return ids
 
@@ -93,7 +93,7 @@ def test_gpt2_prefix_positions_cache_and_generate(tmp_path):
     base, _ = R.hf_gpt2_tiny(tmp_path, seed=0, initializer_range=0.3)
     table = torch.randn(GP, GL * 2 * GD)
     pm = R.peft_prefix_model(base, GP, table)
-    logits = R.run_peft_gpt2_logits(pm, GIDS, torch.ones_like(GIDS))
+    logits = R.run_peft_lm_logits(pm, GIDS, torch.ones_like(GIDS))
     assert logits.shape == (2, 5, 130)
     plain, _ = R.hf_gpt2_tiny(tmp_path / "again", seed=0, initializer_range=0.3)
     kv = R.peft_kv_layout(table, GL, GH, GD // GH)
@@ -119,13 +119,51 @@ def test_gpt2_prompt_tuning_logits_and_generate(tmp_path):
     with torch.no_grad(), R._quiet():
         full = pm(input_ids=GIDS).logits
     assert full.shape == (2, GP + 5, 130)
-    assert torch.equal(R.run_peft_gpt2_logits(pm, GIDS), full[:, GP:])
+    assert torch.equal(R.run_peft_lm_logits(pm, GIDS), full[:, GP:])
     out = R.peft_generate(pm, GIDS, max_new_tokens=10)
     assert out.shape == (2, 15) and torch.equal(out[:, :5], GIDS)
     assert torch.equal(out, _greedy_by_full_recompute(pm, GIDS, 10))
     padded = torch.tensor([[0, 0, 7, 8, 9]])  # prompt tuning drops position_ids: pads shift positions
-    left = R.run_peft_gpt2_logits(pm, padded, torch.tensor([[0, 0, 1, 1, 1]]))[:, -1]
-    assert (left - R.run_peft_gpt2_logits(pm, padded[:, 2:])[:, -1]).abs().max() > 1e-3
+    left = R.run_peft_lm_logits(pm, padded, torch.tensor([[0, 0, 1, 1, 1]]))[:, -1]
+    assert (left - R.run_peft_lm_logits(pm, padded[:, 2:])[:, -1]).abs().max() > 1e-3
+
+
+def test_llama_gqa_prefix_table_unrotated_keys_and_positions(tmp_path):
+    """Fact f.: the table is [P, L*2*H_kv*d], its keys enter the cache unturned, real tokens at P.."""
+    c = R.TINY_LLAMA
+    Lk, H_kv, dk = c["num_hidden_layers"], c["num_key_value_heads"], c["hidden_size"] // c["num_attention_heads"]
+    base, path = R.hf_llama_tiny(tmp_path, seed=0, initializer_range=0.3)
+    table = torch.randn(GP, Lk * 2 * H_kv * dk)
+    pm = R.peft_prefix_model(base, GP, table)
+    assert pm.peft_config["default"].num_attention_heads == H_kv and pm.peft_config["default"].token_dim == H_kv * dk
+    cache = pm.get_prompt(2)
+    kv = R.peft_kv_layout(table, Lk, H_kv, dk)
+    for layer, (k, v) in zip(cache.layers, kv):
+        assert layer.keys.shape == (2, H_kv, GP, dk) and torch.equal(layer.keys, k.expand(2, -1, -1, -1))
+    plain = R.hf_llama(path)
+    mask = torch.ones(2, GP + 5, dtype=torch.long)
+    with torch.no_grad():  # the same prefix as an unturned cache, real tokens at P..P+N-1
+        same = plain(input_ids=GIDS, attention_mask=mask, past_key_values=R.prefix_cache(kv, 2),
+                     position_ids=torch.arange(GP, GP + 5)[None]).logits
+        at_0 = plain(input_ids=GIDS, attention_mask=mask, past_key_values=R.prefix_cache(kv, 2),
+                     position_ids=torch.arange(5)[None]).logits
+    logits = R.run_peft_lm_logits(pm, GIDS, torch.ones_like(GIDS))
+    assert (logits - same).abs().max() <= FP32_KERNELS
+    assert (logits - at_0).abs().max() > 1e-3  # under RoPE an unturned prefix does see the shift
+    padded = torch.tensor([[0, 0, 7, 8, 9]])  # generate counts positions over real tokens only
+    left = R.peft_generate(pm, padded, torch.tensor([[0, 0, 1, 1, 1]]), max_new_tokens=10)
+    assert torch.equal(left[:, 5:], R.peft_generate(pm, padded[:, 2:], max_new_tokens=10)[:, 3:])
+
+
+def test_llama_prompt_tuning_generation_depends_on_left_padding(tmp_path):
+    """Fact f.: prompt tuning numbers the pads, so a left-padded row generates other text."""
+    base, _ = R.hf_llama_tiny(tmp_path, seed=0, initializer_range=0.3)
+    pm = R.peft_prompt_model(base, GP, torch.randn(GP, R.TINY_LLAMA["hidden_size"]))
+    with torch.no_grad(), R._quiet():
+        assert pm(input_ids=GIDS).logits.shape == (2, GP + 5, 140)
+    padded = torch.tensor([[0, 0, 0, 0, 7, 8, 9]])
+    left = R.peft_generate(pm, padded, torch.tensor([[0, 0, 0, 0, 1, 1, 1]]), max_new_tokens=10)
+    assert not torch.equal(left[:, 7:], R.peft_generate(pm, padded[:, 4:], max_new_tokens=10)[:, 3:])
 
 
 @pytest.mark.parametrize("kind, width", [("prefix", L * 2 * D), ("prompt", D)])

@@ -25,7 +25,7 @@ FIELD_KINDS = {
     **dict.fromkeys(_SIZES + ("pad_token_id", "bos_token_id", "eos_token_id"), "int"),
     **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
                      "attention_dropout", "rope_theta"), "number"),
-    "tie_word_embeddings": "bool",
+    **dict.fromkeys(("tie_word_embeddings", "attention_bias", "mlp_bias"), "bool"),
 }
 _RANGES = {  # field: (test, what it must be)
     **dict.fromkeys(_SIZES, (lambda x: x > 0, "positive")),

@@ -136,7 +136,8 @@ class PromptMethod(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, P={self.num_virtual}, positions={self.positions!r}"
+        rotate = ", rotate_keys=True" if self.rotate_prefix_keys else ""
+        return f"kind={self.kind}, P={self.num_virtual}, positions={self.positions!r}{rotate}"
 
 
 def _count_nonfinite(t: torch.Tensor) -> str:

@@ -6,8 +6,9 @@ from dataclasses import fields
 from ..core.config import check_fields
 from ..errors import InputError
 
-# Fields a config.json may set to null (the models never read them: null keeps our default).
-NULLABLE = ("pad_token_id", "bos_token_id", "eos_token_id")
+# Fields a config.json may set to null, which keeps our default: token ids the models never read,
+# and LLaMA's head_dim / num_key_value_heads, where null means D/H and H (as in transformers).
+NULLABLE = ("pad_token_id", "bos_token_id", "eos_token_id", "head_dim", "num_key_value_heads")
 
 
 def build(cls, kw: dict, source, spelled: dict | None = None):

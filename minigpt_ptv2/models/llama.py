@@ -1,0 +1,251 @@
+"""LLaMA-style decoder: pre-RMSNorm blocks, rotary positions, SwiGLU, grouped K/V heads, no biases.
+
+    input_ids [B, N] -> tok_embeddings [B, N, D] -> L x LlamaBlock -> norm -> logits [B, N, V]
+
+What changes from GPT-2, each a line below:
+- no position table: every block turns its queries and keys by their positions (RoPE,
+  core/rotary.py), so a score depends only on the distance between two tokens;
+- RMSNorm instead of LayerNorm: x / rms(x) * w, no mean subtracted, no bias;
+- SwiGLU feed-forward: down(silu(gate(x)) * up(x)), three matrices instead of two;
+- grouped-query attention: H query heads share H_kv < H key/value heads (groups of H / H_kv),
+  so a KV cache, and a K/V prefix, is [B, H_kv, P, d], H / H_kv times smaller than [B, H, P, d];
+- no biases anywhere (attention_bias / mlp_bias in config.json can turn them on);
+- an LM head of its own, or tied to the embeddings (tie_word_embeddings).
+
+This module holds all of it: config, blocks, model and the checkpoint converter both ways
+(HF `LlamaForCausalLM` folders in, `save_pretrained` folders out).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.attention import MultiHeadAttention
+from ..core.causal_lm import CausalLM
+from ..core.config import ModelConfig
+from ..core.layer import Layer, LayerOutput
+from ..core.linear import Linear
+from ..core.rotary import Rotary
+from ..errors import InputError, InputTypeError
+from .hf_config import build
+from .keymap import Key, to_hf, to_ours
+
+
+@dataclass(frozen=True)
+class LlamaConfig(ModelConfig):
+    """transformers' LlamaConfig defaults (a LLaMA-2-7B shape: D=4096, L=32, H=32, D_ff=11008), so a
+    config.json that leaves a field out means here what it means there.
+
+    head_dim None means D/H, num_key_value_heads None means H (no grouping), as in config.json."""
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None  # H_kv
+    head_dim: int | None = None  # d: a field of its own here, not always D/H
+    intermediate_size: int = 11008
+    max_position_embeddings: int = 2048  # the context the model was trained for (RoPE has no table)
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    attention_dropout: float = 0.0
+
+    model_type = "llama"
+    free_head_dim = True
+
+    def __post_init__(self):
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.num_key_value_heads is None:
+            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
+        super().__post_init__()
+        if self.head_dim % 2:
+            raise InputError(f"head_dim={self.head_dim} must be even: rotary positions turn its features in pairs")
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis [.., D]: LayerNorm without the mean
+    and the bias. Computed in at least float32, then cast back (as transformers does)."""
+
+    def __init__(self, D: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(D))  # [D]
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.to(torch.promote_types(x.dtype, torch.float32))  # [.., D]
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)  # [.., D]
+        return self.weight * h.to(x.dtype)  # [.., D]
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class LlamaBlock(Layer):
+    """Pre-RMSNorm: x = x + Attn(RMSNorm(x)) with RoPE on Q and K; x = x + SwiGLU(RMSNorm(x))."""
+
+    def __init__(self, cfg: LlamaConfig, index: int = 0):
+        super().__init__()
+        D, D_ff = cfg.hidden_size, cfg.intermediate_size
+        self.attn_norm = RMSNorm(D, cfg.rms_norm_eps)
+        self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
+                                       bias=cfg.attention_bias, dropout=cfg.attention_dropout,
+                                       scope=f"layer{index}.attn")
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+        self.ffn_norm = RMSNorm(D, cfg.rms_norm_eps)
+        self.ffn_in = Linear(D, 2 * D_ff, cfg.mlp_bias)  # x -> [gate | up], one product
+        self.ffn_out = Linear(D_ff, D, cfg.mlp_bias)  # down
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """SwiGLU, position-wise: [B, N, D] -> gate, up [B, N, D_ff] -> down(silu(gate) * up) [B, N, D]."""
+        gate, up = self.ffn_in(x).chunk(2, dim=-1)  # [B, N, D_ff] each
+        return self.ffn_out(F.silu(gate) * up)  # [B, N, D]
+
+    def forward(self, x, *, keep=None, prefix=None, positions=None, need_weights=False, use_cache=False):
+        a = self.attn(self.attn_norm(x), keep=keep, prefix=prefix, positions=positions, rotary=self.rotary,
+                      need_weights=need_weights, use_cache=use_cache)
+        x = x + a.out  # [B, N, D]
+        x = x + self.feed_forward(self.ffn_norm(x))  # [B, N, D]
+        return LayerOutput(x, a.probs, a.present)
+
+    def kv_from_hidden(self, h, positions=None):
+        """The keys and values this block makes of hidden rows h [1, P, D] at `positions` [1, P]:
+        RMSNorm, W_K / W_V, then RoPE on the keys (a hidden-state prompt row is turned like any row)."""
+        _, k, v = self.attn.project(self.attn_norm(h), positions, self.rotary)  # Q is unused
+        return k, v  # [1, H_kv, P, d] each
+
+
+class LlamaDecoder(CausalLM):
+    position_style = "rotary"
+
+    def __init__(self, config: LlamaConfig, prompt=None):
+        if not isinstance(config, LlamaConfig):
+            raise InputTypeError(f"LlamaDecoder needs a LlamaConfig, got {type(config).__name__}")
+        super().__init__(config)
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # HF: embed_tokens
+        self.layers = nn.ModuleList(LlamaBlock(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # An LM head of its own [V, D], or none: tied models read logits off the embeddings.
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
+                                                                        bias=False)
+        self._rotary = Rotary(config.head_dim, config.rope_theta)
+        if prompt is not None:
+            self.attach(prompt)
+
+    @classmethod
+    def from_pretrained(cls, model_dir, device=None, dtype=None, fast: bool = True) -> "LlamaDecoder":
+        from . import load_pretrained
+        return load_pretrained(model_dir, expect="llama", device=device, dtype=dtype, fast=fast)
+
+    # --- the interface (core/transformer.py, core/causal_lm.py) -------------------------------
+    def input_embeddings(self) -> nn.Embedding:
+        return self.tok_embeddings
+
+    def embed_tokens(self, input_ids, positions):
+        return self.tok_embeddings(input_ids)  # [B, N, D]: no position vector, RoPE acts in attention
+
+    def rotate(self, t, positions):
+        return self._rotary(t, positions)  # [B, H_kv, P, d]: a K/V prefix's keys turned to their positions
+
+    def final_norm(self, h):
+        return self.norm(h)
+
+    def lm_head_weight(self):
+        return self.tok_embeddings.weight if self.lm_head is None else self.lm_head.weight  # [V, D]
+
+
+# --- checkpoints: HF LlamaForCausalLM <-> ours --------------------------------------------------------
+
+STRIP = ("model.",)
+IGNORED = [
+    (r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq|rotary_emb\.inv_freq",
+     "RoPE frequencies, recomputed from rope_theta (older checkpoints saved them)"),
+    (r"lm_head\.weight", "tied to embed_tokens.weight (checked equal)"),
+]
+# config.json fields that would make this decoder compute something else: refused by name
+UNSUPPORTED = {
+    "hidden_act": ("silu", "SwiGLU with SiLU"),
+    "pretraining_tp": (1, "the plain (not tensor-parallel-sliced) projections"),
+}
+
+
+def keys(cfg: LlamaConfig) -> list[Key]:
+    """Every tensor of ours and where HF's LlamaForCausalLM keeps it (nn.Linear [out, in]:
+    transposed; q/k/v fused into qkv, gate/up into ffn_in)."""
+    H, H_kv, d, D_ff = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
+    table = [Key("tok_embeddings.weight", ("embed_tokens.weight",)), Key("norm.weight", ("norm.weight",))]
+    if not cfg.tie_word_embeddings:
+        table.append(Key("lm_head.weight", ("lm_head.weight",)))  # [V, D] in both (a torch nn.Linear)
+    for i in range(cfg.num_hidden_layers):
+        hf, ours = f"layers.{i}.", f"layers.{i}."
+        table += [Key(ours + "attn_norm.weight", (hf + "input_layernorm.weight",)),
+                  Key(ours + "ffn_norm.weight", (hf + "post_attention_layernorm.weight",))]
+        for w in ("weight", "bias") if cfg.attention_bias else ("weight",):
+            table += [Key(ours + f"attn.qkv.{w}", tuple(hf + f"self_attn.{n}_proj.{w}" for n in "qkv"),
+                          transpose=True, sizes=(H * d, H_kv * d, H_kv * d)),
+                      Key(ours + f"attn.output.{w}", (hf + f"self_attn.o_proj.{w}",), transpose=True)]
+        for w in ("weight", "bias") if cfg.mlp_bias else ("weight",):
+            table += [Key(ours + f"ffn_in.{w}", (hf + f"mlp.gate_proj.{w}", hf + f"mlp.up_proj.{w}"),
+                          transpose=True, sizes=(D_ff, D_ff)),
+                      Key(ours + f"ffn_out.{w}", (hf + f"mlp.down_proj.{w}",), transpose=True)]
+    return table
+
+
+def state_from_hf(sd: dict, cfg: LlamaConfig, source: str = "checkpoint") -> dict:
+    if cfg.tie_word_embeddings:
+        head, emb = sd.get("lm_head.weight"), sd.get("model.embed_tokens.weight", sd.get("embed_tokens.weight"))
+        if head is not None and emb is not None and not torch.equal(head, emb):
+            raise InputError(f"{source}: tie_word_embeddings is true but lm_head.weight differs from "
+                             f"embed_tokens.weight")
+        ignored = IGNORED
+    else:
+        ignored = IGNORED[:1]  # an untied head is a weight of its own: it must be there
+    return to_ours(sd, keys(cfg), STRIP, ignored, source)
+
+
+def state_to_hf(state: dict, cfg: LlamaConfig) -> dict:
+    table = keys(cfg)
+    out = to_hf(state, [k for k in table if k.ours != "lm_head.weight"], prefix="model.")
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = state["lm_head.weight"].contiguous()
+    return out
+
+
+def _rope_theta(hf: dict, source) -> float:
+    """rope_theta from transformers 5's `rope_parameters` or the older top-level fields; RoPE
+    variants that rescale positions (linear, dynamic, yarn, llama3...) are refused by name."""
+    params = hf.get("rope_parameters")
+    if params is not None:
+        if not isinstance(params, dict):
+            raise InputError(f"{source}: field 'rope_parameters' must be an object, got {params!r}")
+        if params.get("rope_type", "default") != "default":
+            raise InputError(f"{source}: rope_parameters.rope_type={params['rope_type']!r} is not supported: "
+                             f"only the plain RoPE ('default') is implemented")
+        return params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    if hf.get("rope_scaling") is not None:
+        raise InputError(f"{source}: rope_scaling={hf['rope_scaling']!r} is not supported: only the plain "
+                         f"RoPE (rope_scaling null) is implemented")
+    return hf.get("rope_theta", 10000.0)
+
+
+def config_from_hf(hf: dict, source="config.json") -> LlamaConfig:
+    """A HuggingFace Llama config.json -> LlamaConfig; refuse what this decoder would compute differently."""
+    for field, (want, what) in UNSUPPORTED.items():
+        if hf.get(field, want) != want:
+            raise InputError(f"{source}: {field}={hf[field]!r} is not supported: this decoder implements "
+                             f"{what} ({field}={want!r})")
+    return build(LlamaConfig, {**hf, "rope_theta": _rope_theta(hf, source)}, source)
+
+
+def config_to_hf(cfg: LlamaConfig) -> dict:
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "rope_theta")}
+    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu",
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}, **fields}
+
+
+Config, Model = LlamaConfig, LlamaDecoder  # what the registry (models/__init__.py) builds
