@@ -19,6 +19,7 @@ GPT2_BACKBONE = 124_439_808  # GPT-2 small, LM head tied to the token embedding
 
 def closed_form(name: str, cfg, P: int) -> int:
     D, L = cfg.hidden_size, cfg.num_hidden_layers
+    W = L * 2 * cfg.num_key_value_heads * cfg.head_dim  # a K/V row: L*2*D, or L*2*H_kv*d under grouped heads
     h = D  # default width of the P-tuning encoders and of deep-mlp
     lin = lambda i, o: i * o + o  # noqa: E731  (a Linear with bias)
     lstm_dir = lambda i: 4 * h * i + 4 * h * h + 8 * h  # noqa: E731  (W_ih, W_hh, two biases)
@@ -28,8 +29,8 @@ def closed_form(name: str, cfg, P: int) -> int:
         "ptuning-lstm": P * D + 2 * lstm_dir(D) + 2 * lstm_dir(2 * h) + lin(2 * h, 2 * h) + lin(2 * h, D),
         "deep": L * P * D,
         "deep-mlp": P * D + lin(D, h) + lin(h, L * D),
-        "prefix": P * L * 2 * D,
-        "prefix-mlp": P * D + D * 512 + 512 + 512 * L * 2 * D + L * 2 * D,  # hidden=512
+        "prefix": P * W,
+        "prefix-mlp": P * D + D * 512 + 512 + 512 * W + W,  # hidden=512
     }[name]
 
 
@@ -38,7 +39,7 @@ def test_every_method_has_a_closed_form():
                             "prefix-mlp"}
 
 
-@pytest.mark.parametrize("config", ["bert-base", "minilm", "gpt2"])
+@pytest.mark.parametrize("config", ["bert-base", "minilm", "gpt2", "llama-1b", "llama-tiny"])
 def test_report_matches_the_closed_forms(config):
     cfg = preset(config)
     rows = parameter_report(cfg, P)
@@ -57,6 +58,17 @@ def test_the_headline_numbers_for_bert_base():
     assert got["deep"] == 184_320  # 12 x 20 x 768
     assert got["prefix"] == 368_640  # 20 x 12 x 2 x 768: twice deep, K and V separately
     assert got["prefix-mlp"] == 15_360 + 393_216 + 512 + 9_437_184 + 18_432
+
+
+def test_the_headline_numbers_for_a_1b_llama():
+    """LLaMA 3.2 1B's shape (D=2048, L=16, H=32, H_kv=8, d=64): a K/V prefix row is L*2*H_kv*d =
+    16,384 wide, a quarter of L*2*D, because 32 query heads share 8 key/value heads."""
+    got = {r["method"]: r for r in parameter_report(preset("llama-1b"), 16)}
+    assert got["prefix"]["trainable"] == 262_144  # 16 x 16 x 2 x 8 x 64
+    assert got["deep"]["trainable"] == 524_288  # 16 x 16 x 2048: now twice the K/V prefix
+    assert got["soft"]["trainable"] == 32_768
+    assert got["prefix"]["backbone"] == 1_235_814_400
+    assert round(got["prefix"]["percent"], 3) == 0.021
 
 
 def test_backbone_sizes():
@@ -112,6 +124,9 @@ def test_params_command_subset_and_errors(capsys):
     rows = _parse(capsys.readouterr().out)
     assert rows.keys() == {"prefix", "deep"}
     assert rows["prefix"][0] == 8 * 6 * 2 * 384
+    assert main(["params", "--config", "llama-1b", "--P", "16", "--methods", "prefix"]) == 0
+    out = capsys.readouterr().out
+    assert "llama-1b: D=2048 L=16 H=32 H_kv=8, P=16" in out and _parse(out)["prefix"] == (262_144, 0.021)
     assert main(["params", "--P", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "P" in err and len(err.strip().splitlines()) == 1

@@ -17,6 +17,7 @@ import transformers  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from minigpt_ptv2 import GPT2Decoder, BertEncoder  # noqa: E402
+from minigpt_ptv2.models.llama import LlamaDecoder  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt  # noqa: E402
 from minigpt_ptv2.interop import export_checkpoint, import_adapter, load_adapter, save_adapter  # noqa: E402
 from minigpt_ptv2.interop.peft_layout import PEFT_CONFIG, PEFT_WEIGHTS  # noqa: E402
@@ -217,26 +218,39 @@ def test_peft_seq_cls_adapter_imports_with_its_classifier(encoder, minilm_dir, t
         import_adapter(tmp_path / "ad", tmp_path / "ck2", task="conll")
 
 
-# ------------------------------------------------------------------------------ decoder (GPT-2)
+# ------------------------------------------------------------------------------ decoders (GPT-2, LLaMA)
+
+DECODERS = {"gpt2": ("gpt2_tiny_dir", GPT2Decoder, R.hf_gpt2), "llama": ("llama_tiny_dir", LlamaDecoder, R.hf_llama)}
+
 
 @pytest.mark.parametrize("kind", ["prefix", "soft"])
-def test_gpt2_export_and_import_match_peft_causal_lm(gpt2_tiny_dir, tmp_path, kind):
-    dec = GPT2Decoder.from_pretrained(gpt2_tiny_dir).eval()
+@pytest.mark.parametrize("arch", sorted(DECODERS))
+def test_decoder_export_and_import_match_peft_causal_lm(arch, kind, tmp_path, request):
+    """LLaMA has grouped K/V heads: its prefix table is [P, L*2*H_kv*d], and PEFT records
+    token_dim = H_kv*d, num_attention_heads = H_kv for it (our adapter_config says the same)."""
+    fixture, cls, hf = DECODERS[arch]
+    model_dir = request.getfixturevalue(fixture)
+    dec = cls.from_pretrained(model_dir).eval()
     c = dec.config
-    method = random_prefix(c) if kind == "prefix" else SoftPrompt(c, P, init=0.3 * torch.randn(P, 24),
+    D = c.hidden_size
+    method = random_prefix(c) if kind == "prefix" else SoftPrompt(c, P, init=0.3 * torch.randn(P, D),
                                                                  positions="shifted")
     info = save_adapter(tmp_path / "ours", method)
     assert info["task_type"] == "CAUSAL_LM"
+    written = json.loads((tmp_path / "ours" / PEFT_CONFIG).read_text())
+    if kind == "prefix":
+        assert (written["token_dim"], written["num_attention_heads"]) == (c.num_key_value_heads * c.head_dim,
+                                                                          c.num_key_value_heads)
     with torch.no_grad():
         mine = dec.attach(method.eval())(GIDS).logits  # [B, N, V]
-    peft_model = R.load_peft_adapter(R.hf_gpt2(gpt2_tiny_dir), tmp_path / "ours")
+    peft_model = R.load_peft_adapter(hf(model_dir), tmp_path / "ours")
     theirs = R.run_peft_lm_logits(peft_model, GIDS)
     assert (mine - theirs).abs().max() <= FP32_KERNELS and mine.std() > 0.01
 
     # an adapter PEFT creates and saves imports into our decoder with the same logits
-    values = 0.5 * torch.randn(P, c.num_hidden_layers * 2 * 24) if kind == "prefix" else 0.3 * torch.randn(P, 24)
+    values = 0.5 * torch.randn(P, c.prefix_width) if kind == "prefix" else 0.3 * torch.randn(P, D)
     make = R.peft_prefix_model if kind == "prefix" else R.peft_prompt_model
-    peft_made = make(R.hf_gpt2(gpt2_tiny_dir), P, values)
+    peft_made = make(hf(model_dir), P, values)
     peft_made.save_pretrained(tmp_path / "theirs")
     ad = load_adapter(tmp_path / "theirs", c)
     with torch.no_grad():

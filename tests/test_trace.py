@@ -281,10 +281,10 @@ def test_cli_prints_the_kv_counterpart_for_prefixes(capsys):
     assert "layer0: Q: [16, 12, 128, 64] (never prefixed)" in out
 
 
-@pytest.mark.parametrize("model", ["encoder", "decoder"])
+@pytest.mark.parametrize("config", ["bert-tiny", "gpt2-tiny", "llama-tiny"])
 @pytest.mark.parametrize("method", ["none", *METHODS])
-def test_cli_runs_every_method_on_both_models(capsys, model, method):
-    config = "bert-tiny" if model == "encoder" else "gpt2-tiny"
+def test_cli_runs_every_method_on_every_model(capsys, config, method):
+    model = "encoder" if config == "bert-tiny" else "decoder"
     code, out, _ = run_cli(capsys, "--method", method, "--model", model, "--config", config,
                            "--B", "2", "--N", "5", "--P", "3", "--layers", "-1", "--pad", "1")
     assert code == 0
@@ -292,6 +292,18 @@ def test_cli_runs_every_method_on_both_models(capsys, model, method):
     assert names[-1] == ("final.pooler" if model == "encoder" else "final.logits")
     assert {layer_of(n) for n in names} - {None} == {2}
     assert "mask.keep" in names
+
+
+def test_cli_shows_grouped_kv_heads_on_the_llama_decoder(capsys):
+    code, out, _ = run_cli(capsys, "--method", "prefix", "--config", "llama-tiny", "--B", "2", "--N", "6",
+                           "--P", "4", "--layers", "0")
+    assert code == 0
+    assert "B=2 N=6 P=4 D=40 L=3 H=4 H_kv=2 d=10" in out.splitlines()[0]
+    table = {r[0]: r for r in parse_table(out.split("\n\n")[0].split("\n", 1)[1])}
+    assert table["prefix.table"][1:] == ((4, 120), "[P, L*2*H_kv*d]")
+    assert table["layer0.attn.prefix_k"][1:] == ((2, 2, 4, 10), "[B, H_kv, P, d]")
+    assert table["layer0.attn.k_repeated"][1:] == ((2, 4, 10, 10), "[B, H, P+N, d]")  # widened to H to score
+    assert "layer0: K: prefix [2, 2, 4, 10] + k [2, 2, 6, 10] -> [2, 2, 10, 10]" in out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -141,7 +141,7 @@ def run(args) -> int:
                    args.fused, args.seed)
     kind = kind_of(cfg)
     name = args.config or DEFAULT_CONFIG[args.model or "encoder"]
-    letters = " ".join(f"{k}={v}" for k, v in tr.dims.items() if k in ("B", "N", "P", "D", "L", "H", "d"))
+    letters = " ".join(f"{k}={v}" for k, v in tr.dims.items() if k in ("B", "N", "P", "D", "L", "H", "H_kv", "d"))
     print(f"{name} ({kind}, random weights), method {args.method}: {letters}")
     print(tr.table())
     if args.method != "none":

@@ -150,7 +150,9 @@ class MultiHeadAttention(nn.Module):
         # A cache gets K/V with storage of their own, not views that would keep Q's columns alive.
         present = (k.contiguous(), v.contiguous()) if use_cache else None  # [B, H_kv, P+N, d] each
         groups = self.num_heads // self.num_kv_heads
-        k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # [B, H, P+N, d] each
+        if groups > 1:  # grouped-query attention: each K/V head serves `groups` query heads
+            k, v = record(s, "k_repeated", repeat_kv(k, groups)), record(s, "v_repeated", repeat_kv(v, groups))
+            # [B, H, P+N, d] each, from [B, H_kv, P+N, d]
         p_drop = self.dropout if self.training else 0.0
         if need_weights:
             ctx, probs = self._explicit(q, k, v, keep, p_drop)

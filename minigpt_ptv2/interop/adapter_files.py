@@ -29,7 +29,7 @@ from ..prompts import KVPrefix, SoftPrompt
 from ..training.checkpoint import _atomic_write
 from ..validate import check_finite, read_json, require
 from .peft_layout import (HEAD_PREFIX, HEAD_TASK_TYPES, PEFT_CONFIG, PEFT_WEIGHTS, PREFIX_TYPES, PROMPT_KEY,
-                          PROMPT_TYPES, adapter_config, prompt_to_peft)
+                          PROMPT_TYPES, adapter_config, peft_dims, prompt_to_peft)
 
 
 def save_adapter(out_dir, method, model=None, task_type: str | None = None, head: dict | None = None,
@@ -133,8 +133,7 @@ def load_adapter(adapter_dir, config) -> Adapter:
     if kind not in PREFIX_TYPES + PROMPT_TYPES:
         raise InputError(f"{cfg_path}: {kind} adapters are not prompts; supported: "
                          f"{list(PREFIX_TYPES + PROMPT_TYPES)}")
-    for key, letter, ours in (("num_layers", "L", config.num_hidden_layers), ("token_dim", "D", config.hidden_size),
-                              ("num_attention_heads", "H", config.num_attention_heads)):
+    for key, (ours, letter) in peft_dims(kind, config).items():
         if cfg.get(key) is not None and cfg[key] != ours:
             raise InputError(f"{cfg_path}: {key} is {cfg[key]} but this model has {letter}={ours}: the "
                              f"adapter was made for another model")
@@ -165,7 +164,7 @@ def load_adapter(adapter_dir, config) -> Adapter:
     if kind in PREFIX_TYPES:
         method, name = KVPrefix(config, P, positions="shifted"), "prefix"
         with torch.no_grad():
-            method.embedding.weight.copy_(table)  # [P, L*2*D]: same layout as PEFT
+            method.embedding.weight.copy_(table)  # [P, L*2*H_kv*d]: same layout as PEFT
     else:
         method, name = SoftPrompt(config, P, init=table, positions="shifted"), "soft"
     return Adapter(method, name, head or None, cfg)

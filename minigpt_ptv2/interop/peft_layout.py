@@ -3,7 +3,9 @@
 PEFT 0.21 stores a prompt-learning adapter as one tensor, "prompt_embeddings":
 
     PREFIX_TUNING  [P, L*2*D]  the K/V table, each row [K_0 | V_0 | K_1 | V_1 | ...] (head-major),
-                               exactly our KVPrefix.embedding.weight; with an MLP, its output
+                               exactly our KVPrefix.embedding.weight; with an MLP, its output.
+                               Under grouped K/V heads [P, L*2*H_kv*d]: PEFT then records
+                               token_dim = H_kv*d and num_attention_heads = H_kv (peft_dims)
     PROMPT_TUNING  [P, D]      virtual-token embeddings prepended before the embedding block,
                                exactly our SoftPrompt.weight (P_TUNING adapters hold the same thing)
 
@@ -59,12 +61,25 @@ def prompt_to_peft(method, model=None) -> tuple[str, torch.Tensor]:
     raise InputError(f"{type(method).__name__} has no PEFT adapter equivalent")
 
 
+def peft_dims(peft_type: str, config) -> dict:
+    """The sizes PEFT records for a model: {field: (value, our letter)}. A prefix lives in K/V
+    space, so for prefix tuning PEFT counts key/value heads (H_kv, H_kv*d wide; D and H when
+    there is no grouping); a prompt lives in the hidden states (D, H)."""
+    if peft_type in PREFIX_TYPES:
+        H_kv, d = config.num_key_value_heads, config.head_dim
+        grouped = H_kv != config.num_attention_heads or H_kv * d != config.hidden_size
+        return {"num_layers": (config.num_hidden_layers, "L"),
+                "token_dim": (H_kv * d, "H_kv*d" if grouped else "D"),
+                "num_attention_heads": (H_kv, "H_kv" if grouped else "H")}
+    return {"num_layers": (config.num_hidden_layers, "L"), "token_dim": (config.hidden_size, "D"),
+            "num_attention_heads": (config.num_attention_heads, "H")}
+
+
 def adapter_config(peft_type: str, task_type: str, config, P: int, head: bool = False,
                    base_model: str | None = None) -> dict:
     """The adapter_config.json PEFT needs (it fills in the rest from the base model)."""
     cfg = {"peft_type": peft_type, "task_type": task_type, "num_virtual_tokens": P,
-           "num_layers": config.num_hidden_layers, "token_dim": config.hidden_size,
-           "num_attention_heads": config.num_attention_heads, "num_transformer_submodules": 1,
+           **{k: v for k, (v, _) in peft_dims(peft_type, config).items()}, "num_transformer_submodules": 1,
            "inference_mode": True, "base_model_name_or_path": base_model}
     if peft_type == "PREFIX_TUNING":
         cfg.update(prefix_projection=False, encoder_hidden_size=config.hidden_size)

@@ -59,6 +59,8 @@ _SPELLING = {
     "attn.prefix_v": ("B", "H_kv", "P", "d"),
     "attn.k_with_prefix": ("B", "H_kv", "P+N", "d"),
     "attn.v_with_prefix": ("B", "H_kv", "P+N", "d"),
+    "attn.k_repeated": ("B", "H", "P+N", "d"),
+    "attn.v_repeated": ("B", "H", "P+N", "d"),
     "attn.scores": ("B", "H", "N", "P+N"),
     "attn.probs": ("B", "H", "N", "P+N"),
     "attn.context": ("B", "H", "N", "d"),
