@@ -12,12 +12,16 @@ absolute times meaningless while it leaves ratios of interleaved measurements us
                            AdamW on the prompt only: time and peak memory, ours / peft
     prefix decode          GPT-2-124M shape (random weights, identical in both), P=16 prefix,
                            batch 1, 32-token prompt, 64 greedy tokens: tokens/s, ours / peft
+    llama prefix decode    the same on a LLaMA-shaped decoder with grouped K/V heads (SmolLM-135M's
+                           shape: D=576, L=30, H=9, H_kv=3, tied embeddings; random weights)
     cost of the prefix     our encoder with a P=16 K/V prefix (and a P=16 deep hidden-state
                            prompt) vs P=0, against the (N+P)/N that the arithmetic predicts
     achieved GFLOP/s       our encoder forward (FLOPs counted analytically) vs the same matrix
                            multiplications run back to back with nothing else
-    FFN in blocks          our encoder forward with ffn_chunk_rows=1024 vs all rows at once
-                           (information: what positionwise.py buys, with page faults per call)
+    FFN in blocks          our encoder forward with the FFN in blocks of 1024 rows vs all rows at
+                           once (information: what fast/row_blocks.py buys, with page faults per call)
+    rotary tables          llama decode with RoPE's cos/sin computed once per forward vs twice per
+                           layer (information: what fast/rotary_tables.py buys)
     weight layout          a batch-1 decoding step's four products at GPT-2's shapes, W stored
                            [in, out] (our Linear) vs [out, in] (nn.Linear) (information)
 
@@ -65,7 +69,11 @@ from minigpt_ptv2.pretrained import default_model_dir  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: E402
 
 B, N, P = 32, 128, 16  # encoder lines
-LINES = ["forward", "train", "decode", "prefix", "gflops", "blocks", "layout"]
+LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout"]
+# SmolLM-135M's shape: a small real-world LLaMA-architecture decoder with grouped K/V heads
+LLAMA_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                   num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                   tie_word_embeddings=True)
 PROMPT_LEN, NEW_TOKENS = 32, 64  # decode line
 
 
@@ -241,17 +249,13 @@ def bench_train_step(model_dir, device, repeats, warmup) -> list:
              else "peak tensor bytes from profiler allocation events, beyond those alive before the step"}]
 
 
-def bench_decode(device, repeats, warmup) -> dict:
+def _decode_pair(hf, ours, device):
+    """Our decoder and PEFT's prefix tuning on the same weights and the same P=16 prefix values:
+    (generate ours, generate reference, how many of the 64 greedy tokens agree)."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
-    from transformers import GPT2Config, GPT2LMHeadModel
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config()).eval()  # GPT-2 124M shape, random weights
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        ours = GPT2Decoder.from_pretrained(tmp, device=device).eval()
     hf.to(device)
     pm = get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=P)).eval()
-    prefix = KVPrefix(ours.config, P, positions="shifted").to(device)
+    prefix = KVPrefix(ours.config, P, positions="shifted").to(device)  # PEFT's positions, keys as given
     with torch.no_grad():
         prefix.embedding.weight.copy_(pm.prompt_encoder["default"].embedding.weight)
     ours.attach(prefix)
@@ -266,14 +270,64 @@ def bench_decode(device, repeats, warmup) -> dict:
                            eos_token_id=None, pad_token_id=0)  # never stop early: 64 tokens, as ours
 
     a, b = run_ours(), run_ref()
-    same = int((a[0, PROMPT_LEN:] == b[0, PROMPT_LEN:]).sum())
     assert b.shape[1] == PROMPT_LEN + NEW_TOKENS, f"reference generated {b.shape[1] - PROMPT_LEN} tokens"
-    t = interleaved({"ours": run_ours, "ref": run_ref}, device, repeats, warmup)
+    return run_ours, run_ref, int((a[0, PROMPT_LEN:] == b[0, PROMPT_LEN:]).sum())
+
+
+def _decode_row(line, t, same) -> dict:
     r = paired_ratio(t["ref"], t["ours"])  # tokens/s ours / tokens/s ref = time ref / time ours
-    return {"line": "prefix decode", "shape": f"batch 1, {PROMPT_LEN}+{NEW_TOKENS} tokens, P={P}",
+    return {"line": line, "shape": f"batch 1, {PROMPT_LEN}+{NEW_TOKENS} tokens, P={P}",
             "unit": "tok/s", "ours": NEW_TOKENS / statistics.median(t["ours"]),
             "reference": NEW_TOKENS / statistics.median(t["ref"]), "ratio": r,
             "target": "ratio >= 1.0", "ok": r >= 1.0, "same_tokens": f"{same}/{NEW_TOKENS}", "times": t}
+
+
+def bench_decode(device, repeats, warmup) -> dict:
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config()).eval()  # GPT-2 124M shape, random weights
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = GPT2Decoder.from_pretrained(tmp, device=device).eval()
+    run_ours, run_ref, same = _decode_pair(hf, ours, device)
+    return _decode_row("prefix decode", interleaved({"ours": run_ours, "ref": run_ref}, device, repeats, warmup), same)
+
+
+def _llama_pair(device):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from minigpt_ptv2.models.llama import LlamaDecoder
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(**LLAMA_SHAPE)).eval()  # random weights
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = LlamaDecoder.from_pretrained(tmp, device=device).eval()
+    return hf, ours
+
+
+def bench_llama_decode(device, repeats, warmup) -> dict:
+    hf, ours = _llama_pair(device)
+    run_ours, run_ref, same = _decode_pair(hf, ours, device)
+    row = _decode_row("llama prefix decode", interleaved({"ours": run_ours, "ref": run_ref}, device, repeats, warmup),
+                      same)
+    row["shape"] += ", D=576 L=30 H=9 H_kv=3"
+    return row
+
+
+def bench_rotary_tables(device, repeats, warmup) -> dict:
+    from minigpt_ptv2.fast import rotary_tables
+    hf, ours = _llama_pair(device)
+    run_ours, _, _ = _decode_pair(hf, ours, device)
+
+    def with_tables(on):
+        def run():
+            rotary_tables.enable(ours) if on else rotary_tables.disable(ours)
+            return run_ours()
+        return run
+
+    t = interleaved({"once": with_tables(True), "per_layer": with_tables(False)}, device, repeats, warmup)
+    return {"line": "rotary tables once/per layer", "shape": f"llama decode, batch 1, {NEW_TOKENS} tokens",
+            "unit": "s", "ours": statistics.median(t["once"]), "reference": statistics.median(t["per_layer"]),
+            "ratio": paired_ratio(t["once"], t["per_layer"]), "target": "information", "ok": None, "times": t}
 
 
 def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
@@ -307,21 +361,22 @@ def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
 
 
 def bench_ffn_blocks(model_dir, device, repeats, warmup) -> dict:
+    from minigpt_ptv2.fast import row_blocks
     ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
     ids = torch.randint(1000, ours.config.vocab_size, (B, N), device=device)
+    rows = 1024
 
-    def with_rows(rows):
+    def with_blocks(on):
         def run():
-            for layer in ours.layers:
-                layer.chunk_rows = rows
+            row_blocks.enable(ours, rows) if on else row_blocks.disable(ours)
             ours(ids)
         return run
 
-    fns = {"blocks": with_rows(ours.config.ffn_chunk_rows), "whole": with_rows(0)}
+    fns = {"blocks": with_blocks(True), "whole": with_blocks(False)}
     with torch.no_grad():
         t = interleaved(fns, device, repeats, warmup)
         faults = {k: faults_per_call(f) for k, f in fns.items()}
-    return {"line": "FFN in blocks / at once", "shape": f"B={B} N={N}, {ours.config.ffn_chunk_rows} rows",
+    return {"line": "FFN in blocks / at once", "shape": f"B={B} N={N}, {rows} rows",
             "unit": "s", "ours": statistics.median(t["blocks"]), "reference": statistics.median(t["whole"]),
             "ratio": paired_ratio(t["blocks"], t["whole"]), "target": "information", "ok": None,
             "page_faults_per_call": faults, "times": t}
@@ -434,12 +489,16 @@ def main(argv=None) -> int:
             rows += bench_train_step(model_dir, device, max(2, repeats // 2), 1)
         if "decode" in only:
             rows.append(bench_decode(device, max(2, repeats // 2), 1))
+        if "llama" in only:
+            rows.append(bench_llama_decode(device, max(2, repeats // 2), 1))
         if "prefix" in only:
             rows += bench_prefix_cost(model_dir, device, repeats, warmup)
         if "gflops" in only:
             rows.append(bench_gflops(model_dir, device, repeats, warmup))
         if "blocks" in only:
             rows.append(bench_ffn_blocks(model_dir, device, repeats, warmup))
+        if "rotary" in only:
+            rows.append(bench_rotary_tables(device, max(2, repeats // 2), 1))
         if "layout" in only:
             rows.append(bench_layout(device, repeats, warmup))
         for r in rows:

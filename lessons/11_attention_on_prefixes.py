@@ -143,7 +143,7 @@ def train_prefix(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_trai
     Returns (task model, maps at initialisation)."""
     from minigpt_ptv2.training import TrainConfig, build_task_model, fit, get_task, set_seed
     set_seed(0)
-    train, _, _ = sst2_or_sample(None, n_train, n_dev=1)  # SST-2, or the embedded SST-2 sample
+    train, _, _ = sst2_or_sample(None, n_train, max_dev=1)  # SST-2, or the embedded SST-2 sample
     task_model = build_task_model("sst2", "prefix", P, encoder=model).eval()
     before = attention_maps(model, batch)
     loader = get_task("sst2").batches(train, tok, batch_size=batch_size, shuffle=True, max_length=64)

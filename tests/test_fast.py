@@ -1,6 +1,7 @@
 """The speed devices (fast/): the feed-forward block run a block of rows at a time gives the same
-numbers as all rows at once, with and without a graph, in both models; and the device comes on
-and off without touching the model's class, names or copies. Run: `pytest tests/test_fast.py`."""
+numbers as all rows at once, with and without a graph, in every model; RoPE's tables computed
+once per forward give the very same outputs and never go stale; and the devices come on and off
+without touching the model's class, names or copies. Run: `pytest tests/test_fast.py`."""
 from __future__ import annotations
 
 import copy
@@ -60,7 +61,7 @@ def test_with_autograd_on_all_rows_go_at_once_and_gradients_match():
     assert torch.equal(grad, x.grad)  # both ran all rows at once: the same kernel
 
 
-@pytest.mark.parametrize("name", ["bert-tiny", "gpt2-tiny"])
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt2-tiny", "llama-tiny"])
 def test_models_run_the_ffn_in_blocks_and_give_the_same_output(name):
     torch.manual_seed(2)
     cfg = preset(name)
@@ -120,3 +121,54 @@ def test_loaded_models_are_fast_unless_asked_for_the_plain_model(gpt2_tiny_dir):
     from minigpt_ptv2.models import load_pretrained
     assert "feed_forward" in load_pretrained(gpt2_tiny_dir).layers[0].__dict__
     assert "feed_forward" not in load_pretrained(gpt2_tiny_dir, fast=False).layers[0].__dict__
+
+
+# --- rotary tables ------------------------------------------------------------------------------
+
+def _llama(seed=3):
+    torch.manual_seed(seed)
+    model = build(preset("llama-tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def test_rotary_tables_are_computed_once_per_forward_and_change_nothing():
+    from minigpt_ptv2.core.rotary import Rotary
+    from minigpt_ptv2.fast import rotary_tables
+    plain = _llama()
+    quick = copy.deepcopy(plain)
+    assert rotary_tables.enable(quick) == 1  # one Rotary, shared by every block
+    assert all(layer.rotary is quick.rotary for layer in quick.layers)
+    computed = []
+    original = Rotary.cos_sin
+    Rotary.cos_sin = lambda self, pos, dtype: computed.append(tuple(pos.shape)) or original(self, pos, dtype)
+    try:
+        ids = torch.randint(0, 140, (2, 7))
+        with torch.no_grad():
+            a = plain(ids).logits
+            n_plain = len(computed)
+            b = quick(ids).logits
+    finally:
+        Rotary.cos_sin = original
+    assert n_plain == 2 * plain.config.num_hidden_layers and len(computed) == n_plain + 1
+    assert torch.equal(a, b)  # the same tables, so the same numbers
+    # decoding: every step brings new positions, and each is turned by its own
+    ids = torch.randint(0, 140, (2, 5))
+    assert torch.equal(plain.generate(ids, 12), quick.generate(ids, 12))
+
+
+def test_remembered_tables_notice_an_edit_in_place():
+    from minigpt_ptv2.fast import rotary_tables
+    model = _llama()
+    rotary_tables.enable(model)
+    pos = torch.arange(6)[None]
+    first = model.rotary.cos_sin(pos, torch.float32)
+    assert model.rotary.cos_sin(pos, torch.float32) is first  # the same tensor object: remembered
+    pos.add_(3)  # the same object, other positions
+    again = model.rotary.cos_sin(pos, torch.float32)
+    assert again is not first and not torch.equal(again[0], first[0])
+    rotary_tables.disable(model)
+    assert "cos_sin" not in model.rotary.__dict__ and "_last_tables" not in model.rotary.__dict__

@@ -114,10 +114,8 @@ class MultiHeadAttention(nn.Module):
         """x [B, N, D] -> Q [B, H, N, d], K and V [B, H_kv, N, d], from one product with
         [W_Q | W_K | W_V]; `rotary(t, positions)` then turns Q and K to their rows' positions."""
         H, H_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split([H * d, H_kv * d, H_kv * d], dim=-1)  # [B, N, H*d], [B, N, H_kv*d] x 2
-        q = rearrange(q, "b n (h d) -> b h n d", h=H)  # [B, H, N, d]
-        k = rearrange(k, "b n (h d) -> b h n d", h=H_kv)  # [B, H_kv, N, d]
-        v = rearrange(v, "b n (h d) -> b h n d", h=H_kv)  # [B, H_kv, N, d]
+        heads = rearrange(self.qkv(x), "b n (h d) -> b h n d", d=d)  # [B, H + 2 H_kv, N, d]: every head at once
+        q, k, v = heads.split([H, H_kv, H_kv], dim=1)  # [B, H, N, d], [B, H_kv, N, d] x 2
         if rotary is not None:
             q, k = rotary(q, positions), rotary(k, positions)  # the same shapes, turned by position
         return q, k, v
@@ -149,16 +147,18 @@ class MultiHeadAttention(nn.Module):
                              f"rows and {k.shape[2]} key rows")
         # A cache gets K/V with storage of their own, not views that would keep Q's columns alive.
         present = (k.contiguous(), v.contiguous()) if use_cache else None  # [B, H_kv, P+N, d] each
-        groups = self.num_heads // self.num_kv_heads
-        if groups > 1:  # grouped-query attention: each K/V head serves `groups` query heads
-            k, v = record(s, "k_repeated", repeat_kv(k, groups)), record(s, "v_repeated", repeat_kv(v, groups))
-            # [B, H, P+N, d] each, from [B, H_kv, P+N, d]
+        groups = self.num_heads // self.num_kv_heads  # query heads per K/V head (1 unless grouped)
         p_drop = self.dropout if self.training else 0.0
         if need_weights:
+            if groups > 1:  # grouped-query attention: each K/V head serves `groups` query heads
+                k, v = record(s, "k_repeated", repeat_kv(k, groups)), record(s, "v_repeated", repeat_kv(v, groups))
+                # [B, H, P+N, d] each, from [B, H_kv, P+N, d]
             ctx, probs = self._explicit(q, k, v, keep, p_drop)
-        else:
+        else:  # the fused kernel pairs query heads with their K/V head itself, without copies
             mask = additive_mask(keep, q.dtype)  # [B, 1, N, P+N]
-            ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop), None
+            gqa = {"enable_gqa": True} if groups > 1 else {}  # (torch >= 2.5)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, **gqa)  # [B, H, N, d]
+            probs = None
         record(s, "context", ctx)  # [B, H, N, d]
         out = self.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, N, D]
         return AttentionOutput(record(s, "out", out), probs, present)

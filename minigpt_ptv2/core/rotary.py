@@ -24,6 +24,7 @@ round them.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 
@@ -34,10 +35,14 @@ def rotate_half(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x2, x1], dim=-1)  # [..., d]
 
 
-class Rotary:
-    """RoPE for heads of size d with base `theta` (10,000 in LLaMA 1/2, 500,000 in LLaMA 3)."""
+class Rotary(nn.Module):
+    """RoPE for heads of size d with base `theta` (10,000 in LLaMA 1/2, 500,000 in LLaMA 3).
+
+    A module without parameters or buffers (nothing to load or save), so that a model's blocks can
+    share one instance and a speed device can find it (fast/rotary_tables.py)."""
 
     def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
         if head_dim % 2:
             raise InputError(f"rotary positions pair the head's features: head_dim must be even, got {head_dim}")
         self.head_dim, self.theta = head_dim, theta
@@ -56,7 +61,7 @@ class Rotary:
         angles = torch.cat([freqs, freqs], dim=-1)  # [B or 1, n, d]: pair j is features j and j + d/2
         return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]  # [B or 1, 1, n, d]
 
-    def __call__(self, t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """t [B, H, n, d] (queries or keys) turned to `positions` [B or 1, n]."""
         if positions is None:
             raise InputError("rotary positions need the rows' positions: got None")
@@ -65,5 +70,5 @@ class Rotary:
         cos, sin = self.cos_sin(positions, t.dtype)  # [B or 1, 1, n, d]
         return t * cos + rotate_half(t) * sin  # [B, H, n, d]
 
-    def __repr__(self) -> str:
-        return f"Rotary(d={self.head_dim}, theta={self.theta:g})"
+    def extra_repr(self) -> str:
+        return f"d={self.head_dim}, theta={self.theta:g}"

@@ -89,14 +89,14 @@ class RMSNorm(nn.Module):
 class LlamaBlock(Layer):
     """Pre-RMSNorm: x = x + Attn(RMSNorm(x)) with RoPE on Q and K; x = x + SwiGLU(RMSNorm(x))."""
 
-    def __init__(self, cfg: LlamaConfig, index: int = 0):
+    def __init__(self, cfg: LlamaConfig, index: int = 0, rotary: Rotary | None = None):
         super().__init__()
         D, D_ff = cfg.hidden_size, cfg.intermediate_size
         self.attn_norm = RMSNorm(D, cfg.rms_norm_eps)
         self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
                                        bias=cfg.attention_bias, dropout=cfg.attention_dropout,
                                        scope=f"layer{index}.attn")
-        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+        self.rotary = rotary or Rotary(cfg.head_dim, cfg.rope_theta)  # the model's blocks share one
         self.ffn_norm = RMSNorm(D, cfg.rms_norm_eps)
         self.ffn_in = Linear(D, 2 * D_ff, cfg.mlp_bias)  # x -> [gate | up], one product
         self.ffn_out = Linear(D_ff, D, cfg.mlp_bias)  # down
@@ -128,12 +128,12 @@ class LlamaDecoder(CausalLM):
             raise InputTypeError(f"LlamaDecoder needs a LlamaConfig, got {type(config).__name__}")
         super().__init__(config)
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # HF: embed_tokens
-        self.layers = nn.ModuleList(LlamaBlock(config, i) for i in range(config.num_hidden_layers))
+        self.rotary = Rotary(config.head_dim, config.rope_theta)  # no weights: RoPE is a formula
+        self.layers = nn.ModuleList(LlamaBlock(config, i, self.rotary) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         # An LM head of its own [V, D], or none: tied models read logits off the embeddings.
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
                                                                         bias=False)
-        self._rotary = Rotary(config.head_dim, config.rope_theta)
         if prompt is not None:
             self.attach(prompt)
 
@@ -150,7 +150,7 @@ class LlamaDecoder(CausalLM):
         return self.tok_embeddings(input_ids)  # [B, N, D]: no position vector, RoPE acts in attention
 
     def rotate(self, t, positions):
-        return self._rotary(t, positions)  # [B, H_kv, P, d]: a K/V prefix's keys turned to their positions
+        return self.rotary(t, positions)  # [B, H_kv, P, d]: a K/V prefix's keys turned to their positions
 
     def final_norm(self, h):
         return self.norm(h)
