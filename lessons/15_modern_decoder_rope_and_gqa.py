@@ -1,0 +1,284 @@
+# %% [markdown]
+# # Lesson 15 — Deep prompts on a modern decoder: RoPE and grouped K/V heads
+#
+# BERT and GPT-2 taught the two deep styles. The decoders people use today (LLaMA, Mistral,
+# Qwen, SmolLM...) change four things that matter for prompts:
+#
+# | | GPT-2 (lesson 05) | LLaMA-style (`models/llama.py`) |
+# |---|---|---|
+# | positions | a learned table `wpe` added to the embeddings | none added: queries and keys are *turned* by their position inside attention (RoPE) |
+# | norm | LayerNorm (mean, variance, bias) | RMSNorm (root mean square only, no bias) |
+# | feed-forward | `gelu(x W1) W2` | SwiGLU: `(silu(x W_gate) * x W_up) W_down` |
+# | K/V heads | H, one per query head | H_kv < H: each K/V head serves a group of H / H_kv query heads |
+#
+# The last two letters are new: **H_kv**, the number of key/value heads, and the cache and the
+# K/V prefix are `[B, H_kv, P, d]`. And one question no tutorial answers: under RoPE every key
+# carries its position, so *what position does a prefix key have?* We answer it here, with
+# numbers, on a tiny random LLaMA-style decoder (no pretrained one can be fetched offline;
+# tests/test_llama.py proves our decoder equal to transformers' `LlamaForCausalLM`).
+
+# %%
+from __future__ import annotations
+
+import os
+
+import torch
+
+from minigpt_ptv2 import ShapeTrace, preset
+from minigpt_ptv2.core.rotary import Rotary, rotate_half
+from minigpt_ptv2.models.llama import LlamaDecoder
+from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, SoftPrompt, hidden_to_kv, parameter_report
+from minigpt_ptv2.trace import dims_for, side_by_side
+
+QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
+
+
+# %% [markdown]
+# ## 0. A tiny LLaMA-style decoder
+#
+# `llama-tiny`: D=40, L=3, H=4 query heads sharing H_kv=2 key/value heads, d=10, V=140. Weights
+# from N(0, 0.3), so that prompts visibly move the outputs and greedy text varies.
+
+# %%
+def tiny_llama(seed: int = 0, layers: int | None = None) -> LlamaDecoder:
+    cfg = preset("llama-tiny")
+    if layers is not None:
+        cfg = cfg.replace(num_hidden_layers=layers)
+    torch.manual_seed(seed)
+    model = LlamaDecoder(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+# %% [markdown]
+# ## 1. RoPE: a position is an angle, and a score sees only distances
+#
+# Split the d features of a query or key into d/2 pairs, (j, j + d/2). Pair j turns by the angle
+# `position * theta^(-2j/d)`: `t * cos + rotate_half(t) * sin`, where rotate_half maps the halves
+# (x1, x2) to (-x2, x1). Turning q by angle a and k by angle b leaves q . k depending on a - b
+# only: **the score of two tokens depends on how far apart they are, not where they are.**
+
+# %%
+def rope_sees_distances():
+    rot = Rotary(head_dim=10)
+    print(f"rotate_half([1, 2, 3, 4]) = {rotate_half(torch.tensor([1., 2., 3., 4.])).tolist()}")
+    torch.manual_seed(1)
+    q, k = torch.randn(1, 1, 1, 10), torch.randn(1, 1, 1, 10)  # [B, H, 1, d]
+
+    def score(i: int, j: int) -> float:
+        return float(rot(q, torch.tensor([[i]])) @ rot(k, torch.tensor([[j]])).transpose(-1, -2))
+    rows = [(7, 3), (24, 20), (103, 99), (7, 4)]
+    for i, j in rows:
+        print(f"  query at {i:3d}, key at {j:3d} (distance {i - j}): score {score(i, j):+.5f}")
+    assert abs(score(7, 3) - score(103, 99)) < 1e-4 and abs(score(7, 3) - score(7, 4)) > 1e-3
+    print("same distance, same score; move one of them and the score changes")
+
+
+# %% [markdown]
+# ## 2. Grouped K/V heads: H queries, H_kv keys and values
+#
+# One product makes every head at once: `qkv.weight` is `[D, (H + 2 H_kv) d]`, so x becomes H
+# query heads and H_kv key and value heads. To score, each K/V head is shared by H / H_kv
+# query heads (the explicit path widens it with `repeat_kv`: the `k_repeated` capture point;
+# the fused kernel pairs them itself). The KV cache and a K/V prefix keep only H_kv heads, so
+# at a 1B shape (LLaMA 3.2 1B: H=32, H_kv=8) a P-Tuning v2 prefix is a quarter of what
+# `[P, L*2*D]` would be, and now smaller than a deep hidden-state prompt `[L, P, D]`.
+
+# %%
+def grouped_heads(model: LlamaDecoder):
+    c = model.config
+    print(f"qkv.weight {list(model.layers[0].attn.qkv.weight.shape)} = [D, (H + 2 H_kv) d] = "
+          f"[{c.hidden_size}, ({c.num_attention_heads} + 2*{c.num_key_value_heads}) * {c.head_dim}]")
+    ids = torch.randint(1, c.vocab_size, (2, 6))
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+    k, _ = out.cache.layers[0]
+    print(f"cached K per layer {list(k.shape)} = [B, H_kv, N, d]: {c.num_attention_heads // c.num_key_value_heads}"
+          f" times smaller than [B, H, N, d]")
+    big = preset("llama-1b")
+    rows = {r["method"]: r for r in parameter_report(big, 16, ["soft", "deep", "prefix"])}
+    print(f"LLaMA-3.2-1B shape, P=16 (backbone {rows['prefix']['backbone']:,} parameters):")
+    for name, r in rows.items():
+        print(f"  {name:7s} {r['trainable']:>9,} trainable ({r['percent']:.3f}%)")
+    assert rows["prefix"]["trainable"] == 16 * big.prefix_width == rows["deep"]["trainable"] // 2
+
+
+# %% [markdown]
+# ## 3. What position does a prefix key have?
+#
+# A key is turned when it is made, and a cache keeps it turned. A K/V prefix, though, is handed
+# to the layers ready-made. Two choices, both offered (`KVPrefix(rotate_keys=...)`):
+#
+# - `rotate_keys=False` (default, PEFT's way): the keys are used as given, as if already turned.
+#   An unturned key scores like a key at position 0. So the real tokens' own positions matter:
+#   start them at P (positions="shifted", as HF/PEFT do) and every token sits P further from
+#   the prefix than with positions="real". The two policies give different models.
+# - `rotate_keys=True`: the model turns the prefix keys to the prompt rows' positions, just
+#   before the text (0..P-1 with the text at P.., or -P..-1 with the text at 0..: the same
+#   distances). Then "real" and "shifted" agree, as they always do when every key is turned.
+
+# %%
+def prefix_key_positions(model: LlamaDecoder, ids: torch.Tensor):
+    P = 4
+    out = {}
+    for rotate in (False, True):
+        for positions in ("real", "shifted"):
+            torch.manual_seed(2)
+            prefix = KVPrefix(model.config, P, init_std=1.0, positions=positions, rotate_keys=rotate)
+            with torch.no_grad():
+                out[rotate, positions] = model.attach(prefix)(ids).logits
+            model.detach_prompt()
+    for rotate in (False, True):
+        gap = float((out[rotate, "real"] - out[rotate, "shifted"]).abs().max())
+        print(f"rotate_keys={rotate!s:5}: real vs shifted logits differ by {gap:.2e}")
+    assert (out[False, "real"] - out[False, "shifted"]).abs().max() > 1e-2
+    assert (out[True, "real"] - out[True, "shifted"]).abs().max() < 1e-4
+
+
+# %% [markdown]
+# ## 4. Hidden-state prompts: turned like any row
+#
+# A deep prompt's P rows go through the layer with the real tokens, so their keys are turned at
+# whatever positions they are given: -P..-1 under "real" (just before the text), 0..P-1 under
+# "shifted". Only distances count, so here the policy makes no difference (up to rounding),
+# unlike on GPT-2, where "shifted" moves the real tokens along a learned table (lesson 13).
+
+# %%
+def deep_prompt_positions(model: LlamaDecoder, ids: torch.Tensor):
+    outs = []
+    for positions in ("real", "shifted"):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outs.append(model.attach(DeepPrompt(model.config, 4, init_std=1.0, positions=positions))(ids).logits)
+        model.detach_prompt()
+    gap = float((outs[0] - outs[1]).abs().max())
+    print(f"deep prompt, real (rows at -P..-1) vs shifted (rows at 0..P-1): logits differ by {gap:.1e}")
+    init = torch.randn(4, model.config.hidden_size)  # [P, D], the same rows under both policies
+    with torch.no_grad():
+        soft = [model.attach(SoftPrompt(model.config, 4, init=init, positions=p))(ids).logits
+                for p in ("real", "shifted")]
+    model.detach_prompt()
+    print(f"shallow soft prompt, the same comparison: {float((soft[0] - soft[1]).abs().max()):.1e}")
+    assert gap < 1e-4
+
+
+# %% [markdown]
+# ## 5. The bridge, restated for this block
+#
+# Lesson 09's bridge holds here too, with this block's own "what attention reads": a prompt row
+# h gives the real tokens K = RoPE(RMSNorm(h) W_K) at the row's position and V = RMSNorm(h) W_V.
+# `layer.kv_from_hidden` says it for each architecture; `hidden_to_kv` turns a deep prompt into
+# that K/V prefix, keys already turned (so the prefix keeps rotate_keys=False).
+
+# %%
+def bridge(model: LlamaDecoder, ids: torch.Tensor):
+    torch.manual_seed(4)
+    deep = DeepPrompt(model.config, 4, init_std=1.0)
+    with torch.no_grad():
+        a = model.attach(deep)(ids).logits
+        prefix = hidden_to_kv(model, deep)
+        b = model.attach(prefix)(ids).logits
+        model.detach_prompt()
+        plain = model(ids).logits
+    gap, effect = float((a - b).abs().max()), float((a - plain).abs().max())
+    print(f"deep prompt vs hidden_to_kv prefix: {gap:.1e} apart (the prompt itself moves the logits by {effect:.2f})")
+    assert gap <= 1e-5 * max(1.0, float(a.abs().max())) and effect > 1e-2
+
+
+# %% [markdown]
+# ## 6. Generation: the prefix is the first P entries of an H_kv-headed cache
+#
+# As on GPT-2 (lesson 12): the first step keeps the prefix in the cache, `[B, H_kv, P+N, d]` per
+# layer; cached decoding equals full recomputation; a left-padded row generates what it
+# generates alone, because positions count real tokens only.
+
+# %%
+def generation(model: LlamaDecoder, steps: int):
+    torch.manual_seed(5)
+    model.attach(KVPrefix(model.config, 4, init_std=1.0))
+    ids = torch.randint(1, model.config.vocab_size, (2, 6))
+    mask = torch.ones_like(ids)
+    ids[0, :2], mask[0, :2] = 0, 0  # row 0 left-padded by 2
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, use_cache=True)
+    print(f"cache after the prompt step: K {list(out.cache.layers[0][0].shape)} = [B, H_kv, P+N, d]")
+    cached = model.generate(ids, steps, attention_mask=mask)
+    assert torch.equal(cached, model.generate(ids, steps, attention_mask=mask, use_cache=False))
+    assert torch.equal(cached[0, 2:], model.generate(ids[:1, 2:], steps)[0])
+    print(f"{steps} tokens, cached == recomputed, padded row == alone: {cached[0, -steps:].tolist()}")
+    model.detach_prompt()
+
+
+# %% [markdown]
+# ## 7. The shapes, recorded
+#
+# llama-tiny, layer 0, B=6, N=7, P=5 (every letter a different size), a deep prompt and a K/V
+# prefix: queries keep all H=4 heads; keys, values and the prefix have H_kv=2; the explicit path
+# widens keys and values to H to score (`k_repeated`). RoPE turns q and k without changing a shape.
+
+# %%
+def trace_example(B=6, N=7, P=5, layers=3):
+    model = tiny_llama(layers=layers)
+    model.attach(KVPrefix(model.config, P, init_std=1.0))
+    ids = torch.randint(0, model.config.vocab_size, (B, N))  # [B, N]
+    dims = dims_for(model.config, B=B, N=N, P=P)
+    with torch.no_grad():
+        with ShapeTrace(dims=dims, layers=(0,)) as prefix:
+            model(ids, output_attentions=True)
+        model.attach(DeepPrompt(model.config, P))
+        with ShapeTrace(dims=dims, layers=(0,)) as deep:
+            model(ids, output_attentions=True)
+    return prefix, deep
+
+
+# %%
+def main():
+    model = tiny_llama(layers=2 if QUICK else 3)
+    torch.manual_seed(6)
+    ids = torch.randint(1, model.config.vocab_size, (2, 6 if QUICK else 12))
+    rope_sees_distances()
+    print()
+    grouped_heads(model)
+    print()
+    prefix_key_positions(model, ids)
+    print()
+    deep_prompt_positions(model, ids)
+    print()
+    bridge(model, ids)
+    print()
+    generation(model, 6 if QUICK else 16)
+    print()
+    prefix, deep = trace_example()
+    print(side_by_side(deep, prefix, ("deep hidden-state prompt", "K/V prefix")))
+
+
+# %% [markdown]
+# ## What to remember
+#
+# - RoPE turns queries and keys by their positions; a score depends on distances only. There is
+#   no position table, so nothing is added to a prompt row's embedding.
+# - Grouped-query attention: H query heads, H_kv key/value heads. The cache and a K/V prefix are
+#   `[B, H_kv, P, d]`; PEFT's table is `[P, L*2*H_kv*d]`. At a 1B shape a P=16 prefix trains
+#   262,144 numbers (0.021%).
+# - A prefix key has no position of its own: used as given it scores like a key at position 0
+#   (PEFT's way, `rotate_keys=False`), so "real" and "shifted" are different models; turned on
+#   purpose (`rotate_keys=True`) it sits just before the text, and the policies agree.
+# - Hidden-state prompt rows are turned like any row; the bridge holds with
+#   K = RoPE(RMSNorm(h) W_K).
+#
+# ## Try this
+#
+# - `python -m minigpt_ptv2 trace --config llama-tiny --method prefix --B 2 --N 6 --P 4 --layers 0`:
+#   find `k_repeated`, the grouped keys widened to H heads.
+# - Build a `KVPrefix(..., rotate_keys=True)` on GPT-2 and read the error: there is nothing to turn.
+# - `python -m minigpt_ptv2 params --config llama-1b --P 16`: which method is now cheapest, and why
+#   is the K/V prefix smaller than the deep prompt here, when on BERT it is twice as large?
+# - In section 3, print the logits' gap for P = 1, 4, 16 under rotate_keys=False: does a longer
+#   shift move the outputs more?
+
+# %%
+if __name__ == "__main__":
+    main()
