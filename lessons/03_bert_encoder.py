@@ -70,9 +70,10 @@ def embeddings_by_hand(model: BertEncoder, ids: torch.Tensor):
 # BERT's GELU is the exact one, with erf. GPT-2 uses the tanh approximation. They differ by
 # up to about 5e-4 per activation: small, but enough to fail an equivalence test at 1e-5.
 #
-# The FFN is *position-wise*: each of the B*N token rows goes through it on its own. The module
-# uses that: on CPU without autograd it runs 1024 rows at a time (`positionwise.py`), so the widest
-# activation, [B*N, D_ff], never exists whole. The numbers agree up to float rounding.
+# The FFN is *position-wise*: each of the B*N token rows goes through it on its own. A speed
+# device uses that (`fast/row_blocks.py`, on for a loaded model, off with `fast=False`): on CPU
+# without autograd it runs 1024 rows at a time, so the widest activation, [B*N, D_ff], never
+# exists whole. The numbers agree up to float rounding. The code you read is `feed_forward`.
 
 # %%
 def layer_by_hand(model: BertEncoder, x: torch.Tensor):

@@ -222,3 +222,27 @@ def test_bfloat16_model_gets_a_bfloat16_prefix_it_can_run(which):
     assert torch.equal(prefix.layer_kv(), torch.stack(own))  # EXACT: same kernels, no cast in between
     out = _run(model, prefix, ids, mask)
     assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())
+
+
+@torch.no_grad()
+def test_the_bridge_asks_the_hook_not_a_deep_prompt_method(decoder):
+    """Any method answering `hidden_prompts` crosses the bridge, not only DeepPrompt: here one [P, D]
+    table shared by every layer, written against the PromptMethod interface alone."""
+    from minigpt_ptv2.core.prompt_method import PromptMethod
+
+    class Shared(PromptMethod):
+        kind = "hidden"
+
+        def __init__(self, config, P):
+            super().__init__(config, P)
+            self.table = torch.nn.Parameter(torch.randn(P, config.hidden_size))  # [P, D]
+
+        def hidden_prompts(self, batch_size):
+            return [self.table.expand(batch_size, -1, -1)] * self.config.num_hidden_layers  # L x [B, P, D]
+
+    shared = Shared(decoder.config, P)
+    ids, mask = _batch(decoder.config.vocab_size, left_pad=True)
+    torch.testing.assert_close(_run(decoder, hidden_to_kv(decoder, shared), ids, mask),
+                               _run(decoder, shared, ids, mask), atol=FP32_KERNELS, rtol=0)
+    with pytest.raises(ValueError, match="gives no hidden-state prompts"):
+        hidden_to_kv(decoder, KVPrefix(decoder.config, P))

@@ -79,12 +79,12 @@ def test_each_cached_step_matches_recomputation_and_the_cache_grows_from_P(attac
 
     # The first P cache entries are the prompt's keys and values, layer by layer.
     if method.kind in ("kv", "hidden"):
-        kv = (method if method.kind == "kv" else hidden_to_kv(model, method)).layer_kv()  # [L, 2, H, P, d]
-        for i, (k, v) in enumerate(cache.layers):
+        prefix = (method if method.kind == "kv" else hidden_to_kv(model, method)).kv_prefix(B)  # L x (K, V)
+        for i, ((k, v), (pk, pv)) in enumerate(zip(cache.layers, prefix)):
             # a K/V prefix is copied in as is; a hidden prompt's K/V come from the layer's
             # projection of [B, P+N] rows here, of [1, P] rows in hidden_to_kv: other GEMM shapes
-            torch.testing.assert_close(k[:, :, :P], kv[i, 0].expand(B, -1, -1, -1), atol=FP32_ULPS, rtol=0)
-            torch.testing.assert_close(v[:, :, :P], kv[i, 1].expand(B, -1, -1, -1), atol=FP32_ULPS, rtol=0)
+            torch.testing.assert_close(k[:, :, :P], pk, atol=FP32_ULPS, rtol=0)  # [B, H, P, d]
+            torch.testing.assert_close(v[:, :, :P], pv, atol=FP32_ULPS, rtol=0)
 
     seq, m = ids, mask
     for step in range(STEPS):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..catalog import DEFAULT_LR, POSITIONS, TASKS, TRAIN_METHODS
+from ..catalog import DEFAULT_LR, METHODS, POSITIONS, REFERENCE_METHODS, TASKS, TRAIN_METHODS
 from ..errors import InputError
 from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
                       print_json, setup_help, size_text)
@@ -20,8 +20,9 @@ that was interrupted (Ctrl-C, a killed job), ending exactly where an uninterrupt
 A run whose loss climbs far above where it started stops (--diverge-factor) without touching
 the best checkpoint.
 
-Methods: soft, ptuning-mlp, ptuning-lstm (input prompts), deep, deep-mlp (hidden-state prompts),
-prefix, prefix-mlp (K/V prefixes, P-Tuning v2), and the references head-only and full.
+Methods:
+""" + "".join(f"  {name:<13} {about}\n" for name, about in
+              [*((n, m.about) for n, m in METHODS.items()), *REFERENCE_METHODS.items()]) + """
 Runs unchanged under torchrun, one process per device (--batch-size stays the global batch):
 sst2 then trains what one process trains; conll only approximately, since each process averages
 the loss over its own number of labelled tokens."""

@@ -24,6 +24,7 @@ from ..core.linear import Linear
 from ..core.transformer import Transformer
 from ..errors import InputError, InputTypeError
 from .hf_config import build
+from .hf_files import FromPretrained
 from .keymap import Key, to_hf, to_ours
 
 
@@ -98,23 +99,20 @@ class BertLayer(Layer):
         return k, v  # [1, H, P, d] each
 
 
-class BertEncoder(Transformer):
+class BertEncoder(FromPretrained, Transformer):
+    config_class = BertConfig  # what it is built from (and what from_pretrained expects)
     takes_token_types = True
 
     def __init__(self, config: BertConfig, prompt=None):
-        if not isinstance(config, BertConfig):
-            raise InputTypeError(f"BertEncoder needs a BertConfig, got {type(config).__name__}")
+        if not isinstance(config, self.config_class):
+            raise InputTypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got "
+                                 f"{type(config).__name__}")
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
         self.pooler = Linear(config.hidden_size, config.hidden_size)
         if prompt is not None:
             self.attach(prompt)
-
-    @classmethod
-    def from_pretrained(cls, model_dir, device=None, dtype=None, fast: bool = True) -> "BertEncoder":
-        from . import load_pretrained
-        return load_pretrained(model_dir, expect="bert", device=device, dtype=dtype, fast=fast)
 
     # --- the interface (core/transformer.py) -----------------------------------------------
     def input_embeddings(self) -> nn.Embedding:

@@ -22,6 +22,7 @@ from ..core.layer import Layer, LayerOutput
 from ..core.linear import Linear
 from ..errors import InputError, InputTypeError
 from .hf_config import build
+from .hf_files import FromPretrained
 from .keymap import Key, to_hf, to_ours
 
 
@@ -69,10 +70,12 @@ class GPT2Block(Layer):
         return k, v  # [1, H, P, d] each
 
 
-class GPT2Decoder(CausalLM):
+class GPT2Decoder(FromPretrained, CausalLM):
+    config_class = GPT2Config  # what it is built from (and what from_pretrained expects)
     def __init__(self, config: GPT2Config, prompt=None):
-        if not isinstance(config, GPT2Config):
-            raise InputTypeError(f"GPT2Decoder needs a GPT2Config, got {type(config).__name__}")
+        if not isinstance(config, self.config_class):
+            raise InputTypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got "
+                                 f"{type(config).__name__}")
         super().__init__(config)
         self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
         self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -81,11 +84,6 @@ class GPT2Decoder(CausalLM):
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         if prompt is not None:
             self.attach(prompt)
-
-    @classmethod
-    def from_pretrained(cls, model_dir, device=None, dtype=None, fast: bool = True) -> "GPT2Decoder":
-        from . import load_pretrained
-        return load_pretrained(model_dir, expect="gpt2", device=device, dtype=dtype, fast=fast)
 
     # --- the interface (core/transformer.py, core/causal_lm.py) -------------------------------
     def input_embeddings(self) -> nn.Embedding:

@@ -117,3 +117,13 @@ def write_folder(out_dir, config: dict, tensors: dict) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return out
+
+
+class FromPretrained:
+    """`Model.from_pretrained(folder)` for every architecture: load_pretrained, refusing a folder
+    that holds another model_type than the class's own (`config_class.model_type`)."""
+
+    @classmethod
+    def from_pretrained(cls, model_dir, device=None, dtype=None, fast: bool = True):
+        from . import load_pretrained
+        return load_pretrained(model_dir, expect=cls.config_class.model_type, device=device, dtype=dtype, fast=fast)

@@ -31,6 +31,7 @@ from ..core.linear import Linear
 from ..core.rotary import Rotary
 from ..errors import InputError, InputTypeError
 from .hf_config import build
+from .hf_files import FromPretrained
 from .keymap import Key, to_hf, to_ours
 
 
@@ -120,12 +121,14 @@ class LlamaBlock(Layer):
         return k, v  # [1, H_kv, P, d] each
 
 
-class LlamaDecoder(CausalLM):
+class LlamaDecoder(FromPretrained, CausalLM):
+    config_class = LlamaConfig  # what it is built from (and what from_pretrained expects)
     position_style = "rotary"
 
     def __init__(self, config: LlamaConfig, prompt=None):
-        if not isinstance(config, LlamaConfig):
-            raise InputTypeError(f"LlamaDecoder needs a LlamaConfig, got {type(config).__name__}")
+        if not isinstance(config, self.config_class):
+            raise InputTypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got "
+                                 f"{type(config).__name__}")
         super().__init__(config)
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # HF: embed_tokens
         self.rotary = Rotary(config.head_dim, config.rope_theta)  # no weights: RoPE is a formula
@@ -136,11 +139,6 @@ class LlamaDecoder(CausalLM):
                                                                         bias=False)
         if prompt is not None:
             self.attach(prompt)
-
-    @classmethod
-    def from_pretrained(cls, model_dir, device=None, dtype=None, fast: bool = True) -> "LlamaDecoder":
-        from . import load_pretrained
-        return load_pretrained(model_dir, expect="llama", device=device, dtype=dtype, fast=fast)
 
     # --- the interface (core/transformer.py, core/causal_lm.py) -------------------------------
     def input_embeddings(self) -> nn.Embedding:

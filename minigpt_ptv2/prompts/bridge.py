@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import torch
 
-from .deep import DeepPrompt
+from ..core.prompt_method import PromptMethod
+from ..errors import InputError
 from .prefix import KVPrefix
 
 
 @torch.no_grad()
-def hidden_to_kv(model, deep: DeepPrompt) -> KVPrefix:
-    """Turn a DeepPrompt into the equivalent KVPrefix for `model` (same positions policy)."""
+def hidden_to_kv(model, deep: PromptMethod) -> KVPrefix:
+    """Turn a hidden-state prompt method (DeepPrompt, or any method answering `hidden_prompts`)
+    into the equivalent KVPrefix for `model` (same positions policy)."""
     deep.check_compatible(model.config)
+    prompts = deep.hidden_prompts(1)  # L x [1, P, D]: asked through the hook, as the model asks
+    if prompts is None:
+        raise InputError(f"{type(deep).__name__} gives no hidden-state prompts (its kind is {deep.kind!r}): "
+                         f"the bridge turns hidden-state prompts into K/V prefixes")
     weight = model.input_embeddings().weight  # the model's dtype and device
-    h = deep.layer_prompts().to(device=weight.device, dtype=weight.dtype)  # [L, P, D]
+    h = torch.cat(prompts).to(device=weight.device, dtype=weight.dtype)  # [L, P, D]
     positions = model.prompt_positions(deep.num_virtual, deep.positions, weight.device)  # [1, P] or None
     kvs = []
     for i, layer in enumerate(model.layers):
