@@ -46,12 +46,12 @@ def run(args) -> int:
     model_dir = args.model_dir or default_model_dir()
     model, meta = load_checkpoint(args.checkpoint, model_dir, args.device)
     task = get_task(meta["task"])
-    examples = task.load(args.split, args.data_dir, args.max_examples)
-    if args.max_length is None:
+    if args.max_length is None:  # what the model can read, before the data is looked for
         max_length = check_max_length(meta.get("train", {}).get("max_length", 128), model.encoder,
                                       "the checkpoint's max_length")
     else:
         max_length = check_max_length(args.max_length, model.encoder, "--max-length")
+    examples = task.load(args.split, args.data_dir, args.max_examples)
     loader = task.batches(examples, WordPiece.from_model_dir(model_dir), batch_size=args.batch_size,
                           shuffle=False, max_length=max_length)
     scores = evaluate(model, loader, task, examples, args.device)

@@ -100,17 +100,19 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
     elif out is not None and info.is_main:
         runfolder.check_out(out, overwrite)
-    set_seed(seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
-    model_dir = model_dir or default_model_dir()
-    tok = WordPiece.from_model_dir(model_dir)
-    train, dev = load_splits(task, data_dir, max_train, max_dev)
-    train_loader = distributed.shard_loader(
-        t.batches(train, tok, batch_size=batch_size, max_length=max_length), batch_size, info, seed)
-    dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
-    args["data"] = data_fingerprint(train_loader.dataset)
+    # The folder is ours before anything slow happens: a second run writing it is refused at once,
+    # whatever else is wrong with its arguments or data.
     claim = (runfolder.claimed(out, f"train {task} {method}") if out is not None and info.is_main
              else contextlib.nullcontext())
     with claim:
+        set_seed(seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
+        model_dir = model_dir or default_model_dir()
+        tok = WordPiece.from_model_dir(model_dir)
+        train, dev = load_splits(task, data_dir, max_train, max_dev)
+        train_loader = distributed.shard_loader(
+            t.batches(train, tok, batch_size=batch_size, max_length=max_length), batch_size, info, seed)
+        dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
+        args["data"] = data_fingerprint(train_loader.dataset)
         start = None
         if resume:
             start = run_state.load(out)
