@@ -57,7 +57,8 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
         raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
     arch = architecture(cfg.model_type)
     model = arch.Model(cfg)
-    copy_into(model, arch.state_from_hf(read_state_dict(model_dir), cfg, str(model_dir)), str(model_dir))
+    source = f"the weights in {model_dir}"
+    copy_into(model, arch.state_from_hf(read_state_dict(model_dir), cfg, source), source)
     model.eval()  # dropout off: equivalence with references is only defined in eval mode
     if dtype is not None or device is not None:
         model.to(device=device, dtype=dtype)
@@ -80,11 +81,11 @@ def copy_into(model: torch.nn.Module, ours: dict, source: str) -> None:
     target = {k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")}
     missing, unexpected = sorted(set(target) - set(ours)), sorted(set(ours) - set(target))
     if missing or unexpected:
-        raise InputError(f"checkpoint {source} does not match the model: missing keys {missing}, "
+        raise InputError(f"{source} do not match the model: missing keys {missing}, "
                          f"unexpected keys {unexpected}")
     for k, t in ours.items():
         if target[k].is_floating_point() and not t.is_floating_point():
-            raise InputError(f"checkpoint {source}: tensor for {k} is {t.dtype}, not a floating dtype "
+            raise InputError(f"{source}: tensor for {k} is {t.dtype}, not a floating dtype "
                              f"(the model's weight is {target[k].dtype})")
         if t.shape != target[k].shape:
             raise InputError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "

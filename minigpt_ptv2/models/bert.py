@@ -210,7 +210,7 @@ def config_to_hf(cfg: BertConfig) -> dict:
             "position_embedding_type": "absolute", **{k: v for k, v in cfg.to_dict().items() if k != "model_type"}}
 
 
-def state_from_hf(sd: dict, cfg: BertConfig, source: str = "checkpoint") -> dict:
+def state_from_hf(sd: dict, cfg: BertConfig, source: str = "the weights") -> dict:
     return to_ours(legacy_names(sd), keys(cfg), STRIP, IGNORED, source)
 
 

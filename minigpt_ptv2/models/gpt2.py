@@ -134,7 +134,7 @@ def keys(cfg: GPT2Config) -> list[Key]:
     return table
 
 
-def state_from_hf(sd: dict, cfg: GPT2Config, source: str = "checkpoint") -> dict:
+def state_from_hf(sd: dict, cfg: GPT2Config, source: str = "the weights") -> dict:
     head, wte = sd.get("lm_head.weight"), sd.get("transformer.wte.weight", sd.get("wte.weight"))
     if head is not None and wte is not None and not torch.equal(head, wte):
         raise InputError(f"{source}: lm_head.weight differs from wte.weight: only tied LM heads are supported")

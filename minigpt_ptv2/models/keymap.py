@@ -32,7 +32,7 @@ def _flip(t: torch.Tensor, transpose: bool) -> torch.Tensor:
     return t.t() if transpose and t.dim() == 2 else t
 
 
-def to_ours(sd: dict, table: list[Key], strip: tuple = (), ignored: list = (), source: str = "checkpoint") -> dict:
+def to_ours(sd: dict, table: list[Key], strip: tuple = (), ignored: list = (), source: str = "the weights") -> dict:
     """A HF state dict -> ours. Every HF key is used by the table or ignored on purpose (`ignored`:
     (regex, reason) pairs); anything else, or a missing tensor, is an error naming it."""
     plain = {}
@@ -46,7 +46,7 @@ def to_ours(sd: dict, table: list[Key], strip: tuple = (), ignored: list = (), s
     unexpected = sorted(k for k in plain if k not in wanted and not any(re.fullmatch(p, k) for p, _ in ignored))
     missing = sorted(h for h in wanted if h not in plain)
     if missing or unexpected:
-        raise InputError(f"checkpoint {source} does not match the model: missing keys {missing[:8]}"
+        raise InputError(f"{source} do not match the model: missing keys {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
                          f"{' ...' if len(unexpected) > 8 else ''}")
     out = {}
@@ -54,7 +54,7 @@ def to_ours(sd: dict, table: list[Key], strip: tuple = (), ignored: list = (), s
         parts = [_flip(plain[h], k.transpose) for h in k.hf]
         shapes = {tuple(p.shape[:-1]) for p in parts}
         if len(shapes) > 1:
-            raise InputError(f"checkpoint {source}: {', '.join(k.hf)} cannot be fused into {k.ours}: shapes "
+            raise InputError(f"{source}: {', '.join(k.hf)} cannot be fused into {k.ours}: shapes "
                              + ", ".join(str(list(plain[h].shape)) for h in k.hf))
         out[k.ours] = (torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]).contiguous()
     return out

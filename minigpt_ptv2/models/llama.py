@@ -194,7 +194,7 @@ def keys(cfg: LlamaConfig) -> list[Key]:
     return table
 
 
-def state_from_hf(sd: dict, cfg: LlamaConfig, source: str = "checkpoint") -> dict:
+def state_from_hf(sd: dict, cfg: LlamaConfig, source: str = "the weights") -> dict:
     if cfg.tie_word_embeddings:
         head, emb = sd.get("lm_head.weight"), sd.get("model.embed_tokens.weight", sd.get("embed_tokens.weight"))
         if head is not None and emb is not None and not torch.equal(head, emb):
