@@ -8,6 +8,9 @@
 #     K = cat(prefix_K, x W_K)   [B, H, P+N, d]        Q = x W_Q   [B, H, N, d]   (no prefix!)
 #     V = cat(prefix_V, x W_V)   [B, H, P+N, d]        scores      [B, H, N, P+N]
 #
+# (**B** batch size, **N** real tokens, **P** prefix length, **D** hidden size, **L** layers,
+# **H** attention heads of size **d** = D/H.)
+#
 # The layer still has N queries, so it outputs N rows: nothing to slice. We look at where the
 # numbers live, why Q must not be prefixed, what a zero prefix does, and how the optional MLP
 # should be computed (once, then `expand`).
@@ -21,6 +24,7 @@ import time
 
 import torch
 from einops import rearrange
+from torch.utils.flop_counter import FlopCounterMode
 
 from minigpt_ptv2 import BertEncoder, MultiHeadAttention, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
@@ -28,12 +32,14 @@ from minigpt_ptv2.viz import save_figure
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
+
 # %% [markdown]
 # ## 1. One table, three views
 #
 # `KVPrefix` stores a table `[P, L*2*D]` (PEFT's `prompt_embeddings`, same layout). Reading
 # its flat axis as (layer, K-or-V, head, d) gives `[L, 2, H, P, d]`; layer i's keys are
-# `kv[i, 0]`, broadcast to `[B, H, P, d]`.
+# `kv[i, 0]`, broadcast to `[B, H, P, d]` as a view (stride 0 on B: no copy). BERT-base:
+# L=12, D=768, H=12, d=64, so with P=20 the table is `[20, 18432]`.
 
 # %%
 def three_views(P=20):
@@ -50,6 +56,10 @@ def three_views(P=20):
           f"(stride {keys_3.stride(0)} on B: no copy)")
 
 
+if __name__ == "__main__":
+    three_views()
+
+
 # %% [markdown]
 # ## 2. Q is never prefixed (pitfall 3)
 #
@@ -59,8 +69,8 @@ def three_views(P=20):
 # - With P extra queries, attention returns P+N rows. The residual `x + attn(x)` needs N rows:
 #   it is a shape error.
 # - If you then drop the P extra rows to make it fit, the N real rows are *exactly* what
-#   prefixing K and V alone gives: a query row's output depends on its own query only. The P
-#   prompt queries were pure waste: P/(P+N) more score rows, computed and thrown away.
+#   prefixing K and V alone gives (to rounding): a query row's output depends on its own query
+#   only. The P prompt queries were pure waste: P of the P+N score rows, computed and thrown away.
 
 # %%
 def q_is_never_prefixed(B=2, N=16, P=4, D=64, H=4):
@@ -69,23 +79,29 @@ def q_is_never_prefixed(B=2, N=16, P=4, D=64, H=4):
     d = D // H
     x = torch.randn(B, N, D)  # [B, N, D]
     pk, pv, pq = (torch.randn(B, H, P, d) for _ in range(3))  # [B, H, P, d] each
-    right, _, _ = attn(x, prefix=(pk, pv))  # [B, N, D]: the package, K/V only
-
-    q, k, v = attn.project(x)  # [B, H, N, d] each: the layer's own Q, K, V
-    q = torch.cat([pq, q], dim=2)  # [B, H, P+N, d]: seed 001's Q
-    k = torch.cat([pk, k], dim=2)  # [B, H, P+N, d]
-    v = torch.cat([pv, v], dim=2)  # [B, H, P+N, d]
-    ctx = (q @ k.transpose(-2, -1) / math.sqrt(d)).softmax(-1) @ v  # [B, H, P+N, d]
-    wrong = attn.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, P+N, D]
+    with torch.no_grad():
+        right, _, _ = attn(x, prefix=(pk, pv))  # [B, N, D]: the package, K/V only
+        q, k, v = attn.project(x)  # [B, H, N, d] each: the layer's own Q, K, V
+        q = torch.cat([pq, q], dim=2)  # [B, H, P+N, d]: seed 001's Q
+        k = torch.cat([pk, k], dim=2)  # [B, H, P+N, d]
+        v = torch.cat([pv, v], dim=2)  # [B, H, P+N, d]
+        ctx = (q @ k.transpose(-2, -1) / math.sqrt(d)).softmax(-1) @ v  # [B, H, P+N, d]
+        wrong = attn.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, P+N, D]
     try:
         x + wrong  # the residual connection
+        raise AssertionError("the residual should not fit")
     except RuntimeError as e:
         print(f"Q prefixed too: attention returns {list(wrong.shape)}; residual x + attn(x) fails: "
               f"{str(e).splitlines()[0]}")
     gap = (wrong[:, P:] - right).abs().max().item()
+    wasted = wrong.shape[1] - N
     print(f"drop the P extra rows and you get K/V-only prefixing back: max |diff| = {gap:.1e}; "
-          f"{P}/{P + N} of the score rows were wasted")
-    assert gap < 1e-5
+          f"{wasted}/{wrong.shape[1]} of the score rows were wasted")
+    assert gap < 1e-5 and wasted == P
+
+
+if __name__ == "__main__":
+    q_is_never_prefixed()
 
 
 # %% [markdown]
@@ -94,23 +110,32 @@ def q_is_never_prefixed(B=2, N=16, P=4, D=64, H=4):
 # Zero keys give scores of exactly 0, not minus infinity: each zero key still takes
 # `exp(0)` worth of attention, diluting the real keys (its zero value adds nothing back). To
 # switch prefix entries off, mask them: `virtual_keep[p] = False` removes them from softmax.
+# On the tiny BERT (D=24, L=3, H=4) with P=4 zero entries per layer, the output moves by
+# about 0.4; masked, not at all.
 
 # %%
-def zero_is_not_off(B=2, N=8, P=4):
+def zero_is_not_off(B=2, N=8, P=4) -> dict:
     torch.manual_seed(0)
     cfg = preset("bert-tiny")
     model = BertEncoder(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
-    plain = model(ids).last_hidden_state  # [B, N, D]
     L, H, d = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim
     zero = KVPrefix.from_layer_kv(cfg, torch.zeros(L, 2, H, P, d))
-    zeroed = model.attach(zero)(ids).last_hidden_state
-    zero.virtual_keep.fill_(False)  # now mask every prefix entry
-    masked = model(ids).last_hidden_state
+    with torch.no_grad():
+        plain = model(ids).last_hidden_state  # [B, N, D]
+        zeroed = model.attach(zero)(ids).last_hidden_state
+        zero.virtual_keep.fill_(False)  # now mask every prefix entry
+        masked = model(ids).last_hidden_state
     model.detach_prompt()
-    print(f"zero prefix:   max |diff| from no prefix = {(zeroed - plain).abs().max():.3f}")
-    print(f"masked prefix: max |diff| from no prefix = {(masked - plain).abs().max():.1e}")
-    assert (zeroed - plain).abs().max() > 1e-2 and torch.allclose(masked, plain, atol=1e-6)
+    moved = {"zero": (zeroed - plain).abs().max().item(), "masked": (masked - plain).abs().max().item()}
+    print(f"zero prefix:   max |diff| from no prefix = {moved['zero']:.3f}")
+    print(f"masked prefix: max |diff| from no prefix = {moved['masked']:.1e}")
+    assert moved["zero"] > 1e-1 and torch.allclose(masked, plain, atol=1e-6)
+    return moved
+
+
+if __name__ == "__main__":
+    zero_is_not_off()
 
 
 # %% [markdown]
@@ -119,7 +144,8 @@ def zero_is_not_off(B=2, N=8, P=4):
 # Prefix tuning found that training the table directly can be unstable, so it trains a small
 # `Embedding(P, D) -> Linear(D, 512) -> tanh -> Linear(512, L*2*D)` instead and produces the
 # table from it. After training the MLP is useless: `for_inference()` runs it once and keeps
-# only its output, a plain table of the same `[P, L*2*D]` shape.
+# only its output, a plain table of the same `[P, L*2*D]` shape (here on the tiny BERT, with an
+# MLP 64 wide).
 
 # %%
 def mlp_and_inference_form(P=20, B=2, N=8):
@@ -129,12 +155,17 @@ def mlp_and_inference_form(P=20, B=2, N=8):
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
     mlp = KVPrefix(cfg, P, projection=True, hidden=64).eval()
     table = mlp.for_inference()
-    a = model.attach(mlp)(ids).last_hidden_state
-    b = model.attach(table)(ids).last_hidden_state
+    with torch.no_grad():
+        a = model.attach(mlp)(ids).last_hidden_state
+        b = model.attach(table)(ids).last_hidden_state
     model.detach_prompt()
-    print(f"training form {mlp.num_trainable():,} numbers, inference form {table.num_trainable():,}; "
-          f"outputs max |diff| = {(a - b).abs().max():.1e}")
-    assert torch.allclose(a, b, atol=1e-6)
+    print(f"training form {mlp.num_trainable():,} numbers, inference form {table.num_trainable():,} "
+          f"= P*L*2*D; outputs max |diff| = {(a - b).abs().max():.1e}")
+    assert table.num_trainable() == P * cfg.prefix_width and torch.allclose(a, b, atol=1e-6)
+
+
+if __name__ == "__main__":
+    mlp_and_inference_form()
 
 
 # %% [markdown]
@@ -142,17 +173,21 @@ def mlp_and_inference_form(P=20, B=2, N=8):
 #
 # The prefix does not depend on the input, so the MLP should run once per forward pass, on
 # `[P, D]`, and the result be broadcast over the batch with `expand` (a view). Two common
-# alternatives do more work:
+# alternatives:
 #
-# - **per row**: feed `[B, P]` prefix indices through embedding and MLP, as code written for
-#   "one prompt per example" does: B times the MLP work and B copies of the output;
-# - **repeat**: run the MLP once, then `.repeat(...)` the output B times (seed 002): no extra
-#   MLP work, but B real copies of `[L, 2, H, P, d]`.
+# - **per row**: feed `[B, P]` prefix indices through embedding and MLP (the indices repeated B
+#   times), as code written for "one prompt per example" does: B times the MLP work and B copies
+#   of the output;
+# - **repeat**: run the MLP once, then `.repeat(...)` the output B times (seed 002): no extra MLP
+#   work, but B real copies of `[L, 2, H, P, d]` in memory, written out on every forward pass.
 #
-# We time the three on BERT-base sizes (L=12, D=768, P=20, MLP width 512) and count the bytes
-# each result occupies. Timings are noisy on a shared machine: read how they grow with B,
-# not the milliseconds. The last column checks that the per-row results are the same numbers;
-# on some kernels a batched matmul rounds differently, so "the same" can drift in the last bits.
+# None of them changes the numbers: the values are the same (on this run bit for bit, a max
+# |difference| of 0.0; BLAS does not promise that across batch sizes, so the check allows
+# 1e-5), and so are the gradients that reach the MLP (`repeat` and `expand` both sum over the
+# batch in backward; per row, to rounding). What differs is the cost. On BERT-base sizes (L=12,
+# D=768, P=20, MLP width 512) we count the FLOPs each one spends (torch's `FlopCounterMode`)
+# and the bytes its result occupies, both exact, and time them. Timings on a shared machine are
+# noisy: they are printed for this run, not asserted.
 
 # %%
 def best_time(fn, repeat: int) -> float:
@@ -164,91 +199,132 @@ def best_time(fn, repeat: int) -> float:
     return best
 
 
-def once_vs_per_row(batches=(1, 8, 32), P=20, repeat=5):
-    cfg = preset("bert-base")
-    L, H = cfg.num_hidden_layers, cfg.num_attention_heads
-    prefix = KVPrefix(cfg, P, projection=True).eval()
+def prefix_variants(prefix: KVPrefix) -> dict:
+    """The three ways to get a batch of prefixes [B, L, 2, H, P, d] from the MLP."""
+    c = prefix.config
+    P = prefix.num_virtual
     idx = torch.arange(P)
-    to_kv = lambda flat: rearrange(flat, "... p (l two h d) -> ... l two h p d", l=L, two=2, h=H)  # noqa: E731
+    to_kv = lambda flat: rearrange(flat, "... p (l two h d) -> ... l two h p d",  # noqa: E731
+                                   l=c.num_hidden_layers, two=2, h=c.num_attention_heads)
 
-    def once(B):  # [L, 2, H, P, d] once, then a view per layer: [B, H, P, d]
+    def once(B):  # [L, 2, H, P, d] once, then a view over the batch
         kv = to_kv(prefix.transform(prefix.embedding(idx)))
         return kv.unsqueeze(0).expand(B, *kv.shape)
 
     def per_row(B):  # the MLP on [B, P, D]: B times the work
         return to_kv(prefix.transform(prefix.embedding(idx.expand(B, P))))
 
-    def repeat_copies(B):  # MLP once, then B copies
+    def repeat(B):  # MLP once, then B copies
         kv = to_kv(prefix.transform(prefix.embedding(idx)))
         return kv.unsqueeze(0).repeat(B, 1, 1, 1, 1, 1)
 
+    return {"once + expand": once, "per row": per_row, "repeat": repeat}
+
+
+def once_vs_per_row(batches=(1, 8, 32), P=20, repeat=5) -> list:
+    torch.manual_seed(0)
+    prefix = KVPrefix(preset("bert-base"), P, projection=True).eval()
+    ways = prefix_variants(prefix)
     rows = []
     with torch.no_grad():
         for B in batches:
-            a, b, c = once(B), per_row(B), repeat_copies(B)
-            drift = (a - b).abs().max().item()
-            assert torch.equal(a, c) and drift < 1e-5
-            t = [best_time(lambda f=f: f(B), repeat) for f in (once, per_row, repeat_copies)]
-            # bytes actually allocated for the result: a view allocates nothing beyond one copy
-            mem = [x.untyped_storage().nbytes() for x in (a, b, c)]
-            rows.append((B, t, mem, drift))
-    print(f"{'B':>3}  {'time: once+expand':>18} {'per row':>9} {'repeat':>9}   "
-          f"{'memory: once':>12} {'per row':>9} {'repeat':>9}   max |once - per row|")
-    for B, t, mem, drift in rows:
-        ms = [f"{x * 1e3:.1f}ms" for x in t]
-        mib = [f"{x / 2**20:.1f}MiB" for x in mem]
-        print(f"{B:>3}  {ms[0]:>18} {ms[1]:>9} {ms[2]:>9}   {mib[0]:>12} {mib[1]:>9} {mib[2]:>9}   {drift:.1e}")
+            out, flops = {}, {}
+            for name, f in ways.items():
+                with FlopCounterMode(display=False) as counter:
+                    out[name] = f(B)
+                flops[name] = counter.get_total_flops()
+            drift = (out["once + expand"] - out["per row"]).abs().max().item()
+            assert torch.equal(out["once + expand"], out["repeat"]) and drift < 1e-5
+            mem = {name: x.untyped_storage().nbytes() for name, x in out.items()}  # bytes allocated
+            assert flops["per row"] == B * flops["once + expand"] and flops["repeat"] == flops["once + expand"]
+            assert mem["per row"] == mem["repeat"] == B * mem["once + expand"]
+            del out
+            t = {name: best_time(lambda f=f: f(B), repeat) for name, f in ways.items()}
+            rows.append((B, flops, mem, t, drift))
+    w = max(7 * len(rows), 20)  # one column group per measure
+    head = "".join(f"{B:>7}" for B, *_ in rows).rjust(w)
+    print(f"{'':15}{'MLP GFLOP, B =':>{w}}   {'memory MiB, B =':>{w}}   {'ms on this run, B =':>{w}}")
+    print(f"{'':15}{head}   {head}   {head}")
+    for name in ways:
+        print(f"{name:15}" + "".join(f"{r[1][name] / 1e9:>7.2f}" for r in rows).rjust(w)
+              + "   " + "".join(f"{r[2][name] / 2**20:>7.1f}" for r in rows).rjust(w)
+              + "   " + "".join(f"{r[3][name] * 1e3:>7.1f}" for r in rows).rjust(w))
+    print(f"values, max |once - per row|: {', '.join(f'B={r[0]} {r[4]:.1e}' for r in rows)}; "
+          f"once == repeat exactly")
     return rows
+
+
+def same_gradients(B=8, P=20) -> dict:
+    """Backpropagate one loss through each variant: the MLP's gradients agree."""
+    torch.manual_seed(0)
+    prefix = KVPrefix(preset("bert-base"), P, projection=True).eval()
+    ways = prefix_variants(prefix)
+    w = torch.randn(ways["once + expand"](B).shape)  # [B, L, 2, H, P, d]: a loss that weighs every entry
+    grads = {}
+    for name, f in ways.items():
+        prefix.zero_grad()
+        (f(B) * w).sum().backward()
+        grads[name] = [p.grad.clone() for p in prefix.parameters()]
+    gaps = {name: max(((a - b).abs().max() / a.abs().max()).item() for a, b in zip(grads["once + expand"], g))
+            for name, g in grads.items() if name != "once + expand"}
+    print(f"B={B}: MLP gradients vs once + expand, max relative difference: "
+          + ", ".join(f"{name} {gap:.1e}" for name, gap in gaps.items()))
+    assert gaps["repeat"] == 0 and gaps["per row"] < 1e-5
+    return gaps
 
 
 def plot_once_vs_per_row(rows):
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.subplots()
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
     Bs = [r[0] for r in rows]
-    for k, label in enumerate(("once + expand", "per row", "once + repeat")):
-        ax.plot(Bs, [r[1][k] * 1e3 for r in rows], marker="o", label=label)
-    ax.set(xlabel="batch size B", ylabel="ms per forward (prefix only)", xscale="log", yscale="log",
-           title="computing the prefix MLP (BERT-base sizes, P=20)")
-    ax.legend()
+    panels = ((1, 1e-9, "GFLOP (counted)", "MLP FLOPs per forward\n(repeat = once + expand)"),
+              (2, 2 ** -20, "MiB (result storage)", "memory the batch of prefixes takes\n(repeat = per row)"),
+              (3, 1e3, "ms (best of a few)", "time, on this run\n(noisy: not asserted)"))
+    styles = {"once + expand": ("o", "-"), "per row": ("s", "--"), "repeat": ("^", ":")}
+    for ax, (k, scale, ylabel, title) in zip(axes, panels):
+        for name, (marker, line) in styles.items():
+            ax.plot(Bs, [r[k][name] * scale for r in rows], marker=marker, linestyle=line, label=name,
+                    markersize=7 if name == "repeat" else 5)
+        ax.set(xlabel="batch size B", ylabel=ylabel, title=title, xticks=Bs, ylim=(0, None))
+        ax.title.set_fontsize(9)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Computing the prefix MLP once + expand, per row, or once + repeat (BERT-base sizes, P=20)",
+                 fontsize=10)
+    fig.tight_layout()
     save_figure(fig, "08_once_vs_per_row.png")
+
+
+if __name__ == "__main__":
+    rows = once_vs_per_row((1, 8) if QUICK else (1, 8, 32), repeat=1 if QUICK else 5)
+    same_gradients(B=2 if QUICK else 8)
+    plot_once_vs_per_row(rows)
 
 
 # %% [markdown]
 # ## 6. The shapes, recorded
 #
-# BERT-base shapes with seed 000's numbers (two layers). Compare with lesson 07: no `inject`,
-# no `slice`, Q stays `[B, H, N, d]`; only K and V grow, `[B, H, P, d] + [B, H, N, d] ->
-# [B, H, P+N, d]`. With `projection=True` (the MLP) the rows are the same: the MLP is
-# invisible downstream of `prefix.table`.
+# BERT-base shapes with seed 000's numbers B=16, N=128, P=20, three layers (so that the table's
+# width L*2*D = 4,608 is no other letter's size; with two layers it would equal the feed-forward
+# width D_ff = 3,072), layer 0 shown. Compare with lesson 07: no `inject`, no `slice`, Q stays
+# `[B, H, N, d]`; only K and V grow, `[B, H, P, d] + [B, H, N, d] -> [B, H, P+N, d]`. With
+# `projection=True` (the MLP) the rows are the same: the MLP is invisible downstream of
+# `prefix.table`. Quick mode traces B=2, N=16, P=4.
 
 # %%
-def trace_example(B=16, N=128, P=20, layers=2, projection=False) -> ShapeTrace:
+def trace_example(B=16, N=128, P=20, layers=3, projection=False) -> ShapeTrace:
     torch.manual_seed(0)
     cfg = preset("bert-base").replace(num_hidden_layers=layers)
     model = BertEncoder(cfg, prompt=KVPrefix(cfg, P, projection=projection)).eval()
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
-    with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N) as tr:
+    with torch.no_grad(), ShapeTrace.for_model(model, B=B, N=N, layers=(0,)) as tr:
         model(ids, output_attentions=True)
     return tr
 
 
-# %%
-def main():
-    three_views()
-    print()
-    with torch.no_grad():
-        q_is_never_prefixed()
-        print()
-        zero_is_not_off()
-        mlp_and_inference_form()
-    print()
-    rows = once_vs_per_row((1, 8) if QUICK else (1, 8, 32), repeat=2 if QUICK else 5)
-    plot_once_vs_per_row(rows)
-    print()
-    B, N, P = (2, 16, 4) if QUICK else (16, 128, 20)
-    tr = trace_example(B, N, P)
-    print(tr.select("embeddings", "prefix", "mask", "layer0.").table())
+if __name__ == "__main__":
+    tr = trace_example(*((2, 16, 4) if QUICK else (16, 128, 20)))
+    print(tr.table())
     print(tr.walk(0))
 
 
@@ -258,18 +334,68 @@ def main():
 # - A K/V prefix is a table `[P, L*2*D]` = `[L, 2, H, P, d]`: per layer, P keys and P values
 #   per head, concatenated in front of the layer's own: `[B, H, P+N, d]`.
 # - Only K and V are prefixed. Queries come from the real tokens, so the output has N rows and
-#   nothing needs slicing. Prefixing Q breaks the residual, or wastes P/(P+N) of the work.
+#   nothing needs slicing. Prefixing Q breaks the residual, or wastes P of the P+N query rows.
 # - Zero is not off: zero keys still take attention. Masking (`virtual_keep`) is off.
 # - An MLP may produce the table during training; run it once per forward, `expand` over the
-#   batch, and drop it after training (`for_inference`).
+#   batch, and drop it after training (`for_inference`). Per row costs B times the MLP FLOPs and
+#   the memory, `repeat` B times the memory; the values and gradients are the same either way.
+#
+# ## Check your understanding
+#
+# 1. BERT-base (L=12, D=768, H=12, d=64) with P=20: what is the shape of the prefix table, and of
+#    layer 3's prefix keys at B=16? How much memory does the batch axis add?
+#
+#    <details><summary>Answer</summary>
+#
+#    The table is `[20, 18432]` (`[P, L*2*D]`, 12*2*768 = 18,432). Layer 3's keys are
+#    `[16, 12, 20, 64]` (`[B, H, P, d]`), an `expand`ed view with stride 0 on B: no memory at all.
+#
+#    </details>
+#
+# 2. One attention layer gets a zero prefix of P keys. For one query whose real scores are s_j,
+#    what happens to its attention output, as a formula?
+#
+#    <details><summary>Answer</summary>
+#
+#    Each zero key scores 0, so it gets weight exp(0) = 1 before normalising, and its value is 0.
+#    With S = sum_j exp(s_j) over the real keys, the output becomes (S / (S + P)) times the
+#    unprefixed output: shrunk towards zero, not left alone. Masked entries get weight 0 instead.
+#
+#    </details>
+#
+# 3. Seed 001 prefixes Q too. With B=2, N=16, P=4 and D=64, what shape does attention return, and
+#    which of its rows agree with K/V-only prefixing?
+#
+#    <details><summary>Answer</summary>
+#
+#    `[2, 20, 64]` (`[B, P+N, D]`), which `x + attn(x)` with x `[2, 16, 64]` cannot add. The last
+#    N = 16 rows equal K/V-only prefixing (each query row's output depends on its own query
+#    only); the first P = 4 are waste.
+#
+#    </details>
+#
+# 4. At B=32 on BERT-base sizes, how do "per row" and "repeat" compare with "once + expand" in
+#    MLP FLOPs and in memory?
+#
+#    <details><summary>Answer</summary>
+#
+#    Per row: 32 times the FLOPs (about 12.6 GFLOP instead of 0.39) and 32 times the memory
+#    (45 MiB instead of 1.4 MiB). Repeat: the same FLOPs as once (the MLP runs once), but
+#    32 times the memory, rewritten every forward pass. All three give the same values and
+#    gradients.
+#
+#    </details>
 #
 # ## Try this
 #
-# - `python -m minigpt_ptv2 trace --method prefix --B 16 --N 128 --P 20 --config bert-base --layers 0`
-# - In `zero_is_not_off`, mask only half the prefix entries: how much does the output move?
-# - Add B=128 to `once_vs_per_row`: how do the per-row time and memory grow?
-# - Compare `python -m minigpt_ptv2 params` for `prefix` and `prefix-mlp`.
-
-# %%
-if __name__ == "__main__":
-    main()
+# Each has an answer in `lessons/solutions/08_solutions.py` (the function named in brackets), run by
+# the test suite.
+#
+# 1. `python -m minigpt_ptv2 trace --method prefix --B 16 --N 128 --P 20 --config bert-base --num-layers 3 --layers 0`:
+#    which rows are P+N long, which stay N long, and which of lesson 07's deep-prompt rows
+#    (section 1) are missing? [`try_1`]
+# 2. In `zero_is_not_off`, mask only half the prefix entries (`zero.virtual_keep[: P // 2] = False`
+#    instead of all): how much does the output move? [`try_2`]
+# 3. Add B=128 to `once_vs_per_row`: how do the per-row FLOPs, memory and time grow? [`try_3`]
+# 4. Compare `python -m minigpt_ptv2 params --methods prefix prefix-mlp`: how many numbers does
+#    the MLP add during training, and how many are left after `for_inference()`? [`try_4`]

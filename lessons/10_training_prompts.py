@@ -2,47 +2,79 @@
 # # Lesson 10 — Training a prompt on a real task
 #
 # Everything so far ran on random or untouched weights. Now a K/V prefix (P-Tuning v2) learns
-# something: SST-2 sentiment, on the frozen pretrained MiniLM (L=6, D=384, H=12).
+# something: SST-2 sentiment, on the frozen pretrained MiniLM (L=6 layers, hidden size D=384,
+# H=12 heads of d=32).
 #
 #     sentence -> WordPiece ids [B, N] -> frozen MiniLM + trainable prefix [P, L*2*D]
 #              -> pooler (the real [CLS]) [B, D] -> trainable head Linear(D, 2) -> [B, 2]
 #
-# Only the prefix and the small head learn. We count what that means ("trainable %"), train
-# briefly on a small subset, save a checkpoint that is a few hundred KB, and load it back.
-# The `train` command (`python -m minigpt_ptv2 train sst2 prefix`) does the
-# same with more data; here the pieces are laid out one by one.
+# B is the batch (sentences), N the tokens of the longest sentence in it (the others are
+# padded), P the prefix length. Only the prefix and the small head learn. We count what that
+# means ("trainable %") and what a training step costs, train briefly on a few hundred real
+# sentences, save a checkpoint of a few hundred KB, and load it back. The `train` command
+# (`python -m minigpt_ptv2 train sst2 prefix`) does the same with more data; here the pieces
+# are laid out one by one.
 
 # %%
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
-from minigpt_ptv2.data import sst2_or_sample
-from minigpt_ptv2.data import SST2_LABELS, WordPiece
+from minigpt_ptv2.data import SST2_LABELS, WordPiece, sst2_or_sample
 from minigpt_ptv2.prompts import KVPrefix, format_report, parameter_report
-from minigpt_ptv2.training import (Head, TaskModel, TrainConfig, build_task_model, evaluate, fit,
-                                   get_task, load_checkpoint, save_checkpoint, set_seed)
+from minigpt_ptv2.training import (Head, TaskModel, TrainConfig, build_task_model, fit, get_task,
+                                   load_checkpoint, predict_batches, save_checkpoint, set_seed,
+                                   set_trainable, task_loss)
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
+MAX_LENGTH = 48  # WordPiece tokens per sentence, [CLS] and [SEP] included; longer ones are cut
 
 # %% [markdown]
-# ## 1. Data: a small slice of SST-2
+# ## 1. Data: a few hundred real sentences of SST-2
 #
 # SST-2 is read in place from the data folder (`MINIGPT_PTV2_DATA`, or `shared/data` beside
-# the checkout). Without it the lesson uses the small sample of real SST-2 sentences shipped in
-# the package (minigpt_ptv2/data/sst2_sample/SOURCE.md says where they come from).
+# the checkout). Without it the lesson uses the sample of real SST-2 sentences shipped in the
+# package (minigpt_ptv2/data/sst2_sample/SOURCE.md says where they come from); the dev
+# sentences are the same either way (the sample ships the whole dev split). The WordPiece
+# vocabulary has V = 30,522 entries. Training batches are shuffled; dev batches are sorted by
+# length, so each pads to a similar length and scoring is quicker.
 
 # %%
 def loaders(tok: WordPiece, train, dev, batch_size: int, seed: int = 0):
     task = get_task("sst2")
-    return (task.batches(train, tok, batch_size=batch_size, shuffle=True, seed=seed, max_length=64),
-            task.batches(dev, tok, batch_size=64, shuffle=False, max_length=64))
+    by_length = sorted(dev, key=lambda e: len(e.text))
+    return (task.batches(train, tok, batch_size=batch_size, shuffle=True, seed=seed, max_length=MAX_LENGTH),
+            task.batches(by_length, tok, batch_size=64, shuffle=False, max_length=MAX_LENGTH))
+
+
+def describe_data(train, dev, source: str, tok: WordPiece, train_loader):
+    positive = sum(e.label for e in train) / len(train)
+    print(f"{len(train)} training and {len(dev)} dev sentences ({source}); {positive:.0%} of the "
+          f"training sentences are positive")
+    first = train[0]
+    print(f"e.g. {first.text.strip()!r} -> label {first.label} ({SST2_LABELS[first.label]})")
+    print(f"     {tok.tokens(tok.encode([first.text])['input_ids'][0])}")
+    batch = next(iter(train_loader))
+    print(f"one training batch: input_ids {list(batch['input_ids'].shape)} = [B, N], "
+          f"labels {list(batch['labels'].shape)} = [B]; vocabulary V = {tok.vocab_size:,}")
+    return batch
+
+
+if __name__ == "__main__":
+    n_train, n_dev, P, batch_size = (8, 8, 4, 8) if QUICK else (640, 200, 16, 8)
+    set_seed(0)
+    train, dev, source = sst2_or_sample(None, n_train, n_dev)
+    tok = WordPiece.from_model_dir()
+    train_loader, dev_loader = loaders(tok, train, dev, batch_size)
+    first_batch = describe_data(train, dev, source, tok, train_loader)
 
 
 # %% [markdown]
@@ -54,15 +86,15 @@ def loaders(tok: WordPiece, train, dev, batch_size: int, seed: int = 0):
 # - the prefix table `[P, L*2*D]`: P keys and P values per layer and head;
 # - the head `Linear(D, 2)`: D*2 weights + 2 biases.
 #
-# "Trainable %" is a ratio, and write-ups use two denominators: the backbone alone (our
-# `params` command) or everything in the model including the prompt (PEFT's
-# `print_trainable_parameters`). For small P they agree to two digits. What the number does
-# *not* say: the frozen backbone still runs forward **and backward** every step, because the
-# prefix sits in every layer and its gradient has to flow back through all of them. A prompt
-# saves optimizer memory and checkpoint size, not compute.
+# "Trainable %" is a ratio, and write-ups use different numerators and denominators: prompt and
+# head over the backbone, or over everything in the model including the prompt (PEFT's
+# `print_trainable_parameters`); those two are less than 1% apart while the share is small.
+# Our `params` command (the table printed last) counts the prompt alone over the backbone,
+# since the head depends on the task: that leaves out the head's 770 numbers, which matters
+# for a short prompt. Say which one you quote.
 
 # %%
-def trainable_percent(model: TaskModel, P: int):
+def trainable_percent(model: TaskModel, P: int) -> dict:
     counts = {"prompt": 0, "head": 0, "backbone": 0}
     for name, p in model.named_parameters():
         part = "prompt" if name.startswith("encoder.prompt.") else "head" if name.startswith("heads.") else "backbone"
@@ -72,49 +104,152 @@ def trainable_percent(model: TaskModel, P: int):
     L, D = cfg.num_hidden_layers, cfg.hidden_size
     assert counts["prompt"] == P * L * 2 * D and counts["head"] == D * 2 + 2
     trainable = counts["prompt"] + counts["head"]
-    total = sum(counts.values())
+    share = {"(prompt + head) / backbone": 100 * trainable / counts["backbone"],
+             "(prompt + head) / all, PEFT's": 100 * trainable / sum(counts.values()),
+             "prompt / backbone, `params`": 100 * counts["prompt"] / counts["backbone"]}
     print(f"prompt  [P, L*2*D] = [{P}, {L * 2 * D}]     {counts['prompt']:>10,}")
     print(f"head    Linear(D={D}, 2)           {counts['head']:>10,}")
     print(f"backbone (frozen)                   {counts['backbone']:>10,}")
-    print(f"trainable / backbone        = {100 * trainable / counts['backbone']:.3f}%")
-    print(f"trainable / all parameters  = {100 * trainable / total:.3f}%   (PEFT's convention)")
+    for name, value in share.items():
+        print(f"  {name:<31} = {value:.3f}%")
+    a, b, _ = share.values()
+    assert b < a < 1.01 * b, "over the backbone or over everything: 1% apart while the shares are small"
     print(format_report(parameter_report(cfg, P, ["soft", "deep", "prefix", "prefix-mlp"])))
     return counts
 
 
+if __name__ == "__main__":
+    model = build_task_model("sst2", "prefix", P)
+    trainable_percent(model, P)
+
+
 # %% [markdown]
-# ## 3. A short run
+# ## 3. What a training step costs
 #
-# AdamW on the trainable parameters only, a high learning rate (prompts sit far from where
-# the weights live and need big steps), warm-up then linear decay, one epoch. We measure dev
-# accuracy before and after. A random head starts near 50%; a short run moves it, but do not
-# read much into the exact number: a few hundred sentences and one epoch are a demonstration,
-# not a benchmark (see `benchmarks/claim.py` for that).
+# What "trainable %" does *not* say: the frozen backbone still runs forward **and backward**
+# every step, because the prefix sits in every layer and its gradient has to flow back through
+# all the layers above it. We count the matrix-multiply FLOPs of one step on the batch above
+# with `torch.utils.flop_counter` (on the explicit attention path, so attention's products are
+# counted too; two sentences of it are enough, since every count grows with B alike), for three
+# choices of what trains (`set_trainable`):
+#
+# - the head only: backward stops at the head, about 1 forward pass in all;
+# - the prefix and head: every layer's backward computes the gradient of its input (as many
+#   FLOPs as its forward), but no weight gradient (the weights are frozen): about 2;
+# - everything (full fine-tuning): input *and* weight gradients: about 3.
+#
+# So a prompt saves the weight-gradient products and the optimizer state (AdamW keeps two
+# extra numbers for every trainable one), not the backward pass.
 
 # %%
-def short_run(model: TaskModel, train_loader, dev_loader, epochs=1, lr=3e-2, seed=0):
-    task = get_task("sst2")
-    before = evaluate(model, dev_loader, task)["accuracy"]
-    start = time.perf_counter()
-    history = fit(model, train_loader, TrainConfig(epochs=epochs, lr=lr, seed=seed, progress=False), task="sst2",
-                  evaluate=lambda m: evaluate(m, dev_loader, task))
-    took = time.perf_counter() - start
-    steps = epochs * len(train_loader)
-    print(f"dev accuracy {before:.3f} before, {history[-1]['accuracy']:.3f} after {steps} steps "
-          f"({took:.1f} s, {took / steps:.2f} s/step); train loss {history[-1]['train_loss']:.3f}")
-    return before, history
+def step_flops(model: TaskModel, batch: dict, trains: str) -> tuple[int, torch.Tensor | None]:
+    """FLOPs of forward + backward on `batch` when `trains` trains ("head-only", "full", or the
+    prompt method's name: its prompt and the head); also a K/V prefix table's gradient norm per
+    layer [L] (None when no K/V prefix trains)."""
+    set_trainable(model, trains)
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        out = model.encoder(batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+        task_loss(model.heads["sst2"](out), batch["labels"]).backward()
+    prompt, L = model.encoder.prompt, model.encoder.config.num_hidden_layers
+    grad = prompt.embedding.weight.grad if isinstance(prompt, KVPrefix) else None  # [P, L*2*D] or None
+    per_layer = None if grad is None else grad.reshape(grad.shape[0], L, -1).norm(dim=(0, 2))  # [L]
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops(), per_layer
+
+
+def forward_flops(model: TaskModel, batch: dict) -> int:
+    with FlopCounterMode(display=False) as counter:  # (grad on: torch's counter needs it with a prefix)
+        model.encoder(batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+    return counter.get_total_flops()
+
+
+def step_cost(model: TaskModel, batch: dict, method: str = "prefix") -> dict:
+    """FLOPs of one step, as forward passes, for the head alone, `method` and everything."""
+    model.eval()  # no dropout: the same numbers in every count
+    forward = forward_flops(model, batch)
+    ratios, grads = {}, None
+    for trains in ("head-only", method, "full"):
+        flops, per_layer = step_flops(model, batch, trains)
+        ratios[trains] = flops / forward
+        grads = per_layer if trains == method else grads
+        print(f"train {trains:<9}: one step = {flops / 1e9:6.2f} GFLOPs = {ratios[trains]:.2f} forward passes")
+    set_trainable(model, method)  # back to what the lesson trains
+    assert ratios["head-only"] < 1.01 and 1.8 < ratios[method] < 2.1 and abs(ratios["full"] - 3) < 0.01
+    if grads is not None:
+        print("prefix gradient norm per layer: " + ", ".join(f"L{i} {g:.1e}" for i, g in enumerate(grads)))
+        assert bool((grads > 0).all()), "every layer's prefix gets a gradient: backward ran through all of them"
+    return ratios
+
+
+if __name__ == "__main__":
+    step_cost(model, {k: v[:2] for k, v in first_batch.items()})  # two sentences: the ratios do not depend on B
 
 
 # %% [markdown]
-# ## 4. The checkpoint: only what was trained
+# ## 4. A short run
+#
+# AdamW on the trainable parameters only, a high learning rate (prompts sit far from where
+# the weights live and need big steps), warm-up then linear decay, one epoch over the training
+# sentences in batches of 8. We measure dev accuracy before and after. An untrained head is at
+# chance: about 0.5, whatever share of its answers says "positive" (the dev sentences are
+# about half positive, so even a constant answer scores about 0.5). A few dozen steps move it
+# well above that, but do not read much into the exact number: a few hundred sentences and one epoch
+# are a demonstration, not a benchmark (`python -m minigpt_ptv2 demo` trains on 3,000
+# sentences for 3 epochs and reaches about 0.81; `benchmarks/claim.py` measures for real).
+#
+# This section is most of the lesson's time. Its batches are small, and on a machine busy with
+# other programs torch's worker threads spend their time waiting for each other: if it is
+# slow, run the lesson as `OMP_NUM_THREADS=1 python lessons/10_training_prompts.py` (on a
+# shared 2-core machine under heavy load, this section took 126 s with torch's default two
+# threads, 15 to 30 s with one).
+
+# %%
+def dev_accuracy(model: TaskModel, dev_loader) -> tuple[float, float]:
+    """(accuracy, share of sentences predicted positive) on the dev loader."""
+    preds, gold = [], []
+    for batch, p in predict_batches(model, dev_loader, task="sst2"):
+        preds += p.tolist()
+        gold += batch["labels"].tolist()
+    return sum(p == g for p, g in zip(preds, gold)) / len(gold), sum(preds) / len(preds)
+
+
+def short_run(model: TaskModel, train_loader, dev_loader, lr=3e-2, seed=0, expect_gain: float | None = 0.1):
+    gold = [label for batch in dev_loader for label in batch["labels"].tolist()]
+    before, positive = dev_accuracy(model, dev_loader)
+    print(f"{sum(gold) / len(gold):.1%} of the {len(gold)} dev sentences are positive")
+    print(f"before training: dev accuracy {before:.3f} (the head calls {positive:.0%} of the dev sentences positive)")
+    start = time.perf_counter()
+    history = fit(model, train_loader, TrainConfig(epochs=1, lr=lr, seed=seed, progress=False), task="sst2")
+    took = time.perf_counter() - start
+    after, positive = dev_accuracy(model, dev_loader)
+    steps = len(train_loader)
+    print(f"after {steps} steps ({took:.1f} s on this run, {took / steps:.2f} s/step): dev accuracy {after:.3f} "
+          f"({positive:.0%} called positive); mean training loss {history[-1]['train_loss']:.3f} "
+          f"(ln 2 = 0.693 is a coin flip)")
+    if expect_gain is not None:  # the full-size run; the quick one is too small to learn
+        assert abs(before - 0.5) < 0.05, f"an untrained head at chance, not {before:.3f}"
+        assert after >= before + expect_gain, f"dev accuracy {before:.3f} -> {after:.3f}"
+    return before, after
+
+
+if __name__ == "__main__":
+    short_run(model, train_loader, dev_loader, expect_gain=None if QUICK else 0.1)
+
+
+# %% [markdown]
+# ## 5. The checkpoint: only what was trained
 #
 # `save_checkpoint` writes the trainable tensors (prefix table + head) to a safetensors file
 # and a small JSON saying which method, P, labels and backbone they belong to. The backbone is
-# not saved: loading rebuilds it from the pretrained folder and checks it is the same one.
-# Reloaded, the model must give the very same logits.
+# not saved: loading rebuilds it from the pretrained folder and checks it is the same one
+# (`backbone`: its dimensions D, L, H, H_kv, d, the vocabulary size and a fingerprint, a hash of
+# the first rows of its embedding table). Reloaded, the model
+# must give the very same logits. The lesson saves into a temporary folder and prints the JSON
+# before the folder goes; to keep one, call `save_and_reload` with a folder of your own.
 
 # %%
-def save_and_reload(model: TaskModel, P: int, dev_batch: dict, folder: Path):
+def save_and_reload(model: TaskModel, P: int, dev_batch: dict, folder: Path) -> dict:
     info = save_checkpoint(model, folder, task="sst2", method="prefix", P=P, labels=SST2_LABELS)
     from minigpt_ptv2.pretrained import default_model_dir
     backbone = Path(default_model_dir()) / "model.safetensors"
@@ -123,6 +258,11 @@ def save_and_reload(model: TaskModel, P: int, dev_batch: dict, folder: Path):
           f"({info['tensors']} tensors) vs the backbone's weights {backbone.stat().st_size / 2**20:.0f} MB")
     expected = 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert expected <= info["bytes"] < expected + 8192, "weights (float32) plus a small header and JSON"
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    print("checkpoint.json:")
+    print(json.dumps(meta, indent=2))
+    cfg = model.encoder.config
+    assert (meta["backbone"]["D"], meta["backbone"]["L"]) == (cfg.hidden_size, cfg.num_hidden_layers)
     reloaded, meta = load_checkpoint(folder)
     with torch.no_grad():
         model.eval()
@@ -133,13 +273,19 @@ def save_and_reload(model: TaskModel, P: int, dev_batch: dict, folder: Path):
     return info
 
 
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as folder:
+        save_and_reload(model, P, next(iter(dev_loader)), Path(folder))
+
+
 # %% [markdown]
-# ## 5. The shapes, recorded
+# ## 6. The shapes, recorded
 #
-# One forward pass of a task model, on the tiny BERT (D=24, H=4, d=6; 2 layers) so the numbers
-# stay small: B=3 sentences, N=9 tokens (the last row padded), P=5. The prefix table `[P, L*2*D]` becomes
-# `[L, 2, H, P, d]`, each layer reads its `[B, H, P, d]` keys and values, and the head reads
-# `final.pooler` `[B, D]`, the real [CLS] (the head itself has no capture point).
+# One forward pass of a task model, on the tiny BERT (D=24, L=2, H=4, d=6, feed-forward width
+# D_ff=40, V=120) so the numbers stay small: B=3 sentences, N=9 tokens (the last row padded
+# by 3), P=5. The prefix table `[P, L*2*D]` becomes `[L, 2, H, P, d]`, each layer reads its
+# `[B, H, P, d]` keys and values, and the head reads `final.pooler` `[B, D]`, the real [CLS]
+# (the head itself has no capture point).
 
 # %%
 def trace_example(B=3, N=9, P=5, layers=2, pad=3) -> ShapeTrace:
@@ -156,26 +302,8 @@ def trace_example(B=3, N=9, P=5, layers=2, pad=3) -> ShapeTrace:
     return tr
 
 
-# %%
-def main():
-    n_train, n_dev, P, batch = (8, 8, 4, 8) if QUICK else (384, 200, 16, 16)
-    set_seed(0)
-    train, dev, source = sst2_or_sample(None, n_train, n_dev)
-    tok = WordPiece.from_model_dir()
-    train_loader, dev_loader = loaders(tok, train, dev, batch)
-    print(f"{len(train)} training and {len(dev)} dev sentences ({source}), P={P}")
-    model = build_task_model("sst2", "prefix", P)
-    print()
-    trainable_percent(model, P)
-    print()
-    short_run(model, train_loader, dev_loader)
-    print()
-    dev_batch = next(iter(dev_loader))
-    with tempfile.TemporaryDirectory() as folder:
-        save_and_reload(model, P, dev_batch, Path(folder))
-    print()
-    tr = trace_example()
-    print(tr.select("prefix", "embeddings", "mask", "layer0.", "final").table())
+if __name__ == "__main__":
+    print(trace_example().table())
 
 
 # %% [markdown]
@@ -183,20 +311,80 @@ def main():
 #
 # - Prompt training = frozen backbone + trainable prompt + small head; `requires_grad` is off
 #   for every backbone weight, and the optimizer only ever sees the rest.
-# - "Trainable %" is trainable / backbone (or / everything): about 0.3% for a P=16 prefix on
-#   MiniLM. It measures storage and optimizer state, not compute: forward and backward still
-#   run through the whole frozen network.
-# - A checkpoint holds only what was trained, a few hundred KB next to a 90 MB backbone, plus
-#   enough metadata to refuse the wrong backbone when loading.
-# - Prompts want a large learning rate (1e-2 to 3e-2 here), weights a small one (5e-5).
+# - "Trainable %" is about 0.33% for a P=16 prefix on MiniLM, whichever convention you use
+#   (they differ in the third digit). It measures storage and optimizer state, not compute:
+#   a step costs about 2 forward passes (full fine-tuning: 3, a head alone: 1), because the
+#   gradient runs back through the whole frozen network to reach every layer's prefix.
+# - A checkpoint holds only what was trained, a few hundred KB next to an 87 MB backbone, plus
+#   enough metadata (`backbone`: dimensions and a fingerprint) to refuse the wrong backbone.
+# - Prompts want a large learning rate (1e-2 to 3e-2 here; full fine-tuning typically uses
+#   about 5e-5): Adam moves each entry by about the learning rate per step, and a fresh table's
+#   entries are of size about 1.
+#
+# ## Check your understanding
+#
+# 1. How many numbers does a P=20 K/V prefix train on BERT-base (L=12, D=768), and how many
+#    does its head add for SST-2?
+#
+#    <details><summary>Answer</summary>
+#
+#    P*L*2*D = 20*12*2*768 = 368,640 for the prefix; the head Linear(768, 2) adds 768*2 + 2 =
+#    1,538.
+#
+#    </details>
+#
+# 2. Only the prefix and head train, yet a step costs about twice a forward pass. Which products
+#    make up the second pass, and which are skipped?
+#
+#    <details><summary>Answer</summary>
+#
+#    The gradients with respect to each layer's input (grad_out times W transposed, as many FLOPs
+#    as the forward product) are computed in every layer, so the gradient reaches every layer's
+#    prefix. The weight gradients (input transposed times grad_out), the third pass of full
+#    fine-tuning, are skipped: the weights are frozen.
+#
+#    </details>
+#
+# 3. Before training, the head called only about a quarter of the dev sentences positive, yet
+#    scored about 0.5. What would a head that calls *every* sentence negative score here, and
+#    what does that say about reading an accuracy?
+#
+#    <details><summary>Answer</summary>
+#
+#    The share of negative sentences among those scored: 1 - 0.495 = 0.505 for the 200 dev
+#    sentences (the run prints the positive share). So 0.5 is what no knowledge at all scores; an
+#    accuracy means something only next to that baseline (on an unbalanced set the baseline is
+#    the larger class's share, not 0.5).
+#
+#    </details>
+#
+# 4. You load a checkpoint trained on MiniLM onto a BERT-base folder. Which field of
+#    checkpoint.json stops it, and what would happen without it?
+#
+#    <details><summary>Answer</summary>
+#
+#    `backbone` (D 384 vs 768, L 6 vs 12, and the fingerprint): loading refuses with a message
+#    naming each difference. Without it the prefix table [P, 6*2*384] would
+#    not even fit the [P, 12*2*768] one; worse, on a backbone of the same shape but other weights it
+#    would load silently and steer a network it was never trained for.
+#
+#    </details>
 #
 # ## Try this
 #
-# - Train longer: `python -m minigpt_ptv2 train sst2 prefix --P 16 --epochs 1 --max-train 4000`.
-# - Swap `"prefix"` for `"deep"` or `"soft"` in `main` and compare the counts and accuracies.
-# - Try lr=1e-3 for the prefix and watch accuracy stall: the learning rate matters more than P here.
-# - Open the saved `checkpoint.json`: which fields would catch loading onto another backbone?
-
-# %%
-if __name__ == "__main__":
-    main()
+# Each has an answer in `lessons/solutions/10_solutions.py` (the function named in brackets), run by
+# the test suite.
+#
+# 1. Keep a checkpoint: run sections 1-4, then `save_and_reload(model, P, next(iter(dev_loader)),
+#    Path("runs/lesson_10"))`, and open `runs/lesson_10/checkpoint.json`. Which fields name the
+#    backbone? Change its `D` to 768 and call `load_checkpoint("runs/lesson_10")`: read
+#    the error. [`try_1`]
+# 2. Build `build_task_model("sst2", "deep", 16)` and `"soft"` instead of `"prefix"`, and count
+#    what each trains (`p.numel()` of the parameters with `requires_grad`, prompt and head
+#    apart): how many numbers does each prompt train? [`try_2`]
+# 3. Why a large learning rate? Train a fresh prefix for 5 steps with `fit` at lr=3e-2 and at
+#    lr=1e-3, and measure how far the prefix table moved (mean |change| per entry) next to the
+#    size of its entries. [`try_3`]
+# 4. Run `step_cost` on a deep prompt (`build_task_model("sst2", "deep", 16)`, method "deep"),
+#    on the same batch as the prefix: how many forward passes is its step, and how do its
+#    GFLOPs compare with the prefix's? [`try_4`]

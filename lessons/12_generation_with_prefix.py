@@ -2,8 +2,9 @@
 # # Lesson 12 — Generation with a prefix
 #
 # On a decoder, a K/V prefix and a KV cache are the same object. Generation keeps, per layer,
-# the keys and values `[B, H, T, d]` of everything seen so far; P-Tuning v2 simply puts P
-# trained entries at the front of that list before the first real token arrives:
+# the keys and values of everything seen so far, `[B, H, T, d]`: B rows of the batch, H heads of
+# d features each, and **T** keys already cached. P-Tuning v2 simply puts its P trained entries
+# at the front of that list before the first real token arrives:
 #
 #     cache after the prompt step:  [ prefix K/V (P) | prompt tokens (N) ]          T = P + N
 #     after each new token:         [ prefix K/V (P) | prompt tokens (N) | new ... ]
@@ -13,8 +14,10 @@
 # there. We check that the cache really starts with the prefix, that cached decoding equals
 # full recomputation, and that left padding does not change what a row generates.
 #
-# No pretrained GPT-2 can be fetched offline, so the decoder has random weights: the tokens are
-# meaningless, but every equality below is exact behaviour, not luck.
+# The other letters: N prompt tokens per row, L layers, D hidden size (D = H * d), V vocabulary
+# size (the logits are `[B, N, V]`). No pretrained GPT-2 can be fetched offline, so the decoder
+# has random weights: the tokens are meaningless, but every equality below is exact behaviour,
+# not luck.
 
 # %%
 from __future__ import annotations
@@ -33,18 +36,40 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # %% [markdown]
 # ## 0. A random GPT-2 with a prefix
 #
-# Weights drawn from N(0, 0.2), ten times GPT-2's init (lesson 05), so that greedy decoding
-# does not settle on repeating one token, and a `KVPrefix` with a N(0, 0.5) table.
+# GPT-2's shape with 2 layers (D=768, H=12, d=64, V=50,257; the tiny GPT-2 in quick mode), and
+# a `KVPrefix` with a N(0, 0.5) table. The weights are drawn from N(0, 0.2), ten times GPT-2's
+# own init (lesson 05): with GPT-2's N(0, 0.02), a random model's greedy decoding soon repeats
+# one token, which would make "the same tokens" below an easy test to pass. Counted here.
 
 # %%
-def model_with_prefix(cfg, P: int, seed: int = 0, positions: str = "real") -> GPT2Decoder:
+def model_with_prefix(cfg, P: int, seed: int = 0, positions: str = "real", std: float = 0.2) -> GPT2Decoder:
     torch.manual_seed(seed)
     model = GPT2Decoder(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
-                p.normal_(0.0, 0.2)
+                p.normal_(0.0, std)
     return model.attach(KVPrefix(cfg, P, init_std=0.5, positions=positions).eval())
+
+
+def greedy_variety(cfg, P: int, ids: torch.Tensor, steps: int, model: GPT2Decoder) -> dict:
+    """Distinct tokens among `steps` greedy tokens of row 0, for GPT-2's init and for ours."""
+    small = model_with_prefix(cfg, P, std=0.02)
+    counts = {std: len(set(m.generate(ids, steps)[0, -steps:].tolist())) for std, m in ((0.02, small), (0.2, model))}
+    print(f"distinct tokens among {steps} greedy ones: weights N(0, 0.02) {counts[0.02]}, N(0, 0.2) {counts[0.2]}")
+    assert counts[0.02] <= 2 < counts[0.2]  # GPT-2's init: one or two tokens, repeated
+    return counts
+
+
+if __name__ == "__main__":
+    cfg = preset("gpt2-tiny") if QUICK else preset("gpt2").replace(num_hidden_layers=2)
+    P, N, steps = (3, 6, 5) if QUICK else (16, 16, 8)
+    model = model_with_prefix(cfg, P)
+    torch.manual_seed(1)
+    ids = torch.randint(1, cfg.vocab_size, (2, N))  # [B, N], B = 2
+    print(f"D={cfg.hidden_size}, L={cfg.num_hidden_layers}, H={cfg.num_attention_heads}, d={cfg.head_dim}, "
+          f"V={cfg.vocab_size}; P={P}, N={N}, B=2")
+    greedy_variety(cfg, P, ids, steps, model)
 
 
 # %% [markdown]
@@ -53,12 +78,14 @@ def model_with_prefix(cfg, P: int, seed: int = 0, positions: str = "real") -> GP
 # After the prompt step, each layer's cached keys are `[B, H, P+N, d]`, and their first P
 # entries are *exactly* the prefix keys of that layer: `concat_prefix` put them there. The
 # cache's key mask marks them as visible, and the next position is N, because real tokens
-# count from 0 whatever P is (positions="real"; "shifted" would continue from P+N).
+# count from 0 whatever P is (positions="real"). Under positions="shifted" (PEFT's convention)
+# the same cache continues from P+N.
 
 # %%
+@torch.no_grad()
 def cache_starts_from_prefix(model: GPT2Decoder, ids: torch.Tensor):
     P = model.prompt.num_virtual
-    out = model(ids, use_cache=True)
+    out = model(ids, use_cache=True, logits_to_keep=1)
     kv = model.prompt.layer_kv()  # [L, 2, H, P, d]
     B, N = ids.shape
     print(f"prompt step: N={N} tokens, cache length T={out.cache.length} = P + N = {P} + {N}")
@@ -66,10 +93,23 @@ def cache_starts_from_prefix(model: GPT2Decoder, ids: torch.Tensor):
         assert k.shape == (B, model.config.num_attention_heads, P + N, model.config.head_dim)
         assert torch.equal(k[:, :, :P], kv[i, 0].expand(B, -1, -1, -1))
         assert torch.equal(v[:, :, :P], kv[i, 1].expand(B, -1, -1, -1))
-    print(f"layer 0 cached K {list(out.cache.layers[0][0].shape)}: first P entries == the prefix K "
-          f"in every layer; key mask over the prefix all True: {bool(out.cache.key_mask[:, :P].all())}")
-    print(f"next position: {out.cache.next_position.tolist()} (N, not P+N: the prefix has no position)")
+    visible = bool(out.cache.key_mask[:, :P].all())
+    print(f"layer 0 cached K {list(out.cache.layers[0][0].shape)} = [B, H, P+N, d]: first P entries == the "
+          f"prefix K in every layer; key mask over the prefix all True: {visible}")
+    print(f"next position, positions='real':    {out.cache.next_position.tolist()} (N: the prefix has no position)")
+    assert visible and out.cache.next_position.tolist() == [N] * B
+    real = model.prompt
+    same = KVPrefix(model.config, P, positions="shifted")  # the same table under PEFT's convention
+    same.load_state_dict(real.state_dict())
+    shifted = model.attach(same)(ids, use_cache=True, logits_to_keep=1).cache.next_position.tolist()
+    model.attach(real)
+    print(f"next position, positions='shifted': {shifted} (P+N)")
+    assert shifted == [P + N] * B
     return out
+
+
+if __name__ == "__main__":
+    cache_starts_from_prefix(model, ids)
 
 
 # %% [markdown]
@@ -77,16 +117,18 @@ def cache_starts_from_prefix(model: GPT2Decoder, ids: torch.Tensor):
 #
 # `generate(..., use_cache=False)` recomputes the whole sequence (prefix included) at every
 # step; `use_cache=True` feeds one token per step. Same function, so the same greedy tokens,
-# and at every step the same logits up to float rounding.
+# and at every step the same logits up to float rounding. (`logits_to_keep=1` asks only for the
+# last row of logits: the `[D, V]` head is the largest product of a step, and a step reads one row.)
 
 # %%
+@torch.no_grad()
 def cached_equals_full(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     cached = model.generate(ids, steps, use_cache=True)  # [B, N + steps]
     full = model.generate(ids, steps, use_cache=False)
     assert torch.equal(cached, full)
-    worst, scale, out = 0.0, 0.0, model(ids, use_cache=True)
+    worst, scale, out = 0.0, 0.0, model(ids, use_cache=True, logits_to_keep=1)
     for t in range(ids.shape[1], cached.shape[1]):  # step by step, compare the logits
-        recomputed = model(cached[:, :t]).logits[:, -1]  # [B, V]
+        recomputed = model(cached[:, :t], logits_to_keep=1).logits[:, -1]  # [B, V]
         worst = max(worst, float((out.logits[:, -1] - recomputed).abs().max()))
         scale = max(scale, float(recomputed.abs().max()))
         out = model(cached[:, t:t + 1], past=out.cache, use_cache=True)
@@ -94,6 +136,10 @@ def cached_equals_full(model: GPT2Decoder, ids: torch.Tensor, steps: int):
           f"over the steps {worst:.1e}, for logits as large as {scale:.1f}")
     assert worst <= 1e-4 * max(scale, 1.0), "float rounding only"
     return cached
+
+
+if __name__ == "__main__":
+    cached_equals_full(model, ids, steps)
 
 
 # %% [markdown]
@@ -107,11 +153,15 @@ def cached_equals_full(model: GPT2Decoder, ids: torch.Tensor, steps: int):
 # (pads included) and the same row sees a different sequence.
 
 # %%
+@torch.no_grad()
 def left_padding(model: GPT2Decoder, short: torch.Tensor, long: torch.Tensor, steps: int):
-    pad = long.shape[0] - short.shape[0]
+    P, pad = model.prompt.num_virtual, long.shape[0] - short.shape[0]
     ids = torch.stack([torch.cat([torch.zeros(pad, dtype=torch.long), short]), long])  # [2, N]
     mask = torch.ones_like(ids)
     mask[0, :pad] = 0
+    keys = model(ids, attention_mask=mask, use_cache=True, logits_to_keep=1).cache.key_mask  # [2, P+N]
+    print(f"row 0's key mask: prefix {keys[0, :P].int().tolist()}, then {keys[0, P:].int().tolist()}")
+    assert keys[:, :P].all() and not keys[0, P:P + pad].any() and keys[0, P + pad:].all()
     batched = model.generate(ids, steps, attention_mask=mask)  # [2, N + steps]
     alone = model.generate(short[None], steps)  # [1, len(short) + steps]
     assert torch.equal(batched[0, pad:], alone[0]) and torch.equal(
@@ -120,36 +170,50 @@ def left_padding(model: GPT2Decoder, short: torch.Tensor, long: torch.Tensor, st
           f"{alone[0, -steps:].tolist()}")
     naive = model(ids, attention_mask=mask, position_ids=torch.arange(ids.shape[1]).expand(2, -1))
     right = model(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
-    gap = (naive.logits[0, -1] - right.logits[0, -1]).abs().max()
+    gap = float((naive.logits[0, -1] - right.logits[0, -1]).abs().max())
     print(f"positions counting the pads instead: last-token logits of row 0 move by {gap:.2e}")
-    assert gap > 1e-4
+    assert gap > 1e-2
+
+
+if __name__ == "__main__":
+    left_padding(model, ids[0, N // 2:], ids[1], steps)
 
 
 # %% [markdown]
 # ## 4. Sampling, reproducibly
 #
 # Greedy picks the argmax; sampling draws from softmax(logits / temperature), optionally
-# restricted to the top k. Pass a `torch.Generator` and the draw is reproducible.
+# restricted to the top k. Pass a `torch.Generator` and the draw is reproducible: the same seed
+# gives the same tokens, another seed (here) other tokens, and every first draw is one of the k
+# most likely tokens of the prompt step.
 
 # %%
-def sampling(model: GPT2Decoder, ids: torch.Tensor, steps: int):
-    draws = [model.generate(ids, steps, do_sample=True, top_k=20, temperature=1.0,
+@torch.no_grad()
+def sampling(model: GPT2Decoder, ids: torch.Tensor, steps: int, k: int = 20):
+    draws = [model.generate(ids, steps, do_sample=True, top_k=k, temperature=1.0,
                             generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
-    assert torch.equal(draws[0], draws[1])
-    print(f"sampled (top_k=20, seed 1): {draws[0][0, -steps:].tolist()}; seed 1 again: same; "
-          f"seed 2: {draws[2][0, -steps:].tolist()}")
+    first_top = model(ids, logits_to_keep=1).logits[:, -1].topk(k).indices  # [B, k]
+    in_top = all(int(d[b, ids.shape[1]]) in first_top[b].tolist() for d in draws for b in range(ids.shape[0]))
+    print(f"sampled (top_k={k}, seed 1): {draws[0][0, -steps:].tolist()}; seed 1 again: same; "
+          f"seed 2: {draws[2][0, -steps:].tolist()}; first draws among the top {k}: {in_top}")
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2]) and in_top
+
+
+if __name__ == "__main__":
+    sampling(model, ids, steps)
 
 
 # %% [markdown]
 # ## 5. The shapes, recorded
 #
-# Tiny GPT-2 (D=24, H=4, d=6, V=130, L=3), layer 0 shown, B=2, N=7, P=5. The prompt step looks
-# like an encoder with a prefix, plus the causal keep-mask `[B, 1, N, P+N]`. The cached step
-# feeds one token: the cache of T = P+N = 12 entries arrives as `prefix_k`/`prefix_v`
-# `[B, H, T, d]`, where the prefix was one step before. The prefix table is not read again.
+# Tiny GPT-2 (D=24, H=4, d=6, V=130, L=3, feed-forward width D_ff=96), layer 0 shown, B=8, N=7,
+# P=5 (every letter a different size). The prompt step looks like an encoder with a prefix, plus
+# the causal keep-mask `[B, 1, N, P+N]`. The cached step feeds one token: the cache of
+# T = P+N = 12 entries arrives as `prefix_k`/`prefix_v` `[B, H, T, d]`, where the prefix was
+# one step before. The prefix table is not read again.
 
 # %%
-def trace_example(B=2, N=7, P=5, layers=3):
+def trace_example(B=8, N=7, P=5, layers=3):
     cfg = preset("gpt2-tiny").replace(num_hidden_layers=layers)
     model = model_with_prefix(cfg, P)
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
@@ -163,22 +227,7 @@ def trace_example(B=2, N=7, P=5, layers=3):
     return prompt_step, cached_step
 
 
-# %%
-def main():
-    cfg = preset("gpt2-tiny") if QUICK else preset("gpt2").replace(num_hidden_layers=2)
-    P, N, steps = (3, 6, 5) if QUICK else (16, 16, 12)
-    model = model_with_prefix(cfg, P)
-    torch.manual_seed(1)
-    ids = torch.randint(1, cfg.vocab_size, (2, N))  # [B, N]
-    with torch.no_grad():
-        cache_starts_from_prefix(model, ids)
-        print()
-        cached_equals_full(model, ids, steps)
-        print()
-        left_padding(model, ids[0, N // 2:], ids[1], steps)
-        print()
-        sampling(model, ids, steps)
-    print()
+if __name__ == "__main__":
     prompt_step, cached_step = trace_example()
     print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = P+N)")))
 
@@ -191,18 +240,72 @@ def main():
 # - Cached decoding and full recomputation are the same function; test one against the other.
 # - Left padding needs two things: pads masked (the prefix never is) and positions counting
 #   real tokens only. Then a row generates the same tokens padded in a batch as alone.
-# - Under positions="real" the prefix takes no position: real tokens start at 0, and the
-#   position table's full length stays available (lesson 13, pitfall 1).
+# - Under positions="real" the prefix takes no position: real tokens start at 0, the next token
+#   at N, and the position table's full length stays available (lesson 13, pitfall 1).
+#
+# ## Check your understanding
+#
+# 1. GPT-2 small (L=12, H=12, d=64) with a P=20 prefix reads a prompt of N=30 tokens, B=4. What
+#    is the shape of each layer's cached K after the prompt step, and after 5 more tokens have
+#    been fed one at a time?
+#
+#    <details><summary>Answer</summary>
+#
+#    `[4, 12, 50, 64]` = [B, H, P+N, d] after the prompt step, then `[4, 12, 55, 64]`: each fed
+#    token adds one key per layer and head. The prefix is in there from the start (T = P + N).
+#
+#    </details>
+#
+# 2. Same model, positions="real": which position does the first token fed after the prompt
+#    get? And under positions="shifted"?
+#
+#    <details><summary>Answer</summary>
+#
+#    30 (= N): real tokens count from 0 and the prefix has no position. Under "shifted" the
+#    prompt sat at P..P+N-1 = 20..49, so the next token gets 50 (= P+N), and the longest text
+#    shrinks by P (1024 - 20 positions for GPT-2).
+#
+#    </details>
+#
+# 3. A row is left-padded with 3 pads. Why must its pads be masked but not the prefix, and what
+#    goes wrong if its positions count the pads?
+#
+#    <details><summary>Answer</summary>
+#
+#    Pads are not part of the text, so no query may read them; the prefix is the trained
+#    context every row shares, so every query must read it. With pads counted, the first real
+#    token sits at position 3 instead of 0: GPT-2 adds another row of its position table to
+#    every real token, so the row computes a different function (section 3: logits move by far
+#    more than rounding) and generates other tokens than it would alone.
+#
+#    </details>
+#
+# 4. `generate(ids, 12, use_cache=False)` after a prompt of N=16 tokens: how many token rows go
+#    through the layers in total, and how many with the cache?
+#
+#    <details><summary>Answer</summary>
+#
+#    Without the cache, 12 forward passes of 16, 17, ..., 27 rows (the twelfth token is returned,
+#    never fed back): 12*16 + (0+1+...+11) = 192 + 66 = 258 rows. With the cache, 16 rows, then
+#    11 steps of one row: 27. The P prefix keys add keys to every step, never rows.
+#
+#    </details>
 #
 # ## Try this
 #
-# - Attach the prefix with `positions="shifted"` (PEFT's convention) and print
-#   `cache.next_position`: where do the real tokens start now?
-# - Mask the prefix (`model.prompt.virtual_keep[:] = False`) and check that generation equals
-#   the plain model's (`model.detach_prompt()`).
-# - Time 64 new tokens with and without the cache on `preset("gpt2")` with 4 layers.
-# - `python -m minigpt_ptv2 trace --model decoder --config gpt2-tiny --method prefix --B 2 --N 5 --P 3`.
-
-# %%
-if __name__ == "__main__":
-    main()
+# Each has an answer in `lessons/solutions/12_solutions.py` (the function named in brackets), run by
+# the test suite.
+#
+# 1. Attach the prefix with `positions="shifted"` (PEFT's convention) to the model of section 0
+#    (`model_with_prefix(cfg, P, positions="shifted")`), print `cache.next_position` after the
+#    prompt step and generate greedily: where do the real tokens start now, and are the tokens
+#    the same as under "real"? [`try_1`]
+# 2. Mask the prefix (`model.prompt.virtual_keep[:] = False`) and check that generation equals
+#    the plain model's (`model.detach_prompt()`). How long is the cache after the prompt step?
+#    [`try_2`]
+# 3. Count the token rows that enter the layers (the first axis after B of `embeddings.out`, in a
+#    `ShapeTrace`) while generating 32 tokens after a 16-token prompt, with and without the cache,
+#    on `preset("gpt2")` with 2 layers; time both. [`try_3`]
+# 4. `python -m minigpt_ptv2 trace --model decoder --config gpt2-tiny --method prefix --B 2 --N 5 --P 3`:
+#    which rows carry P+N, and why is the keep-mask `[B, 1, N, P+N]` here when an encoder's is
+#    `[B, 1, 1, P+N]`? [`try_4`]

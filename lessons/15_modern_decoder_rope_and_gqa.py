@@ -53,6 +53,13 @@ def tiny_llama(seed: int = 0, layers: int | None = None) -> LlamaDecoder:
     return model
 
 
+if __name__ == "__main__":
+    model = tiny_llama(layers=2 if QUICK else 3)
+    torch.manual_seed(6)
+    ids = torch.randint(1, model.config.vocab_size, (2, 6 if QUICK else 12))  # [B, N]
+    print(model)
+
+
 # %% [markdown]
 # ## 1. RoPE: a position is an angle, and a score sees only distances
 #
@@ -75,6 +82,10 @@ def rope_sees_distances():
         print(f"  query at {i:3d}, key at {j:3d} (distance {i - j}): score {score(i, j):+.5f}")
     assert abs(score(7, 3) - score(103, 99)) < 1e-4 and abs(score(7, 3) - score(7, 4)) > 1e-3
     print("same distance, same score; move one of them and the score changes")
+
+
+if __name__ == "__main__":
+    rope_sees_distances()
 
 
 # %% [markdown]
@@ -104,6 +115,10 @@ def grouped_heads(model: LlamaDecoder):
     for name, r in rows.items():
         print(f"  {name:7s} {r['trainable']:>9,} trainable ({r['percent']:.3f}%)")
     assert rows["prefix"]["trainable"] == 16 * big.prefix_width == rows["deep"]["trainable"] // 2
+
+
+if __name__ == "__main__":
+    grouped_heads(model)
 
 
 # %% [markdown]
@@ -138,6 +153,10 @@ def prefix_key_positions(model: LlamaDecoder, ids: torch.Tensor):
     assert (out[True, "real"] - out[True, "shifted"]).abs().max() < 1e-4
 
 
+if __name__ == "__main__":
+    prefix_key_positions(model, ids)
+
+
 # %% [markdown]
 # ## 4. Hidden-state prompts: turned like any row
 #
@@ -165,6 +184,10 @@ def deep_prompt_positions(model: LlamaDecoder, ids: torch.Tensor):
     assert gap < 1e-4
 
 
+if __name__ == "__main__":
+    deep_prompt_positions(model, ids)
+
+
 # %% [markdown]
 # ## 5. The bridge, restated for this block
 #
@@ -186,6 +209,10 @@ def bridge(model: LlamaDecoder, ids: torch.Tensor):
     gap, effect = float((a - b).abs().max()), float((a - plain).abs().max())
     print(f"deep prompt vs hidden_to_kv prefix: {gap:.1e} apart (the prompt itself moves the logits by {effect:.2f})")
     assert gap <= 1e-5 * max(1.0, float(a.abs().max())) and effect > 1e-2
+
+
+if __name__ == "__main__":
+    bridge(model, ids)
 
 
 # %% [markdown]
@@ -212,6 +239,10 @@ def generation(model: LlamaDecoder, steps: int):
     model.detach_prompt()
 
 
+if __name__ == "__main__":
+    generation(model, 6 if QUICK else 16)
+
+
 # %% [markdown]
 # ## 7. The shapes, recorded
 #
@@ -234,25 +265,9 @@ def trace_example(B=6, N=7, P=5, layers=3):
     return prefix, deep
 
 
-# %%
-def main():
-    model = tiny_llama(layers=2 if QUICK else 3)
-    torch.manual_seed(6)
-    ids = torch.randint(1, model.config.vocab_size, (2, 6 if QUICK else 12))
-    rope_sees_distances()
-    print()
-    grouped_heads(model)
-    print()
-    prefix_key_positions(model, ids)
-    print()
-    deep_prompt_positions(model, ids)
-    print()
-    bridge(model, ids)
-    print()
-    generation(model, 6 if QUICK else 16)
-    print()
-    prefix, deep = trace_example()
-    print(side_by_side(deep, prefix, ("deep hidden-state prompt", "K/V prefix")))
+if __name__ == "__main__":
+    prefix_trace, deep_trace = trace_example()
+    print(side_by_side(deep_trace, prefix_trace, ("deep hidden-state prompt", "K/V prefix")))
 
 
 # %% [markdown]
@@ -269,16 +284,61 @@ def main():
 # - Hidden-state prompt rows are turned like any row; the bridge holds with
 #   K = RoPE(RMSNorm(h) W_K).
 #
+# ## Check your understanding
+#
+# 1. A query at position 10 and a key at position 7 give some score. Which of these pairs gives the
+#    same score: (13, 10), (10, 10), (20, 7)?
+#
+#    <details><summary>Answer</summary>
+#
+#    (13, 10): RoPE turns q and k by angles proportional to their positions, and the score depends
+#    on the difference only (distance 3 in both). (10, 10) is distance 0, (20, 7) distance 13.
+#
+#    </details>
+#
+# 2. In LLaMA 3.2 1B (L=16, H=32, H_kv=8, d=64, D=2048), how wide is one row of a K/V prefix table,
+#    and why is it not L*2*D?
+#
+#    <details><summary>Answer</summary>
+#
+#    L*2*H_kv*d = 16*2*8*64 = 16,384. The prefix holds keys and values, and there are only H_kv = 8
+#    key/value heads of d = 64 per layer (H_kv*d = 512, not D = 2048): the 32 query heads share them.
+#
+#    </details>
+#
+# 3. With `rotate_keys=False`, why do `positions="real"` and `positions="shifted"` give different
+#    models, when for a shallow prompt they do not?
+#
+#    <details><summary>Answer</summary>
+#
+#    An unturned prefix key scores like a key at position 0. Moving the real tokens from 0.. to P..
+#    changes their distance to it, so every score against the prefix changes. A shallow prompt's rows
+#    are turned at their own positions, which move with the text: every distance stays the same.
+#
+#    </details>
+#
+# 4. The bridge on BERT uses K = h W_K + b_K. What is it on this block, and at which positions?
+#
+#    <details><summary>Answer</summary>
+#
+#    K = RoPE(RMSNorm(h) W_K) at the prompt rows' positions (-P..-1 under "real", 0..P-1 under
+#    "shifted"), V = RMSNorm(h) W_V: the block normalises before attention (pre-norm) and turns keys
+#    by position; it has no biases.
+#
+#    </details>
+#
 # ## Try this
 #
-# - `python -m minigpt_ptv2 trace --config llama-tiny --method prefix --B 2 --N 6 --P 4 --layers 0`:
-#   find `k_repeated`, the grouped keys widened to H heads.
-# - Build a `KVPrefix(..., rotate_keys=True)` on GPT-2 and read the error: there is nothing to turn.
-# - `python -m minigpt_ptv2 params --config llama-1b --P 16`: which method is now cheapest, and why
-#   is the K/V prefix smaller than the deep prompt here, when on BERT it is twice as large?
-# - In section 3, print the logits' gap for P = 1, 4, 16 under rotate_keys=False: does a longer
-#   shift move the outputs more?
-
-# %%
-if __name__ == "__main__":
-    main()
+# Each has an answer in `lessons/solutions/15_solutions.py` (the function named in brackets), run by
+# the test suite.
+#
+# 1. `python -m minigpt_ptv2 trace --config llama-tiny --method prefix --B 2 --N 6 --P 4 --layers 0`:
+#    find `k_repeated`, the grouped keys widened to H heads. How many query heads read each K/V head?
+#    [`try_1`]
+# 2. Build a `KVPrefix(config, 4, rotate_keys=True)` for GPT-2 (`preset("gpt2-tiny")`) and attach it to
+#    a `GPT2Decoder`: read the error. [`try_2`]
+# 3. `python -m minigpt_ptv2 params --config llama-1b --P 16`: which prompt method trains the
+#    fewest numbers, and why is the K/V prefix smaller than the deep prompt here, when on BERT-base it
+#    is twice as large? [`try_3`]
+# 4. In section 3, measure the logits' gap between "real" and "shifted" for P = 1, 4 and 16 under
+#    `rotate_keys=False`: does it grow with P? [`try_4`]

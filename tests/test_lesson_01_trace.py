@@ -1,9 +1,12 @@
-"""Lesson 01, traced: a plain BERT-base-shaped encoder (2 of its 12 layers), B=16, N=128.
+"""Lesson 01, traced: a plain BERT-base-shaped encoder (3 of its 12 layers), B=16, N=128.
 
-No prompt yet: every row is [B, N, ...] and P appears nowhere. Compare with lesson 06-08,
-where the same model grows P rows or P keys. Run: `pytest tests/test_lesson_01_trace.py`.
+No prompt yet: every row is [B, N, ...] and P appears nowhere. Every layer records the same six
+rows: queries, keys and values [B, H, N, d], the per-head context, then back to [B, N, D]. Three
+layers, not two, so that no two letters share a size (with L=2, L*2*D = 3072 = D_ff). Compare
+with lessons 06-08, where the same model grows P rows or P keys.
+Run: `pytest tests/test_lesson_01_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import check_lesson_trace
 
 EXPECTED = """
 name                     shape              letters
@@ -21,11 +24,18 @@ layer1.attn.v            [16, 12, 128, 64]  [B, H, N, d]
 layer1.attn.context      [16, 12, 128, 64]  [B, H, N, d]
 layer1.attn.out          [16, 128, 768]     [B, N, D]
 layer1.out               [16, 128, 768]     [B, N, D]
+layer2.attn.q            [16, 12, 128, 64]  [B, H, N, d]
+layer2.attn.k            [16, 12, 128, 64]  [B, H, N, d]
+layer2.attn.v            [16, 12, 128, 64]  [B, H, N, d]
+layer2.attn.context      [16, 12, 128, 64]  [B, H, N, d]
+layer2.attn.out          [16, 128, 768]     [B, N, D]
+layer2.out               [16, 128, 768]     [B, N, D]
 final.last_hidden_state  [16, 128, 768]     [B, N, D]
 final.pooler             [16, 768]          [B, D]
 """
 
 
 def test_lesson_01_plain_encoder_trace():
-    lesson = load_lesson("01")
-    assert_trace(lesson.trace_example(B=16, N=128, layers=2), EXPECTED)
+    trace = check_lesson_trace("01", EXPECTED, B=16, N=128, layers=3)
+    letters = set(trace.dims.values())
+    assert len(letters) == len(trace.dims), f"two letters share a size: {trace.dims}"

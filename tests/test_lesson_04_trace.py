@@ -1,10 +1,14 @@
-"""Lesson 04, traced: the shipped pretrained MiniLM (L=6, D=384, H=12, d=32) on B=2, N=8.
+"""Lesson 04, traced: the shipped pretrained MiniLM (L=6, D=384, H=12, d=32, D_ff=1536,
+V=30,522) on B=2, N=8.
 
 The same rows as lesson 01's BERT-base, with MiniLM's numbers: loading a checkpoint changes
-values, never shapes. Skipped when the pretrained folder is not installed.
-Run: `pytest tests/test_lesson_04_trace.py`.
+values, never shapes. Every layer reads and writes [B, N, D]; inside, queries, keys and values
+are [B, H, N, d] (the fused path: no scores or probs rows). No two letters share a size, and the
+first attention call is recomputed head by head from the loaded weights, so heads split as
+(d h) instead of (h d) fail too, though every shape stays right. Skipped when the pretrained
+folder is not installed. Run: `pytest tests/test_lesson_04_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import check_lesson_trace
 
 EXPECTED = """
 name                     shape           letters
@@ -52,5 +56,5 @@ final.pooler             [2, 384]        [B, D]
 
 
 def test_lesson_04_pretrained_minilm_trace(minilm_dir):
-    lesson = load_lesson("04")
-    assert_trace(lesson.trace_example(minilm_dir, B=2, N=8), EXPECTED)
+    trace = check_lesson_trace("04", EXPECTED, model_dir=minilm_dir, B=2, N=8)
+    assert len(set(trace.dims.values())) == len(trace.dims), f"two letters share a size: {trace.dims}"

@@ -1,11 +1,14 @@
-"""Lesson 06, traced: a shallow soft prompt on BERT-base shapes (2 layers), seed 000's numbers
-B=16, N=128, P=20, D=768.
+"""Lesson 06, traced: a shallow soft prompt on BERT-base shapes (D=768, H=12, d=64; 3 layers, so
+that L*2*D = 4,608 differs from the feed-forward width 3,072), seed 000's numbers B=16, N=128, P=20.
 
-The prompt [B, P, D] joins the embeddings once, so every layer runs on P+N = 148 rows; the
-virtual rows are sliced off once, at the end, before the hidden states and the pooler (which
-must read the real [CLS]). Run: `pytest tests/test_lesson_06_trace.py`.
+The prompt [B, P, D] joins the embeddings once, so every layer runs on P+N = 148 rows (no
+`inject` or `slice` inside the loop: that is lesson 07's deep prompt); the virtual rows are sliced
+off once, at the end, before the hidden states and the pooler (which must read the real [CLS]).
+If the lesson's code raises, the failure shows how far the trace got; after the shapes, layer 0's
+attention is recomputed head by head (heads split as `(d h)` would fail there).
+Run: `pytest tests/test_lesson_06_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import check_lesson_trace, load_lesson
 
 EXPECTED = """
 name                     shape              letters
@@ -24,6 +27,12 @@ layer1.attn.v            [16, 12, 148, 64]  [B, H, P+N, d]
 layer1.attn.context      [16, 12, 148, 64]  [B, H, P+N, d]
 layer1.attn.out          [16, 148, 768]     [B, P+N, D]
 layer1.out               [16, 148, 768]     [B, P+N, D]
+layer2.attn.q            [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.k            [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.v            [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.context      [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.out          [16, 148, 768]     [B, P+N, D]
+layer2.out               [16, 148, 768]     [B, P+N, D]
 shallow.slice            [16, 128, 768]     [B, N, D]
 final.last_hidden_state  [16, 128, 768]     [B, N, D]
 final.pooler             [16, 768]          [B, D]
@@ -31,9 +40,7 @@ final.pooler             [16, 768]          [B, D]
 
 
 def test_lesson_06_soft_prompt_trace():
-    lesson = load_lesson("06")
-    tr = lesson.trace_example(B=16, N=128, P=20, layers=2)
-    assert_trace(tr, EXPECTED)
+    tr = check_lesson_trace("06", EXPECTED, B=16, N=128, P=20, layers=3)
     assert tr.walk() == ("input: prompt [16, 20, 768] + embeddings [16, 128, 768] -> [16, 148, 768] "
                          "-> every layer on P+N rows -> slice [16, 128, 768]")
 

@@ -1,17 +1,23 @@
-"""Lesson 07, traced: deep hidden-state prompts on BERT-base shapes (2 layers), seed 000's
-numbers B=16, N=128, P=20, D=768, with the last row padded.
+"""Lesson 07, traced: deep hidden-state prompts on BERT-base shapes (D=768, H=12, d=64; 3 layers,
+so that L*2*D = 4,608 differs from the feed-forward width 3,072), seed 000's numbers B=16, N=128,
+P=20, with the last row's 8 final tokens padded.
 
 Read it as seed 000's walk, once per layer: prompt [B, P, D] + hidden [B, N, D] -> inject
 [B, P+N, D] -> every attention row is P+N long -> layer out [B, P+N, D] -> slice [B, N, D].
 The mask is the 4-D keep-mask [B, 1, 1, P+N] (the prompt columns always kept), never the
-2-D one seed 000 hands to its layers. Run: `pytest tests/test_lesson_07_trace.py`.
+2-D one seed 000 hands to its layers. A slice that keeps one row too many (`[:, P-1:]`) fails
+at the next layer: the table shows `layer0.slice` [B, 129, D] and where the trace stopped, then
+the mask error in one line. After the shapes, layer 0's attention is recomputed head by head
+(heads split as `(d h)` would fail there). Run: `pytest tests/test_lesson_07_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+import math
+
+from trace_helpers import check_lesson_trace, load_lesson
 
 EXPECTED = """
 name                     shape              letters
 embeddings.out           [16, 128, 768]     [B, N, D]
-deep.prompts             [2, 20, 768]       [L, P, D]
+deep.prompts             [3, 20, 768]       [L, P, D]
 mask.keys                [16, 148]          [B, P+N]
 mask.keep                [16, 1, 1, 148]    [B, 1, 1, P+N]
 layer0.prompt            [16, 20, 768]      [B, P, D]
@@ -32,6 +38,15 @@ layer1.attn.context      [16, 12, 148, 64]  [B, H, P+N, d]
 layer1.attn.out          [16, 148, 768]     [B, P+N, D]
 layer1.out               [16, 148, 768]     [B, P+N, D]
 layer1.slice             [16, 128, 768]     [B, N, D]
+layer2.prompt            [16, 20, 768]      [B, P, D]
+layer2.inject            [16, 148, 768]     [B, P+N, D]
+layer2.attn.q            [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.k            [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.v            [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.context      [16, 12, 148, 64]  [B, H, P+N, d]
+layer2.attn.out          [16, 148, 768]     [B, P+N, D]
+layer2.out               [16, 148, 768]     [B, P+N, D]
+layer2.slice             [16, 128, 768]     [B, N, D]
 final.last_hidden_state  [16, 128, 768]     [B, N, D]
 final.pooler             [16, 768]          [B, D]
 """
@@ -41,8 +56,18 @@ WALK_LAYER_0 = ("layer0: prompt [16, 20, 768] + hidden [16, 128, 768] -> inject 
 
 
 def test_lesson_07_deep_prompt_trace():
-    lesson = load_lesson("07")
-    tr = lesson.trace_example(B=16, N=128, P=20, layers=2, pad=8)
-    assert_trace(tr, EXPECTED)
-    assert tr.walk(0) == WALK_LAYER_0
-    assert tr.walk(1) == WALK_LAYER_0.replace("layer0", "layer1")
+    tr = check_lesson_trace("07", EXPECTED, B=16, N=128, P=20, layers=3, pad=8)
+    for i in range(3):
+        assert tr.walk(i) == WALK_LAYER_0.replace("layer0", f"layer{i}")
+    load_lesson("07").check_keep(tr, P=20, pad=8)  # prompt columns kept, the 8 pads dropped
+
+
+def test_lesson_07_a_2d_mask_down_weights_the_pads_but_does_not_mask_them():
+    """The lesson's claim, as measured: at B=16 the 2-D mask raises; at B=1 it runs and the pads'
+    share of attention falls from 0.218 to 0.098 (their weight relative to kept keys divided by e),
+    where the 4-D mask gives exactly 0."""
+    found = load_lesson("07").two_d_mask_mistake()
+    assert found[16] == "raises"
+    share = found[1]
+    assert share["4-D"] == 0 and 0 < share["2-D"] < share["none"]
+    assert math.isclose(share["none"], 0.218, abs_tol=5e-4) and math.isclose(share["2-D"], 0.098, abs_tol=5e-4)

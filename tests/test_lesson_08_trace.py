@@ -1,18 +1,22 @@
-"""Lesson 08, traced: a K/V prefix (P-Tuning v2) on BERT-base shapes (2 layers), seed 000's
-numbers B=16, N=128, P=20, D=768, H=12, d=64.
+"""Lesson 08, traced: a K/V prefix (P-Tuning v2) on BERT-base shapes (D=768, H=12, d=64; 3 layers,
+so that the table's width L*2*D = 4,608 differs from the feed-forward width 3,072; layer 0 shown),
+seed 000's numbers B=16, N=128, P=20.
 
 The prefix lives in one table [P, L*2*D] = [L, 2, H, P, d]. At every layer the keys and values
 grow, [B, H, P, d] + [B, H, N, d] -> [B, H, P+N, d], while the queries stay [B, H, N, d]: the
 scores are [B, H, N, P+N] and the layer returns N rows, so there is no inject and no slice.
+If the lesson's code raises, the failure shows how far the trace got; after the shapes, layer 0's
+attention is recomputed head by head, prefix included (heads split as `(d h)`, or the prefix's
+keys and values swapped, would fail there).
 Run: `pytest tests/test_lesson_08_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import assert_trace, check_lesson_trace, load_lesson
 
 EXPECTED = """
 name                       shape               letters
 embeddings.out             [16, 128, 768]      [B, N, D]
-prefix.table               [20, 3072]          [P, L*2*D]
-prefix.kv                  [2, 2, 12, 20, 64]  [L, 2, H, P, d]
+prefix.table               [20, 4608]          [P, L*2*D]
+prefix.kv                  [3, 2, 12, 20, 64]  [L, 2, H, P, d]
 mask.keys                  [16, 148]           [B, P+N]
 layer0.attn.q              [16, 12, 128, 64]   [B, H, N, d]
 layer0.attn.k              [16, 12, 128, 64]   [B, H, N, d]
@@ -26,27 +30,13 @@ layer0.attn.probs          [16, 12, 128, 148]  [B, H, N, P+N]
 layer0.attn.context        [16, 12, 128, 64]   [B, H, N, d]
 layer0.attn.out            [16, 128, 768]      [B, N, D]
 layer0.out                 [16, 128, 768]      [B, N, D]
-layer1.attn.q              [16, 12, 128, 64]   [B, H, N, d]
-layer1.attn.k              [16, 12, 128, 64]   [B, H, N, d]
-layer1.attn.v              [16, 12, 128, 64]   [B, H, N, d]
-layer1.attn.prefix_k       [16, 12, 20, 64]    [B, H, P, d]
-layer1.attn.prefix_v       [16, 12, 20, 64]    [B, H, P, d]
-layer1.attn.k_with_prefix  [16, 12, 148, 64]   [B, H, P+N, d]
-layer1.attn.v_with_prefix  [16, 12, 148, 64]   [B, H, P+N, d]
-layer1.attn.scores         [16, 12, 128, 148]  [B, H, N, P+N]
-layer1.attn.probs          [16, 12, 128, 148]  [B, H, N, P+N]
-layer1.attn.context        [16, 12, 128, 64]   [B, H, N, d]
-layer1.attn.out            [16, 128, 768]      [B, N, D]
-layer1.out                 [16, 128, 768]      [B, N, D]
 final.last_hidden_state    [16, 128, 768]      [B, N, D]
 final.pooler               [16, 768]           [B, D]
 """
 
 
 def test_lesson_08_kv_prefix_trace():
-    lesson = load_lesson("08")
-    tr = lesson.trace_example(B=16, N=128, P=20, layers=2)
-    assert_trace(tr, EXPECTED)
+    tr = check_lesson_trace("08", EXPECTED, B=16, N=128, P=20, layers=3)
     assert tr.walk(0).splitlines() == [
         "layer0: K: prefix [16, 12, 20, 64] + k [16, 12, 128, 64] -> [16, 12, 148, 64]",
         "layer0: V: prefix [16, 12, 20, 64] + v [16, 12, 128, 64] -> [16, 12, 148, 64]",

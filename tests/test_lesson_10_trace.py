@@ -1,11 +1,14 @@
-"""Lesson 10, traced: one forward pass of a task model (tiny BERT, D=24, H=4, d=6; 2 layers, with
-a K/V prefix and a sentence head), B=3 sentences, N=9 tokens with the last row padded, P=5.
+"""Lesson 10, traced: one forward pass of a task model (tiny BERT, D=24, L=2, H=4, d=6, with a
+K/V prefix and a sentence head), B=3 sentences, N=9 tokens with the last row padded by 3, P=5.
 
-The prefix table [P, L*2*D] is read once as [L, 2, H, P, d]; every layer extends its keys and
-values from N to P+N while queries stay N; the head reads `final.pooler`, the real [CLS].
+The prefix table [P, L*2*D] = [5, 96] is read once as [L, 2, H, P, d]; every layer extends its
+keys and values from N to P+N = 14 while queries stay N; the padding shows up as the keep-mask
+[B, 1, 1, P+N] (the prefix columns always kept); the head reads `final.pooler`, the real [CLS].
+If the lesson's code raises, the failure shows how far the trace got; after the shapes, the
+first attention call is recomputed head by head (prefix and mask included).
 Run: `pytest tests/test_lesson_10_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import check_lesson_trace, load_lesson
 
 EXPECTED = """
 name                       shape            letters
@@ -40,7 +43,7 @@ final.pooler               [3, 24]          [B, D]
 
 
 def test_lesson_10_task_model_trace():
-    assert_trace(load_lesson("10").trace_example(B=3, N=9, P=5, layers=2), EXPECTED)
+    check_lesson_trace("10", EXPECTED, B=3, N=9, P=5, layers=2)
 
 
 def test_lesson_10_without_padding_no_keep_mask_is_built():

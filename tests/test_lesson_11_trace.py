@@ -1,14 +1,17 @@
 """Lesson 11, traced: the explicit attention path of a tiny BERT (D=24, H=4, d=6, L=3) with a
-K/V prefix, layer 0 shown, B=2, N=7 (second row padded), P=5.
+K/V prefix, layer 0 shown, B=2, N=7 (second row padded by 2), P=5.
 
-With output_attentions=True the layer records `scores` and `probs` [B, H, N, P+N]: N real
-queries, P prefix keys then N real keys. Those `probs` are what `viz.attention_maps` stacks
-over layers and what every attention figure draws. Run: `pytest tests/test_lesson_11_trace.py`.
+With output_attentions=True the layer records `scores` and `probs` [B, H, N, P+N]: Nq = N real
+queries, Nk = P+N keys, the P prefix keys first. Those `probs` are what `viz.attention_maps`
+stacks over layers and what every attention figure draws, so the test also checks that each
+query row sums to 1 and that the padded row's two padding keys get exactly 0. If the lesson's
+code raises, the failure shows how far the trace got; after the shapes, the first attention
+call is recomputed head by head. Run: `pytest tests/test_lesson_11_trace.py`.
 """
 import torch
 
 from tolerances import PROB_SUM
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import check_lesson_trace
 
 EXPECTED = """
 name                       shape            letters
@@ -35,8 +38,7 @@ final.pooler               [2, 24]          [B, D]
 
 
 def test_lesson_11_attention_probs_trace():
-    tr = load_lesson("11").trace_example(B=2, N=7, P=5, layers=3)
-    assert_trace(tr, EXPECTED)
+    tr = check_lesson_trace("11", EXPECTED, B=2, N=7, P=5, layers=3)
     probs = tr.tensors["layer0.attn.probs"]  # [B, H, N, P+N], kept by the lesson's trace
     torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 7), atol=PROB_SUM[torch.float32], rtol=0)
     assert float(probs[1, :, :, -2:].abs().max()) == 0.0  # the padded row's two pad keys

@@ -7,7 +7,7 @@ H_kv-headed keys and values by P; its table is [P, L*2*H_kv*d] = [5, 120], a qua
 [P, L*2*D] here. Before scoring, the explicit path widens K and V from H_kv to H heads
 (`k_repeated`). Run: `pytest tests/test_lesson_15_trace.py`.
 """
-from trace_helpers import assert_trace, load_lesson
+from trace_helpers import check_lesson_trace
 
 DEEP = """
 name                    shape           letters
@@ -57,10 +57,8 @@ final.logits               [6, 7, 140]       [B, N, V]
 
 
 def test_lesson_15_deep_prompt_trace():
-    _, deep = load_lesson("15").trace_example(B=6, N=7, P=5, layers=3)
-    assert_trace(deep, DEEP)
+    check_lesson_trace("15", DEEP, pick=lambda traces: traces[1], B=6, N=7, P=5, layers=3)
 
 
 def test_lesson_15_kv_prefix_trace():
-    prefix, _ = load_lesson("15").trace_example(B=6, N=7, P=5, layers=3)
-    assert_trace(prefix, PREFIX)
+    check_lesson_trace("15", PREFIX, pick=lambda traces: traces[0], B=6, N=7, P=5, layers=3)
