@@ -1,8 +1,9 @@
 """Every lesson runs as a script (in quick mode) and imports without side effects.
 
-Lessons are jupytext "percent" files: run top to bottom as a notebook, or as a script. Their
-work sits in functions called from a last `if __name__ == "__main__":` cell, so importing one
-(as the shape-trace tests do) only defines things. `MINIGPT_PTV2_QUICK=1` asks each lesson
+Lessons are jupytext "percent" files: run top to bottom as a notebook, or as a script. Each
+section's cell defines its functions and runs them under `if __name__ == "__main__":`, so in a
+notebook the output sits under the section's prose, and importing a lesson (as the shape-trace
+tests do) only defines things. `MINIGPT_PTV2_QUICK=1` asks each lesson
 for smaller sizes; `MINIGPT_PTV2_FIGURES` sends its figures to a folder instead of nowhere.
 """
 from __future__ import annotations
@@ -31,14 +32,30 @@ def run_lesson(path: Path, figures: Path):
                           capture_output=True, text=True, timeout=240)
 
 
+class _Runs:
+    """Lessons started on demand, two at a time: asking for lesson i also starts lesson i+1, so
+    the selected lessons run in pairs and `-k` runs only what it selects (plus one)."""
+
+    def __init__(self, figures_root):
+        self.pool, self.futures, self.root = ThreadPoolExecutor(max_workers=2), {}, figures_root
+
+    def _start(self, path):
+        if path not in self.futures:
+            self.futures[path] = self.pool.submit(run_lesson, path, self.root / path.stem[:2] / "figures")
+
+    def __getitem__(self, path):
+        self._start(path)
+        i = ALL.index(path)
+        if i + 1 < len(ALL):
+            self._start(ALL[i + 1])
+        return self.futures[path]
+
+
 @pytest.fixture(scope="module")
 def lesson_runs(tmp_path_factory):
-    """Start every lesson at once, two at a time; each test waits for its own."""
-    pool = ThreadPoolExecutor(max_workers=2)
-    runs = {p: (pool.submit(run_lesson, p, tmp_path_factory.mktemp(p.stem[:2]) / "figures"))
-            for p in ALL}
+    runs = _Runs(tmp_path_factory.mktemp("lessons"))
     yield runs
-    pool.shutdown(wait=True, cancel_futures=True)
+    runs.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def test_lessons_are_numbered_without_gaps_listed_in_the_readme_and_traced():
@@ -67,16 +84,20 @@ def test_importing_a_lesson_has_no_side_effects(path, capfd):
     out, err = capfd.readouterr()
     assert out == "" and err == "", f"importing {path.name} printed something"
     assert torch.equal(rng, torch.random.get_rng_state()), f"importing {path.name} used the RNG"
-    assert callable(getattr(module, "main", None)), f"{path.name} needs a main()"
+    assert callable(getattr(module, "trace_example", None)), f"{path.name} needs the trace_example its test runs"
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
 def test_lesson_is_a_percent_notebook_with_a_summary(path):
     text = path.read_text()
     assert text.startswith("# %% [markdown]\n# # Lesson "), "a lesson opens with a markdown title cell"
+    assert "def main(" not in text, "no main(): each section runs its own code, under its own prose"
     last_cell = text.rsplit("# %%", 1)[1]
-    assert last_cell.strip() == 'if __name__ == "__main__":\n    main()', "the last cell runs main()"
-    assert "## What to remember" in text and "## Try this" in text
+    assert last_cell.startswith(" [markdown]"), "a lesson ends with its summary, a markdown cell"
+    heads = [h for h in ("## What to remember", "## Check your understanding", "## Try this") if h in text]
+    assert heads == ["## What to remember", "## Check your understanding", "## Try this"], heads
+    assert text.index("## What to remember") < text.index("## Check your understanding") < text.index("## Try this")
+    assert text.count('if __name__ == "__main__":') >= 3, "the sections run their own cells"
     assert "/work" not in text and "/tmp" not in text
 
 

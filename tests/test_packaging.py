@@ -52,7 +52,7 @@ def project_requirements(extras: list[str]) -> list[Requirement]:
     return reqs
 
 
-LOCKS = {"demo.lock": ["weights"], "test.lock": ["test"]}
+LOCKS = {"demo.lock": ["weights"], "test.lock": ["test"], "notebooks.lock": ["weights", "book"]}
 
 
 @pytest.mark.parametrize("lock", sorted(LOCKS))

@@ -243,6 +243,28 @@ def test_prefix_mass_image_holds_each_panel_on_a_shared_scale(tmp_path):
         plot_prefix_mass({"bad": torch.rand(2, 3, 4)}, tmp_path / "bad.png")
 
 
+def test_sink_share_reads_the_cls_and_sep_columns_of_the_last_two_heads():
+    P, tokens = 2, ["[CLS]", "a", "b", "[SEP]"]
+    mats = torch.zeros(4, 4, P + 4)  # [h, n, P+n]
+    mats[:2, :, 0] = 1.0  # heads 0, 1: everything on p0
+    mats[2:, :, P + 0] = 0.25  # heads 2, 3: a quarter on [CLS]
+    mats[2:, :, P + 3] = 0.5  # ... half on [SEP]
+    mats[2:, :, P + 1] = 0.25
+    assert figures_cmd.sink_share(mats, P, tokens) == pytest.approx(0.75)
+    assert figures_cmd.sink_share(mats, P, ["x", "a", "b", "y"]) == 0.0
+
+
+def test_heads_are_titled_and_axes_named(tmp_path):
+    mats = torch.softmax(torch.randn(2, 3, 5), -1)  # [h, n, P+n], P=2
+    _, fig = plot_attention_heads(mats, 2, ["p0", "p1", "a", "b", "c"], ["a", "b", "c"], None,
+                                  head_titles=["head 3: reads the prefix", "head 1: ignores it"])
+    ax = fig.axes[0]
+    assert ax.get_title() == "head 3: reads the prefix" and ax.get_ylabel() == "query (real token)"
+    assert ax.get_xlabel() == "key: prompt p0..p1 | real tokens"
+    with pytest.raises(ValueError, match="2 heads"):
+        plot_attention_heads(mats, 2, ["p0", "p1", "a", "b", "c"], ["a", "b", "c"], None, head_titles=["x"])
+
+
 def test_head_and_sentence_pickers():
     assert figures_cmd.pick_heads(torch.tensor([0.1, 0.9, 0.5, 0.0, 0.7])) == [1, 4, 0, 3]
     mask = torch.tensor([[1] * 20, [1] * 10 + [0] * 10, [1] * 3 + [0] * 17]).bool()

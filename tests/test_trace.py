@@ -20,8 +20,10 @@ B, N, P = 2, 5, 3
 
 
 def tiny(kind: str, method: str | None):
-    cfg = preset("bert-tiny" if kind == "encoder" else "gpt2-tiny")
-    model = (BertEncoder if kind == "encoder" else GPT2Decoder)(cfg).eval()
+    """kind: "encoder" (bert-tiny), "decoder" (gpt2-tiny) or "llama" (llama-tiny, grouped K/V heads)."""
+    from minigpt_ptv2.models import build
+    cfg = preset({"encoder": "bert-tiny", "decoder": "gpt2-tiny", "llama": "llama-tiny"}[kind])
+    model = build(cfg).eval()
     if method is not None:
         model.attach(make_method(method, cfg, P).eval())
     return model, torch.randint(0, cfg.vocab_size, (B, N))
@@ -109,10 +111,10 @@ def documented_names() -> list:
 
 
 def test_every_recorded_name_is_documented():
-    """Run every method on both models, padded, explicit path, plus a cached decoding step:
+    """Run every method on every model, padded, explicit path, plus a cached decoding step:
     each name recorded must be one the module docstring lists (and the list has no extras)."""
     seen = set()
-    for kind in ("encoder", "decoder"):
+    for kind in ("encoder", "decoder", "llama"):
         for method in (None, *METHODS):
             model, ids = tiny(kind, method)
             mask = torch.ones_like(ids)
@@ -324,3 +326,12 @@ def test_parse_layers():
     assert parse_layers("0,-1", 12) == (0, 11)
     assert parse_layers("2-4,3", 12) == (2, 3, 4)
     assert parse_layers("-2--1", 12) == (10, 11)
+
+
+def test_kv_head_axis_reads_H_when_there_is_no_grouping():
+    """With H_kv = H the letter H_kv is not listed, and a K axis that also equals P+N must still
+    read H (it once fell through to P+N: [B, P+N, P+N, d])."""
+    from minigpt_ptv2.trace import dims_for
+    from minigpt_ptv2.trace.letters import spell
+    dims = dims_for(preset("minilm"), B=2, N=8, P=4)  # H = 12 = P+N
+    assert spell((2, 12, 12, 32), dims, "layer0.attn.k") == "[B, H, P+N, d]"

@@ -10,16 +10,28 @@ On a mismatch the failure message lines the two tables up row by row:
 
     !  layer0.inject  [16, 148, 768]  [B, P+N, D]   |  layer0.inject  [16, 128, 768]  [B, N, D]
     -  layer0.prompt  [16, 20, 768]   [B, P, D]     |
+
+`check_lesson_trace` runs a lesson's `trace_example` the way a learner's change would be tested:
+- if the code raises, the failure shows the rows recorded before the error next to the expected
+  table, marks the row where it stopped, and then the error itself in a few lines (no 90-line
+  traceback with tensor dumps);
+- after the shapes, one numeric check: the first attention call is recomputed head by head from
+  the module's own weights (`attention_probe`), so a layout bug that keeps every shape (heads
+  split as `(d h)` instead of `(h d)`) fails too.
     +                                               |  layer0.extra   [1]  [1]
 """
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import re
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 
@@ -98,3 +110,131 @@ def assert_trace(actual, expected) -> None:
     pytest.fail(f"shape trace differs from the expected table "
                 f"({len(want)} expected rows, {len(got)} recorded; ! changed, - missing, + extra):\n"
                 + "\n".join(out), pytrace=False)
+
+
+# --- a lesson's trace, run as a test: partial traces on errors, and one numeric check -------------
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of the error inside the project (a lesson or the package)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/lessons/" in f.filename or "/minigpt_ptv2/" in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno} ({f.name})"
+
+
+def _fail_partial(exc: BaseException, expected: str, several: bool = False) -> None:
+    want = parse_table(expected)
+    partial = getattr(exc, "partial_trace", None)
+    rows = partial.rows if partial is not None else []
+    got = [(n, tuple(sh), partial.letters(tuple(sh), n)) if partial is not None and want and len(want[0]) == 3
+           else (n, tuple(sh)) for n, sh in rows]
+    left, right = _render(want), _render(got)
+    wl = max([len("expected")] + [len(x) for x in left])
+    out = [f"   {'expected':<{wl}}  |  recorded before the error"]
+    stopped = False
+    for i, a in enumerate(left):
+        if i < len(right):
+            mark = " " if want[i] == got[i] else "!"
+            out.append(f"{mark}  {a:<{wl}}  |  {right[i]}")
+        else:
+            out.append(f"{'>' if not stopped else ' '}  {a:<{wl}}  |  {'<-- stopped here' if not stopped else ''}")
+            stopped = True
+    message = str(exc).strip().splitlines()
+    short = "\n".join("    " + line[:200] for line in message[:4]) + ("\n    ..." if len(message) > 4 else "")
+    note = ("\n(this lesson records several traces: the right column is the one that was being recorded "
+            "when the error came, which may not be the one this test checks)" if several else "")
+    pytest.fail(f"the lesson's code raised before its trace was complete ({len(got)} of {len(want)} rows "
+                f"recorded; ! differs, > first row never reached):\n" + "\n".join(out) + note
+                + f"\n\n{type(exc).__name__} at {_where(exc)}\n{short}", pytrace=False)
+
+
+def check_lesson_trace(number: str, expected: str, pick=None, **kwargs):
+    """Run lesson `number`'s trace_example(**kwargs), compare the (picked) trace with `expected`,
+    then recompute its first attention call by hand. Returns what trace_example returned."""
+    lesson = load_lesson(number)
+    error = None
+    with attention_probe() as probe:
+        try:
+            result = lesson.trace_example(**kwargs)
+        except Exception as e:  # a learner's change that crashes: show how far the trace got
+            error = e
+    if error is not None:
+        _fail_partial(error, expected, several=pick is not None)
+    assert_trace(pick(result) if pick is not None else result, expected)
+    probe.check()
+    return result
+
+
+def reference_attention(attn, x, keep=None, prefix=None, positions=None, rotary=None):
+    """One MultiHeadAttention call recomputed head by head, from its weights alone.
+
+    Head h reads columns h*d..(h+1)*d of W_Q, and its group's K/V head g = h // (H / H_kv) the
+    columns of W_K and W_V at g*d; heads are put back side by side, (h d), before W_O. This never
+    uses the module's own split or merge, so a layout bug there shows up as a wrong number."""
+    H, H_kv, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    W = attn.qkv.weight  # [D, (H + 2 H_kv) d]
+    b = attn.qkv.bias
+
+    def cols(start):  # x [B, N, D] -> [B, N, d], columns start..start+d of the fused product
+        y = x @ W[:, start:start + d]
+        return y + b[start:start + d] if b is not None else y
+
+    heads = []
+    for h in range(H):
+        g = h // (H // H_kv)
+        q, k, v = cols(h * d), cols((H + g) * d), cols((H + H_kv + g) * d)  # [B, N, d] each
+        if rotary is not None:
+            q, k = rotary(q[:, None], positions)[:, 0], rotary(k[:, None], positions)[:, 0]
+        if prefix is not None:
+            k = torch.cat([prefix[0][:, g], k], dim=1)  # [B, P+N, d]
+            v = torch.cat([prefix[1][:, g], v], dim=1)
+        s = (q @ k.transpose(1, 2)) / math.sqrt(d)  # [B, N, P+N]
+        if keep is not None:
+            s = s.masked_fill(~keep[:, 0], torch.finfo(s.dtype).min)  # keep [B, 1, N or 1, P+N]
+        heads.append(torch.softmax(s, dim=-1) @ v)  # [B, N, d]
+    ctx = torch.cat(heads, dim=-1)  # [B, N, H*d]: head 0's d features, then head 1's, ...
+    out = ctx @ attn.output.weight
+    return out + attn.output.bias if attn.output.bias is not None else out  # [B, N, D]
+
+
+class _Probe:
+    def __init__(self):
+        self.calls = []
+
+    def check(self, atol: float = 1e-4) -> None:
+        """The first recorded attention call equals `reference_attention` (atol: fp32 sums in
+        another order through one layer, on activations of a few units; a layout bug moves them by
+        0.1 or more)."""
+        if not self.calls:
+            pytest.fail("the lesson's trace ran no attention module: nothing to check numerically",
+                        pytrace=False)
+        attn, x, kw, out = self.calls[0]
+        with torch.no_grad():
+            want = reference_attention(attn, x, kw.get("keep"), kw.get("prefix"), kw.get("positions"),
+                                       kw.get("rotary"))
+        got = out.out.detach()
+        gap = float((got - want).abs().max())
+        if not gap <= atol * max(1.0, float(want.abs().max())):
+            pytest.fail(f"the shapes are right but the numbers are not: attention ({attn.scope}) differs from "
+                        f"the head-by-head recomputation by {gap:.3g} (heads split or merged in another order?)",
+                        pytrace=False)
+
+
+@contextmanager
+def attention_probe():
+    """Record every MultiHeadAttention call (module, input, keywords, output) while the block runs."""
+    from minigpt_ptv2.core.attention import MultiHeadAttention
+    probe, original = _Probe(), MultiHeadAttention.forward
+
+    def recording(self, x, **kw):
+        out = original(self, x, **kw)
+        probe.calls.append((self, x.detach(), {k: (v.detach() if torch.is_tensor(v) else v) for k, v in kw.items()},
+                            out))
+        return out
+    MultiHeadAttention.forward = recording
+    try:
+        yield probe
+    finally:
+        MultiHeadAttention.forward = original

@@ -185,8 +185,8 @@ def run(args) -> int:
     step(2, "Prove it: our encoder vs transformers.BertModel on the same weights (fp32, eval)")
     if args.model_dir:
         ok = True
-        print("the recorded reference is for the shipped MiniLM; for another folder run "
-              "tests/test_encoder.py, which compares with transformers live")
+        print("the recorded reference is for the shipped MiniLM; another folder is compared with transformers "
+              "live by the project's tests (tests/test_encoder.py in a clone)")
     else:
         ok = check_equivalence(encoder)
 
@@ -204,6 +204,6 @@ def run(args) -> int:
 
     step(7, "Where do real tokens look? Attention mass on the prefix")
     figure(model, tok, dev, out)
-    print("\nNext: read lessons/ in order, run the shape-trace tests (README), "
-          "and try `python -m minigpt_ptv2 trace --help`.")
+    print("\nNext: the lessons, read in order (lessons/ in a clone, or `python -m minigpt_ptv2 lessons` to copy "
+          "them and their executed notebooks anywhere), and `python -m minigpt_ptv2 trace --help`.")
     return 0 if ok else 1

@@ -85,6 +85,14 @@ def pick_heads(mass_row: torch.Tensor, k: int = 4) -> list[int]:
     return top + bottom
 
 
+def sink_share(mats, P: int, tokens) -> float:
+    """Share of the last two heads' attention (the ones using the prefix least) that goes to the
+    [CLS] and [SEP] key columns: BERT's 'attention sink', where a head looks when it has nothing
+    better to do."""
+    cols = [P + i for i, t in enumerate(tokens) if t in ("[CLS]", "[SEP]")]
+    return float(mats[-2:, :, cols].sum(-1).mean()) if cols else 0.0
+
+
 def decoder_causal_data(P: int = 4, N: int = 8, seed: int = 0):
     """A random GPT-2-shaped decoder (gpt2-tiny, GPT-2's N(0, 0.02) init) with a K/V prefix:
     returns (maps, decoder). Real token i sees every prefix entry and real tokens 0..i."""
@@ -150,10 +158,17 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
     heads = pick_heads(mass[layer])
     ids = dev_batch["input_ids"][row][kv_after.query_mask[row]]
     tokens = tok.tokens(ids)
+    mats = kv_after.matrix(layer, row, heads)  # [4, n, P+n]
+    titles = [f"head {h}: {100 * float(mass[layer, h]):.0f}% on the prefix ({role})" for h, role in
+              zip(heads, ["uses it most", "uses it 2nd most", "uses it 2nd least", "uses it least"])]
+    sink = sink_share(mats, P, tokens)  # [CLS] and [SEP] columns of the least prefix-using heads
+    log(f"  layer {layer}: the two heads using the prefix least put {100 * sink:.0f}% of their attention on "
+        f"[CLS] and [SEP]")
     written[FILES[1]], _ = plot_attention_heads(
-        kv_after.matrix(layer, row, heads), P, key_labels(P, tokens), tokens, out / FILES[1], heads,
-        title=f"Layer {layer}, trained K/V prefix: prefix columns p0..p{P - 1} left of the line "
-              f"(2 heads using it most, 2 least)")
+        mats, P, key_labels(P, tokens), tokens, out / FILES[1], heads, head_titles=titles,
+        title=f"Layer {layer}, trained K/V prefix, one dev sentence: prefix keys p0..p{P - 1} left of the "
+              f"white line.\nHeads that do not read the prefix park {100 * sink:.0f}% of their attention on "
+              f"[CLS]/[SEP] (an attention sink: a place to look when nothing else matters)")
 
     panels = {}
     for method in ("deep", "prefix"):

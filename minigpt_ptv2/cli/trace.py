@@ -38,7 +38,7 @@ def add_arguments(p):
                    help="pad the last PAD tokens of the last row, so the attention mask shows up")
     p.add_argument("--positions", choices=POSITIONS, default="real",
                    help="position policy of the prompt: real tokens at 0..N-1, or P..P+N-1 as HF/PEFT do "
-                        "(lessons/13_pitfalls.py, pitfall 1)")
+                        "(lesson 13, pitfall 1)")
     p.add_argument("--fused", action="store_true",
                    help="use the fused attention path (no scores/probs rows, faster)")
     p.add_argument("--seed", type=int, default=0, help="random seed for weights and token ids")

@@ -106,6 +106,8 @@ def spell(shape: tuple, dims: dict, name: str | None = None) -> str:
     for axis, size in enumerate(shape):
         matches = [k for k in order if dims[k] == size]
         hint = usual[axis] if usual else None
+        if hint == "H_kv" and "H_kv" not in dims:  # no grouping: K/V heads are the H heads
+            hint = "H"
         if hint is not None and (hint in matches or hint == str(size)):
             out.append(hint)
         elif size == 1:  # a broadcast axis or a single step, not whichever letter is 1

@@ -15,15 +15,18 @@ The capture points, in the order a forward pass meets them (i = layer index):
     shallow.prompt             [B, P, D]       the input-level prompt (SoftPrompt, PTuningV1)
     embeddings.out             [B, N, D]       ([B, P+N, D] with a shallow prompt)
     deep.prompts               [L, P, D]       one hidden-state prompt per layer (DeepPrompt)
-    prefix.table               [P, L*2*D]      the K/V prefix table, PEFT's layout (KVPrefix)
-    prefix.kv                  [L, 2, H, P, d] the same numbers, one K and one V per layer and head
+    prefix.table               [P, L*2*D]      the K/V prefix table, PEFT's layout (KVPrefix);
+                                               [P, L*2*H_kv*d] under grouped K/V heads
+    prefix.kv                  [L, 2, H_kv, P, d] the same numbers, one K and one V per layer and K/V head
     mask.keys                  [B, P+N]        which keys are real (True) or padding (False)
     mask.keep                  [B, 1, N, P+N]  who may attend to whom (only when something is masked)
     layer{i}.prompt            [B, P, D]       deep: this layer's prompt, broadcast over the batch
     layer{i}.inject            [B, P+N, D]     deep: prompt rows in front of the hidden states
-    layer{i}.attn.q|k|v        [B, H, N, d]    queries, keys, values of the rows the layer sees
-    layer{i}.attn.prefix_k|v   [B, H, P, d]    K/V prefix (or, when decoding, the KV cache)
-    layer{i}.attn.k|v_with_prefix [B, H, P+N, d]
+    layer{i}.attn.q            [B, H, N, d]    queries of the rows the layer sees
+    layer{i}.attn.k|v          [B, H_kv, N, d] keys and values (H_kv = H unless grouped)
+    layer{i}.attn.prefix_k|v   [B, H_kv, P, d] K/V prefix (or, when decoding, the KV cache)
+    layer{i}.attn.k|v_with_prefix [B, H_kv, P+N, d]
+    layer{i}.attn.k|v_repeated [B, H, P+N, d]  grouped K/V heads widened to H (explicit path only)
     layer{i}.attn.scores|probs [B, H, N, P+N]  only on the explicit path (output_attentions=True)
     layer{i}.attn.context      [B, H, N, d]
     layer{i}.attn.out          [B, N, D]
@@ -65,6 +68,16 @@ class ShapeTrace(Capture):
         """A trace whose letters come from `model.config` and its attached prompt's P."""
         P = model.prompt.num_virtual if getattr(model, "prompt", None) is not None else None
         return cls(dims=dims_for(model.config, B=B, N=N, P=P), **kw)
+
+    def __exit__(self, exc_type, exc, tb):
+        """A forward pass that raises leaves what it recorded so far on the exception
+        (`exc.partial_trace`, the innermost trace), so a test can show how far it got."""
+        if exc is not None and not hasattr(exc, "partial_trace"):
+            try:
+                exc.partial_trace = self
+            except AttributeError:  # an exception type that takes no attributes
+                pass
+        return super().__exit__(exc_type, exc, tb)
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         if self.layers is not None:

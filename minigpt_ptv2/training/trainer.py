@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: tqdm.auto wants ipywidgets in a notebook and warns on stderr without them
 
 from ..errors import InputError, NonFiniteError
 from . import state as run_state

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 
-DPI = 90
+DPI = 160  # the figures/ PNGs and the lessons': 7-point labels stay readable at full width
 PROMPT_LINE = dict(color="white", linewidth=2.0)  # the line between prompt and real-token columns
 
 
@@ -66,7 +66,7 @@ def plot_prefix_mass(panels: dict, path, title: str | None = None, vmax: float |
             for i in range(t.shape[0]):
                 for j in range(t.shape[1]):
                     v = float(t[i, j])
-                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
                             color="black" if v > 0.6 * top else "white")
     for ax in list(axes.flat)[len(tables):]:
         ax.set_visible(False)
@@ -77,13 +77,14 @@ def plot_prefix_mass(panels: dict, path, title: str | None = None, vmax: float |
 
 
 def plot_attention_heads(mats, P: int, key_labels, query_labels, path, heads=None,
-                         title: str | None = None, vmax: float = 1.0, hidden=None):
+                         title: str | None = None, vmax: float = 1.0, hidden=None, head_titles=None):
     """Full attention matrices of a few heads: queries (rows) x [prompt | real tokens] (columns).
 
     mats: [h, n, P+n] probabilities (e.g. `AttentionMaps.matrix`); key_labels: P+n names
     (p0.. then tokens); query_labels: n names. A line separates the P prompt columns.
     hidden: optional bool [n, P+n], True where a query may not look (e.g. the causal mask's
     upper triangle): drawn grey, so "not allowed" is not confused with "allowed, but ~0".
+    head_titles: optional h titles naming what each head does (default "head i").
     """
     mats = torch.as_tensor(mats).detach().float().cpu()
     if mats.dim() != 3:
@@ -95,6 +96,8 @@ def plot_attention_heads(mats, P: int, key_labels, query_labels, path, heads=Non
     if hidden is not None and tuple(hidden.shape) != (n, k):
         raise InputError(f"hidden must be [n={n}, P+n={k}], got {list(hidden.shape)}")
     heads = list(range(h)) if heads is None else list(heads)
+    if head_titles is not None and len(head_titles) != h:
+        raise InputError(f"head_titles: {len(head_titles)} titles for {h} heads")
     ncols = min(h, 2)
     nrows = (h + ncols - 1) // ncols
     cell = 0.2
@@ -112,9 +115,11 @@ def plot_attention_heads(mats, P: int, key_labels, query_labels, path, heads=Non
         image = ax.imshow(data, cmap=cmap, vmin=0.0, vmax=vmax, aspect="equal")
         if P:
             ax.axvline(P - 0.5, **PROMPT_LINE)
-        ax.set_title(f"head {heads[idx]}", fontsize=9)
-        ax.set_xticks(range(k), list(key_labels), rotation=90, fontsize=6)
-        ax.set_yticks(range(n), list(query_labels), fontsize=6)
+        ax.set_title(head_titles[idx] if head_titles is not None else f"head {heads[idx]}", fontsize=9)
+        ax.set_xticks(range(k), list(key_labels), rotation=90, fontsize=7)
+        ax.set_yticks(range(n), list(query_labels), fontsize=7)
+        ax.set_xlabel(f"key: prompt p0..p{P - 1} | real tokens" if P else "key", fontsize=8)
+        ax.set_ylabel("query (real token)", fontsize=8)
         for tick in ax.get_xticklabels()[:P]:
             tick.set_color("tab:blue")
     label = "attention probability" + ("; grey: not allowed" if hidden is not None else "")

@@ -4,7 +4,9 @@ Lessons build a `matplotlib.figure.Figure` (no pyplot, so no backend to pick and
 hand it to `save_figure`. Run as a script, the figure is written to the folder named by the
 environment variable MINIGPT_PTV2_FIGURES, if set, and a line `saved <path>` says where (the
 lessons-run test checks each announced file); without the variable nothing is written. Run in
-a notebook, the figure is also displayed under the cell.
+a notebook (Jupyter, VS Code, any IPython kernel), the figure is also shown under the cell, as a
+PNG: nothing to configure, no `%matplotlib inline`, since the figure is drawn here, not by a
+pyplot backend.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ def figures_dir() -> Path | None:
     return Path(out) if out else None
 
 
-def save_figure(fig, name: str, dpi: int = 120) -> Path | None:
+DPI = 160  # sharp enough to read 8-point cell labels when the figure is shown at full width
+
+
+def save_figure(fig, name: str, dpi: int = DPI) -> Path | None:
     """Save `fig` as `name` in `figures_dir()` (if set) and show it in a notebook.
 
     name: a file name such as "08_once_vs_per_row.png", not a path. Returns the saved path, or
@@ -38,7 +43,11 @@ def save_figure(fig, name: str, dpi: int = 120) -> Path | None:
         path = out / name
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         print(f"saved {path}")
-    if "ipykernel" in sys.modules:
-        from IPython.display import display
-        display(fig)
+    if "ipykernel" in sys.modules:  # a notebook: show it under the cell
+        import io
+
+        from IPython.display import Image, display
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        display(Image(data=buf.getvalue()))
     return path
