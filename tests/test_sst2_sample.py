@@ -87,14 +87,16 @@ def test_the_rule_in_source_md_redraws_the_shipped_files(real_sst2):
 
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_sample(tmp_path):
-    """Build the wheel from a copy of the project (the checkout stays untouched) and look inside."""
+    """Build the wheel from a copy of the project (the checkout stays untouched) and look inside:
+    the SST-2 sample, and the course (lessons, executed notebooks, answers) for pip users."""
     pytest.importorskip("setuptools")
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         (src / name).write_bytes((ROOT / name).read_bytes())
     ignore = lambda d, names: [n for n in names if n == "__pycache__"]  # noqa: E731
-    shutil.copytree(ROOT / "minigpt_ptv2", src / "minigpt_ptv2", ignore=ignore)
+    for folder in ("minigpt_ptv2", "lessons"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
     code = "import setuptools.build_meta as b, sys; print(b.build_wheel(sys.argv[1]))"
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=src, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -103,3 +105,9 @@ def test_a_built_wheel_ships_the_sample(tmp_path):
     for name in ("train.tsv", "dev.tsv", "SOURCE.md"):
         assert f"minigpt_ptv2/data/sst2_sample/{name}" in names
     assert "minigpt_ptv2/data/sample.py" in names
+    lessons = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+    for name in lessons:
+        assert f"minigpt_ptv2/lessons/{name}" in names
+        assert f"minigpt_ptv2/lessons/notebooks/{name[:-3]}.ipynb" in names
+        assert f"minigpt_ptv2/lessons/solutions/{name[:2]}_solutions.py" in names
+    assert "minigpt_ptv2/lessons/README.md" in names

@@ -4,12 +4,10 @@ Each function does the exercise as written, prints what a learner would see, and
 finding, so the test can check it holds."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def try_1() -> dict:
@@ -43,8 +41,7 @@ def try_3() -> dict:
     has `attn.scores` and `attn.probs` [B, H, N, N] in every layer: the CLI takes the explicit
     attention path unless given --fused, while section 4's model ran the fused kernel, which never
     builds the probabilities."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", "none", "--config", "minilm",
-                          "--B", "4", "--N", "24"], capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--method", "none", "--config", "minilm", "--B", "4", "--N", "24")
     print("\n".join(out.splitlines()[:12]))
     table = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()[2:] if line.strip()}
     assert table["layer0.attn.q"].split() == "[4, 12, 24, 32] [B, H, N, d]".split()

@@ -4,12 +4,10 @@ Each function does the exercise as written, prints what a learner would see, and
 finding, so the test can check it holds."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def _model_and_ids():
@@ -70,9 +68,7 @@ def try_3() -> dict:
     model builds a keep-mask only when something is masked: with no padding every key is kept,
     attention runs without a mask, and only `mask.keys` [B, N] (all True) is recorded."""
     def rows(pad: int) -> list[str]:
-        out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", "none", "--config",
-                              "bert-tiny", "--B", "2", "--N", "5", "--pad", str(pad)],
-                             capture_output=True, text=True, check=True).stdout
+        out = cli("trace", "--method", "none", "--config", "bert-tiny", "--B", "2", "--N", "5", "--pad", str(pad))
         return [line.split()[0] for line in out.splitlines()[2:] if line.strip()], out
     (padded, out), (plain, _) = rows(2), rows(0)
     print("\n".join(out.splitlines()[:5]))

@@ -5,14 +5,12 @@ finding, so the test can check it holds."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _lesson import load
+from _lesson import cli, load
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -70,9 +68,7 @@ def try_3() -> list[str]:
     [B, H, P+N, d] in every layer, exactly where the cached step has its cache [B, H, T, d] and
     [B, H, T+1, d]: a K/V prefix is a cache of T = P entries. The difference is the queries:
     N rows (`q` [B, H, N, d], scores [B, H, N, P+N]) instead of one."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--model", "decoder", "--config",
-                          "gpt2-tiny", "--method", "prefix", "--B", "2", "--N", "5", "--P", "3"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--model", "decoder", "--config", "gpt2-tiny", "--method", "prefix", "--B", "2", "--N", "5", "--P", "3")
     rows = [line for line in out.splitlines()
             if line.startswith(("layer0.attn.prefix", "layer0.attn.k_with", "layer0.attn.v_with",
                                 "layer0.attn.q ", "layer0.attn.scores"))]

@@ -4,13 +4,11 @@ Each function does the exercise as written, prints what a learner would see, and
 finding, so the test can check it holds."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def try_1() -> dict:
@@ -70,9 +68,7 @@ def try_3() -> dict:
     before its head, so no logits exist for the prompt rows. The mask is square and causal over all
     P+N rows: each real token sees the whole prompt and earlier tokens, and each prompt row sees
     only the prompt rows before it."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", "soft", "--model", "decoder",
-                          "--config", "gpt2-tiny", "--B", "2", "--N", "5", "--P", "3"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--method", "soft", "--model", "decoder", "--config", "gpt2-tiny", "--B", "2", "--N", "5", "--P", "3")
     letters = {}  # name -> shape in letters, from the printed table "name  [numbers]  [letters]"
     for line in out.splitlines():
         parts = [p.strip() for p in line.split("  ") if p.strip()]

@@ -5,12 +5,10 @@ finding, so the test can check it holds."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def _letters(table: str) -> dict:
@@ -29,9 +27,7 @@ def try_1() -> dict:
     the first inject), `layer0.slice` and `final.last_hidden_state`. The only [L, P, D] is
     `deep.prompts` [3, 20, 768], every layer's prompt at once; each layer broadcasts its own as
     `layer0.prompt` [B, P, D]."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", "deep", "--B", "16", "--N",
-                          "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--method", "deep", "--B", "16", "--N", "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0")
     letters = _letters(out)
     rows = {k: sorted(n for n, s in letters.items() if k in s.strip("[]").split(", "))
             for k in ("P+N", "N")}

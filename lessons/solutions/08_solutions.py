@@ -5,12 +5,10 @@ finding, so the test can check it holds."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
@@ -32,9 +30,7 @@ def try_1() -> dict:
     query axis of the scores too. Missing compared with lesson 07: `deep.prompts`, `layer0.prompt`,
     `layer0.inject` and `layer0.slice`; in their place `prefix.table` [P, L*2*D], `prefix.kv`
     [L, 2, H, P, d] and `prefix_k` / `prefix_v` [B, H, P, d]."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", "prefix", "--B", "16", "--N",
-                          "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--method", "prefix", "--B", "16", "--N", "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0")
     prefix = _letters(out)
     deep = load("07").trace_example(B=2, N=16, P=4, pad=0).names()  # lesson 07's rows (the sizes do not matter)
     deep = {n for n in deep if not n.startswith(("layer1.", "layer2."))}  # layer 0, as in the CLI's table
@@ -97,8 +93,7 @@ def try_4() -> dict:
     the table. After training `for_inference()` keeps only the table it produces: 368,640 again."""
     from minigpt_ptv2 import preset
     from minigpt_ptv2.prompts import KVPrefix
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "params", "--methods", "prefix", "prefix-mlp"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("params", "--methods", "prefix", "prefix-mlp")
     print(out.strip())
     counts = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in out.splitlines()
               if line.startswith("prefix")}

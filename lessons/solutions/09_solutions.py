@@ -4,12 +4,10 @@ Each function does the exercise as written, prints what a learner would see, and
 finding, so the test can check it holds."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def try_1() -> dict:
@@ -64,9 +62,7 @@ def try_2() -> dict:
 
 
 def _trace(method: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", method, "--config", "minilm",
-                          "--B", "2", "--N", "9", "--P", "5", "--layers", "0"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--method", method, "--config", "minilm", "--B", "2", "--N", "9", "--P", "5", "--layers", "0")
     rows = [line.split() for line in out.splitlines() if line[:1].isalpha() and "[" in line]
     return {r[0]: " ".join(r[1:]) for r in rows if r[0] != "name"}
 

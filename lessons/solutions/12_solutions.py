@@ -4,13 +4,11 @@ Each function does the exercise as written, prints what a learner would see, ass
 finding, and returns it, so the test fails if the answer stops being true."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def _section_0():
@@ -93,9 +91,7 @@ def try_4() -> dict:
     query because a decoder is causal: query i may read all P prefix keys and real keys 0..i
     only, a different set for each i. An encoder's queries all read the same keys, so one row
     [B, 1, 1, P+N] is broadcast over them."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--model", "decoder", "--config",
-                          "gpt2-tiny", "--method", "prefix", "--B", "2", "--N", "5", "--P", "3"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--model", "decoder", "--config", "gpt2-tiny", "--method", "prefix", "--B", "2", "--N", "5", "--P", "3")
     rows = [line for line in out.splitlines() if "P+N" in line]
     print("\n".join(rows[:6]))
     keep = next(line for line in rows if line.startswith("mask.keep"))

@@ -4,13 +4,11 @@ Each function does the exercise as written, prints what a learner would see, ass
 finding, and returns it, so the test fails if the answer stops being true."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def try_1() -> dict:
@@ -61,9 +59,7 @@ def try_3() -> dict:
     prompt has one per layer, L = 3 on bert-tiny. A prompt "at every layer" shows as L inject rows."""
     counts = {}
     for method in ("soft", "deep"):
-        out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--method", method, "--config",
-                              "bert-tiny", "--B", "2", "--N", "5", "--P", "3"],
-                             capture_output=True, text=True, check=True).stdout
+        out = cli("trace", "--method", method, "--config", "bert-tiny", "--B", "2", "--N", "5", "--P", "3")
         rows = [line.split()[0] for line in out.splitlines() if line.strip()]
         counts[method] = sum(r.endswith(".inject") for r in rows)
         print(f"--method {method}: {counts[method]} inject rows, shallow.prompt rows: {rows.count('shallow.prompt')}")

@@ -4,13 +4,11 @@ Each function does the exercise as written, prints what a learner would see, ass
 finding, and returns it, so the test fails if the answer stops being true."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 from einops import rearrange
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def try_1() -> dict:
@@ -68,8 +66,7 @@ def try_3() -> dict:
     by 5 (15,360 -> 3,072) while the backbone fell by 4.8."""
     from minigpt_ptv2 import preset
     from minigpt_ptv2.prompts import parameter_report
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "params", "--config", "minilm", "--P", "8"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("params", "--config", "minilm", "--P", "8")
     print(out.strip())
     mini = {r["method"]: r for r in parameter_report(preset("minilm"), 8)}  # the numbers the CLI prints
     base = {r["method"]: r for r in parameter_report(preset("bert-base"), 8)}  # the same for --config bert-base

@@ -4,20 +4,16 @@ Each function does the exercise as written, prints what a learner would see, and
 finding, so the test can check it holds."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import torch
 
-from _lesson import load
+from _lesson import cli, load
 
 
 def try_1() -> int:
     """k_repeated: the keys of the H_kv=2 K/V heads widened to H=4, so each K/V head is read by
     H / H_kv = 2 query heads (heads 0 and 1 read K/V head 0, heads 2 and 3 read K/V head 1)."""
-    out = subprocess.run([sys.executable, "-m", "minigpt_ptv2", "trace", "--config", "llama-tiny", "--method",
-                          "prefix", "--B", "2", "--N", "6", "--P", "4", "--layers", "0"],
-                         capture_output=True, text=True, check=True).stdout
+    out = cli("trace", "--config", "llama-tiny", "--method", "prefix", "--B", "2", "--N", "6", "--P", "4", "--layers", "0")
     row = next(line for line in out.splitlines() if line.startswith("layer0.attn.k_repeated"))
     k = next(line for line in out.splitlines() if line.startswith("layer0.attn.k "))
     print(k, row, sep="\n")

@@ -14,3 +14,18 @@ def load(number: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def cli(*args) -> str:
+    """What `python -m minigpt_ptv2 ARGS` prints, run in this process (no second interpreter to
+    start): the same parser and code as the command line; a non-zero exit is an error here."""
+    import contextlib
+    import io
+
+    from minigpt_ptv2.cli import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in args])
+    if code:
+        raise RuntimeError(f"python -m minigpt_ptv2 {' '.join(map(str, args))} exited {code}")
+    return out.getvalue()

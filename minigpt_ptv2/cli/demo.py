@@ -21,7 +21,7 @@ DESCRIPTION = __doc__
 
 # Step 6. A plain K/V prefix table (P-Tuning v2 without the MLP) on the frozen MiniLM. Chosen on
 # rows held out from SST-2 train, then measured on the dev sample by benchmarks/demo_accuracy.py:
-# 0.812-0.819 over seeds 0-2, about 140 s each on 2 otherwise idle CPU cores.
+# 0.813-0.820 over seeds 0-2, 150-180 s each on 2 CPU cores.
 TRAIN = dict(P=16, lr=3e-2, epochs=3, batch_size=32, max_length=64, warmup_ratio=0.1, max_train=3000)
 QUICK = dict(TRAIN, epochs=1, max_train=64, max_dev=32)  # --quick: a few seconds, for tests
 
