@@ -15,7 +15,7 @@ from minigpt_ptv2.models import load_pretrained
 from minigpt_ptv2.models.llama import LlamaConfig, LlamaDecoder, RMSNorm, config_from_hf
 from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.trace import ShapeTrace, dims_for
-from tolerances import FP32_KERNELS, FP32_ULPS
+from tolerances import FP32_KERNELS, FP32_REL, FP32_ULPS
 
 transformers = pytest.importorskip("transformers")
 import reference as R  # noqa: E402
@@ -136,7 +136,8 @@ def test_rmsnorm_rope_and_swiglu_pieces(varied):
     # SwiGLU: down(silu(gate) * up), with gate and up fused side by side
     h = torch.randn(2, 3, 40)
     mlp = hf.model.layers[2].mlp
-    assert max_diff(ours.layers[2].feed_forward(h), mlp(h)) <= FP32_ULPS
+    # fused [gate | up] product vs two: the same sums split otherwise; outputs up to ~10
+    torch.testing.assert_close(ours.layers[2].feed_forward(h), mlp(h), atol=FP32_ULPS, rtol=FP32_REL)
 
 
 def test_tied_embeddings_read_logits_off_the_input_table(tmp_path):

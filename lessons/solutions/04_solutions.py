@@ -41,10 +41,11 @@ def try_1() -> dict:
 
 def try_2() -> dict:
     """At atol=1e-8 only the bit-identical stages pass. The embeddings pass with any thread count
-    (0.0: the same operations in the same order); the pooler fails with any (a few 1e-7). The
-    layers depend on the threads: single-threaded they were 0.0 here (pass), with two threads
-    they differ by 5e-7 to 4e-6 (fail). So "how close" is a property of the run, not of the
-    model, and a tolerance must allow for it."""
+    (0.0: the same operations in the same order). The layers depend on the threads:
+    single-threaded they were 0.0 here (pass), with two threads they differ by 5e-7 to 4e-6
+    (fail); the pooler failed with both on an AVX-512 CPU (a few 1e-7) and passed with the AVX2
+    kernels (0.0). So "how close" is a property of the run, not of the model, and a tolerance
+    must allow for it."""
     lesson, model_dir, model, batch = _lesson_state()
     threads = torch.get_num_threads()
     runs = {}
@@ -57,7 +58,7 @@ def try_2() -> dict:
             torch.set_num_threads(threads)
         runs[n] = [stage for stage, gap in gaps.items() if gap < 1e-8]
         print(f"  passing at atol=1e-8: {runs[n]}")
-    assert all(passing[0] == "embeddings" and "pooler" not in passing for passing in runs.values())
+    assert all(passing[:1] == ["embeddings"] for passing in runs.values())  # the rest: by kernel and threads
     return runs
 
 
