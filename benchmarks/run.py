@@ -441,9 +441,10 @@ def table(rows: list) -> str:
 def run_isolated(args, names: list) -> int:
     """One fresh process per line; merge their JSON into one file and print one table."""
     import subprocess
+    from minigpt_ptv2.progress import progress
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
+        for name in progress(names, "benchmark lines", unit="line"):
             out = Path(tmp) / f"{name}.json"
             cmd = [sys.executable, __file__, "--only", name, "--json", str(out), "--threads", str(args.threads)]
             cmd += ["--quick"] if args.quick else []

@@ -199,3 +199,22 @@ def test_train_eval_predict_on_cuda(minilm_dir, tmp_path):
     assert code == 0 and 0.0 <= json.loads(text)["accuracy"] <= 1.0
     code, text = _run(["predict", out, "a fine film", "--device", "cuda", "--json"])
     assert code == 0 and json.loads(text)["predictions"][0]["label"] in ("negative", "positive")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_long_commands_draw_a_bar_on_a_terminal_and_none_under_json(command, sst2_ckpt, tmp_path, capsys,
+                                                                    monkeypatch):
+    path, _ = sst2_ckpt
+    (tmp_path / "in.txt").write_text("a fine film\ndull\nwitty and warm\n")
+    argv = {"eval": ["eval", str(path), "--max-examples", "8", "--batch-size", "4"],
+            "predict": ["predict", str(path), "--file", str(tmp_path / "in.txt"), "--batch-size", "2"]}[command]
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)  # bars draw only where someone watches
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "/2 [" in err and "batch/s" in err, err  # 8 examples / 4, or 3 texts / 2: two batches to count
+    assert main(argv + ["--json"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "batch/s" not in captured.err and json.loads(captured.out)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)  # a log file or a pipe: no bar either
+    assert main(argv) == 0 and "batch/s" not in capsys.readouterr().err  # (warnings stay)

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import math
 import re
+import sys
 from fractions import Fraction as F
 
 import pytest
@@ -183,7 +184,8 @@ def test_negative_clip_is_refused():
 
 # --- 3. the progress bar ----------------------------------------------------------------------
 
-def test_progress_bar_shows_running_loss_and_examples_per_second(capsys):
+def test_progress_bar_shows_running_loss_and_examples_per_second(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars draw only on a terminal
     history = fit(tiny_model(), sentence_batches(3), TrainConfig(epochs=1, progress=True), task="sst2")
     out, err = capsys.readouterr()
     # the bar (stderr), after every step: "epoch 1/1: ... 2/3 [..., ex_s=83.7, loss=0.6146]"

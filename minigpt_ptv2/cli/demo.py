@@ -122,10 +122,10 @@ def fit_prefix(encoder, tok, train, dev, P: int, lr: float, epochs: int, batch_s
     # scored in length order: each batch pads to its own longest row, so this pads least
     by_length = sorted(dev, key=lambda e: len(e.text))
     dev_loader = task.batches(by_length, tok, batch_size=64, max_length=max_length)
-    before = evaluate(model, dev_loader, task)["accuracy"]
+    before = evaluate(model, dev_loader, task, show_progress=progress)["accuracy"]
     fit(model, train_loader, TrainConfig(epochs=epochs, lr=lr, warmup_ratio=warmup_ratio, seed=seed,
                                          progress=progress), task="sst2")
-    return model, before, evaluate(model, dev_loader, task)["accuracy"]
+    return model, before, evaluate(model, dev_loader, task, show_progress=progress)["accuracy"]
 
 
 def train_prefix(encoder, model_dir, args, out: Path):

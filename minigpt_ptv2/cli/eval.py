@@ -30,6 +30,7 @@ def add_arguments(p):
     p.add_argument("--max-length", type=positive_int, default=None,
                    help="max tokens per example (default: the checkpoint's training value)")
     p.add_argument("--data-dir", default=None, help="folder holding sst2/ and conll2003/")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none under --json either)")
     add_model_dir(p)
     add_device(p)
     add_json(p)
@@ -54,7 +55,8 @@ def run(args) -> int:
     examples = task.load(args.split, args.data_dir, args.max_examples)
     loader = task.batches(examples, WordPiece.from_model_dir(model_dir), batch_size=args.batch_size,
                           shuffle=False, max_length=max_length)
-    scores = evaluate(model, loader, task, examples, args.device)
+    scores = evaluate(model, loader, task, examples, args.device,
+                      show_progress=not (args.json or args.no_progress))
     warn_about_import(meta)
     result = {"task": task.name, "method": meta["method"], "P": meta["P"], "split": args.split,
               "examples": len(examples), "max_length": max_length, "metric": task.metric, **scores}

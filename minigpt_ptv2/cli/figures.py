@@ -40,9 +40,11 @@ def add_arguments(p):
                    help="folder holding sst2/; None: found automatically, else the SST-2 sample in the package")
     p.add_argument("--model-dir", default=None, help="HF-format BERT folder; None: the shipped MiniLM")
     p.add_argument("--seed", type=int, default=0, help="seed for prompt initialisation and data order")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars for the two brief trainings")
 
 
-def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dict, seed: int):
+def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dict, seed: int,
+                  show_progress: bool = False):
     """Attach `method` to the frozen encoder, record its attention on `dev_batch` at
     initialisation, train prompt + head for a few steps, record again.
 
@@ -57,7 +59,7 @@ def train_briefly(encoder, tok, method: str, P: int, train, dev_batch, size: dic
     before = attention_maps(encoder, dev_batch)
     loader = get_task("sst2").batches(train, tok, batch_size=size["batch"], shuffle=True, seed=seed,
                                       max_length=64)
-    fit(model, loader, TrainConfig(epochs=size["epochs"], lr=size["lr"], seed=seed, progress=False),
+    fit(model, loader, TrainConfig(epochs=size["epochs"], lr=size["lr"], seed=seed, progress=show_progress),
         task="sst2")
     model.eval()
     return before, attention_maps(encoder, dev_batch), model
@@ -113,7 +115,7 @@ def decoder_causal_data(P: int = 4, N: int = 8, seed: int = 0):
         return attention_maps(model, ids), model
 
 
-def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=None, seed: int = 0,
+def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=None, seed: int = 0, show_progress=False,
                  log=print) -> dict:
     """Train, extract, plot. Returns {file name: path} for the PNGs written into `out`."""
     import torch
@@ -139,7 +141,7 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
     runs = {}
     for method, label in (("deep", "hidden-state prompt (deep)"), ("prefix", "K/V prefix")):
         t0 = time.perf_counter()
-        before, after, model = train_briefly(encoder, tok, method, P, train, dev_batch, size, seed)
+        before, after, model = train_briefly(encoder, tok, method, P, train, dev_batch, size, seed, show_progress)
         acc = dev_accuracy(model, dev_batch, dev_labels)
         runs[method] = (label, before, after, acc)
         encoder.detach_prompt()
@@ -197,5 +199,5 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
 
 
 def run(args) -> int:
-    make_figures(args.out, args.quick, args.data_dir, args.model_dir, args.seed)
+    make_figures(args.out, args.quick, args.data_dir, args.model_dir, args.seed, show_progress=not args.no_progress)
     return 0

@@ -41,6 +41,7 @@ def add_arguments(p):
     p.add_argument("--stride", type=int, default=None,
                    help="CoNLL: sub-tokens shared by consecutive windows of a long text, as in HF "
                         "pipelines (default: half of max-length - 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none under --json either)")
     add_model_dir(p)
     add_device(p)
     add_json(p)
@@ -84,7 +85,7 @@ def run(args) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length,
                                           args.stride, names=("--max-length", "--stride"))
     warn_about_import(predictor.meta)
-    results = predictor.predict(texts, args.batch_size)
+    results = predictor.predict(texts, args.batch_size, show_progress=not (args.json or args.no_progress))
     summary = _length_summary(predictor, results)
     if args.json:
         print_json({"task": predictor.task.name, **summary, "predictions": results})

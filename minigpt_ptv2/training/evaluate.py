@@ -21,26 +21,28 @@ from ..data import align_predictions
 from ..data.windows import scatter_reads
 from ..errors import InputError
 from ..metrics import accuracy, entity_f1
+from ..progress import progress
 from .trainer import batch_to
 
 
 @torch.no_grad()
-def predict_batches(model, loader, device="cpu", task=None):
-    """Yield (batch, argmax predictions) for every batch, in loader order."""
+def predict_batches(model, loader, device="cpu", task=None, show: bool = False):
+    """Yield (batch, argmax predictions) for every batch, in loader order (a progress bar with show)."""
     was_training = model.training
     model.eval()
-    for batch in loader:
+    for batch in progress(loader, f"scoring {task or ''}".strip(), unit="batch", enabled=show):
         b = batch_to(batch, device)
         logits = model(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), task=task)
         yield batch, logits.argmax(-1).cpu()  # [B] or [B, N]
     model.train(was_training)
 
 
-def evaluate(model, loader, task, examples=None, device="cpu") -> dict:
-    """task: a tasks.Task; examples: the (words, tags) sentences the loader was built from (NER)."""
+def evaluate(model, loader, task, examples=None, device="cpu", show_progress: bool = False) -> dict:
+    """task: a tasks.Task; examples: the (words, tags) sentences the loader was built from (NER).
+    show_progress: a bar over the batches (on a terminal: see progress.py)."""
     if task.kind == "sequence":
         preds, gold = [], []
-        for batch, p in predict_batches(model, loader, device, task.name):
+        for batch, p in predict_batches(model, loader, device, task.name, show_progress):
             preds += p.tolist()
             gold += batch["labels"].tolist()
         cut = getattr(loader.dataset, "cut", None)  # sub-tokens each example lost (SST2Dataset)
@@ -50,9 +52,9 @@ def evaluate(model, loader, task, examples=None, device="cpu") -> dict:
         raise InputError("token-task evaluation needs the gold sentences (examples=...)")
     gold_tags = [list(tags) for _, tags in examples]
     if hasattr(loader.dataset, "windows"):
-        return _windowed(model, loader, task, gold_tags, device)
+        return _windowed(model, loader, task, gold_tags, device, show_progress)
     pred_tags, row, cut = [], 0, 0
-    for batch, p in predict_batches(model, loader, device, task.name):
+    for batch, p in predict_batches(model, loader, device, task.name, show_progress):
         for i in range(p.shape[0]):
             n_words = len(examples[row][0])
             cut += n_words - len({w for w in batch["word_ids"][i] if w is not None})
@@ -62,14 +64,14 @@ def evaluate(model, loader, task, examples=None, device="cpu") -> dict:
     return {**entity_f1(gold_tags, pred_tags), "words_cut": cut}
 
 
-def _windowed(model, loader, task, gold_tags, device) -> dict:
+def _windowed(model, loader, task, gold_tags, device, show: bool = False) -> dict:
     windows = loader.dataset.windows()
     if len(windows.rows) and windows.rows[-1]["text"] != len(gold_tags) - 1:
         raise InputError(f"the loader holds {windows.rows[-1]['text'] + 1} sentences but {len(gold_tags)} "
                          f"gold sentences were given")
     wloader = DataLoader(windows, batch_size=loader.batch_size or 32, collate_fn=windows.collate_fn)
     pred = [[0] * len(g) for g in gold_tags]  # 0 = "O" only for a word with no sub-token at all
-    for batch, p in predict_batches(model, wloader, device, task.name):
+    for batch, p in predict_batches(model, wloader, device, task.name, show):
         for i, k in enumerate(batch["text"]):
             scatter_reads(pred[k], p[i], batch["reads"][i])
     per_text = Counter(r["text"] for r in windows.rows)

@@ -24,6 +24,7 @@ from ..data import WordPiece, pad_batch
 from ..data.windows import check_stride, default_stride, scatter_reads
 from ..errors import InputError, InputTypeError
 from ..pretrained import default_model_dir
+from ..progress import progress
 from .checkpoint import load_checkpoint
 from .tasks import get_task
 
@@ -60,16 +61,18 @@ class Predictor:
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
         return self.model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).float().cpu()
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+    def predict(self, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> list[dict]:
         """One record per text: {"text", "label", "score", "cut_tokens"} (sentence task) or
         {"text", "tags", "windows"} (NER). batch_size: texts (sentence task) or windows (NER) per
-        forward pass. An empty or whitespace-only text is refused, naming its position."""
+        forward pass. An empty or whitespace-only text is refused, naming its position.
+        show_progress: a bar over the batches (on a terminal: see progress.py)."""
         texts = _clean(texts)
         check_batch_size(batch_size)
         if self.task.kind == "sequence":
-            return [r for start in range(0, len(texts), batch_size)
-                    for r in self._sentences(texts[start:start + batch_size])]
-        return self._words(texts, batch_size)
+            starts = progress(range(0, len(texts), batch_size), f"{self.task.name}: predicting", unit="batch",
+                              enabled=show_progress)
+            return [r for start in starts for r in self._sentences(texts[start:start + batch_size])]
+        return self._words(texts, batch_size, show_progress)
 
     def _sentences(self, texts: list[str]) -> list[dict]:
         cut = []
@@ -79,11 +82,12 @@ class Predictor:
         return [{"text": t, "label": self.labels[i], "score": round(float(s), 4), "cut_tokens": c}
                 for t, i, s, c in zip(texts, ids.tolist(), score.tolist(), cut)]
 
-    def _words(self, texts: list[str], batch_size: int) -> list[dict]:
+    def _words(self, texts: list[str], batch_size: int, show_progress: bool = False) -> list[dict]:
         words = [t.split() for t in texts]
         rows = self.tok.word_windows(words, self.max_length, self.stride)
         tags = [[0] * len(ws) for ws in words]  # 0 = "O" stays only for a word with no sub-token
-        for start in range(0, len(rows), batch_size):
+        for start in progress(range(0, len(rows), batch_size), f"{self.task.name}: tagging", unit="batch",
+                              enabled=show_progress):
             chunk = rows[start:start + batch_size]
             preds = self._logits(pad_batch([r["input_ids"] for r in chunk], self.tok.pad_id)).argmax(-1)  # [b, N]
             for r, p in zip(chunk, preds):

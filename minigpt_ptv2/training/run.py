@@ -132,7 +132,8 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         set_seed(seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
 
         def evaluate_main(m):
-            return evaluate(distributed.unwrap(m), dev_loader, t, dev, device) if info.is_main else {}
+            return (evaluate(distributed.unwrap(m), dev_loader, t, dev, device, show_progress=cfg.progress)
+                    if info.is_main else {})
 
         def save(kept):
             return save_checkpoint(model, out, task=task, method=method, P=P, method_kwargs=method_kwargs,

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm  # plain text bars: tqdm.auto wants ipywidgets in a notebook and warns on stderr without them
 
 from ..errors import InputError, NonFiniteError
+from ..progress import progress, write
 from . import state as run_state
 from .distributed import current, global_sum, unwrap
 from .divergence import LossWatch, non_finite_loss
@@ -146,8 +146,7 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
             sampler.set_epoch(epoch)  # a new shuffle per epoch under DistributedSampler
         model.train()
         start_time, seen, total = time.perf_counter(), 0, 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and is_main),
-                   dynamic_ncols=True, leave=False)
+        bar = progress(train_loader, f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress and is_main)
         for step, batch in enumerate(bar):
             batch = batch_to(batch, cfg.device)
             where = f"epoch {epoch + 1}, step {step}"
@@ -184,7 +183,7 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
         note = on_epoch(record, snapshot) if on_epoch is not None else None
         if is_main and cfg.progress:
             shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-            tqdm.write(shown + (f"  {note}" if note else ""))
+            write(shown + (f"  {note}" if note else ""))
     return history
 
 
