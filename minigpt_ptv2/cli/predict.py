@@ -20,17 +20,28 @@ Long texts. The model reads at most --max-length tokens at once. CoNLL texts of 
 tagged in full: a longer text is read in overlapping windows sharing --stride sub-tokens, each
 word's tag taken from the window where it has the most context; --json gives each text's
 "windows". An SST-2 sentence longer than --max-length is classified on its first tokens: a
-warning on stderr says how many sentences were cut, and --json gives each one's "cut_tokens"."""
+warning on stderr says how many sentences were cut, and --json gives each one's "cut_tokens".
+
+Several tasks at once. With --also, several checkpoints trained over the same backbone share it
+and share every batch: each row reads its own task's prompt (per-row masks) and head. Each input
+then starts with its task's name and a tab (or a colon and a space): "sst2<TAB>a witty film",
+"conll: John lives in Berlin". A checkpoint is named after its task, or NAME=DIR names it.
+Only prompt checkpoints of one kind mix (K/V prefixes of any P, say)."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 predict runs/sst2-prefix "a gorgeous, witty film" "dull and overlong"
   echo "John Smith works for Siemens in Berlin" | python -m minigpt_ptv2 predict runs/conll-prefix
-  python -m minigpt_ptv2 predict runs/conll-prefix --file report.txt --max-length 128 --stride 32 --json"""
+  python -m minigpt_ptv2 predict runs/conll-prefix --file report.txt --max-length 128 --stride 32 --json
+  python -m minigpt_ptv2 predict runs/sst2-prefix --also runs/conll-prefix --file tagged.txt
+      (tagged.txt lines: "sst2<TAB>a gorgeous, witty film" or "conll: John lives in Berlin")"""
 
 
 def add_arguments(p):
     setup_help(p, DESCRIPTION, EPILOG)
-    p.add_argument("checkpoint", help="folder written by `train` or `import-peft`")
+    p.add_argument("checkpoint", help="folder written by `train` or `import-peft` ([NAME=]DIR with --also)")
+    p.add_argument("--also", action="append", default=[], metavar="[NAME=]DIR",
+                   help="another checkpoint over the same backbone, served in the same batches; every "
+                        "input then names its task (repeatable)")
     p.add_argument("text", nargs="*", help="sentences (default: read --file or standard input)")
     p.add_argument("--file", default=None, help="read sentences from this file, one per line ('-' = stdin)")
     p.add_argument("--batch-size", type=positive_int, default=32,
@@ -82,6 +93,8 @@ def run(args) -> int:
     if args.max_length is not None:
         check_max_length(args.max_length, name="--max-length")  # before the (slow) model load
     texts = read_texts(args)
+    if args.also:
+        return run_mixed(args, texts)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length,
                                           args.stride, names=("--max-length", "--stride"))
     warn_about_import(predictor.meta)
@@ -121,3 +134,55 @@ def _warn(s: dict) -> None:
         print(f"note: {s['long_texts']} of {s['texts']} texts are longer than max_length={s['max_length']} tokens "
               f"and were read in {s['windows']} overlapping windows in all (stride {s['stride']}); every word is "
               f"tagged", file=sys.stderr)
+
+
+def named_checkpoints(args) -> dict:
+    """{name: folder} from CHECKPOINT and every --also: NAME=DIR, or DIR named by its task."""
+    from ..training import read_meta
+    named = {}
+    for given in [args.checkpoint, *args.also]:
+        name, sep, folder = given.partition("=")
+        if not sep or Path(given).is_dir():  # a plain folder (even one whose name holds "=")
+            name, folder = None, given
+        name = name or read_meta(folder)["task"]
+        if name in named:
+            raise InputError(f"two checkpoints named {name!r} ({named[name]} and {folder}): name them, "
+                             f"e.g. --also {name}-2={folder}")
+        named[name] = folder
+    return named
+
+
+def tagged(texts: list[str], names: list[str]) -> list[tuple[str, str]]:
+    """"NAME<TAB>text" or "NAME: text" -> (NAME, text), refusing a line that names no member."""
+    items = []
+    for i, t in enumerate(texts):
+        name, sep, text = t.partition("\t")
+        if not sep:
+            name, sep, text = t.partition(": ")
+        if not sep or name.strip() not in names or not text.strip():
+            raise InputError(f"input line {i + 1} ({t[:40]!r}) names no task: with several checkpoints "
+                             f"every input starts with one of {names}, then a tab or ': ', then its text")
+        items.append((name.strip(), text.strip()))
+    return items
+
+
+def run_mixed(args, texts: list[str]) -> int:
+    from ..training.mixed import MixedPredictor
+    named = named_checkpoints(args)
+    items = tagged(texts, list(named))
+    predictor = MixedPredictor.from_checkpoints(named, args.model_dir, args.device, args.max_length, args.stride,
+                                                names=("--max-length", "--stride"))
+    for m in predictor.members.values():
+        warn_about_import(m["meta"])
+    results = predictor.predict(items, args.batch_size, show_progress=not (args.json or args.no_progress))
+    if args.json:
+        members = {n: {"task": m["task"].name, "method": m["meta"]["method"], "P": m["meta"]["P"],
+                       "checkpoint": str(named[n]), "max_length": m["max_length"]}
+                   for n, m in predictor.members.items()}
+        print_json({"members": members, "predictions": results})
+        return 0
+    for r in results:
+        shown = (f"{r['label']}\t{r['score']:.4f}\t{r['text']}" if "label" in r
+                 else " ".join(f"{w}/{t}" for w, t in r["tags"]))
+        print(f"{r['task']}\t{shown}")
+    return 0

@@ -6,7 +6,7 @@ after it. Both go through these functions, so the rule (rows, their keys in the 
 positions, and the slice) is written once:
 
     in_front(rows [B, P, D], x [B, N, D])                 -> [B, P+N, D]
-    keys_in_front(key_mask [B, N], virtual_keep [P] or P) -> [B, P+N]
+    keys_in_front(key_mask [B, N], virtual_keep [P], [B, P] or P) -> [B, P+N]
     positions_in_front(rows_pos [1, P], pos [B or 1, N])  -> [B or 1, P+N]
     drop_front(x [B, P+N, D], P)                          -> [B, N, D]
 """
@@ -21,11 +21,11 @@ def in_front(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def keys_in_front(key_mask: torch.Tensor, virtual_keep: torch.Tensor | int) -> torch.Tensor:
-    """[B, N] key mask -> [B, P+N]: the P virtual entries first, kept where `virtual_keep` [P] is
-    True (an int P: all P kept)."""
+    """[B, N] key mask -> [B, P+N]: the P virtual entries first, kept where `virtual_keep` is True:
+    [P] the same for every row, [B, P] per row (prompts/mixed.py), an int P: all P kept."""
     if isinstance(virtual_keep, int):
         virtual_keep = torch.ones(virtual_keep, dtype=torch.bool)
-    B, P = key_mask.shape[0], virtual_keep.shape[0]
+    B, P = key_mask.shape[0], virtual_keep.shape[-1]
     front = virtual_keep.to(key_mask.device).bool().expand(B, P)  # [B, P]
     return torch.cat([front, key_mask], dim=1)  # [B, P+N]
 

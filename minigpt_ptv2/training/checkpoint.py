@@ -141,8 +141,11 @@ def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None
         raise InputError("checkpoint was trained on a different backbone (" + "; ".join(diff) + ")")
 
 
-def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
-    """Rebuild the TaskModel a checkpoint was saved from: pretrained backbone + prompt + head."""
+def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None):
+    """Rebuild the TaskModel a checkpoint was saved from: pretrained backbone + prompt + head.
+
+    encoder: a backbone already loaded (several checkpoints over one backbone, training/mixed.py),
+    checked like a fresh one; its attached prompt is replaced by the checkpoint's."""
     from ..models import load_pretrained
     from ..pretrained import default_model_dir
     from .tasks import build_task_model
@@ -150,7 +153,8 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     if meta.get("version", 1) == 1:
         from ..models.bert import legacy_v1_state
         tensors = legacy_v1_state(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))
-    encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
+    if encoder is None:
+        encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
     check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full")
     kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
         if meta["method"] not in ("head-only", "full") else {}

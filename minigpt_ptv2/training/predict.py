@@ -42,12 +42,7 @@ class Predictor:
         """Tokens per forward row (default: the checkpoint's training value), within the model's
         position table, and the windows' overlap (default: half of max_length - 2). Refused at
         once, by `names` (the CLI passes its flags), rather than at the first long text."""
-        if max_length is None:
-            max_length = self.meta.get("train", {}).get("max_length", 128)
-            names = ("the checkpoint's max_length", names[1])
-        self.max_length = check_max_length(max_length, self.model.encoder, names[0])
-        room = self.max_length - 2
-        self.stride = default_stride(room) if stride is None else check_stride(stride, room, names[1])
+        self.max_length, self.stride = limits(self.meta, self.model.encoder, max_length, stride, names)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, model_dir=None, device="cpu", max_length: int | None = None,
@@ -68,35 +63,55 @@ class Predictor:
         show_progress: a bar over the batches (on a terminal: see progress.py)."""
         texts = _clean(texts)
         check_batch_size(batch_size)
-        if self.task.kind == "sequence":
-            starts = progress(range(0, len(texts), batch_size), f"{self.task.name}: predicting", unit="batch",
-                              enabled=show_progress)
-            return [r for start in starts for r in self._sentences(texts[start:start + batch_size])]
-        return self._words(texts, batch_size, show_progress)
-
-    def _sentences(self, texts: list[str]) -> list[dict]:
-        cut = []
-        rows = self.tok.token_rows(texts, self.max_length, cut)
-        probs = self._logits(pad_batch(rows, self.tok.pad_id)).softmax(-1)  # [B, C]
-        score, ids = probs.max(-1)  # [B]
-        return [{"text": t, "label": self.labels[i], "score": round(float(s), 4), "cut_tokens": c}
-                for t, i, s, c in zip(texts, ids.tolist(), score.tolist(), cut)]
-
-    def _words(self, texts: list[str], batch_size: int, show_progress: bool = False) -> list[dict]:
-        words = [t.split() for t in texts]
-        rows = self.tok.word_windows(words, self.max_length, self.stride)
-        tags = [[0] * len(ws) for ws in words]  # 0 = "O" stays only for a word with no sub-token
-        for start in progress(range(0, len(rows), batch_size), f"{self.task.name}: tagging", unit="batch",
+        rows = model_rows(self.task, self.tok, texts, self.max_length, self.stride)
+        outputs = []  # per row: logits [C] or [N, C]
+        for start in progress(range(0, len(rows), batch_size), f"{self.task.name}: predicting", unit="batch",
                               enabled=show_progress):
             chunk = rows[start:start + batch_size]
-            preds = self._logits(pad_batch([r["input_ids"] for r in chunk], self.tok.pad_id)).argmax(-1)  # [b, N]
-            for r, p in zip(chunk, preds):
-                scatter_reads(tags[r["text"]], p, r["reads"])
-        n_windows = [0] * len(texts)
-        for r in rows:
-            n_windows[r["text"]] += 1
-        return [{"text": t, "tags": [(w, self.labels[j]) for w, j in zip(ws, ids)], "windows": n}
-                for t, ws, ids, n in zip(texts, words, tags, n_windows)]
+            outputs += list(self._logits(pad_batch([r["input_ids"] for r in chunk], self.tok.pad_id)))
+        return records(self.task, self.labels, texts, rows, outputs)
+
+
+def limits(meta: dict, encoder, max_length: int | None = None, stride: int | None = None,
+           names: tuple[str, str] = ("max_length", "stride")) -> tuple[int, int]:
+    """(max_length, stride) for a checkpoint's rows: see Predictor.set_limits."""
+    if max_length is None:
+        max_length = meta.get("train", {}).get("max_length", 128)
+        names = ("the checkpoint's max_length", names[1])
+    max_length = check_max_length(max_length, encoder, names[0])
+    room = max_length - 2
+    return max_length, default_stride(room) if stride is None else check_stride(stride, room, names[1])
+
+
+def model_rows(task, tok: WordPiece, texts: list[str], max_length: int, stride: int) -> list[dict]:
+    """The rows the model reads for `texts`, in text order: {"text": i, "input_ids", ...}. A sentence
+    is one row (its first max_length - 2 sub-tokens; "cut" says how many more it had); an NER text
+    one row per window of its words (data/windows.py: "reads" says which words a window tags)."""
+    if task.kind == "sequence":
+        cut = []
+        ids = tok.token_rows(texts, max_length, cut)
+        return [{"text": i, "input_ids": r, "cut": c} for i, (r, c) in enumerate(zip(ids, cut))]
+    return tok.word_windows([t.split() for t in texts], max_length, stride)
+
+
+def records(task, labels: list[str], texts: list[str], rows: list[dict], outputs: list[torch.Tensor]) -> list[dict]:
+    """One record per text from its rows' logits (outputs[j] belongs to rows[j]): a label and its
+    probability for a sentence; for NER every word's tag, read in the window that gives it most context."""
+    if task.kind == "sequence":
+        out = []
+        for r, logits in zip(rows, outputs):
+            score, i = logits.softmax(-1).max(-1)  # [C] -> the best label and its probability
+            out.append({"text": texts[r["text"]], "label": labels[int(i)], "score": round(float(score), 4),
+                        "cut_tokens": r["cut"]})
+        return out
+    words = [t.split() for t in texts]
+    tags = [[0] * len(ws) for ws in words]  # 0 = "O" stays only for a word with no sub-token
+    n_windows = [0] * len(texts)
+    for r, logits in zip(rows, outputs):
+        scatter_reads(tags[r["text"]], logits.argmax(-1), r["reads"])  # [N] predictions of one window
+        n_windows[r["text"]] += 1
+    return [{"text": t, "tags": [(w, labels[j]) for w, j in zip(ws, ids)], "windows": n}
+            for t, ws, ids, n in zip(texts, words, tags, n_windows)]
 
 
 def _clean(texts) -> list[str]:
