@@ -69,7 +69,7 @@ from minigpt_ptv2.pretrained import default_model_dir  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: E402
 
 B, N, P = 32, 128, 16  # encoder lines
-LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout"]
+LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout", "mixed"]
 # SmolLM-135M's shape: a small real-world LLaMA-architecture decoder with grouped K/V heads
 LLAMA_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
@@ -360,6 +360,55 @@ def bench_prefix_cost(model_dir, device, repeats, warmup) -> list:
     return rows
 
 
+def bench_mixed(model_dir, device, repeats, warmup) -> list:
+    """Two tasks over one backbone: an SST-2 prefix (P=16) and a CoNLL prefix (P=8), rows alternating.
+    A mixed batch of B rows vs a single-task batch of B rows, and vs the same rows in two per-task
+    batches. A mixed batch pays for P_max keys in every row and a per-row copy of the prefixes."""
+    from minigpt_ptv2.training.heads import Head, TaskModel
+    from minigpt_ptv2.training.mixed import MixedTaskModel
+    encoder = BertEncoder.from_pretrained(model_dir, device=device).eval()
+    cfg, D = encoder.config, encoder.config.hidden_size
+    members = {"sst2": (KVPrefix(cfg, P, init_std=0.02), Head(D, 2, "sequence")),
+               "conll": (KVPrefix(cfg, P // 2, init_std=0.02), Head(D, 9, "token"))}
+    single = TaskModel(encoder, {"sst2": members["sst2"][1]})
+    ids = torch.randint(1000, cfg.vocab_size, (B, N), device=device)
+    # served text comes padded (lengths N/4..N): every batch, mixed or not, then runs the masked kernel
+    lengths = torch.randint(N // 4, N + 1, (B,), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(N)[None] < lengths[:, None]).long().to(device)  # [B, N]
+    tasks = ["sst2", "conll"] * (B // 2)
+    halves = {t: [i for i, n in enumerate(tasks) if n == t] for t in members}
+    alone = {t: (m.to(device), h.to(device)) for t, (m, h) in members.items()}
+
+    def one_task():
+        encoder.attach(alone["sst2"][0])
+        single(ids, mask)
+
+    def per_task():
+        for t, rows in halves.items():
+            encoder.attach(alone[t][0])
+            alone[t][1](encoder(ids[rows], mask[rows]))
+
+    mixed = MixedTaskModel(encoder, members).to(device).eval()
+    mixed_prompt = encoder.detach_prompt()
+
+    def one_mixed():
+        encoder.attach(mixed_prompt)
+        mixed(ids, mask, tasks=tasks)
+
+    with torch.no_grad():
+        t = interleaved({"mixed": one_mixed, "single": one_task, "split": per_task}, device, repeats, warmup)
+    encoder.detach_prompt()
+    shape = f"B={B} N={N}, P={P} and {P // 2}, 2 heads"
+    rows = []
+    for key, name, target, bound in (("single", "mixed batch vs one task", "ratio <= 1.111 (>= 0.9x its rows/s)", 1 / 0.9),
+                                     ("split", "mixed batch vs per-task", "ratio <= 1.111", 1 / 0.9)):
+        r = paired_ratio(t["mixed"], t[key])
+        rows.append({"line": name, "shape": shape, "unit": "s", "ours": statistics.median(t["mixed"]),
+                     "reference": statistics.median(t[key]), "ratio": r, "target": target, "ok": r <= bound,
+                     "rows_per_s": {k: B / statistics.median(v) for k, v in t.items()}, "times": t})
+    return rows
+
+
 def bench_ffn_blocks(model_dir, device, repeats, warmup) -> dict:
     from minigpt_ptv2.fast import row_blocks
     ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
@@ -502,6 +551,8 @@ def main(argv=None) -> int:
             rows.append(bench_rotary_tables(device, max(2, repeats // 2), 1))
         if "layout" in only:
             rows.append(bench_layout(device, repeats, warmup))
+        if "mixed" in only:
+            rows += bench_mixed(model_dir, device, repeats, warmup)
         for r in rows:
             r.setdefault("device", name)
         print(table([r for r in rows if r["device"] == name]), flush=True)

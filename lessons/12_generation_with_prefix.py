@@ -233,6 +233,50 @@ if __name__ == "__main__":
 
 
 # %% [markdown]
+# ## 6. One backbone, several prefixes in one batch
+#
+# Prompt tuning's practical promise: one frozen model, many tasks, each a prefix of a few
+# kilobytes. Since a prefix is just the first entries of every row's keys, *each row of a batch
+# can have its own*. `MixedPrompts` holds M trained prefixes (M members, each with its own P_m)
+# and, told which member each row uses, gives the model one `[B, H, P, d]` prefix per layer with
+# P = max P_m: member m's P_m entries right-aligned, the P - P_m in front of them masked for that
+# row. A masked key gets softmax weight exactly 0, so each row computes what its own prefix
+# computes alone. Here two "tasks" with P and P // 3 entries generate in one left-padded batch,
+# rows alternating, and every row's tokens equal its prefix's run alone.
+# (`training/mixed.py` does the same for encoder checkpoints with their task heads:
+# `python -m minigpt_ptv2 predict runs/sst2-prefix --also runs/conll-prefix --file tagged.txt`.)
+
+# %%
+@torch.no_grad()
+def two_prefixes_one_batch(model: GPT2Decoder, ids: torch.Tensor, steps: int):
+    from minigpt_ptv2.prompts.mixed import MixedPrompts
+    cfg, P = model.config, model.prompt.num_virtual
+    torch.manual_seed(7)
+    members = {"long": model.detach_prompt(), "short": KVPrefix(cfg, max(1, P // 3), init_std=0.5).eval()}
+    rows = ["long", "short"] * ids.shape[0]  # B = 2 x the rows of ids: every row under both prefixes
+    batch = ids.repeat_interleave(2, dim=0)  # [B, N]
+    mask = torch.ones_like(batch)
+    mask[:2, :2] = 0  # the first two rows left-padded by 2
+    alone = {n: model.attach(m).generate(batch, steps, attention_mask=mask) for n, m in members.items()}
+    mixed_prompt = MixedPrompts(cfg, members).use_rows(rows)
+    mixed = model.attach(mixed_prompt).generate(batch, steps, attention_mask=mask)  # [B, N + steps]
+    keys = model(batch, attention_mask=mask, use_cache=True, logits_to_keep=1).cache.key_mask  # [B, P+N]
+    print(f"P_m = {members['long'].num_virtual} and {members['short'].num_virtual}: row 1 ('short') key mask, "
+          f"prefix part {keys[1, :P].int().tolist()}")
+    same = all(torch.equal(mixed[i], alone[n][i]) for i, n in enumerate(rows))
+    differ = sum(not torch.equal(alone["long"][i], alone["short"][i]) for i in range(len(rows)))
+    print(f"every row of the mixed batch generates what its prefix generates alone: {same}; "
+          f"rows where the two prefixes disagree: {differ} of {len(rows)}")
+    assert same and differ > 0 and keys[1, :P - members["short"].num_virtual].logical_not().all()
+    model.attach(members["long"])  # the lesson's model as it was
+    return mixed
+
+
+if __name__ == "__main__":
+    two_prefixes_one_batch(model, ids, steps)
+
+
+# %% [markdown]
 # ## What to remember
 #
 # - On a decoder, a K/V prefix *is* the first P entries of the KV cache: after the prompt step
@@ -242,6 +286,9 @@ if __name__ == "__main__":
 #   real tokens only. Then a row generates the same tokens padded in a batch as alone.
 # - Under positions="real" the prefix takes no position: real tokens start at 0, the next token
 #   at N, and the position table's full length stays available (lesson 13, pitfall 1).
+# - Rows of one batch can carry different prefixes (different tasks, different P): pad each to
+#   the longest, right-aligned, and mask the padding per row. One frozen backbone then serves
+#   many tasks in one forward pass, and each row is what its task's prefix gives alone.
 #
 # ## Check your understanding
 #
@@ -291,6 +338,20 @@ if __name__ == "__main__":
 #
 #    </details>
 #
+# 5. A batch mixes a P=16 and a P=4 prefix. How many prefix keys does each row's attention
+#    see, how many of them does a P=4 row read, and why must the P=4 entries be the *last* four
+#    under rotary positions (lesson 15) but may sit anywhere under GPT-2's learned positions?
+#
+#    <details><summary>Answer</summary>
+#
+#    Every row has 16 prefix keys per layer and head (P = max P_m); a P=4 row's mask keeps 4 of
+#    them, the other 12 get weight exactly 0. GPT-2's prefix entries carry no position, so their
+#    order among the masked ones changes nothing. Under RoPE a turned prefix key is at position
+#    -P..-1 (real) just before the text; right-aligned, a P=4 member's keys sit at -4..-1 in the
+#    mixed batch too, exactly where they sit alone.
+#
+#    </details>
+#
 # ## Try this
 #
 # Each has an answer in `lessons/solutions/12_solutions.py` (the function named in brackets), run by
@@ -309,3 +370,6 @@ if __name__ == "__main__":
 # 4. `python -m minigpt_ptv2 trace --model decoder --config gpt2-tiny --method prefix --B 2 --N 5 --P 3`:
 #    which rows carry P+N, and why is the keep-mask `[B, 1, N, P+N]` here when an encoder's is
 #    `[B, 1, 1, P+N]`? [`try_4`]
+# 5. Give the two members of section 6 `positions="shifted"` with different P: what does
+#    `MixedPrompts` say, and why? Then give both the same P and check each row still generates
+#    what its prefix generates alone. [`try_5`]

@@ -10,6 +10,8 @@ import torch
 
 from _lesson import cli, load
 
+from minigpt_ptv2.prompts import KVPrefix
+
 
 def _section_0():
     """The lesson's section-0 sizes (the tiny GPT-2 in quick mode), its model and ids."""
@@ -98,6 +100,34 @@ def try_4() -> dict:
     assert "[2, 1, 5, 8]" in keep and "[B, 1, N, P+N]" in keep
     assert any(line.startswith("layer0.attn.k_with_prefix") for line in rows)
     return {"rows_with_P+N": len(rows), "keep": keep.split()[-4:]}
+
+
+def try_5() -> dict:
+    """positions="shifted" moves every row's real tokens to P..P+N-1, one shift for the whole
+    batch: members with different P would each need their own, so MixedPrompts refuses them,
+    naming both. With one shared P the shift is the same for every row and mixing works."""
+    from minigpt_ptv2.errors import InputError
+    from minigpt_ptv2.prompts.mixed import MixedPrompts
+    lesson, cfg, P, N, steps, ids = _section_0()
+    model = lesson.model_with_prefix(cfg, P, positions="shifted")
+    short = KVPrefix(cfg, max(1, P // 3), init_std=0.5, positions="shifted").eval()
+    try:
+        MixedPrompts(cfg, {"long": model.prompt, "short": short})
+        refused = None
+    except InputError as e:
+        refused = str(e)
+    print(f"different P under 'shifted': {refused}")
+    assert refused is not None and "share one P" in refused
+    torch.manual_seed(7)
+    other = KVPrefix(cfg, P, init_std=0.5, positions="shifted").eval()
+    members = {"a": model.detach_prompt(), "b": other}
+    rows = ["a", "b"]
+    alone = {n: model.attach(m).generate(ids, steps) for n, m in members.items()}
+    mixed = model.attach(MixedPrompts(cfg, members).use_rows(rows)).generate(ids, steps)
+    same = all(torch.equal(mixed[i], alone[n][i]) for i, n in enumerate(rows))
+    print(f"one shared P={P}: each row generates what its prefix generates alone: {same}")
+    assert same
+    return {"refused": refused, "same": same}
 
 
 if __name__ == "__main__":
