@@ -24,6 +24,9 @@ absolute times meaningless while it leaves ratios of interleaved measurements us
                            layer (information: what fast/rotary_tables.py buys)
     weight layout          a batch-1 decoding step's four products at GPT-2's shapes, W stored
                            [in, out] (our Linear) vs [out, in] (nn.Linear) (information)
+    grad checkpoint        frozen MiniLM + K/V prefix P=16, B=32, N=256 train step with each layer
+                           recomputed in backward vs kept: peak memory and time (information:
+                           what training/recompute.py, `train --grad-checkpoint`, buys and costs)
 
 Timing: warm-up calls first, then `repeats` rounds in which ours and the reference run one after
 the other (order alternating each round); a ratio is the median over rounds of the paired ratio,
@@ -69,7 +72,8 @@ from minigpt_ptv2.pretrained import default_model_dir  # noqa: E402
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: E402
 
 B, N, P = 32, 128, 16  # encoder lines
-LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout", "mixed"]
+LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout", "mixed",
+         "recompute"]
 # SmolLM-135M's shape: a small real-world LLaMA-architecture decoder with grouped K/V heads
 LLAMA_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
@@ -409,6 +413,42 @@ def bench_mixed(model_dir, device, repeats, warmup) -> list:
     return rows
 
 
+def bench_grad_checkpoint(model_dir, device, repeats, warmup) -> list:
+    """A K/V prefix train step on the frozen MiniLM with gradient checkpointing vs without, at a
+    length where the activations kept for backward dominate the step's memory."""
+    from minigpt_ptv2.training.recompute import disable_grad_checkpoint, enable_grad_checkpoint
+    n = 2 * N  # 256: activations grow with N (the scores with N^2), the prefix does not
+    ours = BertEncoder.from_pretrained(model_dir, device=device)
+    ours.attach(KVPrefix(ours.config, P).to(device))
+    freeze_backbone(ours)
+    head = torch.nn.Linear(ours.config.hidden_size, 2).to(device).requires_grad_(False)
+    ids = torch.randint(1000, ours.config.vocab_size, (B, n), device=device)
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (B,), device=device)
+    ours.train()  # dropout on, as in training (and recomputed with the same masks)
+    opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-3)
+
+    def step(recompute: bool):
+        def run():
+            enable_grad_checkpoint(ours) if recompute else disable_grad_checkpoint(ours)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(head(ours(ids, mask).pooler_output), labels).backward()
+            opt.step()
+        return run
+
+    t = interleaved({"recompute": step(True), "keep": step(False)}, device, repeats, warmup)
+    mem = {k: peak_bytes(step(k == "recompute"), device) / 2**20 for k in ("recompute", "keep")}
+    shape = f"B={B} N={n} P={P}"
+    return [{"line": "grad checkpoint step time", "shape": shape, "unit": "s",
+             "ours": statistics.median(t["recompute"]), "reference": statistics.median(t["keep"]),
+             "ratio": paired_ratio(t["recompute"], t["keep"]), "target": "information", "ok": None,
+             "times": t},
+            {"line": "grad checkpoint peak memory", "shape": shape, "unit": "MB", "ours": mem["recompute"],
+             "reference": mem["keep"], "ratio": mem["recompute"] / mem["keep"], "target": "information",
+             "ok": None, "measures": "cuda max_memory_allocated" if device.type == "cuda"
+             else "peak tensor bytes from profiler allocation events, beyond those alive before the step"}]
+
+
 def bench_ffn_blocks(model_dir, device, repeats, warmup) -> dict:
     from minigpt_ptv2.fast import row_blocks
     ours = BertEncoder.from_pretrained(model_dir, device=device).eval()
@@ -553,6 +593,8 @@ def main(argv=None) -> int:
             rows.append(bench_layout(device, repeats, warmup))
         if "mixed" in only:
             rows += bench_mixed(model_dir, device, repeats, warmup)
+        if "recompute" in only:
+            rows += bench_grad_checkpoint(model_dir, device, max(2, repeats // 2), 1)
         for r in rows:
             r.setdefault("device", name)
         print(table([r for r in rows if r["device"] == name]), flush=True)

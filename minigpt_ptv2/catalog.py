@@ -42,6 +42,9 @@ DEFAULT_LR = {**{name: m.lr for name, m in METHODS.items()}, "head-only": 5e-3, 
 # Where real tokens sit under a prompt (lesson 13, pitfall 1): 0..N-1, or P..P+N-1 as in HF/PEFT.
 POSITIONS = ("real", "shifted")
 
+# The precision a run trains in (training/precision.py): float32, or bf16 / fp16 autocast.
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 TASKS = {
     "sst2": "SST-2 sentence sentiment (accuracy)",
     "conll": "CoNLL-2003 named-entity tags (entity-level F1)",

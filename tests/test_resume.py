@@ -107,7 +107,8 @@ def test_a_run_killed_after_epoch_1_and_resumed_is_bit_identical(uninterrupted, 
     assert run_state.load_meta(tmp_path / "cut")["epochs_done"] == 1
     assert (tmp_path / "cut" / "checkpoint.lock").exists()  # left by the kill; nobody holds it
     assert saved_arguments(tmp_path / "cut") == {**ARGS, "method_kwargs": {}, "dropout": True,
-                                                 "diverge_factor": 3.0}
+                                                 "diverge_factor": 3.0, "grad_checkpoint": False,
+                                                 "precision": "fp32"}
     shutil.copytree(tmp_path / "cut", tmp_path / "control")
     summary, model = run(tmp_path / "cut", data, minilm_dir, resume=True)
     assert summary["resumed_after_epoch"] == 1
@@ -163,8 +164,8 @@ def test_the_best_epoch_is_kept_not_the_last(tmp_path, data, minilm_dir, monkeyp
     real = training_run.evaluate
     scores = iter([0.75, 0.5])
 
-    def evaluate(*args):
-        return {**real(*args), "accuracy": next(scores)}
+    def evaluate(*args, **kw):
+        return {**real(*args, **kw), "accuracy": next(scores)}
     monkeypatch.setattr(training_run, "evaluate", evaluate)
     saved = []
     real_state = run_state.save

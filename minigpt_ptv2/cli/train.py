@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..catalog import DEFAULT_LR, METHODS, POSITIONS, REFERENCE_METHODS, TASKS, TRAIN_METHODS
+from ..catalog import DEFAULT_LR, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TASKS, TRAIN_METHODS
 from ..errors import InputError
 from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
                       print_json, setup_help, size_text)
@@ -76,6 +76,14 @@ def add_arguments(p):
     p.add_argument("--diverge-factor", type=float, default=3.0, action=Given,
                    help="stop when the mean loss of the last 10 steps exceeds this times that of the first "
                         "10 (0 = never)")
+    flag(p, "--grad-checkpoint", "recompute each layer's activations in the backward pass instead of keeping "
+                                 "them: far less memory for long inputs or large batches (a quarter of it "
+                                 "at B=32, N=256), about 1.5x the time per step, the same gradients")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", action=Given,
+                   help="fp32: everything in float32 (default); bf16: forward passes under bfloat16 autocast "
+                        "(fp32's range, fewer digits; no loss scaling); fp16: float16 autocast with a loss "
+                        "scaler that skips a step whose gradients overflow (for GPUs: on a CPU it is slow, "
+                        "use it to check a run). The prompt and head stay float32 either way")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/TASK-METHOD)")
     p.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint --out holds")
     p.add_argument("--resume", metavar="DIR", default=None,
@@ -94,7 +102,8 @@ def run_arguments(args) -> dict:
     typed = {"task": args.task, "method": args.method, "P": args.P, "epochs": args.epochs, "lr": args.lr,
              "batch_size": args.batch_size, "max_train": args.max_train, "max_dev": args.max_dev,
              "max_length": args.max_length, "seed": args.seed, "dropout": not args.no_dropout,
-             "diverge_factor": args.diverge_factor}
+             "diverge_factor": args.diverge_factor, "grad_checkpoint": args.grad_checkpoint,
+             "precision": args.precision}
     if args.resume is None:
         if args.task is None or args.method is None:
             raise InputError("train needs TASK and METHOD (e.g. train sst2 prefix), or --resume DIR")

@@ -10,6 +10,7 @@ sees only its own, so two threads tracing two models do not mix their rows.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
@@ -30,6 +31,17 @@ def record(scope: str, name: str, tensor: torch.Tensor) -> torch.Tensor:
 def capturing() -> bool:
     """True inside a `with` block of some Capture, in this thread or task."""
     return bool(_LISTENING.get())
+
+
+@contextmanager
+def silenced():
+    """No capture receives anything inside the block (e.g. a layer recomputed for its backward
+    pass: training/recompute.py), and the captures open around it listen again after."""
+    token = _LISTENING.set(())
+    try:
+        yield
+    finally:
+        _LISTENING.reset(token)
 
 
 class Capture:

@@ -72,7 +72,8 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                seed: int = 0, out_dir=None, data_dir=None, model_dir=None, device: str = "cpu",
                max_length: int = 128, progress: bool = True, method_kwargs: dict | None = None,
                dropout: bool = True, resume: bool = False, overwrite: bool = False,
-               diverge_factor: float = TrainConfig.diverge_factor):
+               diverge_factor: float = TrainConfig.diverge_factor, grad_checkpoint: bool = False,
+               precision: str = "fp32"):
     """Train `method` on `task`, evaluate on dev after every epoch, keep the best epoch in out_dir.
 
     dropout=True trains with the backbone's dropout on, as P-Tuning v2 does (model.train()).
@@ -80,6 +81,8 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     must be the one it was started with (saved_arguments gives them). More epochs are refused
     too: the learning-rate schedule spans all epochs, so they would change every step taken.
     overwrite=True lets a new run replace the checkpoint out_dir holds.
+    grad_checkpoint=True recomputes each layer's activations in backward (recompute.py): less memory.
+    precision: "fp32", "bf16" or "fp16" autocast for training and the dev evaluation (precision.py).
     """
     t = get_task(task)
     if method not in TRAIN_METHODS:
@@ -90,12 +93,12 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
     info = distributed.current()
     cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress,
-                      diverge_factor=diverge_factor)
+                      diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision)
     out = Path(out_dir) if out_dir is not None else None
     args = {"task": task, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
             "lr": cfg.lr, "batch_size": batch_size, "max_train": max_train, "max_dev": max_dev,
             "max_length": max_length, "seed": seed, "dropout": dropout, "diverge_factor": diverge_factor,
-            "world_size": info.world_size}
+            "grad_checkpoint": grad_checkpoint, "precision": precision, "world_size": info.world_size}
     if out is not None and resume:  # early, before the data is read; again below under the lock
         runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
     elif out is not None and info.is_main:
@@ -140,6 +143,7 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                                    labels=t.labels, extra={"backbone": backbone, "kept": kept, "train": {
                                        "epochs": epochs, "lr": cfg.lr, "seed": seed, "batch_size": batch_size,
                                        "max_length": max_length, "dropout": dropout,
+                                       "grad_checkpoint": grad_checkpoint, "precision": precision,
                                        "world_size": info.world_size, "train_examples": len(train)}})
 
         keeper = Keeper(out, t.metric, epochs, save, {"args": args}, info.is_main,

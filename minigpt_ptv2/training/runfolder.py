@@ -28,8 +28,11 @@ OURS = re.compile(rf"checkpoint(-[0-9a-f]{{8,32}})?\.safetensors|checkpoint\.jso
 RUN_ARGS = {"task": "TASK", "method": "METHOD", "P": "--P", "method_kwargs": "--positions", "epochs": "--epochs",
             "lr": "--lr", "batch_size": "--batch-size", "max_train": "--max-train", "max_dev": "--max-dev",
             "max_length": "--max-length", "seed": "--seed", "dropout": "--no-dropout",
-            "diverge_factor": "--diverge-factor", "world_size": "the number of processes (torchrun)",
+            "diverge_factor": "--diverge-factor", "grad_checkpoint": "--grad-checkpoint", "precision": "--precision",
+            "world_size": "the number of processes (torchrun)",
             "data": "the training data (--data-dir, --max-train)", "backbone": "the backbone (--model-dir)"}
+# What a run saved before an argument existed was started with (its default then and now).
+ADDED_LATER = {"grad_checkpoint": False, "precision": "fp32"}
 
 
 def describe_checkpoint(meta: dict) -> str:
@@ -78,8 +81,9 @@ def check_same(saved: dict, now: dict, out) -> None:
     """Refuse a resume whose arguments would make it a different run, naming the first one
     (only the arguments `now` knows of: the data and backbone are compared once loaded)."""
     for name, option in RUN_ARGS.items():
-        if name in now and saved.get(name) != now[name]:
-            raise InputError(f"{option}: the run in {out} was started with {saved.get(name)!r}, this one has "
+        was = saved.get(name, ADDED_LATER.get(name))
+        if name in now and was != now[name]:
+            raise InputError(f"{option}: the run in {out} was started with {was!r}, this one has "
                              f"{now.get(name)!r}; --resume continues the same run (drop the option, or start a "
                              f"new run in another --out)")
 

@@ -6,7 +6,8 @@
                                    rng.<rank>.cuda.<i>  each CUDA device's generator, when CUDA is in use
                                    rng.loader           the training loader's own generator, if it has one
     DIR/resume/state.json          epochs done, history, optimizer groups, scheduler counters, Python
-                                   and NumPy generators per process, the loss watch, and `extra`
+                                   and NumPy generators per process, the loss watch, the fp16 loss
+                                   scaler (scale, growth tracker; null in fp32/bf16), and `extra`
                                    (train_task keeps the best epoch and the run's arguments there)
 
 It is taken at the end of an epoch, after evaluation: on CPU a run resumed from it ends
@@ -50,9 +51,9 @@ def _set_rng(plain: dict, tensors: dict) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def capture(model, opt, sched, loader, epochs_done: int, history: list, watch: dict, extra: dict):
+def capture(model, opt, sched, loader, epochs_done: int, history: list, watch: dict, extra: dict, scaler=None):
     """(meta, tensors) of the run after `epochs_done` epochs. Under torchrun every rank must call
-    it (the generators are gathered); only rank 0's result is complete."""
+    it (the generators are gathered); only rank 0's result is complete. scaler: fp16's GradScaler."""
     model = distributed.unwrap(model)
     tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     sd = opt.state_dict()
@@ -69,12 +70,14 @@ def capture(model, opt, sched, loader, epochs_done: int, history: list, watch: d
     sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
     meta = {"format": FORMAT, "epochs_done": epochs_done, "history": history, "watch": watch,
             "optimizer": {"param_groups": sd["param_groups"]}, "scheduler": sched_state,
-            "rng": [p for p, _ in gathered], "extra": extra}
+            "rng": [p for p, _ in gathered], "scaler": scaler.state_dict() if scaler is not None else None,
+            "extra": extra}
     return meta, tensors
 
 
-def restore(model, opt, sched, loader, meta: dict, tensors: dict) -> None:
-    """Put a captured state back: parameters, optimizer, schedule and this rank's generators."""
+def restore(model, opt, sched, loader, meta: dict, tensors: dict, scaler=None) -> None:
+    """Put a captured state back: parameters, optimizer, schedule, fp16's loss scale and this rank's
+    generators."""
     model = distributed.unwrap(model)
     own = {n: p for n, p in model.named_parameters() if p.requires_grad}
     saved = {k[6:]: t for k, t in tensors.items() if k.startswith("model.")}
@@ -91,6 +94,12 @@ def restore(model, opt, sched, loader, meta: dict, tensors: dict) -> None:
             state.setdefault(int(i), {})[key] = t
     opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     sched.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(opt.param_groups)})
+    if (scaler is None) != (meta.get("scaler") is None):
+        raise InputError(f"the resume state {'holds no' if scaler is not None else 'holds an'} fp16 loss scaler, "
+                         f"this run {'has one' if scaler is not None else 'has none'}: was it trained in "
+                         f"another precision?")
+    if scaler is not None:
+        scaler.load_state_dict(meta["scaler"])
     rank = distributed.current().rank
     if rank >= len(meta["rng"]):
         raise InputError(f"the resume state holds generators for {len(meta['rng'])} process(es), not rank {rank}")

@@ -24,10 +24,12 @@ import torch
 
 from ..errors import InputError, NonFiniteError
 from ..progress import progress, write
+from . import precision as amp
 from . import state as run_state
 from .distributed import current, global_sum, unwrap
 from .divergence import LossWatch, non_finite_loss
 from .heads import task_loss
+from .recompute import enable_grad_checkpoint
 
 
 @dataclass
@@ -45,8 +47,15 @@ class TrainConfig:
     # further step only moves the prompt further away. The rule, and why 3 and 10: divergence.py.
     diverge_factor: float = 3.0
     diverge_window: int = 10
+    # Recompute each layer's activations in backward instead of keeping them (recompute.py): less
+    # memory, one more forward pass per step, the same gradients. Stays on for the model after fit.
+    grad_checkpoint: bool = False
+    # "fp32" | "bf16" | "fp16": the forward passes (training and evaluation) under autocast in that
+    # precision; parameters and the loss stay float32; fp16 scales the loss (precision.py).
+    precision: str = "fp32"
 
     def __post_init__(self):
+        amp.check_precision(self.precision)
         if self.epochs <= 0 or self.lr <= 0:
             raise InputError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
         if not 0 <= self.warmup_ratio < 1:
@@ -124,6 +133,8 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
     on_epoch: optional callable(record, snapshot) -> str | None, after evaluate; snapshot(extra)
         gives (meta, tensors) to save for a resume; the text returned ends the epoch line.
     start: a (meta, tensors) state from snapshot (state.load) to continue from.
+    Under fp16 a step whose scaled gradients overflowed is skipped, as if its batch were not
+    there: no update, and the schedule does not advance (the loss scale is halved instead).
     Raises NonFiniteError (with a diagnosis) or Diverged before a bad loss updates anything.
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -133,9 +144,12 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
         raise InputError("the training set is empty (0 batches)")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_decay(opt, cfg.epochs * len(train_loader), cfg.warmup_ratio)
+    scaler = amp.grad_scaler(cfg.precision, cfg.device)  # fp16 only, else None
     history, first, watch = [], 0, LossWatch(cfg.diverge_factor, cfg.diverge_window)
+    if cfg.grad_checkpoint:
+        enable_grad_checkpoint(model)
     if start is not None:
-        run_state.restore(model, opt, sched, train_loader, *start)
+        run_state.restore(model, opt, sched, train_loader, *start, scaler=scaler)
         meta = start[0]
         history, first = list(meta["history"]), meta["epochs_done"]
         watch = LossWatch(cfg.diverge_factor, cfg.diverge_window, meta["watch"])
@@ -151,21 +165,33 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
             batch = batch_to(batch, cfg.device)
             where = f"epoch {epoch + 1}, step {step}"
             try:
-                logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                               task=batch.get("task", task))
+                with amp.autocast(cfg.precision, cfg.device):
+                    logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                   task=batch.get("task", task))
             except NonFiniteError as e:  # a prompt that checks its own values as it runs
                 raise NonFiniteError(f"at {where}: {e}") from None
-            loss = task_loss(logits, batch["labels"])
+            loss = task_loss(logits, batch["labels"])  # float32, whatever the logits' dtype
             if not torch.isfinite(loss):
                 raise non_finite_loss(unwrap(model), loss.item(), where, cfg.lr)
             # every rank judges the same number (the mean over ranks), so all of them stop together
             watch.check(global_sum(loss.item())[0] / world, logits.shape[-1], where)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:  # fp16: backward through loss * S, then the gradients divided by S before clipping
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
             if cfg.clip > 0:  # one norm over all trainable tensors together, scaled down to `clip`
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-            opt.step()
-            sched.step()
+            if scaler is None:
+                opt.step()
+                sched.step()
+            else:
+                scale = scaler.get_scale()
+                scaler.step(opt)  # skipped if a gradient holds inf/NaN
+                scaler.update()  # ... and then S is halved
+                if scaler.get_scale() >= scale:  # the step was taken
+                    sched.step()
             seen += batch["input_ids"].shape[0]
             total += loss.item()
             bar.set_postfix(loss=f"{total / (step + 1):.4f}",
@@ -175,11 +201,13 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
                   "seconds": time.perf_counter() - start_time, "examples": int(seen)}
         if evaluate is not None:
             model.eval()
-            record.update(evaluate(model))
+            with amp.autocast(cfg.precision, cfg.device):
+                record.update(evaluate(model))
         history.append(record)
 
         def snapshot(extra=None, done=epoch + 1):
-            return run_state.capture(model, opt, sched, train_loader, done, history, watch.state(), extra or {})
+            return run_state.capture(model, opt, sched, train_loader, done, history, watch.state(), extra or {},
+                                     scaler=scaler)
         note = on_epoch(record, snapshot) if on_epoch is not None else None
         if is_main and cfg.progress:
             shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
