@@ -49,6 +49,10 @@ TASKS = {
     "sst2": "SST-2 sentence sentiment (accuracy)",
     "conll": "CoNLL-2003 named-entity tags (entity-level F1)",
 }
+# Causal-LM prompt training of a decoder on a plain-text file (training/lm.py): no head, no labels
+# file, and prompt methods only; `train` and checkpoints accept it beside the encoder tasks.
+LM_TASK = "lm"
+TRAIN_TASKS = {**TASKS, LM_TASK: "causal-LM prompt training of a decoder on a text file (held-out perplexity)"}
 
 # Named model configurations (models/presets.py holds them).
 PRESETS = ("bert-base", "minilm", "bert-tiny", "gpt2", "gpt2-tiny", "llama-1b", "llama-tiny")

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..catalog import DEFAULT_LR, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TASKS, TRAIN_METHODS
+from ..catalog import (DEFAULT_LR, LM_TASK, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TRAIN_METHODS,
+                       TRAIN_TASKS)
 from ..errors import InputError
 from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
                       print_json, setup_help, size_text)
 
 NAME = "train"
-HELP = "train a prompt method on SST-2 or CoNLL-2003 and save a checkpoint of what was trained"
+HELP = ("train a prompt method on SST-2 or CoNLL-2003 (or a decoder's prompt on a text file) and save a "
+        "checkpoint of what was trained")
 DESCRIPTION = """\
 Train METHOD on TASK over the frozen pretrained MiniLM, evaluate on the dev set after every
 epoch, and save only what was trained (prompt + task head) to --out: a few KiB to a few MiB.
@@ -25,13 +27,21 @@ Methods:
               [*((n, m.about) for n, m in METHODS.items()), *REFERENCE_METHODS.items()]) + """
 Runs unchanged under torchrun, one process per device (--batch-size stays the global batch):
 sst2 then trains what one process trains; conll only approximately, since each process averages
-the loss over its own number of labelled tokens."""
+the loss over its own number of labelled tokens.
+
+Task lm: a prompt method on a frozen decoder (--model-dir: a GPT-2 or LLaMA-style HF folder with
+config.json, model.safetensors and tokenizer.json) learns to lower the next-token loss on the
+plain UTF-8 text of --text-file. The text is cut into blocks of --max-length tokens; the last
+10% of the blocks (at least one) are held out, and their perplexity after every epoch picks the
+epoch the checkpoint keeps (lower is better). The checkpoint holds the prompt only; `generate`
+runs it."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 train sst2 prefix --P 16 --epochs 1 --max-train 2000 --out runs/sst2-prefix
   python -m minigpt_ptv2 train conll deep --P 8 --max-train 500 --no-progress --json
   python -m minigpt_ptv2 train --resume runs/sst2-prefix      # continue an interrupted run
   torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32 --out runs/ddp
+  python -m minigpt_ptv2 train lm prefix --text-file notes.txt --model-dir path/to/gpt2 --out runs/lm
 
 default learning rates: """ + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
 
@@ -52,8 +62,8 @@ def flag(p, name: str, help: str) -> None:
 
 def add_arguments(p):
     setup_help(p, DESCRIPTION, EPILOG)
-    p.add_argument("task", nargs="?", action=Given, choices=sorted(TASKS),
-                   help="sst2 (sentence sentiment) or conll (NER tags)")
+    p.add_argument("task", nargs="?", action=Given, choices=sorted(TRAIN_TASKS),
+                   help="sst2 (sentence sentiment), conll (NER tags) or lm (a decoder on --text-file)")
     p.add_argument("method", nargs="?", action=Given, choices=list(TRAIN_METHODS), help="what to train")
     p.add_argument("--P", type=positive_int, default=16, action=Given, help="prompt / prefix length (prompt methods)")
     p.add_argument("--epochs", type=positive_int, default=3, action=Given, help="passes over the training set")
@@ -84,6 +94,8 @@ def add_arguments(p):
                         "(fp32's range, fewer digits; no loss scaling); fp16: float16 autocast with a loss "
                         "scaler that skips a step whose gradients overflow (for GPUs: on a CPU it is slow, "
                         "use it to check a run). The prompt and head stay float32 either way")
+    p.add_argument("--text-file", default=None, action=Given, metavar="FILE",
+                   help="lm: the UTF-8 text to train on (its last 10%% held out for the perplexity)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/TASK-METHOD)")
     p.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint --out holds")
     p.add_argument("--resume", metavar="DIR", default=None,
@@ -108,7 +120,7 @@ def run_arguments(args) -> dict:
         if args.task is None or args.method is None:
             raise InputError("train needs TASK and METHOD (e.g. train sst2 prefix), or --resume DIR")
         typed["method_kwargs"] = {"positions": args.positions} if args.method not in ("head-only", "full") else {}
-        return typed
+        return lm_arguments(args, typed, given) if args.task == LM_TASK else _no_text_file(args, typed)
     from ..training.run import saved_arguments
     if args.out is not None and args.out != args.resume:
         raise InputError(f"--resume {args.resume} continues the run in that folder: drop --out {args.out}")
@@ -121,7 +133,35 @@ def run_arguments(args) -> dict:
         merged["method_kwargs"] = {"positions": args.positions} if method not in ("head-only", "full") else {}
     if "no_dropout" in given:
         merged["dropout"] = False
+    if saved["task"] == LM_TASK:
+        merged = lm_arguments(args, merged, given)
+        if args.model_dir is not None:  # the backbone's fingerprint is compared once it is loaded
+            merged["model_dir"] = args.model_dir
     return {**saved, **merged}
+
+
+def lm_arguments(args, typed: dict, given: set) -> dict:
+    """train_lm's arguments from train_task's: no --max-train / --max-dev / --data-dir; --text-file
+    and --model-dir instead (both needed to start a run; a resume has them saved)."""
+    wrong = [o for o, dest in (("--max-train", "max_train"), ("--max-dev", "max_dev")) if dest in given]
+    wrong += ["--data-dir"] if args.data_dir is not None else []
+    if wrong:
+        raise InputError(f"train lm reads --text-file, not {' / '.join(wrong)} (those are for sst2 and conll)")
+    typed = {k: v for k, v in typed.items() if k not in ("max_train", "max_dev")}
+    if args.resume is None:
+        if args.text_file is None or args.model_dir is None:
+            raise InputError("train lm needs --text-file FILE (the text) and --model-dir DIR (a GPT-2 or "
+                             "LLaMA-style folder with config.json, model.safetensors and tokenizer.json)")
+        typed["model_dir"] = args.model_dir
+    if "text_file" in given:
+        typed["text_file"] = args.text_file
+    return typed
+
+
+def _no_text_file(args, typed: dict) -> dict:
+    if args.text_file is not None:
+        raise InputError(f"--text-file is for task lm; {args.task} reads its data from --data-dir")
+    return typed
 
 
 def run(args) -> int:
@@ -133,10 +173,14 @@ def run(args) -> int:
     kw = run_arguments(args)
     out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"
     info, device = distributed.setup(args.device)
+    common = dict(out_dir=out, device=device, progress=not (args.no_progress or args.json),
+                  resume=args.resume is not None, overwrite=args.overwrite)
     try:
-        summary, _ = train_task(**kw, out_dir=out, data_dir=args.data_dir, model_dir=args.model_dir, device=device,
-                                progress=not (args.no_progress or args.json), resume=args.resume is not None,
-                                overwrite=args.overwrite)
+        if kw["task"] == LM_TASK:
+            from ..training.lm import train_lm
+            summary, _ = train_lm(**{k: v for k, v in kw.items() if k != "task"}, **common)
+        else:
+            summary, _ = train_task(**kw, data_dir=args.data_dir, model_dir=args.model_dir, **common)
     except KeyboardInterrupt:
         if info.is_main:
             print(interrupted(out), file=sys.stderr)
@@ -166,11 +210,16 @@ def describe(s: dict) -> str:
     metric = kept["metric"]
     share = 100.0 * s["trainable"] / s["backbone"]
     best = s["history"][kept["epoch"] - 1]
-    lines = [f"{s['task']} / {s['method']} (P={s['P']}): dev {metric} {kept['value']:.4f} at epoch "
+    dev = "held-out" if s["task"] == LM_TASK else "dev"
+    lines = [f"{s['task']} / {s['method']} (P={s['P']}): {dev} {metric} {kept['value']:.4f} at epoch "
              f"{kept['epoch']} of {len(s['history'])} (the best: the checkpoint keeps it), train loss "
              f"{best['train_loss']:.4f}, {s['seconds']:.1f} s"]
+    if "untrained" in s:
+        lines.append(f"before training (the initial prompt): {dev} {metric} {s['untrained'][metric]:.4f}; "
+                     f"text: {s['text']['file']}, {s['text']['tokens']:,} tokens in {s['text']['train_blocks']} "
+                     f"training and {s['text']['held_out_blocks']} held-out blocks")
     if kept["epoch"] != last["epoch"]:
-        lines.append(f"last epoch: dev {metric} {last[metric]:.4f}, train loss {last['train_loss']:.4f}")
+        lines.append(f"last epoch: {dev} {metric} {last[metric]:.4f}, train loss {last['train_loss']:.4f}")
     if "resumed_after_epoch" in s:
         lines.append(f"resumed after epoch {s['resumed_after_epoch']}")
     lines.append(f"trained {s['trainable']:,} parameters ({share:.3f}% of the {s['backbone']:,}-parameter backbone)")

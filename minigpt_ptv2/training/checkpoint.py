@@ -40,6 +40,11 @@ OPTIONAL = {"version": "int", "labels": "list", "positions": "str", "weights": "
             "weights_sha256": "str", "train": "dict", "kept": "dict"}
 
 
+def backbone_of(model):
+    """The backbone of a trained model: a TaskModel's encoder, or an LMTaskModel's decoder (lm.py)."""
+    return model.decoder if hasattr(model, "decoder") else model.encoder
+
+
 def backbone_info(model) -> dict:
     """What identifies the backbone: its dimensions and a hash of its embedding table (the
     model says, core/transformer.py `fingerprint`)."""
@@ -88,10 +93,10 @@ def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kw
     if bad:
         raise NonFiniteError(f"refusing to save to {out_dir}: {', '.join(bad)} hold NaN or infinite values "
                              f"(the run diverged); nothing was written")
-    prompt = model.encoder.prompt
+    prompt = backbone_of(model).prompt
     meta = {"format": FORMAT, "version": VERSION, "task": task, "method": method, "P": P,
             "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
-            "labels": list(labels), "backbone": backbone_info(model.encoder), **(extra or {})}
+            "labels": list(labels), "backbone": backbone_info(backbone_of(model)), **(extra or {})}
     out = prepare_folder(out_dir)
     with locked(out, "save_checkpoint"):
         written = atomic.commit(out, STEM, tensors, meta, metadata={"format": FORMAT})
@@ -113,7 +118,7 @@ def read_meta(ckpt_dir) -> dict:
                          f"versions 1 and {VERSION}")
     if meta["P"] < 0:
         raise InputError(f"{path}: field 'P' must be >= 0, got {meta['P']}")
-    for field, known in (("task", catalog.TASKS), ("method", catalog.TRAIN_METHODS),
+    for field, known in (("task", catalog.TRAIN_TASKS), ("method", catalog.TRAIN_METHODS),
                          ("positions", catalog.POSITIONS)):
         if field in meta and meta[field] not in known:
             raise InputError(f"{path}: field {field!r} is {meta[field]!r}, not one of {sorted(known)}")
@@ -150,6 +155,9 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None):
     from ..pretrained import default_model_dir
     from .tasks import build_task_model
     meta, tensors = read_checkpoint(ckpt_dir)  # before the (slow) backbone load: fail fast
+    if meta["task"] == catalog.LM_TASK:
+        raise InputError(f"{ckpt_dir} holds a prompt for a decoder (train lm), not a task model: "
+                         f"`generate {ckpt_dir} TEXT` runs it (training/lm.py load_lm_checkpoint)")
     if meta.get("version", 1) == 1:
         from ..models.bert import legacy_v1_state
         tensors = legacy_v1_state(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))

@@ -1,5 +1,8 @@
 """After each epoch: keep the best epoch by the dev metric, and save the state a resume needs.
 
+"Best" is the highest value (accuracy, F1) unless the Keeper is told lower is better
+(higher_is_better=False: a perplexity, a loss).
+
 The checkpoint holds the epoch with the best dev metric so far, not the last one: a run whose
 later epochs get worse (over-fitting, a learning rate too high) still ends with its best prompt,
 and checkpoint.json says which epoch that was (`kept`). The resume state (state.py) is written
@@ -18,10 +21,11 @@ class Keeper:
     """fit's on_epoch: `best` is {epoch, of_epochs, metric, value}, or None before any evaluation."""
 
     def __init__(self, out, metric: str, epochs: int, save, resume_extra: dict, is_main: bool = True,
-                 saved: dict | None = None):
+                 saved: dict | None = None, higher_is_better: bool = True):
         """save(kept) writes the checkpoint (kept: the `best` record) and returns save_checkpoint's
         answer; resume_extra goes into every resume state; saved: a resume state's `extra`."""
         self.out, self.metric, self.epochs, self.is_main = out, metric, epochs, is_main
+        self.higher_is_better = higher_is_better
         self.save, self.resume_extra = save, resume_extra
         saved = saved or {}
         self.best = saved.get("best")
@@ -32,7 +36,7 @@ class Keeper:
         note = None
         value = record.get(self.metric)
         if self.is_main and value is not None:
-            if self.best is None or value > self.best["value"]:  # a tie keeps the earlier epoch
+            if self.best is None or self.better(value, self.best["value"]):  # a tie keeps the earlier epoch
                 self.best = {"epoch": record["epoch"], "of_epochs": self.epochs, "metric": self.metric,
                              "value": value}
                 note = f"<- new best {self.metric}"
@@ -47,6 +51,9 @@ class Keeper:
             if self.is_main:
                 run_state.save(self.out, meta, tensors)
         return note
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.higher_is_better else value < than
 
     def stopped(self, error: Exception, cfg) -> Exception:
         """The error that stops a diverged or non-finite run, saying what the folder holds now and

@@ -10,6 +10,9 @@ checkpoint.safetensors. The returned model is the last epoch's; the checkpoint h
 
 The same call works in one process or in each of the processes torchrun starts (see
 distributed.py): `batch_size` is the global batch, and only rank 0 evaluates and saves.
+
+`train lm` (lm.py, a decoder's prompt on a text file) shares all of this: each kind of run only
+prepares its model, data, evaluation and checkpoint (a `Prepared`), and `run_claimed` does the rest.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import contextlib
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from torch import nn
 
@@ -28,7 +33,7 @@ from ..errors import InputError, NonFiniteError
 from ..pretrained import default_model_dir
 from . import distributed, runfolder
 from . import state as run_state
-from .checkpoint import META, backbone_info, read_checkpoint, save_checkpoint
+from .checkpoint import META, backbone_info, backbone_of, read_checkpoint, save_checkpoint
 from .divergence import Diverged
 from .evaluate import evaluate
 from .keeper import Keeper
@@ -103,40 +108,17 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
     elif out is not None and info.is_main:
         runfolder.check_out(out, overwrite)
-    # The folder is ours before anything slow happens: a second run writing it is refused at once,
-    # whatever else is wrong with its arguments or data.
-    claim = (runfolder.claimed(out, f"train {task} {method}") if out is not None and info.is_main
-             else contextlib.nullcontext())
-    with claim:
-        set_seed(seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
-        model_dir = model_dir or default_model_dir()
-        tok = WordPiece.from_model_dir(model_dir)
+    def prepare() -> Prepared:
+        folder = model_dir or default_model_dir()
+        tok = WordPiece.from_model_dir(folder)
         train, dev = load_splits(task, data_dir, max_train, max_dev)
         train_loader = distributed.shard_loader(
             t.batches(train, tok, batch_size=batch_size, max_length=max_length), batch_size, info, seed)
         dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
-        args["data"] = data_fingerprint(train_loader.dataset)
-        start = None
-        if resume:
-            start = run_state.load(out)
-        elif out is not None and info.is_main:
-            runfolder.check_out(out, overwrite)  # again: the folder is ours now
-            run_state.remove(out)  # an earlier interrupted run's state, replaced by this run
-        model = build_task_model(task, method, P, model_dir=model_dir, **(method_kwargs or {})).to(device)
+        model = build_task_model(task, method, P, model_dir=folder, **(method_kwargs or {})).to(device)
         backbone = backbone_info(model.encoder)  # before training: "full" changes the weights it hashes
-        args["backbone"] = backbone["fingerprint"]
-        if start is not None:
-            runfolder.check_same(start[0]["extra"]["args"], args, out)
-        if not dropout:
-            disable_dropout(model)
         # A token head never reads the pooler: under "full" it gets no gradient, which DDP must be told.
         unused = t.kind == "token" and any(p.requires_grad for p in model.encoder.pooler.parameters())
-        wrapped = distributed.wrap(model, info, device, find_unused=unused)
-        set_seed(seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
-
-        def evaluate_main(m):
-            return (evaluate(distributed.unwrap(m), dev_loader, t, dev, device, show_progress=cfg.progress)
-                    if info.is_main else {})
 
         def save(kept):
             return save_checkpoint(model, out, task=task, method=method, P=P, method_kwargs=method_kwargs,
@@ -146,18 +128,73 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                                        "grad_checkpoint": grad_checkpoint, "precision": precision,
                                        "world_size": info.world_size, "train_examples": len(train)}})
 
-        keeper = Keeper(out, t.metric, epochs, save, {"args": args}, info.is_main,
-                        start[0]["extra"] if start is not None else None)
+        return Prepared(model=model, backbone=backbone, train_loader=train_loader,
+                        data=data_fingerprint(train_loader.dataset),
+                        evaluate=lambda m: evaluate(m, dev_loader, t, dev, device, show_progress=cfg.progress),
+                        save=save, metric=t.metric, find_unused=unused,
+                        facts={"task": task, "method": method, "P": P, "train_examples": len(train),
+                               "dev_examples": len(dev)})
+
+    return run_claimed(out, args, cfg, info, prepare, what=f"train {task} {method}", resume=resume,
+                       overwrite=overwrite, dropout=dropout, task=task)
+
+
+@dataclass
+class Prepared:
+    """What one kind of run trains and how it is judged: built by train_task (here) or train_lm
+    (lm.py) once the output folder is theirs; run_claimed does the rest for both."""
+    model: nn.Module  # a TaskModel or an LMTaskModel, its prompt attached, its backbone frozen
+    backbone: dict  # backbone_info, taken before training
+    train_loader: object
+    data: str  # fingerprint of the training rows: a resume must read the same data
+    evaluate: Callable  # model -> {metric: value, ...} on the dev / held-out data
+    save: Callable  # kept -> save_checkpoint's answer
+    metric: str  # the entry of evaluate's answer that picks the kept epoch
+    higher_is_better: bool = True  # accuracy, F1: yes; perplexity: no
+    find_unused: bool = False  # parameters that get no gradient (DDP must be told)
+    facts: dict = field(default_factory=dict)  # the first entries of the summary
+
+
+def run_claimed(out, args: dict, cfg: TrainConfig, info, prepare, *, what: str, resume: bool, overwrite: bool,
+                dropout: bool, task: str):
+    """Claim and lock `out`, prepare() the run, then train it: the best epoch kept as the checkpoint,
+    a resume state after every epoch, a diverged run stopped. Returns (summary, model)."""
+    # The folder is ours before anything slow happens: a second run writing it is refused at once,
+    # whatever else is wrong with its arguments or data.
+    claim = runfolder.claimed(out, what) if out is not None and info.is_main else contextlib.nullcontext()
+    with claim:
+        set_seed(cfg.seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
+        run = prepare()
+        model = run.model
+        args["data"] = run.data
+        start = None
+        if resume:
+            start = run_state.load(out)
+        elif out is not None and info.is_main:
+            runfolder.check_out(out, overwrite)  # again: the folder is ours now
+            run_state.remove(out)  # an earlier interrupted run's state, replaced by this run
+        args["backbone"] = run.backbone["fingerprint"]
+        if start is not None:
+            runfolder.check_same(start[0]["extra"]["args"], args, out)
+        if not dropout:
+            disable_dropout(model)
+        wrapped = distributed.wrap(model, info, cfg.device, find_unused=run.find_unused)
+        set_seed(cfg.seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
+
+        def evaluate_main(m):
+            return run.evaluate(distributed.unwrap(m)) if info.is_main else {}
+
+        keeper = Keeper(out, run.metric, cfg.epochs, run.save, {"args": args}, info.is_main,
+                        start[0]["extra"] if start is not None else None, higher_is_better=run.higher_is_better)
         begin = time.perf_counter()
         try:
-            history = fit(wrapped, train_loader, cfg, evaluate=evaluate_main, task=task, is_main=info.is_main,
+            history = fit(wrapped, run.train_loader, cfg, evaluate=evaluate_main, task=task, is_main=info.is_main,
                           on_epoch=keeper.on_epoch, start=start)
         except (Diverged, NonFiniteError) as e:
             if out is not None and info.is_main:
                 run_state.remove(out)  # the run is over: resuming would only repeat it
             raise keeper.stopped(e, cfg) from None
-        summary = {"task": task, "method": method, "P": P, "train_examples": len(train), "dev_examples": len(dev),
-                   "seconds": time.perf_counter() - begin, "history": history, "kept": keeper.best,
+        summary = {**run.facts, "seconds": time.perf_counter() - begin, "history": history, "kept": keeper.best,
                    **_sizes(model)}
         if start is not None:
             summary["resumed_after_epoch"] = start[0]["epochs_done"]
@@ -172,8 +209,8 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
 
 def _sizes(model) -> dict:
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "backbone": sum(p.numel() for n, p in model.named_parameters()
-                            if n.startswith("encoder.") and not n.startswith("encoder.prompt."))}
+            "backbone": sum(p.numel() for n, p in backbone_of(model).named_parameters()
+                            if not n.startswith("prompt."))}
 
 
 def _checkpoint_info(out: Path) -> dict:

@@ -30,7 +30,7 @@ RUN_ARGS = {"task": "TASK", "method": "METHOD", "P": "--P", "method_kwargs": "--
             "max_length": "--max-length", "seed": "--seed", "dropout": "--no-dropout",
             "diverge_factor": "--diverge-factor", "grad_checkpoint": "--grad-checkpoint", "precision": "--precision",
             "world_size": "the number of processes (torchrun)",
-            "data": "the training data (--data-dir, --max-train)", "backbone": "the backbone (--model-dir)"}
+            "data": "the training data (--data-dir, --max-train; --text-file)", "backbone": "the backbone (--model-dir)"}
 # What a run saved before an argument existed was started with (its default then and now).
 ADDED_LATER = {"grad_checkpoint": False, "precision": "fp32"}
 
