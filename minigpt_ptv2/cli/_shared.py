@@ -47,9 +47,11 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_model_dir(p) -> None:
-    p.add_argument("--model-dir", default=None,
-                   help="HuggingFace-format BERT folder (default: $MINIGPT_PTV2_MODEL or the shipped MiniLM)")
+MODEL_DIR_HELP = "HuggingFace-format BERT folder (default: $MINIGPT_PTV2_MODEL or the shipped MiniLM)"
+
+
+def add_model_dir(p, help: str = MODEL_DIR_HELP) -> None:
+    p.add_argument("--model-dir", default=None, help=help)
 
 
 def add_device(p) -> None:

@@ -40,6 +40,7 @@ examples:
   python -m minigpt_ptv2 train sst2 prefix --P 16 --epochs 1 --max-train 2000 --out runs/sst2-prefix
   python -m minigpt_ptv2 train conll deep --P 8 --max-train 500 --no-progress --json
   python -m minigpt_ptv2 train --resume runs/sst2-prefix      # continue an interrupted run
+  python -m minigpt_ptv2 train conll prefix --max-length 256 --grad-checkpoint --precision bf16
   torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32 --out runs/ddp
   python -m minigpt_ptv2 train lm prefix --text-file notes.txt --model-dir path/to/gpt2 --out runs/lm
 
@@ -102,7 +103,8 @@ def add_arguments(p):
                    help="continue the interrupted run in DIR with the arguments it was started with")
     p.add_argument("--data-dir", default=None,
                    help="folder holding sst2/ and conll2003/ (default: $MINIGPT_PTV2_DATA or shared/data)")
-    add_model_dir(p)
+    add_model_dir(p, "HuggingFace-format folder: a BERT for sst2 / conll (default: $MINIGPT_PTV2_MODEL or the "
+                     "shipped MiniLM); for lm a GPT-2 or LLaMA-style decoder with its tokenizer.json (required)")
     add_device(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     add_json(p)

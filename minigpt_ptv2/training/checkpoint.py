@@ -41,8 +41,9 @@ OPTIONAL = {"version": "int", "labels": "list", "positions": "str", "weights": "
 
 
 def backbone_of(model):
-    """The backbone of a trained model: a TaskModel's encoder, or an LMTaskModel's decoder (lm.py)."""
-    return model.decoder if hasattr(model, "decoder") else model.encoder
+    """The backbone of a trained model, as the model says (TaskModel.backbone: its encoder;
+    LMTaskModel.backbone: its decoder)."""
+    return model.backbone()
 
 
 def backbone_info(model) -> dict:

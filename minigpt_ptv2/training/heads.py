@@ -44,6 +44,10 @@ class TaskModel(nn.Module):
         for name, head in heads.items():
             self.add_head(name, head)
 
+    def backbone(self):
+        """The frozen model the prompt is attached to (what a checkpoint fingerprints)."""
+        return self.encoder
+
     def add_head(self, name: str, head: Head) -> "TaskModel":
         """Another task over the same backbone and prompt, moved to the encoder's device. The new
         head is trainable; the encoder's freezing is left as it is. Returns the model."""

@@ -52,6 +52,10 @@ class LMTaskModel(nn.Module):
             raise InputTypeError(f"LMTaskModel needs a decoder (a CausalLM), got {type(decoder).__name__}")
         self.decoder = decoder
 
+    def backbone(self) -> CausalLM:
+        """The frozen model the prompt is attached to (what a checkpoint fingerprints)."""
+        return self.decoder
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, task: str | None = None):
         if task not in (None, LM_TASK):
             raise InputError(f"a causal-LM model has one task, {LM_TASK!r}; got {task!r}")
