@@ -27,9 +27,8 @@ from ..errors import InputError, InputTypeError
 from ..progress import progress
 from ..prompts import freeze_backbone, make_method
 from . import distributed
-from . import state as run_state
 from .checkpoint import backbone_info, check_backbone, read_checkpoint, save_checkpoint
-from .run import Prepared, run_claimed, runfolder
+from .run import Prepared, check_start, run_claimed
 from .trainer import TrainConfig, batch_to
 
 
@@ -108,22 +107,14 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
     """
     if method not in METHODS:
         raise InputError(f"train lm trains a prompt method: choose one of {list(METHODS)}, not {method!r}")
-    if batch_size <= 0:
-        raise InputError(f"batch_size must be positive, got {batch_size}")
-    if resume and (out_dir is None or overwrite):
-        raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
     info = distributed.current()
     cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress,
                       diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision)
-    out = Path(out_dir) if out_dir is not None else None
     args = {"task": LM_TASK, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
             "lr": cfg.lr, "batch_size": batch_size, "max_length": max_length, "seed": seed, "dropout": dropout,
             "diverge_factor": diverge_factor, "grad_checkpoint": grad_checkpoint, "precision": precision,
             "text_file": str(text_file), "model_dir": str(Path(model_dir).resolve()), "world_size": info.world_size}
-    if out is not None and resume:  # early, before the data is read; again under the lock
-        runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
-    elif out is not None and info.is_main:
-        runfolder.check_out(out, overwrite)
+    out = check_start(out_dir, args, resume, overwrite, info)
 
     def prepare() -> Prepared:
         tok = ByteLevelBPE.from_model_dir(model_dir)

@@ -72,6 +72,22 @@ def data_fingerprint(dataset) -> str:
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
 
 
+def check_start(out_dir, args: dict, resume: bool, overwrite: bool, info) -> Path | None:
+    """What every run checks before it reads any data (train_task, lm.train_lm): a positive batch
+    size, a folder to resume from, and that folder's state (the same arguments under resume; no
+    checkpoint in the way without --overwrite otherwise). Checked again under the folder's lock."""
+    if args["batch_size"] <= 0:
+        raise InputError(f"batch_size must be positive, got {args['batch_size']}")
+    if resume and (out_dir is None or overwrite):
+        raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and resume:
+        runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
+    elif out is not None and info.is_main:
+        runfolder.check_out(out, overwrite)
+    return out
+
+
 def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float | None = None,
                batch_size: int = 32, max_train: int | None = None, max_dev: int | None = None,
                seed: int = 0, out_dir=None, data_dir=None, model_dir=None, device: str = "cpu",
@@ -92,22 +108,14 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     t = get_task(task)
     if method not in TRAIN_METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
-    if batch_size <= 0:
-        raise InputError(f"batch_size must be positive, got {batch_size}")
-    if resume and (out_dir is None or overwrite):
-        raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
     info = distributed.current()
     cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress,
                       diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision)
-    out = Path(out_dir) if out_dir is not None else None
     args = {"task": task, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
             "lr": cfg.lr, "batch_size": batch_size, "max_train": max_train, "max_dev": max_dev,
             "max_length": max_length, "seed": seed, "dropout": dropout, "diverge_factor": diverge_factor,
             "grad_checkpoint": grad_checkpoint, "precision": precision, "world_size": info.world_size}
-    if out is not None and resume:  # early, before the data is read; again below under the lock
-        runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
-    elif out is not None and info.is_main:
-        runfolder.check_out(out, overwrite)
+    out = check_start(out_dir, args, resume, overwrite, info)
     def prepare() -> Prepared:
         folder = model_dir or default_model_dir()
         tok = WordPiece.from_model_dir(folder)
