@@ -150,12 +150,23 @@ def test_the_command_line_resumes_with_only_the_folder(uninterrupted, tmp_path, 
     assert main(["train", "--resume", out, "--lr", "0.1"]) == 2  # another run: refused, nothing touched
     assert "--lr: the run in" in capsys.readouterr().err
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "cut").rglob("*")) == before
+    import shutil
+    shutil.copytree(out, tmp_path / "cut-recompute")  # the same interrupted run, twice
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         code = main(["train", "--resume", out, "--data-dir", data, "--model-dir", str(minilm_dir), "--json"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads(printed.getvalue())
     assert timeless(summary["history"]) == timeless(full["history"])
     assert summary["kept"] == full["kept"] and summary["resumed_after_epoch"] == 1
+    # A resume may turn on gradient checkpointing (less memory, the same numbers): the same run's end.
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = main(["train", "--resume", str(tmp_path / "cut-recompute"), "--grad-checkpoint", "--data-dir", data,
+                     "--model-dir", str(minilm_dir), "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert timeless(json.loads(printed.getvalue())["history"]) == timeless(full["history"])
+    _, a = read_checkpoint(out)
+    _, b = read_checkpoint(tmp_path / "cut-recompute")
+    assert all(torch.equal(a[n], b[n]) for n in a)
 
 
 def test_the_best_epoch_is_kept_not_the_last(tmp_path, data, minilm_dir, monkeypatch):

@@ -237,12 +237,19 @@ def test_an_interrupted_lm_run_resumes_with_only_the_folder(folders, trained, tm
         if meta["epochs_done"] == 3:
             raise KeyboardInterrupt
     monkeypatch.setattr(run_state, "save", save_then_stop)
-    assert cli(["train", "lm", "prefix", "--text-file", folders["text"], "--model-dir", folders["gpt2"], *TRAIN,
+    text = tmp_path / "text.txt"
+    text.write_bytes(Path(folders["text"]).read_bytes())
+    assert cli(["train", "lm", "prefix", "--text-file", text, "--model-dir", folders["gpt2"], *TRAIN,
                 "--out", out, "--no-progress"])[0] == 130
     assert f"interrupted: `train --resume {out}` continues after epoch 3" in capsys.readouterr().err
     monkeypatch.undo()
     assert cli(["train", "--resume", out, "--max-train", "5"])[0] == 2
     assert "train lm reads --text-file, not --max-train" in capsys.readouterr().err
+    original = text.read_bytes()
+    text.write_bytes(original + b" and more")  # a few tokens more: the held-out tail changes, the blocks may not
+    assert cli(["train", "--resume", out])[0] == 2
+    assert "the training data" in capsys.readouterr().err
+    text.write_bytes(original)
     code, printed = cli(["train", "--resume", out, "--json"])
     assert code == 0, capsys.readouterr().err
     s = json.loads(printed)

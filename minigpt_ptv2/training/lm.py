@@ -145,7 +145,8 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
                                        "world_size": info.world_size, "model_dir": str(Path(model_dir).resolve())}})
 
         return Prepared(model=model, backbone=backbone, train_loader=train_loader,
-                        data=train_loader.dataset.fingerprint(),
+                        # the whole file, not only the training blocks: a resume must score the same held-out tail
+                        data=data["sha256"][:16] + "/" + train_loader.dataset.fingerprint(),
                         evaluate=lambda m: perplexity(m, held_loader, device, show_progress=cfg.progress),
                         save=save, metric="perplexity", higher_is_better=False,
                         facts={"task": LM_TASK, "method": method, "P": P, "text": text, "untrained": untrained})
