@@ -93,6 +93,8 @@ def test_predict_sentences_from_args_file_and_stdin(sst2_ckpt, tmp_path, monkeyp
     code, out = _run(["predict", str(path), "--file", str(tmp_path / "in.txt"), "--json"])
     preds = json.loads(out)["predictions"]
     assert [p["text"] for p in preds] == ["first line", "second line", "third"]  # blank lines skipped
+    code, out = _run(["predict", str(path), "--batch-size", "1", "a gorgeous , witty film", "--max-length", "24"])
+    assert code == 0 and out.strip().endswith("a gorgeous , witty film")  # texts and options in any order
     monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
     code, out = _run(["predict", str(path), "--json"])
     assert [p["text"] for p in json.loads(out)["predictions"]] == ["from stdin"]

@@ -204,7 +204,7 @@ def test_mixed_logits_equal_each_checkpoint_alone(two_checkpoints, minilm_dir):
     assert out["sst2"][1].shape == (3, 2) and out["conll"][1].shape == (2, 24, 9)
 
 
-def test_predict_cli_serves_several_checkpoints_tagging_each_input(two_checkpoints, tmp_path):
+def test_predict_cli_serves_several_checkpoints_tagging_each_input(two_checkpoints, tmp_path, capsys):
     from minigpt_ptv2.cli import main
     lines = ["sst2\ta gorgeous , witty film", "conll\tJohn Smith works for Siemens in Berlin .", "",
              "sst2: dull and overlong"]
@@ -219,6 +219,13 @@ def test_predict_cli_serves_several_checkpoints_tagging_each_input(two_checkpoin
     assert [p["text"] for p in preds] == ["a gorgeous , witty film", "John Smith works for Siemens in Berlin .",
                                           "dull and overlong"]
     assert set(result["members"]) == {"sst2", "conll"} and result["members"]["conll"]["P"] == 7
+    assert result["members"]["sst2"]["truncated"] == 0 and result["members"]["conll"]["windows"] == 1
+    long = "a " * 40 + "film"
+    assert main(["predict", str(two_checkpoints["sst2"]), "--also", str(two_checkpoints["conll"]), f"sst2: {long}",
+                 f"conll: {long}"]) == 0
+    err = capsys.readouterr().err  # what length did, said per member as a single-task predict says it
+    assert "warning: sst2: 1 of 1 sentences are longer than max_length=24" in err
+    assert "note: conll: 1 of 1 texts are longer than max_length=24" in err
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["predict", str(two_checkpoints["sst2"]), "a gorgeous , witty film", "--json"]) == 0
@@ -232,8 +239,28 @@ def test_predict_cli_refuses_an_untagged_line_and_a_clash_of_names(two_checkpoin
     assert main(argv + ["--file", str(tmp_path / "bad.txt")]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "'sst2', 'conll'" in err and "tab" in err
-    assert main(["predict", str(two_checkpoints["sst2"]), "x", "--also", str(two_checkpoints["sst2"])]) == 2
+    for line, says in (("sst2\t", "names 'sst2' but holds no text"), ("conll:", "names 'conll' but holds no text")):
+        assert main(argv + [line]) == 2 and says in capsys.readouterr().err
+    from minigpt_ptv2.cli.predict import tagged
+    assert tagged(["sst2: a film\twith a tab", "conll\tParis: a city"], ["sst2", "conll"]) == [
+        ("sst2", "a film\twith a tab"), ("conll", "Paris: a city")]  # the separator after a member's name counts
+    assert main(["predict", str(two_checkpoints["sst2"]), "--also", str(two_checkpoints["sst2"]), "x"]) == 2
     assert "two checkpoints named 'sst2'" in capsys.readouterr().err
     assert main(["predict", f"a={two_checkpoints['sst2']}", "a\tfine", "b: dull", "--also",
                  f"b={two_checkpoints['sst2']}", "--json"]) == 0
     assert [p["task"] for p in json.loads(capsys.readouterr().out)["predictions"]] == ["a", "b"]
+
+
+def test_a_members_mask_is_read_when_rows_are_chosen_and_dtypes_never_mix_silently():
+    model = _model("bert-tiny")
+    members = _members(model.config, "kv")
+    ids, mask = _batch(model.config)
+    mixed = MixedPrompts(model.config, members)
+    members["task1"].virtual_keep[1:4] = False  # masked after the mix was built
+    tasks = ["task0", "task1", "task1", "task0", "task1"]
+    alone = _hidden(model.attach(members["task1"]), ids, mask)
+    got = _hidden(model.attach(mixed.use_rows(tasks)), ids, mask)
+    assert (got[1] - alone[1])[mask[1].bool()].abs().max() <= ROW_EQUAL
+    members["task0"].to(torch.bfloat16)
+    with pytest.raises(InputError, match="member 'task1' hands over torch.float32 .* member 'task0' torch.bfloat16"):
+        model(ids, attention_mask=mask)

@@ -280,3 +280,11 @@ def test_bad_text_files_and_arguments_are_named(folders, tmp_path, capsys):
     assert "train lm needs --text-file FILE" in capsys.readouterr().err
     assert cli(["train", "sst2", "prefix", "--text-file", folders["text"]])[0] == 2
     assert "--text-file is for task lm" in capsys.readouterr().err
+    assert "[CLS]" not in refused(tmp_path / "short.txt", "--max-length", "2")  # not the encoder's rule
+
+
+def test_an_lm_checkpoint_is_pointed_to_generate(folders, trained, tmp_path, capsys):
+    out = tmp_path / "lm"
+    train(folders, "gpt2", "prefix", out)
+    assert cli(["export-hf", out, tmp_path / "hf"])[0] == 2
+    assert f"`generate {out} TEXT`" in capsys.readouterr().err

@@ -39,6 +39,9 @@ def export(checkpoint, out, model_dir=None) -> dict:
     from ..pretrained import default_model_dir
     from ..training.checkpoint import load_checkpoint, read_checkpoint
     meta, _ = read_checkpoint(checkpoint)  # fail fast, before the backbone is loaded
+    if meta["task"] == "lm":
+        raise InputError(f"{checkpoint} holds a prompt for a decoder (train lm): the decoder is the model you "
+                         f"trained it on, unchanged, and the prompt runs with `generate {checkpoint} TEXT`")
     if meta["method"] != "full":
         raise InputError(f"{checkpoint} was trained with method {meta['method']!r}, which leaves the backbone "
                          f"as it was: there is nothing new to export as a model folder; export its prompt with "

@@ -99,7 +99,7 @@ def run(args) -> int:
                                           args.stride, names=("--max-length", "--stride"))
     warn_about_import(predictor.meta)
     results = predictor.predict(texts, args.batch_size, show_progress=not (args.json or args.no_progress))
-    summary = _length_summary(predictor, results)
+    summary = _length_summary(predictor.task, predictor.max_length, predictor.stride, results)
     if args.json:
         print_json({"task": predictor.task.name, **summary, "predictions": results})
         return 0
@@ -112,26 +112,26 @@ def run(args) -> int:
     return 0
 
 
-def _length_summary(predictor, results: list[dict]) -> dict:
+def _length_summary(task, max_length: int, stride: int, results: list[dict]) -> dict:
     """What length did to this run: windows (NER) or truncated sentences (sentence task)."""
-    out = {"max_length": predictor.max_length}
-    if predictor.task.kind == "sequence":
+    out = {"max_length": max_length}
+    if task.kind == "sequence":
         out["truncated"] = sum(r["cut_tokens"] > 0 for r in results)
     else:
-        out["stride"] = predictor.stride
+        out["stride"] = stride
         out["windows"] = sum(r["windows"] for r in results)
         out["long_texts"] = sum(r["windows"] > 1 for r in results)
     out["texts"] = len(results)
     return out
 
 
-def _warn(s: dict) -> None:
+def _warn(s: dict, who: str = "") -> None:
     if s.get("truncated"):
-        print(f"warning: {s['truncated']} of {s['texts']} sentences are longer than max_length={s['max_length']} "
+        print(f"warning: {who}{s['truncated']} of {s['texts']} sentences are longer than max_length={s['max_length']} "
               f"tokens; their labels read only the first {s['max_length'] - 2} sub-tokens (--json gives each "
               f"one's cut_tokens)", file=sys.stderr)
     if s.get("long_texts"):
-        print(f"note: {s['long_texts']} of {s['texts']} texts are longer than max_length={s['max_length']} tokens "
+        print(f"note: {who}{s['long_texts']} of {s['texts']} texts are longer than max_length={s['max_length']} tokens "
               f"and were read in {s['windows']} overlapping windows in all (stride {s['stride']}); every word is "
               f"tagged", file=sys.stderr)
 
@@ -156,12 +156,17 @@ def tagged(texts: list[str], names: list[str]) -> list[tuple[str, str]]:
     """"NAME<TAB>text" or "NAME: text" -> (NAME, text), refusing a line that names no member."""
     items = []
     for i, t in enumerate(texts):
-        name, sep, text = t.partition("\t")
-        if not sep:
-            name, sep, text = t.partition(": ")
-        if not sep or name.strip() not in names or not text.strip():
+        for sep in ("\t", ": "):  # the first separator that follows a member's name
+            name, found, text = t.partition(sep)
+            if found and name.strip() in names:
+                break
+        else:
+            if t.strip().rstrip(":").strip() in names:
+                raise InputError(f"input line {i + 1} names {t.strip().rstrip(':').strip()!r} but holds no text")
             raise InputError(f"input line {i + 1} ({t[:40]!r}) names no task: with several checkpoints "
                              f"every input starts with one of {names}, then a tab or ': ', then its text")
+        if not text.strip():
+            raise InputError(f"input line {i + 1} names {name.strip()!r} but holds no text")
         items.append((name.strip(), text.strip()))
     return items
 
@@ -175,12 +180,16 @@ def run_mixed(args, texts: list[str]) -> int:
     for m in predictor.members.values():
         warn_about_import(m["meta"])
     results = predictor.predict(items, args.batch_size, show_progress=not (args.json or args.no_progress))
+    members = {}
+    for n, m in predictor.members.items():
+        summary = _length_summary(m["task"], m["max_length"], m["stride"], [r for r in results if r["task"] == n])
+        members[n] = {"task": m["task"].name, "method": m["meta"]["method"], "P": m["meta"]["P"],
+                      "checkpoint": str(named[n]), **summary}
     if args.json:
-        members = {n: {"task": m["task"].name, "method": m["meta"]["method"], "P": m["meta"]["P"],
-                       "checkpoint": str(named[n]), "max_length": m["max_length"]}
-                   for n, m in predictor.members.items()}
         print_json({"members": members, "predictions": results})
         return 0
+    for n, summary in members.items():
+        _warn(summary, who=f"{n}: ")
     for r in results:
         shown = (f"{r['label']}\t{r['score']:.4f}\t{r['text']}" if "label" in r
                  else " ".join(f"{w}/{t}" for w, t in r["tags"]))

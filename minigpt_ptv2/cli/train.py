@@ -77,7 +77,7 @@ def add_arguments(p):
     p.add_argument("--max-dev", type=positive_int, default=None, action=Given,
                    help="evaluate on the first N dev examples")
     p.add_argument("--max-length", type=positive_int, default=128, action=Given,
-                   help="max tokens per example, [CLS]/[SEP] included")
+                   help="max tokens per example, [CLS]/[SEP] included (lm: tokens per block of the text)")
     p.add_argument("--seed", type=int, default=0, action=Given,
                    help="seed for the prompt/head init, data order and dropout")
     p.add_argument("--positions", choices=POSITIONS, default="real", action=Given,
@@ -171,7 +171,8 @@ def run(args) -> int:
     from ..training.run import train_task
     check_device(args.device)
     from ..core.checks import check_max_length
-    check_max_length(args.max_length, name="--max-length")  # the rule eval and predict apply too
+    if args.task != "lm":  # train lm has its own rule (two tokens: one to read, one to predict)
+        check_max_length(args.max_length, name="--max-length")  # the rule eval and predict apply too
     kw = run_arguments(args)
     out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"
     info, device = distributed.setup(args.device)

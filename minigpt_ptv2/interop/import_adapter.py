@@ -18,7 +18,7 @@ def _head_from_checkpoint(ckpt_dir, task: str, encoder) -> dict:
     meta, tensors = read_checkpoint(ckpt_dir)
     if meta["task"] != task:
         raise InputError(f"--head-from {ckpt_dir} holds a {meta['task']!r} head, not {task!r}")
-    check_backbone(meta["backbone"], encoder)
+    check_backbone(meta["backbone"], encoder, source=ckpt_dir)
     names = {k: f"heads.{task}.classifier.{k}" for k in ("weight", "bias")}
     missing = [n for n in names.values() if n not in tensors]
     if missing:

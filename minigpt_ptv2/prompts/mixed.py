@@ -49,10 +49,6 @@ class MixedPrompts(PromptMethod):
         self.members = nn.ModuleDict(members)
         for m in members.values():
             m.check_compatible(config)
-        P = self.num_virtual
-        # member m's own keep-mask [P_m], right-aligned in P entries: [M, P]
-        keep = torch.stack([F.pad(m.virtual_keep, (P - m.num_virtual, 0), value=False) for m in members.values()])
-        self.register_buffer("member_keep", keep, persistent=False)  # [M, P]
         self.rows = None  # [B] member index per row, set by use_rows
 
     @property
@@ -69,9 +65,17 @@ class MixedPrompts(PromptMethod):
         if not names:
             raise InputError("use_rows needs at least one row")
         index = {n: i for i, n in enumerate(self.members)}
-        self.rows = torch.tensor([index[n] for n in names], device=self.member_keep.device)  # [B]
-        self.virtual_keep = self.member_keep[self.rows]  # [B, P]: read by the model with the hooks
+        keep = self.member_keep()  # [M, P]
+        self.rows = torch.tensor([index[n] for n in names], device=keep.device)  # [B]
+        self.virtual_keep = keep[self.rows]  # [B, P]: read by the model with the hooks
         return self
+
+    def member_keep(self) -> torch.Tensor:
+        """Each member's own keep-mask [P_m], right-aligned in P entries: [M, P]. Read from the
+        members at every use_rows, so a mask a member changes later is the one used."""
+        P = self.num_virtual
+        return torch.stack([F.pad(m.virtual_keep.bool(), (P - m.num_virtual, 0), value=False)
+                            for m in self.members.values()])  # [M, P]
 
     def _gather(self, per_member: list[torch.Tensor], batch_size: int) -> torch.Tensor:
         """Each member's [1, P_m, ...] -> left-padded [M, P, ...] -> the batch's rows [B, P, ...]."""
@@ -80,6 +84,11 @@ class MixedPrompts(PromptMethod):
         if self.rows.shape[0] != batch_size:
             raise InputError(f"use_rows was given {self.rows.shape[0]} rows but the batch has B={batch_size}")
         P = self.num_virtual
+        first = per_member[0]
+        for name, t in zip(self.members, per_member):
+            if t.dtype != first.dtype or t.device != first.device:  # never a silent cast (prompt_method.py)
+                raise InputError(f"member {name!r} hands over {t.dtype} on {t.device}, member {self.names[0]!r} "
+                                 f"{first.dtype} on {first.device}: move all members with model.to(...)")
         padded = []
         for t in per_member:  # [1, P_m, ...]; the P axis is dim 1 for [1, P, D], dim 2 for [1, H_kv, P, d]
             axis = 2 if t.dim() == 4 else 1

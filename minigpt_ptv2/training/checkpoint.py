@@ -136,15 +136,17 @@ def read_checkpoint(ckpt_dir) -> tuple[dict, dict]:
     return meta, tensors
 
 
-def check_backbone(saved: dict, encoder, carries_backbone: bool = False) -> None:
+def check_backbone(saved: dict, encoder, carries_backbone: bool = False, source=None) -> None:
     """Refuse a backbone other than the one the checkpoint was trained on. A `full` checkpoint
-    carries every backbone tensor itself, so only the dimensions have to agree."""
+    carries every backbone tensor itself, so only the dimensions have to agree. source: the
+    checkpoint folder, named in the message (with several checkpoints, which one)."""
     now = backbone_info(encoder)
     saved = {"H_kv": saved.get("H"), **saved}  # written before H_kv was recorded: H_kv = H then
     keys = [k for k in now if not (carries_backbone and k == "fingerprint")]
     diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in keys if saved.get(k) != now[k]]
     if diff:
-        raise InputError("checkpoint was trained on a different backbone (" + "; ".join(diff) + ")")
+        which = f"checkpoint {source}" if source is not None else "checkpoint"
+        raise InputError(f"{which} was trained on a different backbone (" + "; ".join(diff) + ")")
 
 
 def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None):
@@ -164,7 +166,7 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None):
         tensors = legacy_v1_state(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))
     if encoder is None:
         encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
-    check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full")
+    check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full", source=ckpt_dir)
     kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
         if meta["method"] not in ("head-only", "full") else {}
     model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder, **kw)

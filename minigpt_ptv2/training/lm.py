@@ -165,7 +165,7 @@ def load_lm_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     if not model_dir:
         raise InputError(f"{ckpt_dir} does not say which decoder it was trained on: pass --model-dir")
     decoder = load_decoder(model_dir)
-    check_backbone(meta["backbone"], decoder)
+    check_backbone(meta["backbone"], decoder, source=ckpt_dir)
     decoder.attach(make_method(meta["method"], decoder.config, meta["P"],
                                **{**meta["method_kwargs"], "positions": meta.get("positions", "real")}))
     own = {n[len("decoder."):]: p for n, p in LMTaskModel(decoder).named_parameters()}
