@@ -89,7 +89,8 @@ def add_arguments(p):
                         "10 (0 = never)")
     flag(p, "--grad-checkpoint", "recompute each layer's activations in the backward pass instead of keeping "
                                  "them: far less memory for long inputs or large batches (a quarter of it "
-                                 "at B=32, N=256), about 1.5x the time per step, the same gradients")
+                                 "at B=32, N=256), about 1.3x the time per step, the same gradients; "
+                                 "a --resume may add it")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", action=Given,
                    help="fp32: everything in float32 (default); bf16: forward passes under bfloat16 autocast "
                         "(fp32's range, fewer digits; no loss scaling); fp16: float16 autocast with a loss "
