@@ -27,6 +27,10 @@ absolute times meaningless while it leaves ratios of interleaved measurements us
     grad checkpoint        frozen MiniLM + K/V prefix P=16, B=32, N=256 train step with each layer
                            recomputed in backward vs kept: peak memory and time (information:
                            what training/recompute.py, `train --grad-checkpoint`, buys and costs)
+    mixed batch            MiniLM serving two K/V prefixes (P=16, P=8) and two heads in one batch of
+                           32 padded rows vs one task's batch, and vs two per-task batches
+    real-data epoch        a training epoch on the first 1,000 SST-2 / CoNLL-2003 training examples
+                           (needs the data folder), P=16 prefix, batch 32: time ours / peft
 
 Timing: warm-up calls first, then `repeats` rounds in which ours and the reference run one after
 the other (order alternating each round); a ratio is the median over rounds of the paired ratio,
@@ -48,6 +52,7 @@ position convention), and the difference is stored next to the timings.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -73,7 +78,7 @@ from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: 
 
 B, N, P = 32, 128, 16  # encoder lines
 LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout", "mixed",
-         "recompute"]
+         "recompute", "epoch"]
 # SmolLM-135M's shape: a small real-world LLaMA-architecture decoder with grouped K/V heads
 LLAMA_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
@@ -251,6 +256,69 @@ def bench_train_step(model_dir, device, repeats, warmup) -> list:
              "target": "ratio <= 1.0", "ok": mem_ours <= mem_ref,
              "measures": "cuda max_memory_allocated" if device.type == "cuda"
              else "peak tensor bytes from profiler allocation events, beyond those alive before the step"}]
+
+
+def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
+    """A training epoch on real data, paired: the first 1,000 SST-2 sentences (64 tokens) and CoNLL-2003
+    sentences (128 tokens), batch 32, P=16 K/V prefix, ours (TaskModel, as `train` runs it) vs
+    transformers + peft prefix tuning with the same head, the same batches in the same order, and
+    the same prefix values (ours with positions="shifted", as PEFT numbers them)."""
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import BertModel
+    from minigpt_ptv2.data import WordPiece, data_dir
+    from minigpt_ptv2.training.heads import task_loss
+    from minigpt_ptv2.training.tasks import build_task_model, get_task
+    try:
+        root = data_dir()
+    except FileNotFoundError as e:  # the line needs the real data; the rest of the benchmark does not
+        print(f"real-data epoch: skipped ({e})", file=sys.stderr)
+        return []
+    tok, rows = WordPiece.from_model_dir(model_dir), []
+    for task, max_length in (("sst2", 64), ("conll", 128)):
+        t = get_task(task)
+        batches = [{k: v.to(device) for k, v in b.items() if torch.is_tensor(v)}
+                   for b in t.batches(t.load("train", root, 1000), tok, batch_size=32, max_length=max_length)]
+        torch.manual_seed(0)
+        ours = build_task_model(task, "prefix", P, model_dir=model_dir, positions="shifted").to(device)
+        hf = BertModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device)
+        pm = get_peft_model(hf, PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=P))
+        with torch.no_grad():
+            ours.encoder.prompt.embedding.weight.copy_(pm.prompt_encoder["default"].embedding.weight)
+        head = ours.heads[task]
+        ref_head = copy.deepcopy(head)
+        b0 = batches[0]
+        ours.eval(), pm.eval()
+        with torch.no_grad():  # both sides compute the same thing before either is timed
+            diff = (ours.encoder(b0["input_ids"], b0["attention_mask"], b0["token_type_ids"]).last_hidden_state
+                    - pm(input_ids=b0["input_ids"], attention_mask=b0["attention_mask"],
+                         token_type_ids=b0["token_type_ids"]).last_hidden_state)[b0["attention_mask"].bool()]
+        ours.train(), pm.train(), ref_head.train()
+
+        def reference(b):
+            out = pm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                     token_type_ids=b["token_type_ids"])
+            return ref_head.classifier(ref_head.dropout(out.pooler_output if head.kind == "sequence"
+                                                        else out.last_hidden_state))
+
+        def epoch(forward, params):
+            opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=1e-3)
+
+            def run():
+                for b in batches:
+                    opt.zero_grad(set_to_none=True)
+                    task_loss(forward(b), b["labels"]).backward()
+                    opt.step()
+            return run
+
+        ours_epoch = epoch(lambda b: ours(b["input_ids"], b["attention_mask"], b["token_type_ids"]), ours.parameters())
+        ref_epoch = epoch(reference, [*pm.parameters(), *ref_head.parameters()])
+        t = interleaved({"ours": ours_epoch, "ref": ref_epoch}, device, repeats, warmup)
+        r = paired_ratio(t["ours"], t["ref"])
+        rows.append({"line": f"train epoch, real {task}", "shape": f"1000 examples, N<={max_length}, B=32, P={P}",
+                     "unit": "s", "ours": statistics.median(t["ours"]), "reference": statistics.median(t["ref"]),
+                     "ratio": r, "target": "ratio <= 1.0", "ok": r <= 1.0, "batches": len(batches),
+                     "max_abs_diff": diff.abs().max().item(), "times": t})
+    return rows
 
 
 def _decode_pair(hf, ours, device):
@@ -593,6 +661,8 @@ def main(argv=None) -> int:
             rows.append(bench_layout(device, repeats, warmup))
         if "mixed" in only:
             rows += bench_mixed(model_dir, device, repeats, warmup)
+        if "epoch" in only:
+            rows += bench_real_epoch(model_dir, device, 3, 1)
         if "recompute" in only:
             rows += bench_grad_checkpoint(model_dir, device, max(2, repeats // 2), 1)
         for r in rows:
