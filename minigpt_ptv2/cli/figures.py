@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: --help stays torch-free
+    import torch
 
 NAME = "figures"
 HELP = "regenerate every attention figure (briefly trains a K/V prefix and a deep prompt on SST-2)"
