@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from _lesson import cli, load
+from _lesson import cli, letters, load
 
 
 def try_1() -> dict:
@@ -69,16 +69,12 @@ def try_3() -> dict:
     P+N rows: each real token sees the whole prompt and earlier tokens, and each prompt row sees
     only the prompt rows before it."""
     out = cli("trace", "--method", "soft", "--model", "decoder", "--config", "gpt2-tiny", "--B", "2", "--N", "5", "--P", "3")
-    letters = {}  # name -> shape in letters, from the printed table "name  [numbers]  [letters]"
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split("  ") if p.strip()]
-        if len(parts) == 3 and parts[2].startswith("["):
-            letters[parts[0]] = parts[2]
+    spelled = letters(out)  # name -> shape in letters, from the printed table
     for name in ("embeddings.out", "mask.keep", "layer0.attn.scores", "shallow.slice", "final.logits"):
-        print(f"{name:20s} {letters[name]}")
-    assert letters["embeddings.out"] == "[B, P+N, D]" and letters["mask.keep"] == "[B, 1, P+N, P+N]"
-    assert letters["shallow.slice"] == "[B, N, D]" and letters["final.logits"] == "[B, N, V]"
-    return letters
+        print(f"{name:20s} {spelled[name]}")
+    assert spelled["embeddings.out"] == "[B, P+N, D]" and spelled["mask.keep"] == "[B, 1, P+N, P+N]"
+    assert spelled["shallow.slice"] == "[B, N, D]" and spelled["final.logits"] == "[B, N, V]"
+    return spelled
 
 
 def try_4() -> dict:

@@ -8,17 +8,7 @@ import math
 
 import torch
 
-from _lesson import cli, load
-
-
-def _letters(table: str) -> dict:
-    """name -> shape in letters, from a printed trace table ("name  [numbers]  [letters]")."""
-    out = {}
-    for line in table.splitlines():
-        parts = [p.strip() for p in line.split("  ") if p.strip()]
-        if len(parts) == 3 and parts[2].startswith("["):
-            out[parts[0]] = parts[2]
-    return out
+from _lesson import cli, letters, load
 
 
 def try_1() -> dict:
@@ -28,10 +18,10 @@ def try_1() -> dict:
     `deep.prompts` [3, 20, 768], every layer's prompt at once; each layer broadcasts its own as
     `layer0.prompt` [B, P, D]."""
     out = cli("trace", "--method", "deep", "--B", "16", "--N", "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0")
-    letters = _letters(out)
-    rows = {k: sorted(n for n, s in letters.items() if k in s.strip("[]").split(", "))
+    spelled = letters(out)
+    rows = {k: sorted(n for n, s in spelled.items() if k in s.strip("[]").split(", "))
             for k in ("P+N", "N")}
-    rows["[L, P, D]"] = [n for n, s in letters.items() if s == "[L, P, D]"]
+    rows["[L, P, D]"] = [n for n, s in spelled.items() if s == "[L, P, D]"]
     for k, names in rows.items():
         print(f"{k:9s}: {', '.join(names)}")
     assert "layer0.inject" in rows["P+N"] and "layer0.attn.q" in rows["P+N"] and "layer0.out" in rows["P+N"]

@@ -8,19 +8,9 @@ import os
 
 import torch
 
-from _lesson import cli, load
+from _lesson import cli, letters, load
 
 QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
-
-
-def _letters(table: str) -> dict:
-    """name -> shape in letters, from a printed trace table ("name  [numbers]  [letters]")."""
-    out = {}
-    for line in table.splitlines():
-        parts = [p.strip() for p in line.split("  ") if p.strip()]
-        if len(parts) == 3 and parts[2].startswith("["):
-            out[parts[0]] = parts[2]
-    return out
 
 
 def try_1() -> dict:
@@ -31,7 +21,7 @@ def try_1() -> dict:
     `layer0.inject` and `layer0.slice`; in their place `prefix.table` [P, L*2*D], `prefix.kv`
     [L, 2, H, P, d] and `prefix_k` / `prefix_v` [B, H, P, d]."""
     out = cli("trace", "--method", "prefix", "--B", "16", "--N", "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0")
-    prefix = _letters(out)
+    prefix = letters(out)
     deep = load("07").trace_example(B=2, N=16, P=4, pad=0).names()  # lesson 07's rows (the sizes do not matter)
     deep = {n for n in deep if not n.startswith(("layer1.", "layer2."))}  # layer 0, as in the CLI's table
     deep |= {"layer0.attn.scores", "layer0.attn.probs"}  # lesson 07 runs the fused path, which skips these two

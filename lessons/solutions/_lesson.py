@@ -1,5 +1,6 @@
-"""`load("15")`: import lesson 15 from the folder above (its file name starts with a digit, so it
-cannot be imported by name). Importing a lesson runs only its definitions."""
+"""What the answers share: `load("15")` imports lesson 15 from the folder above (its file name
+starts with a digit, so it cannot be imported by name; importing a lesson runs only its
+definitions), `cli(...)` runs a command in this process, `letters(table)` reads a printed trace."""
 from __future__ import annotations
 
 import importlib.util
@@ -29,3 +30,13 @@ def cli(*args) -> str:
     if code:
         raise RuntimeError(f"python -m minigpt_ptv2 {' '.join(map(str, args))} exited {code}")
     return out.getvalue()
+
+
+def letters(table: str) -> dict:
+    """name -> shape in letters, from a printed trace table ("name  [numbers]  [letters]")."""
+    out = {}
+    for line in table.splitlines():
+        parts = [p.strip() for p in line.split("  ") if p.strip()]
+        if len(parts) == 3 and parts[2].startswith("["):
+            out[parts[0]] = parts[2]
+    return out

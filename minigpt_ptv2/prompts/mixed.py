@@ -77,8 +77,9 @@ class MixedPrompts(PromptMethod):
         return torch.stack([F.pad(m.virtual_keep.bool(), (P - m.num_virtual, 0), value=False)
                             for m in self.members.values()])  # [M, P]
 
-    def _gather(self, per_member: list[torch.Tensor], batch_size: int) -> torch.Tensor:
-        """Each member's [1, P_m, ...] -> left-padded [M, P, ...] -> the batch's rows [B, P, ...]."""
+    def _gather(self, per_member: list[torch.Tensor], batch_size: int, p_axis: int = 1) -> torch.Tensor:
+        """Each member's [1, P_m, D] (or [1, H_kv, P_m, d] with p_axis=2) -> left-padded to P ->
+        [M, P, D] -> the batch's rows [B, P, D] (or [B, H_kv, P, d])."""
         if self.rows is None:
             raise InputError("MixedPrompts: call use_rows([...]) with one member name per row first")
         if self.rows.shape[0] != batch_size:
@@ -90,9 +91,8 @@ class MixedPrompts(PromptMethod):
                 raise InputError(f"member {name!r} hands over {t.dtype} on {t.device}, member {self.names[0]!r} "
                                  f"{first.dtype} on {first.device}: move all members with model.to(...)")
         padded = []
-        for t in per_member:  # [1, P_m, ...]; the P axis is dim 1 for [1, P, D], dim 2 for [1, H_kv, P, d]
-            axis = 2 if t.dim() == 4 else 1
-            widths = [0, 0] * (t.dim() - 1 - axis) + [P - t.shape[axis], 0]
+        for t in per_member:
+            widths = [0, 0] * (t.dim() - 1 - p_axis) + [P - t.shape[p_axis], 0]  # F.pad counts from the last dim
             padded.append(F.pad(t, widths))  # zeros in front: masked entries, never read
         return torch.cat(padded)[self.rows.to(per_member[0].device)]  # [B, P, ...]
 
@@ -112,8 +112,8 @@ class MixedPrompts(PromptMethod):
         if self.kind != "kv":
             return None
         per = [m.kv_prefix(1) for m in self.members.values()]  # M x L x (K, V) [1, H_kv, P_m, d]
-        return [(self._gather([p[i][0] for p in per], batch_size),  # [B, H_kv, P, d]
-                 self._gather([p[i][1] for p in per], batch_size)) for i in range(len(per[0]))]
+        return [(self._gather([p[i][0] for p in per], batch_size, p_axis=2),  # [B, H_kv, P, d]
+                 self._gather([p[i][1] for p in per], batch_size, p_axis=2)) for i in range(len(per[0]))]
 
     def extra_repr(self) -> str:
         sizes = ", ".join(f"{n}: P={m.num_virtual}" for n, m in self.members.items())

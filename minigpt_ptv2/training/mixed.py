@@ -18,9 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.checks import check_batch_size
+from ..data import pad_batch
 from ..errors import InputError, InputTypeError
+from ..progress import progress
 from ..prompts.mixed import MixedPrompts
 from .heads import Head
+from .predict import clean_texts, limits, model_rows, records
+from .tasks import get_task
 
 
 class MixedTaskModel(nn.Module):
@@ -99,8 +104,6 @@ class MixedPredictor:
 
     def __init__(self, model: MixedTaskModel, tokenizer, device="cpu", max_length: int | None = None,
                  stride: int | None = None, names: tuple[str, str] = ("max_length", "stride")):
-        from .predict import limits
-        from .tasks import get_task
         self.model, self.tok, self.device = model.eval(), tokenizer, device
         self.members = {}
         for name, meta in model.metas.items():
@@ -121,10 +124,6 @@ class MixedPredictor:
     @torch.no_grad()
     def predict(self, items: list[tuple[str, str]], batch_size: int = 32, show_progress: bool = False) -> list[dict]:
         """items: (member name, text) pairs; one record per item, in order, with its "task" (the name)."""
-        from ..core.checks import check_batch_size
-        from ..data import pad_batch
-        from ..progress import progress
-        from .predict import _clean, model_rows, records
         check_batch_size(batch_size)
         items = list(items)
         for k, item in enumerate(items):
@@ -132,7 +131,7 @@ class MixedPredictor:
                 raise InputTypeError(f"input {k + 1} must be a (member name, text) pair, got {item!r}")
             if item[0] not in self.members:
                 raise InputError(f"input {k + 1} names {item[0]!r}; the members are {list(self.members)}")
-        texts = _clean([t for _, t in items])
+        texts = clean_texts([t for _, t in items])
         by_name = {n: [k for k, (m, _) in enumerate(items) if m == n] for n in self.members}  # item indices
         rows, order = {}, []  # rows per member; order: (item index, member, row index) over all rows
         for n, ks in by_name.items():

@@ -61,7 +61,7 @@ class Predictor:
         {"text", "tags", "windows"} (NER). batch_size: texts (sentence task) or windows (NER) per
         forward pass. An empty or whitespace-only text is refused, naming its position.
         show_progress: a bar over the batches (on a terminal: see progress.py)."""
-        texts = _clean(texts)
+        texts = clean_texts(texts)
         check_batch_size(batch_size)
         rows = model_rows(self.task, self.tok, texts, self.max_length, self.stride)
         outputs = []  # per row: logits [C] or [N, C]
@@ -114,7 +114,8 @@ def records(task, labels: list[str], texts: list[str], rows: list[dict], outputs
             for t, ws, ids, n in zip(texts, words, tags, n_windows)]
 
 
-def _clean(texts) -> list[str]:
+def clean_texts(texts) -> list[str]:
+    """The texts stripped, each checked to be a non-empty string (refused naming its position)."""
     if isinstance(texts, str):
         raise InputTypeError("predict() takes a list of strings, e.g. [text]")
     texts = list(texts)
