@@ -16,19 +16,18 @@ from typing import NamedTuple
 class Method(NamedTuple):
     where: str  # "module:Class" in minigpt_ptv2.prompts
     defaults: dict  # constructor keywords that make this variant
-    lr: float  # default peak learning rate on MiniLM (prompts want far larger steps than weights)
     about: str  # one line for --help and reports
 
 
 METHODS = {
-    "soft": Method("soft:SoftPrompt", {}, 3e-2, "shallow prompt tuning: P vectors before the input embeddings"),
-    "ptuning-mlp": Method("ptuning:PTuningV1", {"encoder": "mlp"}, 1e-3, "P-tuning v1: input prompts from an MLP"),
-    "ptuning-lstm": Method("ptuning:PTuningV1", {"encoder": "lstm"}, 1e-3,
+    "soft": Method("soft:SoftPrompt", {}, "shallow prompt tuning: P vectors before the input embeddings"),
+    "ptuning-mlp": Method("ptuning:PTuningV1", {"encoder": "mlp"}, "P-tuning v1: input prompts from an MLP"),
+    "ptuning-lstm": Method("ptuning:PTuningV1", {"encoder": "lstm"},
                            "P-tuning v1: input prompts from a BiLSTM + MLP"),
-    "deep": Method("deep:DeepPrompt", {}, 1e-2, "deep hidden-state prompts: inject, process, slice at every layer"),
-    "deep-mlp": Method("deep:DeepPrompt", {"reparam": True}, 1e-3, "deep hidden-state prompts through an MLP"),
-    "prefix": Method("prefix:KVPrefix", {}, 1e-2, "P-Tuning v2: per-layer K/V prefixes"),
-    "prefix-mlp": Method("prefix:KVPrefix", {"projection": True}, 1e-3, "prefix tuning: K/V prefixes through an MLP"),
+    "deep": Method("deep:DeepPrompt", {}, "deep hidden-state prompts: inject, process, slice at every layer"),
+    "deep-mlp": Method("deep:DeepPrompt", {"reparam": True}, "deep hidden-state prompts through an MLP"),
+    "prefix": Method("prefix:KVPrefix", {}, "P-Tuning v2: per-layer K/V prefixes"),
+    "prefix-mlp": Method("prefix:KVPrefix", {"projection": True}, "prefix tuning: K/V prefixes through an MLP"),
 }
 
 # The two references every comparison needs: nothing but a head, or every weight.
@@ -37,7 +36,31 @@ REFERENCE_METHODS = {
     "full": "full fine-tuning: every backbone weight trains",
 }
 TRAIN_METHODS = tuple(METHODS) + tuple(REFERENCE_METHODS)
-DEFAULT_LR = {**{name: m.lr for name, m in METHODS.items()}, "head-only": 5e-3, "full": 5e-5}
+
+# How a prompt starts (prompts/from_tokens.py): from noise, or from a real text's own rows.
+INITS = ("random", "tokens")
+
+
+class Recipe(NamedTuple):
+    """What `train` does by default for one method on MiniLM; benchmarks/recipe.py measured each
+    choice on a held-out part of the training sets (never dev)."""
+    lr: float  # peak learning rate (prompts want far larger steps than weights)
+    warmup: float = 0.1  # share of the steps spent rising linearly to the peak
+    init: str = "random"  # one of INITS
+
+
+RECIPES = {
+    "soft": Recipe(3e-2),
+    "ptuning-mlp": Recipe(1e-3),
+    "ptuning-lstm": Recipe(1e-3),
+    "deep": Recipe(1e-2),
+    "deep-mlp": Recipe(1e-3),
+    "prefix": Recipe(1e-2),
+    "prefix-mlp": Recipe(1e-3),
+    "head-only": Recipe(5e-3),
+    "full": Recipe(5e-5),
+}
+DEFAULT_LR = {name: r.lr for name, r in RECIPES.items()}
 
 # Where real tokens sit under a prompt (lesson 13, pitfall 1): 0..N-1, or P..P+N-1 as in HF/PEFT.
 POSITIONS = ("real", "shifted")

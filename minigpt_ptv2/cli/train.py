@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..catalog import (DEFAULT_LR, LM_TASK, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TRAIN_METHODS,
+from ..catalog import (INITS, RECIPES, LM_TASK, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TRAIN_METHODS,
                        TRAIN_TASKS)
 from ..errors import InputError
-from ._shared import (add_device, add_json, add_model_dir, check_device, positive_float, positive_int,
+from ._shared import (add_device, add_json, add_model_dir, check_device, fraction, positive_float, positive_int,
                       print_json, setup_help, size_text)
 
 NAME = "train"
@@ -44,7 +44,8 @@ examples:
   torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32 --out runs/ddp
   python -m minigpt_ptv2 train lm prefix --text-file notes.txt --model-dir path/to/gpt2 --out runs/lm
 
-default learning rates: """ + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items())
+recipes (peak lr / warm-up share / init; chosen on held-out training data, benchmarks/recipe.py):
+""" + "\n".join(f"  {m:<13}{r.lr:<8g}{r.warmup:<6g}{r.init}" for m, r in RECIPES.items())
 
 
 class Given(argparse.Action):
@@ -69,13 +70,23 @@ def add_arguments(p):
     p.add_argument("--P", type=positive_int, default=16, action=Given, help="prompt / prefix length (prompt methods)")
     p.add_argument("--epochs", type=positive_int, default=3, action=Given, help="passes over the training set")
     p.add_argument("--lr", type=positive_float, default=None, action=Given,
-                   help="peak learning rate (default: per method, below)")
+                   help="peak learning rate (default: the method's recipe, below)")
+    p.add_argument("--warmup", type=fraction, default=None, action=Given,
+                   help="share of the steps spent rising linearly to the peak lr, then linear decay to 0 "
+                        "(default: the method's recipe, below)")
+    p.add_argument("--init", choices=INITS, default=None, action=Given,
+                   help="tokens: the prompt starts as the first P word pieces of the training set, as the "
+                        "frozen model reads them (its embeddings, layer inputs or keys and values); random: "
+                        "from noise (default: the method's recipe, below)")
     p.add_argument("--batch-size", type=positive_int, default=32, action=Given,
                    help="global batch size (split evenly over the processes under torchrun)")
     p.add_argument("--max-train", type=positive_int, default=None, action=Given,
                    help="use only the first N training examples")
     p.add_argument("--max-dev", type=positive_int, default=None, action=Given,
                    help="evaluate on the first N dev examples")
+    p.add_argument("--holdout", type=positive_int, default=None, action=Given, metavar="N",
+                   help="score the N training examples after the first --max-train instead of dev: to choose "
+                        "settings without looking at dev (benchmarks/recipe.py)")
     p.add_argument("--max-length", type=positive_int, default=128, action=Given,
                    help="max tokens per example, [CLS]/[SEP] included (lm: tokens per block of the text)")
     p.add_argument("--seed", type=int, default=0, action=Given,
@@ -118,7 +129,7 @@ def run_arguments(args) -> dict:
              "batch_size": args.batch_size, "max_train": args.max_train, "max_dev": args.max_dev,
              "max_length": args.max_length, "seed": args.seed, "dropout": not args.no_dropout,
              "diverge_factor": args.diverge_factor, "grad_checkpoint": args.grad_checkpoint,
-             "precision": args.precision}
+             "precision": args.precision, "warmup": args.warmup, "init": args.init, "holdout": args.holdout}
     if args.resume is None:
         if args.task is None or args.method is None:
             raise InputError("train needs TASK and METHOD (e.g. train sst2 prefix), or --resume DIR")
@@ -146,11 +157,12 @@ def run_arguments(args) -> dict:
 def lm_arguments(args, typed: dict, given: set) -> dict:
     """train_lm's arguments from train_task's: no --max-train / --max-dev / --data-dir; --text-file
     and --model-dir instead (both needed to start a run; a resume has them saved)."""
-    wrong = [o for o, dest in (("--max-train", "max_train"), ("--max-dev", "max_dev")) if dest in given]
+    wrong = [o for o, dest in (("--max-train", "max_train"), ("--max-dev", "max_dev"), ("--holdout", "holdout"),
+                               ("--init", "init"), ("--warmup", "warmup")) if dest in given]
     wrong += ["--data-dir"] if args.data_dir is not None else []
     if wrong:
         raise InputError(f"train lm reads --text-file, not {' / '.join(wrong)} (those are for sst2 and conll)")
-    typed = {k: v for k, v in typed.items() if k not in ("max_train", "max_dev")}
+    typed = {k: v for k, v in typed.items() if k not in ("max_train", "max_dev", "holdout", "init", "warmup")}
     if args.resume is None:
         if args.text_file is None or args.model_dir is None:
             raise InputError("train lm needs --text-file FILE (the text) and --model-dir DIR (a GPT-2 or "

@@ -71,6 +71,12 @@ class PromptMethod(nn.Module):
     def kv_prefix(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         return None
 
+    def start_from_text(self, model, text_ids: torch.Tensor, rows: slice) -> None:
+        """Set this method's values to what the frozen `model` makes of a real text (text_ids
+        [1, N], special tokens included; `rows` picks P of its positions) instead of noise:
+        prompts/from_tokens.py says why. Methods that cannot start from a text say so."""
+        raise InputError(f"{type(self).__name__} starts from random values only; train it with --init random")
+
     # --- helpers the models use ------------------------------------------------------------
     def position_offset(self) -> int:
         """How far real tokens' positions are shifted under this method."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..core.capture import record
 from ..core.prompt_method import PromptMethod
+from .from_tokens import check_rows, layer_inputs
 
 
 class DeepPrompt(PromptMethod):
@@ -29,6 +30,14 @@ class DeepPrompt(PromptMethod):
             self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.Tanh(), nn.Linear(hidden, L * D))
         else:
             self.prompts = nn.Parameter(torch.randn(L, P, D) * init_std)  # [L, P, D]
+
+    @torch.no_grad()
+    def start_from_text(self, model, text_ids: torch.Tensor, rows: slice) -> None:
+        """Every layer's prompt = the rows that layer receives for a real text (from_tokens.py)."""
+        if self.reparam:
+            super().start_from_text(model, text_ids, rows)  # an MLP's output cannot be set directly
+        check_rows(self, text_ids, rows)
+        self.prompts.copy_(layer_inputs(model, text_ids, rows))  # [L, P, D]
 
     def layer_prompts(self) -> torch.Tensor:
         """All layers' prompts at once, [L, P, D] (the MLP runs once, not per batch row)."""

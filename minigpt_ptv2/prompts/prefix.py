@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import InputError
 from ..core.capture import record
 from ..core.prompt_method import PromptMethod
+from .from_tokens import check_rows, layer_inputs
 
 
 class KVPrefix(PromptMethod):
@@ -48,6 +49,21 @@ class KVPrefix(PromptMethod):
         if init_std is not None:
             nn.init.normal_(self.embedding.weight, std=init_std)
         self.dropout = nn.Dropout(dropout)
+
+    @torch.no_grad()
+    def start_from_text(self, model, text_ids: torch.Tensor, rows: slice) -> None:
+        """Every layer's prefix = the keys and values that layer computes for a real text's rows
+        (from_tokens.py): K, V = layer.kv_from_hidden(h_i), the bridge's own map."""
+        if self.projection:
+            super().start_from_text(model, text_ids, rows)  # an MLP's output cannot be set directly
+        check_rows(self, text_ids, rows)
+        h = layer_inputs(model, text_ids, rows)  # [L, P, D]
+        # Keys the model turns itself (rotate_keys=True) are kept unturned; otherwise turned as the bridge does.
+        positions = None if self.rotate_prefix_keys else model.prompt_positions(self.num_virtual, self.positions,
+                                                                                h.device)  # [1, P] or None
+        kv = torch.stack([torch.cat(layer.kv_from_hidden(h[i][None], positions))
+                          for i, layer in enumerate(model.layers)])  # [L, 2, H_kv, P, d]
+        self.embedding.weight.copy_(rearrange(kv, "l two h p d -> p (l two h d)"))  # [P, L*2*H_kv*d]
 
     def flat(self) -> torch.Tensor:
         """The prefix table [P, L*2*D] (L*2*H_kv*d), through the MLP when there is one."""

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..core.prompt_method import PromptMethod
+from .from_tokens import check_rows
 
 
 class SoftPrompt(PromptMethod):
@@ -50,6 +51,13 @@ class SoftPrompt(PromptMethod):
             raise InputError(f"token_ids {bad[:5]} are outside the vocabulary [0, V={table.shape[0]})")
         ids = torch.tensor([token_ids[i % len(token_ids)] for i in range(P)])  # [P]
         return cls(model.config, P, init=table[ids.to(table.device)].cpu(), **kw)
+
+    @torch.no_grad()
+    def start_from_text(self, model, text_ids: torch.Tensor, rows: slice) -> None:
+        """The P tokens' own word embeddings: the prompt starts as that text (from_tokens.py)."""
+        check_rows(self, text_ids, rows)
+        table = model.input_embeddings().weight  # [V, D]
+        self.weight.copy_(table[text_ids[0, rows].to(table.device)])  # [P, D]
 
     def input_prompt(self, batch_size: int) -> torch.Tensor:
         return self.weight.unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D], a view

@@ -27,7 +27,7 @@ from typing import Callable
 from torch import nn
 
 from ..core.attention import MultiHeadAttention
-from ..catalog import DEFAULT_LR
+from ..catalog import INITS, RECIPES
 from ..data import WordPiece
 from ..errors import InputError, NonFiniteError
 from ..pretrained import default_model_dir
@@ -37,14 +37,26 @@ from .checkpoint import META, backbone_info, backbone_of, read_checkpoint, save_
 from .divergence import Diverged
 from .evaluate import evaluate
 from .keeper import Keeper
-from .tasks import TRAIN_METHODS, build_task_model, get_task
+from .tasks import TRAIN_METHODS, build_task_model, get_task, start_text
 from .trainer import TrainConfig, fit, set_seed
 
 
-def load_splits(task, data_dir=None, max_train=None, max_dev=None, dev_split=None):
+def load_splits(task, data_dir=None, max_train=None, max_dev=None, dev_split=None, holdout=None):
+    """(train, dev). holdout=n: "dev" is instead the n training examples after the first max_train,
+    never the dev set, so that settings can be chosen without looking at dev."""
     t = get_task(task)
-    train = t.load("train", data_dir, max_train)
-    dev = t.load(dev_split or t.dev_split, data_dir, max_dev)
+    if holdout is not None:
+        if max_train is None or holdout <= 0:
+            raise InputError(f"holdout={holdout} needs max_train (the examples before the held-out ones) "
+                             f"and a positive size")
+        rows = t.load("train", data_dir, max_train + holdout)
+        train, dev = rows[:max_train], rows[max_train:]
+        if len(dev) < holdout:
+            raise InputError(f"the {task} training set has {len(rows)} examples: too few for max_train="
+                             f"{max_train} plus holdout={holdout}")
+    else:
+        train = t.load("train", data_dir, max_train)
+        dev = t.load(dev_split or t.dev_split, data_dir, max_dev)
     if not train:
         raise InputError(f"the {task} training set is empty (max_train={max_train})")
     return train, dev
@@ -94,7 +106,8 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                max_length: int = 128, progress: bool = True, method_kwargs: dict | None = None,
                dropout: bool = True, resume: bool = False, overwrite: bool = False,
                diverge_factor: float = TrainConfig.diverge_factor, grad_checkpoint: bool = False,
-               precision: str = "fp32"):
+               precision: str = "fp32", warmup: float | None = None, init: str | None = None,
+               holdout: int | None = None):
     """Train `method` on `task`, evaluate on dev after every epoch, keep the best epoch in out_dir.
 
     dropout=True trains with the backbone's dropout on, as P-Tuning v2 does (model.train()).
@@ -104,26 +117,39 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     overwrite=True lets a new run replace the checkpoint out_dir holds.
     grad_checkpoint=True recomputes each layer's activations in backward (recompute.py): less memory.
     precision: "fp32", "bf16" or "fp16" autocast for training and the dev evaluation (precision.py).
+    lr, warmup (share of the steps spent rising to the peak lr) and init ("tokens": the prompt
+    starts from the first P word pieces of the training set, prompts/from_tokens.py; "random")
+    default to the method's recipe (catalog.RECIPES, measured in benchmarks/recipe.py).
+    holdout=n scores the n training examples after the first max_train instead of dev (load_splits).
     """
     t = get_task(task)
     if method not in TRAIN_METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
     info = distributed.current()
-    cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress,
-                      diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision)
+    recipe = RECIPES[method]
+    warmup = recipe.warmup if warmup is None else warmup
+    init = recipe.init if init is None else init
+    if init not in INITS:
+        raise InputError(f"init must be one of {INITS}, got {init!r}")
+    cfg = TrainConfig(epochs=epochs, lr=lr or recipe.lr, seed=seed, device=device, progress=progress,
+                      diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision,
+                      warmup_ratio=warmup)
     args = {"task": task, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
             "lr": cfg.lr, "batch_size": batch_size, "max_train": max_train, "max_dev": max_dev,
             "max_length": max_length, "seed": seed, "dropout": dropout, "diverge_factor": diverge_factor,
-            "grad_checkpoint": grad_checkpoint, "precision": precision, "world_size": info.world_size}
+            "grad_checkpoint": grad_checkpoint, "precision": precision, "warmup": warmup, "init": init,
+            "holdout": holdout, "world_size": info.world_size}
     out = check_start(out_dir, args, resume, overwrite, info)
     def prepare() -> Prepared:
         folder = model_dir or default_model_dir()
         tok = WordPiece.from_model_dir(folder)
-        train, dev = load_splits(task, data_dir, max_train, max_dev)
+        train, dev = load_splits(task, data_dir, max_train, max_dev, holdout=holdout)
         train_loader = distributed.shard_loader(
             t.batches(train, tok, batch_size=batch_size, max_length=max_length), batch_size, info, seed)
         dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
-        model = build_task_model(task, method, P, model_dir=folder, **(method_kwargs or {})).to(device)
+        start = start_text(train_loader.dataset.input_ids, tok, P) if init == "tokens" else None
+        model = build_task_model(task, method, P, model_dir=folder, start=start,
+                                 **(method_kwargs or {})).to(device)
         backbone = backbone_info(model.encoder)  # before training: "full" changes the weights it hashes
         # A token head never reads the pooler: under "full" it gets no gradient, which DDP must be told.
         unused = t.kind == "token" and any(p.requires_grad for p in model.encoder.pooler.parameters())
@@ -131,10 +157,12 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         def save(kept):
             return save_checkpoint(model, out, task=task, method=method, P=P, method_kwargs=method_kwargs,
                                    labels=t.labels, extra={"backbone": backbone, "kept": kept, "train": {
-                                       "epochs": epochs, "lr": cfg.lr, "seed": seed, "batch_size": batch_size,
+                                       "epochs": epochs, "lr": cfg.lr, "warmup": warmup, "init": init,
+                                       "seed": seed, "batch_size": batch_size,
                                        "max_length": max_length, "dropout": dropout,
                                        "grad_checkpoint": grad_checkpoint, "precision": precision,
-                                       "world_size": info.world_size, "train_examples": len(train)}})
+                                       "world_size": info.world_size, "train_examples": len(train),
+                                       "holdout": holdout}})  # kept by held-out training rows, not dev
 
         return Prepared(model=model, backbone=backbone, train_loader=train_loader,
                         data=data_fingerprint(train_loader.dataset),

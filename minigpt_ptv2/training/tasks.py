@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .. import catalog
 from ..data import CONLL_LABELS, SST2_LABELS, conll_batches, load_conll, load_sst2, sst2_batches
 from ..errors import InputError
@@ -48,9 +50,21 @@ def set_trainable(model: TaskModel, method: str) -> int:
     return freeze_backbone(model, keep)
 
 
+def start_text(rows: list[list[int]], tokenizer, P: int):
+    """The text a prompt starts from under init="tokens" (prompts/from_tokens.py): the first P
+    word pieces of the training set, in order, as one [CLS] ... [SEP] sequence. Returns
+    (text_ids [1, P+2], rows slice(1, P+1)). rows: the tokenised examples, specials included."""
+    special = {tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id}
+    pieces = [i for row in rows for i in row if i not in special][:P]
+    if len(pieces) < P:
+        raise InputError(f"the training set has only {len(pieces)} word pieces; init='tokens' needs P={P}")
+    return torch.tensor([[tokenizer.cls_id, *pieces, tokenizer.sep_id]]), slice(1, P + 1)
+
+
 def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encoder=None,
-                     head_dropout: float = 0.1, **method_kw) -> TaskModel:
-    """Pretrained encoder (+ prompt method) + a head for `task`, frozen as the method requires."""
+                     head_dropout: float = 0.1, start=None, **method_kw) -> TaskModel:
+    """Pretrained encoder (+ prompt method) + a head for `task`, frozen as the method requires.
+    start: (text_ids, rows) from start_text, to start the prompt from a real text, or None (noise)."""
     t = get_task(task)
     if method not in TRAIN_METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {list(TRAIN_METHODS)}")
@@ -58,7 +72,10 @@ def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encode
         from ..models import load_pretrained
         encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
     if method in METHODS:
-        encoder.attach(make_method(method, encoder.config, P, **method_kw))
+        prompt = make_method(method, encoder.config, P, **method_kw)
+        if start is not None:
+            prompt.start_from_text(encoder, *start)  # before attaching: read from the plain backbone
+        encoder.attach(prompt)
     model = TaskModel(encoder, {t.name: Head(encoder.config.hidden_size, len(t.labels), t.kind, head_dropout)})
     set_trainable(model, method)
     return model
