@@ -1,132 +1,163 @@
-"""P-Tuning v2's central claim, in miniature, on the frozen pretrained MiniLM.
+"""P-Tuning v2's central claim at a real budget, on the frozen pretrained MiniLM, over seeds.
 
 Claim (Liu et al., 2022): deep prompts (at every layer) close most of the gap to full
-fine-tuning, on hard sequence-labelling tasks too, while shallow prompt tuning lags on
-small/medium models. Here: CoNLL-2003 NER and SST-2, six methods, one budget each.
+fine-tuning, on hard sequence labelling too, where a shallow prompt lags on small and medium
+models. Here: SST-2 and CoNLL-2003 NER, each method with `train`'s defaults (its recipe,
+catalog.RECIPES, chosen on held-out training data by benchmarks/recipe.py), under one budget
+(budget.py), each cell over several seeds.
 
-    python benchmarks/claim.py                       # the README table and figures/claim.png
-    python benchmarks/claim.py --quick               # a smoke run in a couple of minutes
+    python benchmarks/claim.py                        # the README table and figures/claim.png
+    python benchmarks/claim.py --quick                # a smoke run in a few minutes (to runs/claim-quick/)
+    python benchmarks/claim.py --replot               # table and figure again from the saved results
 
-Subsampling (stated in the output): a fixed number of training examples per task and a fixed
-number of epochs, identical for every method; the first --max-dev dev examples are scored
-(all 872 of SST-2; 1,000 of CoNLL-2003's 3,250 sentences).
-Writes benchmarks/claim_results.json and figures/claim.png, prints a Markdown table.
+Scored on the full dev sets (872 SST-2 sentences, 3,250 CoNLL-2003 sentences), final epoch, no
+selection on dev. Runs go one at a time on all cores (--workers); a cell's wall time is one
+run's: training and a dev evaluation after every epoch. Each finished run is written to the results file at
+once; a rerun with the same settings skips the runs already there, so an interrupted table resumes.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import multiprocessing as mp
+import os
+import statistics
 from pathlib import Path
 
-import torch
-
-from minigpt_ptv2.training.run import DEFAULT_LR, train_task
+from budget import BUDGET, describe, run_one
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["soft", "deep", "prefix", "prefix-mlp", "head-only", "full"]
+DEFAULT = ["soft", "deep", "prefix", "full"]  # the claim's four: about 90 minutes over 3 seeds on 2 cores
 LABELS = {"soft": "shallow prompt", "deep": "deep hidden-state", "prefix": "deep K/V prefix",
           "prefix-mlp": "deep K/V prefix + MLP", "head-only": "head only (probe)", "full": "full fine-tuning"}
+NAMES = {"sst2": "SST-2 accuracy", "conll": "CoNLL-2003 F1"}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=["conll", "sst2"], choices=["conll", "sst2"])
-    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    p.add_argument("--P", type=int, default=16, help="prompt / prefix length")
-    p.add_argument("--max-train", type=int, default=3000, help="training examples per task (subsample)")
-    p.add_argument("--max-dev", type=int, default=1000, help="dev examples per task (SST-2 dev has 872)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64, help="truncate sentences to this many tokens")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", nargs="+", default=["sst2", "conll"], choices=sorted(BUDGET))
+    p.add_argument("--methods", nargs="+", default=DEFAULT, choices=METHODS,
+                   help="run in this order (default: %(default)s; add prefix-mlp, head-only for more cells)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs at a time, sharing the cores (on 2 cores one run with both is quicker than two)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (64 train, 64 dev, 1 epoch)")
-    p.add_argument("--replot", metavar="JSON", default=None,
-                   help="redraw the table and figure from a saved results file, without training")
+    p.add_argument("--quick", action="store_true", help="smoke run: 64 training examples, 1 epoch, 64 dev, 1 seed")
+    p.add_argument("--replot", action="store_true", help="only redraw the table and figure from --json")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "claim_results.json"))
     p.add_argument("--figure", default=str(ROOT / "figures" / "claim.png"))
     return p.parse_args(argv)
 
 
-def run(args) -> list[dict]:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows = []
-    for task in args.tasks:
-        for method in args.methods:
-            print(f"== {task} / {method}", flush=True)
-            start = time.perf_counter()
-            summary, _ = train_task(task, method, P=args.P, epochs=args.epochs, batch_size=args.batch_size,
-                                    max_train=args.max_train, max_dev=args.max_dev, seed=args.seed,
-                                    data_dir=args.data_dir, max_length=args.max_length, progress=True)
-            metric = "f1" if task == "conll" else "accuracy"
-            scores = [h[metric] for h in summary["history"]]
-            rows.append({"task": task, "method": method, "label": LABELS[method], "metric": metric,
-                         "final": scores[-1], "best": max(scores), "per_epoch": scores,
-                         "trainable": summary["trainable"],
-                         "percent": 100.0 * summary["trainable"] / summary["backbone"],
-                         "seconds": time.perf_counter() - start, "lr": DEFAULT_LR[method],
-                         "train_examples": summary["train_examples"], "dev_examples": summary["dev_examples"]})
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+def _job(job):
+    task, method, seed, data_dir, quick, threads = job
+    return run_one(task, method, seed, data_dir=data_dir, quick=quick, threads=threads)
 
 
-def markdown(rows, args) -> str:
-    lines = [f"| task | method | trainable params | % of backbone | dev metric (final) | wall time |",
-             "|---|---|---:|---:|---:|---:|"]
+def run(args, runs: list[dict], save) -> list[dict]:
+    done = {(r["task"], r["method"], r["seed"]) for r in runs}
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    # in the order the methods are given (a method's runs together, on both tasks); each in a fresh
+    # process (maxtasksperchild=1), which reads the recipe as it is when the run starts
+    jobs = [(t, m, s, args.data_dir, args.quick, threads) for m in args.methods for t in args.tasks for s in args.seeds
+            if (t, m, s) not in done]
+    print(f"{len(jobs)} runs to go ({len(done)} already in the results)", flush=True)
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        for r in pool.imap_unordered(_job, jobs):
+            runs.append(r)
+            save(runs)
+            print(f"{r['task']:6} {r['method']:11} seed {r['seed']}: {100 * r['final']:.1f} "
+                  f"({r['seconds'] / 60:.1f} min)", flush=True)
+    return runs
+
+
+def cells(runs: list[dict], tasks, methods) -> list[dict]:
+    """One row per (task, method): the seeds' scores, their mean, sample std, min and max."""
+    out = []
+    for task in tasks:
+        for method in sorted(methods, key=METHODS.index):  # the table's order, whatever order they ran in
+            rs = sorted((r for r in runs if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            s = [100 * r["final"] for r in rs]
+            out.append({"task": task, "method": method, "label": LABELS[method], "scores": s,
+                        "seeds": [r["seed"] for r in rs], "mean": statistics.mean(s),
+                        "std": statistics.stdev(s) if len(s) > 1 else 0.0, "min": min(s), "max": max(s),
+                        "trainable": rs[0]["trainable"], "percent": rs[0]["percent"],
+                        "minutes": statistics.mean(r["seconds"] for r in rs) / 60,
+                        "lr": rs[0]["lr"], "warmup": rs[0]["warmup"], "init": rs[0]["init"]})
+    return out
+
+
+def markdown(rows: list[dict], quick: bool = False) -> str:
+    lines = ["| task | method | trainable params (% of backbone) | recipe: lr / warm-up / init | "
+             "dev, mean ± sd over seeds | min–max | wall time per run |",
+             "|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
-        name = "CoNLL-2003 F1" if r["task"] == "conll" else "SST-2 acc"
-        lines.append(f"| {name} | {r['label']} | {r['trainable']:,} | {r['percent']:.3f}% | "
-                     f"{100 * r['final']:.1f} | {r['seconds'] / 60:.1f} min |")
-    sub = (f"{args.max_train} training examples per task, {args.epochs} epochs, P={args.P}, batch {args.batch_size}, "
-           f"max length {args.max_length}, dev: {'all' if args.max_dev is None else args.max_dev} examples, seed {args.seed}")
-    return "\n".join(lines) + f"\n\nSubsampling: {sub}."
+        share = f"{r['percent']:.3f}%" if r["percent"] < 1 else f"{r['percent']:.1f}%"
+        lines.append(f"| {NAMES[r['task']]} | {r['label']} | {r['trainable']:,} ({share}) | "
+                     f"{r['lr']:g} / {r['warmup']:g} / {r['init']} | {r['mean']:.1f} ± {r['std']:.1f} "
+                     f"(n={len(r['scores'])}) | {r['min']:.1f}–{r['max']:.1f} | {r['minutes']:.1f} min |")
+    budgets = "; ".join(f"{NAMES[t].split()[0]}: {describe(t)}" for t in dict.fromkeys(r["task"] for r in rows))
+    if quick:
+        budgets = "smoke run, 64 training examples x 1 epoch, 64 dev examples (not the claim's budget)"
+    return "\n".join(lines) + f"\n\nBudget: {budgets}."
 
 
-def plot(rows, path):
+def plot(rows: list[dict], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    tasks = sorted({r["task"] for r in rows}, reverse=True)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rs = [r for r in rows if r["task"] == task]
-        bars = ax.bar(range(len(rs)), [100 * r["final"] for r in rs],
-                      color=["#888" if r["method"] in ("head-only", "full") else "#3b7dd8" for r in rs])
-        for b, r in zip(bars, rs):
-            pct = f"{r['percent']:.0f}%" if r["percent"] >= 1 else f"{r['percent']:.2g}%"
-            ax.annotate(pct, (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(rs)), [r["label"] for r in rs], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("dev entity F1" if task == "conll" else "dev accuracy")
-        ax.set_title(("CoNLL-2003 NER" if task == "conll" else "SST-2") + " — frozen MiniLM (labels: % trained)")
-        ax.set_ylim(0, 100)
+        x = range(len(rs))
+        colors = ["#888" if r["method"] in ("head-only", "full") else "#3b7dd8" for r in rs]
+        ax.bar(x, [r["mean"] for r in rs], color=colors, alpha=0.55)
+        for i, r in enumerate(rs):  # every seed as a dot, the min-max range as a bar
+            ax.plot([i] * len(r["scores"]), r["scores"], "o", color="black", markersize=3)
+            ax.vlines(i, r["min"], r["max"], color="black", linewidth=1)
+            share = f"{r['percent']:.0f}%" if r["percent"] >= 1 else f"{r['percent']:.2g}%"
+            ax.annotate(f"{r['mean']:.1f}\n{share}", (i, r["max"]), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(list(x), [r["label"] for r in rs], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("dev entity F1" if task == "conll" else "dev accuracy (%)")
+        ax.set_title(f"{NAMES[task].split()[0]}, frozen MiniLM: mean, seeds (dots), % trained", fontsize=9)
+        low = min(r["min"] for r in rs)
+        ax.set_ylim(max(0, low - 10), 100)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
 
-def _rel(path) -> str:
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if args.replot:
-        saved = json.loads(Path(args.replot).read_text())
-        print(markdown(saved["rows"], argparse.Namespace(**saved["args"])))
-        plot(saved["rows"], args.figure)
-        return
+    out = Path(args.json)
+    saved = json.loads(out.read_text()) if out.is_file() else {}
+    runs = saved.get("runs", [])
     if args.quick:
-        args.max_train, args.max_dev, args.epochs = 64, 64, 1
-    rows = run(args)
-    table = markdown(rows, args)
+        args.seeds = args.seeds[:1]
+        runs = []  # a smoke run never mixes with (or overwrites) the real table
+        out = ROOT / "runs" / "claim-quick" / "claim_results.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        args.figure = str(out.with_suffix(".png"))
+
+    def save(rs):
+        rows = cells(rs, args.tasks, args.methods)
+        out.write_text(json.dumps({"budget": BUDGET, "runs": rs, "cells": rows, "markdown": markdown(rows, args.quick)},
+                                  indent=1))
+    if not args.replot:
+        runs = run(args, runs, save)
+    rows = cells(runs, args.tasks, args.methods)
+    if not rows:
+        raise SystemExit(f"no runs in {out}: run without --replot first")
+    table = markdown(rows, args.quick)
     print("\n" + table)
-    shown = {**vars(args), "json": _rel(args.json), "figure": _rel(args.figure)}  # no machine paths in results
-    Path(args.json).write_text(json.dumps({"args": shown, "rows": rows, "markdown": table}, indent=2))
+    save(runs)
     plot(rows, args.figure)
-    print(f"\nwrote {args.json} and {args.figure}")
+    print(f"\nwrote {out} and {args.figure}")
 
 
 if __name__ == "__main__":

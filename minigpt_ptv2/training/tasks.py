@@ -74,7 +74,8 @@ def build_task_model(task: str, method: str, P: int = 16, model_dir=None, encode
     if method in METHODS:
         prompt = make_method(method, encoder.config, P, **method_kw)
         if start is not None:
-            prompt.start_from_text(encoder, *start)  # before attaching: read from the plain backbone
+            encoder.detach_prompt()  # the text is read by the plain backbone; the new prompt replaces any other
+            prompt.start_from_text(encoder, *start)
         encoder.attach(prompt)
     model = TaskModel(encoder, {t.name: Head(encoder.config.hidden_size, len(t.labels), t.kind, head_dropout)})
     set_trainable(model, method)
