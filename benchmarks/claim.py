@@ -72,11 +72,11 @@ def run(args, runs: list[dict], save) -> list[dict]:
     return runs
 
 
-def cells(runs: list[dict], tasks, methods) -> list[dict]:
-    """One row per (task, method): the seeds' scores, their mean, sample std, min and max."""
+def cells(runs: list[dict]) -> list[dict]:
+    """One row per (task, method) in the results: the seeds' scores, their mean, sample std, min, max."""
     out = []
-    for task in tasks:
-        for method in sorted(methods, key=METHODS.index):  # the table's order, whatever order they ran in
+    for task in sorted({r["task"] for r in runs}, key=list(NAMES).index):
+        for method in sorted({r["method"] for r in runs}, key=METHODS.index):  # the table's order
             rs = sorted((r for r in runs if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
             if not rs:
                 continue
@@ -145,12 +145,12 @@ def main(argv=None):
         args.figure = str(out.with_suffix(".png"))
 
     def save(rs):
-        rows = cells(rs, args.tasks, args.methods)
+        rows = cells(rs)
         out.write_text(json.dumps({"budget": BUDGET, "runs": rs, "cells": rows, "markdown": markdown(rows, args.quick)},
                                   indent=1))
     if not args.replot:
         runs = run(args, runs, save)
-    rows = cells(runs, args.tasks, args.methods)
+    rows = cells(runs)
     if not rows:
         raise SystemExit(f"no runs in {out}: run without --replot first")
     table = markdown(rows, args.quick)

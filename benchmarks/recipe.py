@@ -33,10 +33,11 @@ GROUPS = {
     # The K/V prefix: the learning rate (the old default 1e-2, and 3e-2) and where it starts.
     "prefix-lr-init": [(t, "prefix", {"lr": lr, "init": init}) for t in ("sst2", "conll")
                        for lr in (1e-2, 3e-2) for init in ("random", "tokens")],
+    # 1e-2 -> 3e-2 gained 7 F1 on CoNLL: is 1e-1 better still?
+    "prefix-lr-high": [("conll", "prefix", {"lr": 1e-1, "init": "tokens"})],
     # Dropout on the prefix (P-Tuning v2's code applies the backbone's 0.1) and no warm-up, at the better lr.
-    # And the reparameterisation MLP (dropped after training) at a larger lr than its old 1e-3.
     "prefix-extras": [("sst2", "prefix", {"lr": 3e-2, "prefix_dropout": 0.1}),
-                      ("sst2", "prefix", {"lr": 3e-2, "warmup": 0.0}), ("sst2", "prefix-mlp", {"lr": 5e-3})],
+                      ("sst2", "prefix", {"lr": 3e-2, "warmup": 0.0})],
     # The two methods the sequence-labelling claim compares the prefix with: the old defaults, a
     # larger lr for the deep prompt, and a start from real tokens (CoNLL first: that is the claim).
     "deep-soft": [("conll", "deep", {"lr": 1e-2, "init": "random"}), ("conll", "deep", {"lr": 3e-2, "init": "random"}),

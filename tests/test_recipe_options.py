@@ -45,7 +45,7 @@ def test_a_run_records_its_recipe_and_scores_the_holdout(sst2_dir, tmp_path, min
     summary, _ = train_task("sst2", "prefix", P=4, epochs=1, max_train=24, holdout=8, data_dir=sst2_dir,
                             model_dir=minilm_dir, out_dir=tmp_path / "run", init="tokens", warmup=0.25,
                             progress=False)
-    assert summary["dev_examples"] == 8 and summary["train_examples"] == 24
+    assert summary["dev_examples"] == 8 and summary["train_examples"] == 24 and summary["holdout"] == 8
     train = read_meta(tmp_path / "run")["train"]
     assert (train["init"], train["warmup"], train["lr"], train["holdout"]) == ("tokens", 0.25, RECIPES["prefix"].lr, 8)
 

@@ -226,7 +226,7 @@ def describe(s: dict) -> str:
     metric = kept["metric"]
     share = 100.0 * s["trainable"] / s["backbone"]
     best = s["history"][kept["epoch"] - 1]
-    dev = "held-out" if s["task"] == LM_TASK else "dev"
+    dev = "held-out" if s["task"] == LM_TASK or s.get("holdout") else "dev"
     lines = [f"{s['task']} / {s['method']} (P={s['P']}): {dev} {metric} {kept['value']:.4f} at epoch "
              f"{kept['epoch']} of {len(s['history'])} (the best: the checkpoint keeps it), train loss "
              f"{best['train_loss']:.4f}, {s['seconds']:.1f} s"]

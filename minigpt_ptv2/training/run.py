@@ -169,7 +169,7 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                         evaluate=lambda m: evaluate(m, dev_loader, t, dev, device, show_progress=cfg.progress),
                         save=save, metric=t.metric, find_unused=unused,
                         facts={"task": task, "method": method, "P": P, "train_examples": len(train),
-                               "dev_examples": len(dev)})
+                               "dev_examples": len(dev), "holdout": holdout})
 
     return run_claimed(out, args, cfg, info, prepare, what=f"train {task} {method}", resume=resume,
                        overwrite=overwrite, dropout=dropout, task=task)
