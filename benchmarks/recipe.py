@@ -34,7 +34,7 @@ GROUPS = {
     "prefix-lr-init": [(t, "prefix", {"lr": lr, "init": init}) for t in ("sst2", "conll")
                        for lr in (1e-2, 3e-2) for init in ("random", "tokens")],
     # 1e-2 -> 3e-2 gained 7 F1 on CoNLL: is 1e-1 better still?
-    "prefix-lr-high": [("conll", "prefix", {"lr": 1e-1, "init": "tokens"})],
+    "prefix-lr-high": [(t, "prefix", {"lr": 1e-1, "init": "tokens"}) for t in ("conll", "sst2")],
     # Dropout on the prefix (P-Tuning v2's code applies the backbone's 0.1) and no warm-up, at the better lr.
     "prefix-extras": [("sst2", "prefix", {"lr": 3e-2, "prefix_dropout": 0.1}),
                       ("sst2", "prefix", {"lr": 3e-2, "warmup": 0.0})],

@@ -49,18 +49,28 @@ class Recipe(NamedTuple):
     init: str = "random"  # one of INITS
 
 
+# The measured trials (benchmarks/recipe_results.jsonl: budget.py's budget, one seed, scored on
+# 1,000 held-out training examples, where under a point is noise): the prefix's lr 1e-2 -> 3e-2
+# -> 1e-1 gave CoNLL F1 70.3 -> 78.2 -> 81.4 and SST-2 81.2 -> 83.1 -> 82.7 (starting from real
+# tokens); starting from real tokens instead of noise moved either task by under 1.2 points, in
+# both directions; dropout 0.1 on the prefix and no warm-up changed SST-2 by 0.0 and +0.5. The
+# deep prompt's lr 1e-2 -> 3e-2 gave CoNLL 69.2 -> 73.2. The other methods keep the rates they had.
 RECIPES = {
     "soft": Recipe(3e-2),
     "ptuning-mlp": Recipe(1e-3),
     "ptuning-lstm": Recipe(1e-3),
-    "deep": Recipe(1e-2),
+    "deep": Recipe(3e-2),
     "deep-mlp": Recipe(1e-3),
-    "prefix": Recipe(1e-2),
+    "prefix": Recipe(1e-1, init="tokens"),
     "prefix-mlp": Recipe(1e-3),
     "head-only": Recipe(5e-3),
     "full": Recipe(5e-5),
 }
 DEFAULT_LR = {name: r.lr for name, r in RECIPES.items()}
+# `train lm` (a decoder's prompt on a text file) keeps the rates its tests measured: the recipes
+# above were chosen on MiniLM's two tasks, not on causal language modelling.
+LM_LR = {"soft": 3e-2, "ptuning-mlp": 1e-3, "ptuning-lstm": 1e-3, "deep": 1e-2, "deep-mlp": 1e-3,
+         "prefix": 1e-2, "prefix-mlp": 1e-3}
 
 # Where real tokens sit under a prompt (lesson 13, pitfall 1): 0..N-1, or P..P+N-1 as in HF/PEFT.
 POSITIONS = ("real", "shifted")

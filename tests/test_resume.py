@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from minigpt_ptv2.cli import main
+from minigpt_ptv2.catalog import RECIPES
 from minigpt_ptv2.training import state as run_state
 from minigpt_ptv2.training.checkpoint import read_checkpoint
 from minigpt_ptv2.training.divergence import Diverged
@@ -108,7 +109,8 @@ def test_a_run_killed_after_epoch_1_and_resumed_is_bit_identical(uninterrupted, 
     assert (tmp_path / "cut" / "checkpoint.lock").exists()  # left by the kill; nobody holds it
     assert saved_arguments(tmp_path / "cut") == {**ARGS, "method_kwargs": {}, "dropout": True,
                                                  "diverge_factor": 3.0, "grad_checkpoint": False,
-                                                 "precision": "fp32", "warmup": 0.1, "init": "random", "holdout": None}
+                                                 "precision": "fp32", "warmup": RECIPES["prefix"].warmup,
+                                                 "init": RECIPES["prefix"].init, "holdout": None}
     shutil.copytree(tmp_path / "cut", tmp_path / "control")
     summary, model = run(tmp_path / "cut", data, minilm_dir, resume=True)
     assert summary["resumed_after_epoch"] == 1

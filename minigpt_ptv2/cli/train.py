@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..catalog import (INITS, RECIPES, LM_TASK, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TRAIN_METHODS,
+from ..catalog import (INITS, LM_LR, RECIPES, LM_TASK, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS, TRAIN_METHODS,
                        TRAIN_TASKS)
 from ..errors import InputError
 from ._shared import (add_device, add_json, add_model_dir, check_device, fraction, positive_float, positive_int,
@@ -44,8 +44,10 @@ examples:
   torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32 --out runs/ddp
   python -m minigpt_ptv2 train lm prefix --text-file notes.txt --model-dir path/to/gpt2 --out runs/lm
 
-recipes (peak lr / warm-up share / init; chosen on held-out training data, benchmarks/recipe.py):
-""" + "\n".join(f"  {m:<13}{r.lr:<8g}{r.warmup:<6g}{r.init}" for m, r in RECIPES.items())
+recipes (peak lr / warm-up share / init; prefix and deep chosen on held-out training data by
+benchmarks/recipe.py, the others as they were):
+""" + "\n".join(f"  {m:<13}{r.lr:<8g}{r.warmup:<6g}{r.init}" for m, r in RECIPES.items()) + """
+train lm keeps its own peak lr (warm-up 0.1, from noise): """ + ", ".join(f"{m} {lr:g}" for m, lr in LM_LR.items())
 
 
 class Given(argparse.Action):

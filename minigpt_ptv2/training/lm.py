@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import DEFAULT_LR, LM_TASK, METHODS
+from ..catalog import LM_LR, LM_TASK, METHODS
 from ..core.causal_lm import CausalLM
 from ..data.bpe import ByteLevelBPE
 from ..data.text import block_batches, text_blocks
@@ -108,7 +108,7 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
     if method not in METHODS:
         raise InputError(f"train lm trains a prompt method: choose one of {list(METHODS)}, not {method!r}")
     info = distributed.current()
-    cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[method], seed=seed, device=device, progress=progress,
+    cfg = TrainConfig(epochs=epochs, lr=lr or LM_LR[method], seed=seed, device=device, progress=progress,
                       diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision)
     args = {"task": LM_TASK, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
             "lr": cfg.lr, "batch_size": batch_size, "max_length": max_length, "seed": seed, "dropout": dropout,
