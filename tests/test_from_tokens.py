@@ -12,6 +12,7 @@ import torch
 from minigpt_ptv2 import BertEncoder, GPT2Decoder
 from minigpt_ptv2.core.capture import Capture
 from minigpt_ptv2.errors import InputError
+from minigpt_ptv2.models import build
 from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.prompts.from_tokens import layer_inputs
@@ -42,28 +43,31 @@ def text(model):
     return ids, slice(1, P + 1)
 
 
-def test_prefix_holds_the_keys_and_values_each_layer_computed_for_the_text(model):
+def started(model, name):
+    """A method `name` started from a random text, and every capture point of the plain model's
+    own forward pass over that text (what the method must hold), with the text's rows."""
     ids, rows = text(model)
     with Rows() as seen:
         model(ids)
-    prefix = make_method("prefix", model.config, P)
-    prefix.start_from_text(model, ids, rows)
+    method = make_method(name, model.config, P)
+    method.start_from_text(model, ids, rows)
+    return method, seen.rows, rows
+
+
+def test_prefix_holds_the_keys_and_values_each_layer_computed_for_the_text(model):
+    prefix, seen, rows = started(model, "prefix")
     for i, (k, v) in enumerate(prefix.kv_prefix(1)):  # [1, H, P, d] each
         scope = f"layer{i}.attn"
         # The same projection of the same rows, alone instead of inside the whole text: a few ulps.
-        torch.testing.assert_close(k, seen.rows[f"{scope}.k"][:, :, rows], rtol=0, atol=FP32_ULPS)
-        torch.testing.assert_close(v, seen.rows[f"{scope}.v"][:, :, rows], rtol=0, atol=FP32_ULPS)
+        torch.testing.assert_close(k, seen[f"{scope}.k"][:, :, rows], rtol=0, atol=FP32_ULPS)
+        torch.testing.assert_close(v, seen[f"{scope}.v"][:, :, rows], rtol=0, atol=FP32_ULPS)
 
 
 def test_deep_prompt_holds_every_layers_input_rows(model):
-    ids, rows = text(model)
-    with Rows() as seen:
-        model(ids)
-    deep = make_method("deep", model.config, P)
-    deep.start_from_text(model, ids, rows)
+    deep, seen, rows = started(model, "deep")
     inputs = ["embeddings.out"] + [f"layer{i}.out" for i in range(model.config.num_hidden_layers - 1)]
     for i, name in enumerate(inputs):
-        assert torch.equal(deep.prompts[i], seen.rows[name][0, rows])  # copied: EXACT
+        assert torch.equal(deep.prompts[i], seen[name][0, rows])  # copied: EXACT
 
 
 def test_soft_prompt_holds_the_tokens_word_embeddings(model):
@@ -73,8 +77,11 @@ def test_soft_prompt_holds_the_tokens_word_embeddings(model):
     assert torch.equal(soft.weight, model.input_embeddings().weight[ids[0, rows]])
 
 
-def test_deep_and_prefix_started_from_one_text_give_the_same_outputs(model):
-    """The bridge end to end: the deep prompt's rows and the prefix's K/V are the same prompt."""
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt2-tiny", "llama-tiny"])
+def test_deep_and_prefix_started_from_one_text_give_the_same_outputs(name):
+    """The bridge end to end: the deep prompt's rows and the prefix's K/V are the same prompt
+    (under RoPE too: the prefix's keys are turned to the prompt rows' positions, as the bridge does)."""
+    model = build(preset(name)).eval()
     ids, rows = text(model)
     batch = torch.randint(5, model.config.vocab_size, (3, 9))  # [B, N]
     outs = []
@@ -83,7 +90,7 @@ def test_deep_and_prefix_started_from_one_text_give_the_same_outputs(model):
         method.start_from_text(model, ids, rows)
         model.attach(method)
         out = model(batch)
-        outs.append(out.logits if isinstance(model, GPT2Decoder) else out.last_hidden_state)
+        outs.append(out.last_hidden_state if isinstance(model, BertEncoder) else out.logits)
         model.detach_prompt()
     # Two code paths through L layers (inject-process-slice vs concatenated K/V): FP32_KERNELS.
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=FP32_KERNELS)
