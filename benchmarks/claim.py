@@ -106,8 +106,9 @@ def markdown(rows: list[dict], quick: bool = False) -> str:
              "|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
         share = f"{r['percent']:.3f}%" if r["percent"] < 1 else f"{r['percent']:.1f}%"
+        spread = f" ± {r['std']:.1f}" if len(r["scores"]) > 1 else ""  # no spread from one seed
         lines.append(f"| {NAMES[r['task']]} | {r['label']} | {r['trainable']:,} ({share}) | "
-                     f"{r['lr']:g} / {r['warmup']:g} / {r['init']} | {r['mean']:.1f} ± {r['std']:.1f} "
+                     f"{r['lr']:g} / {r['warmup']:g} / {r['init']} | {r['mean']:.1f}{spread} "
                      f"(n={len(r['scores'])}) | {r['min']:.1f}–{r['max']:.1f} | {r['minutes']:.1f} min |")
     budgets = "; ".join(f"{NAMES[t].split()[0]}: {describe(t)}" for t in dict.fromkeys(r["task"] for r in rows))
     if quick:

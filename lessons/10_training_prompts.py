@@ -361,7 +361,8 @@ if __name__ == "__main__":
 #   gradient runs back through the whole frozen network to reach every layer's prefix.
 # - A checkpoint holds only what was trained, a few hundred KB next to an 87 MB backbone, plus
 #   enough metadata (`backbone`: dimensions and a fingerprint) to refuse the wrong backbone.
-# - Prompts want a large learning rate (1e-2 to 3e-2 here; full fine-tuning typically uses
+# - Prompts want a large learning rate (3e-2 to 1e-1 in `train`'s recipes, chosen on held-out
+#   training data, section 7; full fine-tuning typically uses
 #   about 5e-5): Adam moves each entry by about the learning rate per step, and a fresh table's
 #   entries are of size about 1.
 #
