@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["soft", "deep", "prefix", "prefix-mlp", "head-only", "full"]
 # The table's cells, in the order they run: full fine-tuning and the K/V prefix on both tasks
 # (how close P-Tuning v2 comes), the shallow and deep hidden-state prompts on CoNLL (the
-# sequence-labelling claim). About 95 minutes over 3 seeds on 2 cores.
+# sequence-labelling claim). About 110 minutes over 3 seeds on 2 cores.
 CELLS = [("sst2", "full"), ("conll", "full"), ("sst2", "prefix"), ("conll", "prefix"), ("conll", "deep"),
          ("conll", "soft")]
 LABELS = {"soft": "shallow prompt", "deep": "deep hidden-state", "prefix": "deep K/V prefix",

@@ -66,7 +66,6 @@ RECIPES = {
     "head-only": Recipe(5e-3),
     "full": Recipe(5e-5),
 }
-DEFAULT_LR = {name: r.lr for name, r in RECIPES.items()}
 # `train lm` (a decoder's prompt on a text file) keeps the rates its tests measured: the recipes
 # above were chosen on MiniLM's two tasks, not on causal language modelling.
 LM_LR = {"soft": 3e-2, "ptuning-mlp": 1e-3, "ptuning-lstm": 1e-3, "deep": 1e-2, "deep-mlp": 1e-3,

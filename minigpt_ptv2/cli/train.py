@@ -156,15 +156,19 @@ def run_arguments(args) -> dict:
     return {**saved, **merged}
 
 
+# What only the encoder tasks read (train lm refuses them): option, and its train_task argument.
+NOT_LM = (("--max-train", "max_train"), ("--max-dev", "max_dev"), ("--holdout", "holdout"), ("--init", "init"),
+          ("--warmup", "warmup"))
+
+
 def lm_arguments(args, typed: dict, given: set) -> dict:
     """train_lm's arguments from train_task's: no --max-train / --max-dev / --data-dir; --text-file
     and --model-dir instead (both needed to start a run; a resume has them saved)."""
-    wrong = [o for o, dest in (("--max-train", "max_train"), ("--max-dev", "max_dev"), ("--holdout", "holdout"),
-                               ("--init", "init"), ("--warmup", "warmup")) if dest in given]
+    wrong = [option for option, dest in NOT_LM if dest in given]
     wrong += ["--data-dir"] if args.data_dir is not None else []
     if wrong:
         raise InputError(f"train lm reads --text-file, not {' / '.join(wrong)} (those are for sst2 and conll)")
-    typed = {k: v for k, v in typed.items() if k not in ("max_train", "max_dev", "holdout", "init", "warmup")}
+    typed = {k: v for k, v in typed.items() if k not in dict(NOT_LM).values()}
     if args.resume is None:
         if args.text_file is None or args.model_dir is None:
             raise InputError("train lm needs --text-file FILE (the text) and --model-dir DIR (a GPT-2 or "

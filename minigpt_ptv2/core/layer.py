@@ -46,3 +46,14 @@ class Layer(nn.Module):
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def kv_from_rows(layers, h: torch.Tensor, positions=None) -> torch.Tensor:
+    """Every layer's keys and values of its own rows: h [L, P, D] (row set i for layer i) ->
+    [L, 2, H_kv, P, d], each layer through its kv_from_hidden. What the bridge turns a deep
+    prompt into, and what a prefix started from a real text holds (prompts/from_tokens.py)."""
+    kvs = []
+    for i, layer in enumerate(layers):
+        k, v = layer.kv_from_hidden(h[i][None], positions)  # a batch of one: [1, H_kv, P, d] each
+        kvs.append(torch.cat([k, v]))  # [1 + 1, H_kv, P, d]: K then V along the batch-of-one axis
+    return torch.stack(kvs)  # [L, 2, H_kv, P, d]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.layer import kv_from_rows
 from ..core.prompt_method import PromptMethod
 from ..errors import InputError
 from .prefix import KVPrefix
@@ -34,11 +35,7 @@ def hidden_to_kv(model, deep: PromptMethod) -> KVPrefix:
     weight = model.input_embeddings().weight  # the model's dtype and device
     h = torch.cat(prompts).to(device=weight.device, dtype=weight.dtype)  # [L, P, D]
     positions = model.prompt_positions(deep.num_virtual, deep.positions, weight.device)  # [1, P] or None
-    kvs = []
-    for i, layer in enumerate(model.layers):
-        k, v = layer.kv_from_hidden(h[i][None], positions)  # a batch of one: [1, H_kv, P, d] each
-        kvs.append(torch.cat([k, v]))  # [1 + 1, H_kv, P, d]: K then V along the batch-of-one axis
-    kv = torch.stack(kvs)  # [L, 2, H_kv, P, d]
+    kv = kv_from_rows(model.layers, h, positions)  # [L, 2, H_kv, P, d]
     prefix = KVPrefix.from_layer_kv(model.config, kv, positions=deep.positions)
     prefix.to(device=weight.device, dtype=weight.dtype)  # from_layer_kv widens bf16 to float32: undo, exactly
     prefix.virtual_keep.copy_(deep.virtual_keep)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..core.capture import record
+from ..core.layer import kv_from_rows
 from ..core.prompt_method import PromptMethod
 from .from_tokens import check_rows, layer_inputs
 
@@ -53,7 +54,7 @@ class KVPrefix(PromptMethod):
     @torch.no_grad()
     def start_from_text(self, model, text_ids: torch.Tensor, rows: slice) -> None:
         """Every layer's prefix = the keys and values that layer computes for a real text's rows
-        (from_tokens.py): K, V = layer.kv_from_hidden(h_i), the bridge's own map."""
+        (from_tokens.py): K, V = layer.kv_from_hidden(h_i), the bridge's own map (core/layer.py)."""
         if self.projection:
             super().start_from_text(model, text_ids, rows)  # an MLP's output cannot be set directly
         check_rows(self, text_ids, rows)
@@ -61,8 +62,7 @@ class KVPrefix(PromptMethod):
         # Keys the model turns itself (rotate_keys=True) are kept unturned; otherwise turned as the bridge does.
         positions = None if self.rotate_prefix_keys else model.prompt_positions(self.num_virtual, self.positions,
                                                                                 h.device)  # [1, P] or None
-        kv = torch.stack([torch.cat(layer.kv_from_hidden(h[i][None], positions))
-                          for i, layer in enumerate(model.layers)])  # [L, 2, H_kv, P, d]
+        kv = kv_from_rows(model.layers, h, positions)  # [L, 2, H_kv, P, d]
         self.embedding.weight.copy_(rearrange(kv, "l two h p d -> p (l two h d)"))  # [P, L*2*H_kv*d]
 
     def flat(self) -> torch.Tensor:

@@ -35,7 +35,8 @@ RUN_ARGS = {"task": "TASK", "method": "METHOD", "P": "--P", "method_kwargs": "--
 # Not here: --grad-checkpoint, which a resume may turn on or off. It changes the memory a step
 # needs, never its numbers (bit-identical gradients, tests/test_recompute.py).
 # What a run saved before an argument existed was started with (its default then and now).
-ADDED_LATER = {"grad_checkpoint": False, "precision": "fp32", "warmup": 0.1, "init": "random", "holdout": None}
+ADDED_LATER = {"grad_checkpoint": False, "precision": "fp32",
+               "warmup": 0.1, "init": "random", "holdout": None}  # the old fixed schedule, from noise, dev
 
 
 def describe_checkpoint(meta: dict) -> str:
