@@ -262,9 +262,14 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
     """A training epoch on real data, paired: the first 1,000 SST-2 sentences (64 tokens) and CoNLL-2003
     sentences (128 tokens), batch 32, P=16 K/V prefix, ours (TaskModel, as `train` runs it) vs
     transformers + peft prefix tuning with the same head, the same batches in the same order, and
-    the same prefix values (ours with positions="shifted", as PEFT numbers them)."""
+    the same prefix values (ours with positions="shifted", as PEFT numbers them). Both sides take
+    `train`'s step under the prefix's recipe (catalog.RECIPES: its peak lr, the warm-up-and-decay
+    schedule, gradient clipping at TrainConfig's norm); where the recipe starts the prefix, from
+    real tokens or from noise, is a cost paid once before the first epoch, not timed here."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import BertModel
+    from minigpt_ptv2.catalog import RECIPES
+    from minigpt_ptv2.training.trainer import TrainConfig, warmup_decay
     from minigpt_ptv2.data import WordPiece, data_dir
     from minigpt_ptv2.training.heads import task_loss
     from minigpt_ptv2.training.tasks import build_task_model, get_task
@@ -300,14 +305,21 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
             return ref_head.classifier(ref_head.dropout(out.pooler_output if head.kind == "sequence"
                                                         else out.last_hidden_state))
 
+        recipe, clip = RECIPES["prefix"], TrainConfig().clip
+
         def epoch(forward, params):
-            opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=1e-3)
+            params = [p for p in params if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=recipe.lr)
+            # one schedule over every epoch this line runs, as over a run's epochs
+            sched = warmup_decay(opt, len(batches) * (warmup + repeats), recipe.warmup)
 
             def run():
                 for b in batches:
                     opt.zero_grad(set_to_none=True)
                     task_loss(forward(b), b["labels"]).backward()
+                    torch.nn.utils.clip_grad_norm_(params, clip)
                     opt.step()
+                    sched.step()
             return run
 
         ours_epoch = epoch(lambda b: ours(b["input_ids"], b["attention_mask"], b["token_type_ids"]), ours.parameters())
