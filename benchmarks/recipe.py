@@ -44,6 +44,11 @@ GROUPS = {
                   ("conll", "soft", {"lr": 3e-2, "init": "random"}),
                   ("conll", "soft", {"lr": 3e-2, "init": "tokens"}), ("sst2", "deep", {"lr": 1e-2, "init": "random"}),
                   ("sst2", "deep", {"lr": 3e-2, "init": "random"})],
+    # Beyond the first round: the deep and shallow prompts at the prefix's 1e-1 (they were tuned
+    # only up to 3e-2), the reparameterisation MLP above its old 1e-3, and P either side of 16.
+    "round-2": [("conll", "deep", {"lr": 1e-1}), ("conll", "soft", {"lr": 1e-1}),
+                ("sst2", "prefix-mlp", {"lr": 1e-2}), ("conll", "prefix-mlp", {"lr": 1e-2}),
+                ("conll", "prefix", {"P": 8}), ("conll", "prefix", {"P": 32})],
 }
 
 
