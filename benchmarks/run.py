@@ -264,15 +264,15 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
     transformers + peft prefix tuning with the same head, the same batches in the same order, and
     the same prefix values (ours with positions="shifted", as PEFT numbers them). Both sides take
     `train`'s step under the prefix's recipe (catalog.RECIPES: its peak lr, the warm-up-and-decay
-    schedule, gradient clipping at TrainConfig's norm); where the recipe starts the prefix, from
+    schedule, gradient clipping and weight decay as TrainConfig sets them); where the recipe starts the prefix, from
     real tokens or from noise, is a cost paid once before the first epoch, not timed here."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import BertModel
     from minigpt_ptv2.catalog import RECIPES
-    from minigpt_ptv2.training.trainer import TrainConfig, warmup_decay
     from minigpt_ptv2.data import WordPiece, data_dir
     from minigpt_ptv2.training.heads import task_loss
     from minigpt_ptv2.training.tasks import build_task_model, get_task
+    from minigpt_ptv2.training.trainer import TrainConfig, warmup_decay
     try:
         root = data_dir()
     except FileNotFoundError as e:  # the line needs the real data; the rest of the benchmark does not
@@ -305,11 +305,11 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
             return ref_head.classifier(ref_head.dropout(out.pooler_output if head.kind == "sequence"
                                                         else out.last_hidden_state))
 
-        recipe, clip = RECIPES["prefix"], TrainConfig().clip
+        recipe, cfg = RECIPES["prefix"], TrainConfig()
 
         def epoch(forward, params):
             params = [p for p in params if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=recipe.lr)
+            opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=cfg.weight_decay)
             # one schedule over every epoch this line runs, as over a run's epochs
             sched = warmup_decay(opt, len(batches) * (warmup + repeats), recipe.warmup)
 
@@ -317,7 +317,7 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
                 for b in batches:
                     opt.zero_grad(set_to_none=True)
                     task_loss(forward(b), b["labels"]).backward()
-                    torch.nn.utils.clip_grad_norm_(params, clip)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
                     opt.step()
                     sched.step()
             return run
