@@ -22,11 +22,11 @@ def describe(task: str) -> str:
 def run_one(task: str, method: str, seed: int, settings: dict | None = None, holdout: int | None = None,
             data_dir=None, threads: int = 1, quick: bool = False) -> dict:
     """Train `method` on `task` under the budget (settings override the method's recipe: lr, warmup,
-    init, P, or prefix_dropout), score the final epoch on dev (or on `holdout` held-out training
+    init, P, or prefix_dropout; or train's batches), score the final epoch on dev (or on `holdout` held-out training
     examples), and say what it cost. quick: 64 examples x 1 epoch, for a smoke run."""
     import torch
     torch.set_num_threads(threads)
-    from minigpt_ptv2.catalog import RECIPES
+    from minigpt_ptv2.catalog import BATCHINGS, RECIPES
     from minigpt_ptv2.training.run import train_task
     kw = dict(settings or {})
     method_kwargs = {"dropout": kw.pop("prefix_dropout")} if "prefix_dropout" in kw else {}
@@ -43,4 +43,5 @@ def run_one(task: str, method: str, seed: int, settings: dict | None = None, hol
             "seconds": time.perf_counter() - start, "threads": threads, "holdout": holdout,
             "lr": (settings or {}).get("lr", recipe.lr), "warmup": (settings or {}).get("warmup", recipe.warmup),
             "init": (settings or {}).get("init", recipe.init),
+            "batches": (settings or {}).get("batches", BATCHINGS[0]),
             "train_examples": summary["train_examples"], "dev_examples": summary["dev_examples"]}

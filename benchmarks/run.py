@@ -31,6 +31,8 @@ absolute times meaningless while it leaves ratios of interleaved measurements us
                            32 padded rows vs one task's batch, and vs two per-task batches
     real-data epoch        a training epoch on the first 1,000 SST-2 / CoNLL-2003 training examples
                            (needs the data folder), P=16 prefix, batch 32: time ours / peft
+    grouped batches        that epoch of ours in batches grouped by length (train's default) vs
+                           randomly shuffled ones (information: what data/grouping.py buys)
 
 Timing: warm-up calls first, then `repeats` rounds in which ours and the reference run one after
 the other (order alternating each round); a ratio is the median over rounds of the paired ratio,
@@ -78,7 +80,7 @@ from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, freeze_backbone  # noqa: 
 
 B, N, P = 32, 128, 16  # encoder lines
 LINES = ["forward", "train", "decode", "llama", "prefix", "gflops", "blocks", "rotary", "layout", "mixed",
-         "recompute", "epoch"]
+         "recompute", "epoch", "grouped"]
 # SmolLM-135M's shape: a small real-world LLaMA-architecture decoder with grouped K/V heads
 LLAMA_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
@@ -258,6 +260,39 @@ def bench_train_step(model_dir, device, repeats, warmup) -> list:
              else "peak tensor bytes from profiler allocation events, beyond those alive before the step"}]
 
 
+def real_data(line: str):
+    """The data folder, or None (said on stderr): the real-data lines need it, the rest do not."""
+    from minigpt_ptv2.data import data_dir
+    try:
+        return data_dir()
+    except FileNotFoundError as e:
+        print(f"{line}: skipped ({e})", file=sys.stderr)
+        return None
+
+
+def recipe_epoch(batches, forward, params, epochs: int, tokens_per_batch: float | None = None):
+    """One training epoch over `batches` as `train` steps it under the prefix's recipe
+    (catalog.RECIPES: peak lr, warm-up and decay; TrainConfig's clipping and weight decay), with
+    one schedule over the `epochs` epochs the line runs, as over a run's epochs. tokens_per_batch:
+    a token task's loss divisor under grouped batches (heads.task_loss)."""
+    from minigpt_ptv2.catalog import RECIPES
+    from minigpt_ptv2.training.heads import task_loss
+    from minigpt_ptv2.training.trainer import TrainConfig, warmup_decay
+    recipe, cfg = RECIPES["prefix"], TrainConfig()
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_decay(opt, len(batches) * epochs, recipe.warmup)
+
+    def run():
+        for b in batches:
+            opt.zero_grad(set_to_none=True)
+            task_loss(forward(b), b["labels"], tokens_per_batch).backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            sched.step()
+    return run
+
+
 def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
     """A training epoch on real data, paired: the first 1,000 SST-2 sentences (64 tokens) and CoNLL-2003
     sentences (128 tokens), batch 32, P=16 K/V prefix, ours (TaskModel, as `train` runs it) vs
@@ -268,15 +303,10 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
     real tokens or from noise, is a cost paid once before the first epoch, not timed here."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import BertModel
-    from minigpt_ptv2.catalog import RECIPES
-    from minigpt_ptv2.data import WordPiece, data_dir
-    from minigpt_ptv2.training.heads import task_loss
+    from minigpt_ptv2.data import WordPiece
     from minigpt_ptv2.training.tasks import build_task_model, get_task
-    from minigpt_ptv2.training.trainer import TrainConfig, warmup_decay
-    try:
-        root = data_dir()
-    except FileNotFoundError as e:  # the line needs the real data; the rest of the benchmark does not
-        print(f"real-data epoch: skipped ({e})", file=sys.stderr)
+    root = real_data("real-data epoch")
+    if root is None:
         return []
     tok, rows = WordPiece.from_model_dir(model_dir), []
     for task, max_length in (("sst2", 64), ("conll", 128)):
@@ -305,31 +335,56 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
             return ref_head.classifier(ref_head.dropout(out.pooler_output if head.kind == "sequence"
                                                         else out.last_hidden_state))
 
-        recipe, cfg = RECIPES["prefix"], TrainConfig()
-
-        def epoch(forward, params):
-            params = [p for p in params if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=cfg.weight_decay)
-            # one schedule over every epoch this line runs, as over a run's epochs
-            sched = warmup_decay(opt, len(batches) * (warmup + repeats), recipe.warmup)
-
-            def run():
-                for b in batches:
-                    opt.zero_grad(set_to_none=True)
-                    task_loss(forward(b), b["labels"]).backward()
-                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
-                    opt.step()
-                    sched.step()
-            return run
-
-        ours_epoch = epoch(lambda b: ours(b["input_ids"], b["attention_mask"], b["token_type_ids"]), ours.parameters())
-        ref_epoch = epoch(reference, [*pm.parameters(), *ref_head.parameters()])
+        ours_epoch = recipe_epoch(batches, lambda b: ours(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+                                  ours.parameters(), warmup + repeats)
+        ref_epoch = recipe_epoch(batches, reference, [*pm.parameters(), *ref_head.parameters()], warmup + repeats)
         t = interleaved({"ours": ours_epoch, "ref": ref_epoch}, device, repeats, warmup)
         r = paired_ratio(t["ours"], t["ref"])
         rows.append({"line": f"train epoch, real {task}", "shape": f"1000 examples, N<={max_length}, B=32, P={P}",
                      "unit": "s", "ours": statistics.median(t["ours"]), "reference": statistics.median(t["ref"]),
                      "ratio": r, "target": "ratio <= 1.0", "ok": r <= 1.0, "batches": len(batches),
                      "max_abs_diff": diff.abs().max().item(), "times": t})
+    return rows
+
+
+def bench_grouped_batches(model_dir, device, repeats, warmup) -> list:
+    """What data/grouping.py buys: our training epoch on the first 1,000 SST-2 / CoNLL-2003
+    examples (as the epoch line: P=16 K/V prefix, batch 32, the prefix's recipe) with `train`'s
+    batches grouped by length vs the same examples in randomly shuffled batches (--batches random),
+    each from the loader `train` builds. Same model, same steps; only the rows that share a batch
+    differ, so the padded positions each side computes are reported too."""
+    from minigpt_ptv2.data import WordPiece
+    from minigpt_ptv2.data.grouping import tokens_per_batch
+    from minigpt_ptv2.training import distributed
+    from minigpt_ptv2.training.tasks import build_task_model, get_task
+    root = real_data("grouped batches")
+    if root is None:
+        return []
+    tok, rows = WordPiece.from_model_dir(model_dir), []
+    for task, max_length in (("sst2", 64), ("conll", 128)):
+        t = get_task(task)
+        rows_loader = t.batches(t.load("train", root, 1000), tok, batch_size=32, max_length=max_length)
+        lengths = [len(ids) for ids in rows_loader.dataset.input_ids]
+        sides = {}
+        for name, by_length in (("grouped", lengths), ("random", None)):
+            loader = distributed.shard_loader(rows_loader, 32, distributed.current(), seed=0, lengths=by_length)
+            sides[name] = [{k: v.to(device) for k, v in b.items() if torch.is_tensor(v)} for b in loader]
+        torch.manual_seed(0)
+        model = build_task_model(task, "prefix", P, model_dir=model_dir).to(device).train()
+        divisor = {"grouped": tokens_per_batch(rows_loader.dataset.labels, 32) if t.kind == "token" else None,
+                   "random": None}  # as train_task sets it
+        fns = {name: recipe_epoch(bs, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+                                  model.parameters(), 2 * (warmup + repeats), divisor[name])
+               for name, bs in sides.items()}
+        times = interleaved(fns, device, repeats, warmup)
+        r = paired_ratio(times["grouped"], times["random"])
+        padded = {name: sum(b["input_ids"].numel() for b in bs) for name, bs in sides.items()}
+        rows.append({"line": f"grouped batches, {task}", "shape": f"1000 examples, N<={max_length}, B=32, P={P}",
+                     "unit": "s", "ours": statistics.median(times["grouped"]),
+                     "reference": statistics.median(times["random"]), "ratio": r,
+                     "target": "information (random batches = 1)", "ok": None, "batches": len(sides["grouped"]),
+                     "real_tokens": sum(lengths), "padded_grouped": padded["grouped"],
+                     "padded_random": padded["random"], "times": times})
     return rows
 
 
@@ -675,6 +730,8 @@ def main(argv=None) -> int:
             rows += bench_mixed(model_dir, device, repeats, warmup)
         if "epoch" in only:
             rows += bench_real_epoch(model_dir, device, 3, 1)
+        if "grouped" in only:
+            rows += bench_grouped_batches(model_dir, device, 3, 1)
         if "recompute" in only:
             rows += bench_grad_checkpoint(model_dir, device, max(2, repeats // 2), 1)
         for r in rows:

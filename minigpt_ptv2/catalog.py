@@ -40,6 +40,10 @@ TRAIN_METHODS = tuple(METHODS) + tuple(REFERENCE_METHODS)
 # How a prompt starts (prompts/from_tokens.py): from noise, or from a real text's own rows.
 INITS = ("random", "tokens")
 
+# How `train` draws its batches (data/grouping.py): rows of similar length, or a plain shuffle.
+# The first is the default.
+BATCHINGS = ("grouped", "random")
+
 
 class Recipe(NamedTuple):
     """What `train` does by default for one method on MiniLM; benchmarks/recipe.py measured each

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 from types import SimpleNamespace
@@ -177,6 +178,34 @@ def test_evaluation_scores_every_word_of_long_sentences(tok):
     plain = torch.utils.data.DataLoader(list(loader.dataset), batch_size=4, collate_fn=loader.dataset.collate_fn)
     cut = evaluate(model, plain, task, examples)
     assert cut["recall"] < 0.2 and cut["words_cut"] == sum(loader.dataset.words_cut) == 2 * (140 - 19)
+
+
+class LengthSpy(nn.Module):
+    """The model, and the padded length of every batch it was given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.lengths = model, []
+
+    def forward(self, input_ids, *args, **kwargs):
+        self.lengths.append(input_ids.shape[1])
+        return self.model(input_ids, *args, **kwargs)
+
+
+def test_windows_are_scored_longest_first_and_the_order_changes_no_score(conll_model, tok, monkeypatch):
+    evaluation = importlib.import_module("minigpt_ptv2.training.evaluate")  # the module, not its function
+    words = SENTENCE.split()
+    examples = [(words[: 1 + i % 7] * (1 + i % 5), TAGS[: 1 + i % 7] * (1 + i % 5)) for i in range(40)]
+    examples.sort(key=lambda e: len(e[0]))  # in the file, shortest first
+    loader = conll_batches(examples, tok, batch_size=8, max_length=64)
+    spy = LengthSpy(conll_model)
+    sorted_scores = evaluate(spy, loader, get_task("conll"), examples)
+    assert spy.lengths == sorted(spy.lengths, reverse=True) and len(set(spy.lengths)) > 2
+    monkeypatch.setattr(evaluation, "longest_first", lambda lengths: list(range(len(lengths))))  # file order
+    spy.lengths = []
+    assert evaluate(spy, loader, get_task("conll"), examples) == sorted_scores
+    assert spy.lengths != sorted(spy.lengths, reverse=True)  # the file order really was another order
+    assert 0 < sorted_scores["f1"] < 1  # an untrained head: some entities right, some wrong
 
 
 # --- the sentence task says when it truncates ---------------------------------------------------------

@@ -110,7 +110,8 @@ def test_a_run_killed_after_epoch_1_and_resumed_is_bit_identical(uninterrupted, 
     assert saved_arguments(tmp_path / "cut") == {**ARGS, "method_kwargs": {}, "dropout": True,
                                                  "diverge_factor": 3.0, "grad_checkpoint": False,
                                                  "precision": "fp32", "warmup": RECIPES["prefix"].warmup,
-                                                 "init": RECIPES["prefix"].init, "holdout": None}
+                                                 "init": RECIPES["prefix"].init, "holdout": None,
+                                                 "batches": "grouped"}
     shutil.copytree(tmp_path / "cut", tmp_path / "control")
     summary, model = run(tmp_path / "cut", data, minilm_dir, resume=True)
     assert summary["resumed_after_epoch"] == 1

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..data.grouping import LengthGroupedSampler
 from ..errors import InputError
 
 
@@ -115,11 +116,18 @@ def per_rank_batch(batch_size: int, info: DistInfo) -> int:
     return batch_size // info.world_size
 
 
-def shard_loader(loader: DataLoader, batch_size: int, info: DistInfo, seed: int, shuffle: bool = True) -> DataLoader:
-    """The same dataset and collate function, ordered by a DistributedSampler: this rank's shard."""
-    sampler = DistributedSampler(loader.dataset, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=shuffle, seed=seed, drop_last=False)
-    return DataLoader(loader.dataset, batch_size=per_rank_batch(batch_size, info), sampler=sampler,
+def shard_loader(loader: DataLoader, batch_size: int, info: DistInfo, seed: int, shuffle: bool = True,
+                 lengths: list[int] | None = None) -> DataLoader:
+    """The same dataset and collate function, ordered by a DistributedSampler: this rank's shard.
+    lengths (each example's, in tokens): batches of rows of similar length instead
+    (data/grouping.py), dealt out to the ranks the same way."""
+    per_rank = per_rank_batch(batch_size, info)  # refuses a global batch that does not split evenly
+    if lengths is not None:
+        sampler = LengthGroupedSampler(lengths, batch_size, num_replicas=info.world_size, rank=info.rank, seed=seed)
+    else:
+        sampler = DistributedSampler(loader.dataset, num_replicas=info.world_size, rank=info.rank,
+                                     shuffle=shuffle, seed=seed, drop_last=False)
+    return DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler,
                       collate_fn=loader.collate_fn)
 
 

@@ -29,14 +29,15 @@ RUN_ARGS = {"task": "TASK", "method": "METHOD", "P": "--P", "method_kwargs": "--
             "lr": "--lr", "batch_size": "--batch-size", "max_train": "--max-train", "max_dev": "--max-dev",
             "max_length": "--max-length", "seed": "--seed", "dropout": "--no-dropout",
             "diverge_factor": "--diverge-factor", "precision": "--precision", "warmup": "--warmup",
-            "init": "--init", "holdout": "--holdout",
+            "init": "--init", "holdout": "--holdout", "batches": "--batches",
             "world_size": "the number of processes (torchrun)",
             "data": "the training data (--data-dir, --max-train; --text-file)", "backbone": "the backbone (--model-dir)"}
 # Not here: --grad-checkpoint, which a resume may turn on or off. It changes the memory a step
 # needs, never its numbers (bit-identical gradients, tests/test_recompute.py).
 # What a run saved before an argument existed was started with (its default then and now).
 ADDED_LATER = {"grad_checkpoint": False, "precision": "fp32",
-               "warmup": 0.1, "init": "random", "holdout": None}  # the old fixed schedule, from noise, dev
+               "warmup": 0.1, "init": "random", "holdout": None,  # the old fixed schedule, from noise, dev
+               "batches": "random"}  # the plain shuffle
 
 
 def describe_checkpoint(meta: dict) -> str:

@@ -125,7 +125,7 @@ def batch_to(batch: dict, device) -> dict:
 
 
 def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None = None, is_main: bool = True,
-        on_epoch=None, start=None):
+        on_epoch=None, start=None, tokens_per_batch: float | None = None):
     """Train `model` (a TaskModel, possibly DDP-wrapped); returns a list of per-epoch records.
 
     evaluate: optional callable(model) -> dict of metrics, run after every epoch.
@@ -133,6 +133,8 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
     on_epoch: optional callable(record, snapshot) -> str | None, after evaluate; snapshot(extra)
         gives (meta, tensors) to save for a resume; the text returned ends the epoch line.
     start: a (meta, tensors) state from snapshot (state.load) to continue from.
+    tokens_per_batch: a token task's loss is its batch's summed loss divided by this constant
+        instead of its batch's mean (heads.task_loss; train_task sets it for grouped batches).
     Under fp16 a step whose scaled gradients overflowed is skipped, as if its batch were not
     there: no update, and the schedule does not advance (the loss scale is halved instead).
     Raises NonFiniteError (with a diagnosis) or Diverged before a bad loss updates anything.
@@ -170,7 +172,7 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
                                    task=batch.get("task", task))
             except NonFiniteError as e:  # a prompt that checks its own values as it runs
                 raise NonFiniteError(f"at {where}: {e}") from None
-            loss = task_loss(logits, batch["labels"])  # float32, whatever the logits' dtype
+            loss = task_loss(logits, batch["labels"], tokens_per_batch)  # float32, whatever the logits' dtype
             if not torch.isfinite(loss):
                 raise non_finite_loss(unwrap(model), loss.item(), where, cfg.lr)
             # every rank judges the same number (the mean over ranks), so all of them stop together
