@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["soft", "deep", "prefix", "prefix-mlp", "head-only", "full"]
 # The table's cells, in the order they run: full fine-tuning and the K/V prefix on both tasks
 # (how close P-Tuning v2 comes), the shallow and deep hidden-state prompts on CoNLL (the
-# sequence-labelling claim). About 110 minutes over 3 seeds on 2 cores.
+# sequence-labelling claim). About 31 minutes over 3 seeds on 2 cores (107 on random batches).
 CELLS = [("sst2", "full"), ("conll", "full"), ("sst2", "prefix"), ("conll", "prefix"), ("conll", "deep"),
          ("conll", "soft")]
 LABELS = {"soft": "shallow prompt", "deep": "deep hidden-state", "prefix": "deep K/V prefix",
@@ -96,19 +96,20 @@ def cells(runs: list[dict]) -> list[dict]:
                         "std": statistics.stdev(s) if len(s) > 1 else 0.0, "min": min(s), "max": max(s),
                         "trainable": rs[0]["trainable"], "percent": rs[0]["percent"],
                         "minutes": statistics.mean(r["seconds"] for r in rs) / 60,
-                        "lr": rs[0]["lr"], "warmup": rs[0]["warmup"], "init": rs[0]["init"]})
+                        "lr": rs[0]["lr"], "warmup": rs[0]["warmup"], "init": rs[0]["init"],
+                        "batches": rs[0].get("batches", "random")})  # runs before train grouped batches
     return out
 
 
 def markdown(rows: list[dict], quick: bool = False) -> str:
-    lines = ["| task | method | trainable params (% of backbone) | recipe: lr / warm-up / init | "
+    lines = ["| task | method | trainable params (% of backbone) | recipe: lr / warm-up / init / batches | "
              "dev, mean ± sd over seeds | min–max | wall time per run |",
              "|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
         share = f"{r['percent']:.3f}%" if r["percent"] < 1 else f"{r['percent']:.1f}%"
         spread = f" ± {r['std']:.1f}" if len(r["scores"]) > 1 else ""  # no spread from one seed
         lines.append(f"| {NAMES[r['task']]} | {r['label']} | {r['trainable']:,} ({share}) | "
-                     f"{r['lr']:g} / {r['warmup']:g} / {r['init']} | {r['mean']:.1f}{spread} "
+                     f"{r['lr']:g} / {r['warmup']:g} / {r['init']} / {r['batches']} | {r['mean']:.1f}{spread} "
                      f"(n={len(r['scores'])}) | {r['min']:.1f}–{r['max']:.1f} | {r['minutes']:.1f} min |")
     budgets = "; ".join(f"{NAMES[t].split()[0]}: {describe(t)}" for t in dict.fromkeys(r["task"] for r in rows))
     if quick:
