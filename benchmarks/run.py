@@ -270,6 +270,22 @@ def real_data(line: str):
         return None
 
 
+def train_batches(task: str, root, tok, max_length: int, device, grouped: bool = True):
+    """The first 1,000 training examples of `task` in the batches `train` draws from them (batch
+    32, seed 0): grouped by length, its default, or shuffled (--batches random), on `device`.
+    Returns (batches, the loss divisor train uses with them, heads.task_loss; the real tokens)."""
+    from minigpt_ptv2.data.grouping import tokens_per_batch
+    from minigpt_ptv2.training import distributed
+    from minigpt_ptv2.training.tasks import get_task
+    t = get_task(task)
+    rows = t.batches(t.load("train", root, 1000), tok, batch_size=32, max_length=max_length)
+    lengths = [len(ids) for ids in rows.dataset.input_ids]
+    loader = distributed.shard_loader(rows, 32, distributed.current(), seed=0, lengths=lengths if grouped else None)
+    divisor = tokens_per_batch(rows.dataset.labels, 32) if grouped and t.kind == "token" else None
+    batches = [{k: v.to(device) for k, v in b.items() if torch.is_tensor(v)} for b in loader]
+    return batches, divisor, sum(lengths)
+
+
 def recipe_epoch(batches, forward, params, epochs: int, tokens_per_batch: float | None = None):
     """One training epoch over `batches` as `train` steps it under the prefix's recipe
     (catalog.RECIPES: peak lr, warm-up and decay; TrainConfig's clipping and weight decay), with
@@ -296,7 +312,8 @@ def recipe_epoch(batches, forward, params, epochs: int, tokens_per_batch: float 
 def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
     """A training epoch on real data, paired: the first 1,000 SST-2 sentences (64 tokens) and CoNLL-2003
     sentences (128 tokens), batch 32, P=16 K/V prefix, ours (TaskModel, as `train` runs it) vs
-    transformers + peft prefix tuning with the same head, the same batches in the same order, and
+    transformers + peft prefix tuning with the same head, the same batches in the same order (those
+    `train` draws: grouped by length, data/grouping.py), and
     the same prefix values (ours with positions="shifted", as PEFT numbers them). Both sides take
     `train`'s step under the prefix's recipe (catalog.RECIPES: its peak lr, the warm-up-and-decay
     schedule, gradient clipping and weight decay as TrainConfig sets them); where the recipe starts the prefix, from
@@ -304,15 +321,13 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import BertModel
     from minigpt_ptv2.data import WordPiece
-    from minigpt_ptv2.training.tasks import build_task_model, get_task
+    from minigpt_ptv2.training.tasks import build_task_model
     root = real_data("real-data epoch")
     if root is None:
         return []
     tok, rows = WordPiece.from_model_dir(model_dir), []
     for task, max_length in (("sst2", 64), ("conll", 128)):
-        t = get_task(task)
-        batches = [{k: v.to(device) for k, v in b.items() if torch.is_tensor(v)}
-                   for b in t.batches(t.load("train", root, 1000), tok, batch_size=32, max_length=max_length)]
+        batches, divisor, _ = train_batches(task, root, tok, max_length, device)
         torch.manual_seed(0)
         ours = build_task_model(task, "prefix", P, model_dir=model_dir, positions="shifted").to(device)
         hf = BertModel.from_pretrained(model_dir, attn_implementation="sdpa").to(device)
@@ -336,8 +351,9 @@ def bench_real_epoch(model_dir, device, repeats, warmup) -> list:
                                                         else out.last_hidden_state))
 
         ours_epoch = recipe_epoch(batches, lambda b: ours(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
-                                  ours.parameters(), warmup + repeats)
-        ref_epoch = recipe_epoch(batches, reference, [*pm.parameters(), *ref_head.parameters()], warmup + repeats)
+                                  ours.parameters(), warmup + repeats, divisor)
+        ref_epoch = recipe_epoch(batches, reference, [*pm.parameters(), *ref_head.parameters()], warmup + repeats,
+                                 divisor)
         t = interleaved({"ours": ours_epoch, "ref": ref_epoch}, device, repeats, warmup)
         r = paired_ratio(t["ours"], t["ref"])
         rows.append({"line": f"train epoch, real {task}", "shape": f"1000 examples, N<={max_length}, B=32, P={P}",
@@ -354,25 +370,18 @@ def bench_grouped_batches(model_dir, device, repeats, warmup) -> list:
     each from the loader `train` builds. Same model, same steps; only the rows that share a batch
     differ, so the padded positions each side computes are reported too."""
     from minigpt_ptv2.data import WordPiece
-    from minigpt_ptv2.data.grouping import tokens_per_batch
-    from minigpt_ptv2.training import distributed
-    from minigpt_ptv2.training.tasks import build_task_model, get_task
+    from minigpt_ptv2.training.tasks import build_task_model
     root = real_data("grouped batches")
     if root is None:
         return []
     tok, rows = WordPiece.from_model_dir(model_dir), []
     for task, max_length in (("sst2", 64), ("conll", 128)):
-        t = get_task(task)
-        rows_loader = t.batches(t.load("train", root, 1000), tok, batch_size=32, max_length=max_length)
-        lengths = [len(ids) for ids in rows_loader.dataset.input_ids]
-        sides = {}
-        for name, by_length in (("grouped", lengths), ("random", None)):
-            loader = distributed.shard_loader(rows_loader, 32, distributed.current(), seed=0, lengths=by_length)
-            sides[name] = [{k: v.to(device) for k, v in b.items() if torch.is_tensor(v)} for b in loader]
+        sides, divisor = {}, {}
+        for name in ("grouped", "random"):
+            sides[name], divisor[name], real_tokens = train_batches(task, root, tok, max_length, device,
+                                                                    grouped=name == "grouped")
         torch.manual_seed(0)
         model = build_task_model(task, "prefix", P, model_dir=model_dir).to(device).train()
-        divisor = {"grouped": tokens_per_batch(rows_loader.dataset.labels, 32) if t.kind == "token" else None,
-                   "random": None}  # as train_task sets it
         fns = {name: recipe_epoch(bs, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
                                   model.parameters(), 2 * (warmup + repeats), divisor[name])
                for name, bs in sides.items()}
@@ -383,7 +392,7 @@ def bench_grouped_batches(model_dir, device, repeats, warmup) -> list:
                      "unit": "s", "ours": statistics.median(times["grouped"]),
                      "reference": statistics.median(times["random"]), "ratio": r,
                      "target": "information (random batches = 1)", "ok": None, "batches": len(sides["grouped"]),
-                     "real_tokens": sum(lengths), "padded_grouped": padded["grouped"],
+                     "real_tokens": real_tokens, "padded_grouped": padded["grouped"],
                      "padded_random": padded["random"], "times": times})
     return rows
 
