@@ -71,6 +71,19 @@ def llama_varied_dir(tmp_path_factory):
     return R.hf_llama_tiny(tmp_path_factory.mktemp("llama_varied"), seed=99, initializer_range=0.3)[1]
 
 
+@pytest.fixture
+def sst2_folder(tmp_path):
+    """write(texts) -> a data folder whose sst2/train.tsv holds `texts` (labels alternating 0, 1)
+    and whose dev.tsv holds two sentences: for runs whose training rows a test must name."""
+    def write(texts):
+        (tmp_path / "sst2").mkdir()
+        rows = [f"{text}\t{i % 2}" for i, text in enumerate(texts)]
+        (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+        (tmp_path / "sst2" / "dev.tsv").write_text("sentence\tlabel\na dev sentence\t1\nanother one\t0\n")
+        return tmp_path
+    return write
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA device")

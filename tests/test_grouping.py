@@ -163,12 +163,8 @@ def test_train_gives_a_token_task_the_constant_only_under_grouped_batches(tmp_pa
 # --- train --batches ------------------------------------------------------------------------------
 
 @pytest.fixture
-def sst2_dir(tmp_path):
-    (tmp_path / "sst2").mkdir()
-    rows = [f"{'very ' * (i % 9)}sentence number {i}\t{i % 2}" for i in range(40)]
-    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
-    (tmp_path / "sst2" / "dev.tsv").write_text("sentence\tlabel\na dev sentence\t1\nanother one\t0\n")
-    return tmp_path
+def sst2_dir(sst2_folder):
+    return sst2_folder([f"{'very ' * (i % 9)}sentence number {i}" for i in range(40)])
 
 
 def test_train_groups_by_default_and_records_it(sst2_dir, tmp_path, minilm_dir):

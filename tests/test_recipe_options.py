@@ -14,13 +14,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def sst2_dir(tmp_path):
+def sst2_dir(sst2_folder):
     """A data folder whose training rows are numbered, so each split's rows can be named."""
-    (tmp_path / "sst2").mkdir()
-    rows = [f"sentence number {i}\t{i % 2}" for i in range(40)]
-    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
-    (tmp_path / "sst2" / "dev.tsv").write_text("sentence\tlabel\na dev sentence\t1\nanother one\t0\n")
-    return tmp_path
+    return sst2_folder([f"sentence number {i}" for i in range(40)])
 
 
 def test_holdout_is_the_training_rows_after_max_train_never_dev(sst2_dir):
