@@ -330,7 +330,7 @@ if __name__ == "__main__":
 # One more default of `train` is about speed, not learning: it draws each batch from sentences
 # of similar length (`--batches grouped`, `data/grouping.py`). A batch is padded to its longest
 # row, so a randomly drawn batch of short and long sentences is mostly padding; grouped, an epoch
-# on SST-2 or CoNLL-2003 is 2.3-2.6 times quicker, and the README's table shows what it
+# on SST-2 or CoNLL-2003 is 2.3-2.7 times quicker, and the README's table shows what it
 # moves in the scores. This lesson's loaders shuffle plainly: a few hundred sentences are quick
 # either way.
 

@@ -86,7 +86,8 @@ def test_an_explicit_gpu_index_under_torchrun_is_refused(device, env, count, mes
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(minilm_dir, tmp_path):
+@pytest.mark.parametrize("task", ["sst2", "conll"])  # conll: each rank divides its summed loss by K/W
+def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(task, minilm_dir, tmp_path):
     from minigpt_ptv2.data import data_dir
     try:
         data = str(data_dir())
@@ -94,7 +95,7 @@ def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(min
         pytest.skip(str(e))
     # 16 examples, global batch 8 = 2 steps; each rank sees 4 examples per step. Dropout off so
     # the two runs are the same function of the data order (see distributed.py).
-    args = ["sst2", "prefix", "--P", "4", "--epochs", "1", "--max-train", "16", "--max-dev", "8",
+    args = [task, "prefix", "--P", "4", "--epochs", "1", "--max-train", "16", "--max-dev", "8",
             "--max-length", "24", "--batch-size", "8", "--lr", "0.05", "--no-dropout", "--no-progress",
             "--data-dir", data, "--model-dir", str(minilm_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -106,13 +107,13 @@ def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(min
     assert summary["distributed"] == {"world_size": 2, "max_rank_difference": 0.0}
     assert summary["history"][0]["examples"] == 16  # both ranks' shards counted
 
-    single, _ = train_task("sst2", "prefix", P=4, epochs=1, lr=0.05, batch_size=8, max_train=16, max_dev=8,
+    single, _ = train_task(task, "prefix", P=4, epochs=1, lr=0.05, batch_size=8, max_train=16, max_dev=8,
                            max_length=24, out_dir=tmp_path / "one", data_dir=data, model_dir=minilm_dir,
                            progress=False, dropout=False)
     two = load_file(str(tmp_path / "ddp" / "checkpoint.safetensors"))
     one = load_file(str(tmp_path / "one" / "checkpoint.safetensors"))
-    assert sorted(two) == sorted(one) == ["encoder.prompt.embedding.weight", "heads.sst2.classifier.bias",
-                                          "heads.sst2.classifier.weight"]
+    assert sorted(two) == sorted(one) == ["encoder.prompt.embedding.weight", f"heads.{task}.classifier.bias",
+                                          f"heads.{task}.classifier.weight"]
     # The all-reduce sums the two ranks' gradients in another order, so each gradient differs by
     # float rounding. AdamW then divides every gradient by its own running magnitude: where one
     # nearly cancels (|g| near AdamW's eps), a rounding difference becomes a visible difference in
@@ -126,7 +127,7 @@ def test_torchrun_two_processes_equal_one_process_on_the_same_global_batches(min
         share = float((off > FP32_KERNELS).float().mean())
         assert share <= 0.01, f"{name}: {share:.2%} of entries differ by more than {FP32_KERNELS}"
     set_seed(0)  # the initial prompt train_task started from: training really moved it
-    start = build_task_model("sst2", "prefix", 4, model_dir=minilm_dir).encoder.prompt.embedding.weight
+    start = build_task_model(task, "prefix", 4, model_dir=minilm_dir).encoder.prompt.embedding.weight
     assert (one["encoder.prompt.embedding.weight"] - start).abs().max() > 1e-2
     assert abs(summary["history"][0]["train_loss"] - single["history"][0]["train_loss"]) <= FP32_KERNELS
     meta = json.loads((tmp_path / "ddp" / "checkpoint.json").read_text())

@@ -16,6 +16,7 @@ from minigpt_ptv2.data.grouping import LengthGroupedSampler, longest_first, toke
 from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.training import build_task_model, get_task, run as run_module, state as run_state
 from minigpt_ptv2.training.heads import task_loss
+from minigpt_ptv2.training.trainer import Alternate, start_epoch
 from minigpt_ptv2.training.checkpoint import read_meta
 from minigpt_ptv2.training.run import saved_arguments, train_task
 from tolerances import FP32_KERNELS, FP32_ULPS
@@ -76,7 +77,21 @@ def test_a_dataset_that_does_not_split_evenly_is_padded_as_distributed_sampler_p
     assert set(seen) == set(range(len(LENGTHS))) and len(seen) == -(-len(LENGTHS) // world) * world
 
 
+@pytest.mark.parametrize("n, world", [(1, 4), (2, 4), (3, 2)])
+def test_fewer_examples_than_processes_still_give_every_process_its_steps(n, world):
+    """Padding repeats the examples round and round (as DistributedSampler does): with fewer
+    examples than processes a rank left without a step would hang the others in the all-reduce."""
+    ranks = per_rank_steps([5] * n, world)
+    assert [len(r) for r in ranks] == [1] * world  # one step each, of ceil(n / W) rows
+    assert all(len(r[0]) == -(-n // world) for r in ranks)
+    assert {i for r in ranks for i in r[0]} == set(range(n))
+
+
 def test_bad_sampler_arguments_are_refused():
+    with pytest.raises(ValueError, match="no examples"):
+        LengthGroupedSampler([], 32)
+    with pytest.raises(ValueError, match="pool"):
+        LengthGroupedSampler(LENGTHS, 32, pool=0)
     with pytest.raises(ValueError, match="split evenly over 3"):
         LengthGroupedSampler(LENGTHS, 32, num_replicas=3)
     with pytest.raises(ValueError, match="rank 2 is not one of 2"):
@@ -158,6 +173,28 @@ def test_train_gives_a_token_task_the_constant_only_under_grouped_batches(tmp_pa
                        model_dir=minilm_dir, batches=batches, progress=False)
     labelled = sum(1 + i % 3 for i in range(20))  # every word's first (here: only) piece is labelled
     assert seen == {0: labelled / 5, 1: None}  # 20 sentences in 5 batches of 4
+
+
+def test_a_token_training_set_without_a_labelled_token_is_refused_by_name(tmp_path, minilm_dir):
+    (tmp_path / "conll2003").mkdir()
+    text = "\n\n".join("\u200b NN O O" for _ in range(4))  # a zero-width space has no word piece
+    for split in ("train", "dev"):
+        (tmp_path / "conll2003" / f"{split}.txt").write_text(text + "\n")
+    for batches in BATCHINGS:  # under random batches this was a NaN loss blamed on the learning rate
+        with pytest.raises(InputError, match="4 training sentences have no labelled token"):
+            train_task("conll", "prefix", P=2, epochs=1, batch_size=2, data_dir=tmp_path, model_dir=minilm_dir,
+                       init="random", batches=batches, progress=False)
+
+
+def test_every_task_of_an_alternate_hears_the_new_epoch():
+    samplers = {name: LengthGroupedSampler(LENGTHS[:64], 8, seed=1) for name in ("a", "b")}
+    mixed = Alternate({name: DataLoader(list(range(64)), batch_size=8, sampler=s) for name, s in samplers.items()})
+    start_epoch(mixed, 3)
+    assert [s.epoch for s in samplers.values()] == [3, 3]  # before: both stayed at epoch 0's order
+    plain = DataLoader(list(range(64)), batch_size=8, sampler=LengthGroupedSampler(LENGTHS[:64], 8))
+    start_epoch(plain, 2)
+    assert plain.sampler.epoch == 2
+    start_epoch([{"input_ids": None}], 1)  # a list of batches has no sampler: nothing to tell
 
 
 # --- train --batches ------------------------------------------------------------------------------

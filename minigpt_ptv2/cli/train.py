@@ -44,7 +44,7 @@ examples:
   torchrun --nproc_per_node=2 -m minigpt_ptv2 train sst2 prefix --batch-size 32 --out runs/ddp
   python -m minigpt_ptv2 train lm prefix --text-file notes.txt --model-dir path/to/gpt2 --out runs/lm
 
-recipes (peak lr / warm-up share / init; prefix and deep chosen on held-out training data by
+recipes (peak lr / warm-up share / init; prefix, deep and soft chosen on held-out training data by
 benchmarks/recipe.py, the others as they were):
 """ + "\n".join(f"  {m:<13}{r.lr:<8g}{r.warmup:<6g}{r.init}" for m, r in RECIPES.items()) + """
 train lm keeps its own peak lr (warm-up 0.1, from noise): """ + ", ".join(f"{m} {lr:g}" for m, lr in LM_LR.items())
@@ -84,7 +84,7 @@ def add_arguments(p):
                    help="global batch size (split evenly over the processes under torchrun)")
     p.add_argument("--batches", choices=BATCHINGS, default=BATCHINGS[0], action=Given,
                    help="grouped (default): each batch drawn from rows of similar length, so it pads little "
-                        "(about half the time per epoch on SST-2 and CoNLL, every example still seen once "
+                        "(an epoch in about 0.4 of the time on SST-2 and CoNLL, every example still seen once "
                         "an epoch; a token task's loss then weighs every labelled token alike); "
                         "random: a plain shuffle, each batch's loss its own mean")
     p.add_argument("--max-train", type=positive_int, default=None, action=Given,

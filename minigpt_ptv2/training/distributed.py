@@ -6,17 +6,22 @@ What changes under torchrun, and nothing else does:
 - every process joins a process group (gloo on CPU, nccl on CUDA) from the variables torchrun sets
   (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
 - `--batch-size` stays the *global* batch: each of the W ranks takes batch_size / W examples;
-- the training order comes from a DistributedSampler even in a single process: one seeded
-  permutation per epoch, and rank r takes every W-th index of it, so the union of the ranks'
+- the training order comes from a sampler that deals every global batch out to the ranks, even in
+  a single process: `train`'s default LengthGroupedSampler (data/grouping.py, batches of rows of
+  similar length) or, under --batches random, a DistributedSampler (one seeded permutation per
+  epoch). Either way rank r takes every W-th index of global batch j, so the union of the ranks'
   batch j is exactly single-process batch j. DDP averages the ranks' gradients: the mean over
-  ranks of each rank's mean loss.
+  ranks of each rank's loss.
   - Sentence tasks (sst2): one loss term per example and equal per-rank batches, so that average
     is the global batch's mean loss: 2 processes train what 1 process trains, up to float
     summation order.
-  - Token tasks (conll): each rank averages over its own n_r labelled tokens (label != -100), and
-    the ranks' n_r differ, so a token on rank r weighs 1 / (W * n_r) instead of 1 / sum(n): close
-    to the single-process token-weighted mean, not equal (equal only when every n_r is the same).
-  When the dataset size is not a multiple of W, the sampler also pads the last batch by repeating
+  - Token tasks (conll), grouped batches: each rank sums its tokens' losses and divides by K/W
+    (K: the epoch's mean labelled tokens per global batch, heads.task_loss), so the average over
+    ranks is the global batch's sum / K, exactly what one process computes.
+  - Token tasks, random batches: each rank averages over its own n_r labelled tokens, and the
+    ranks' n_r differ, so a token on rank r weighs 1 / (W * n_r) instead of 1 / sum(n): close to
+    the single-process token-weighted mean, not equal (equal only when every n_r is the same).
+  When the dataset size is not a multiple of W, the sampler also pads the index list by repeating
   a few examples (both kinds of task).
 - only rank 0 shows progress, evaluates and saves; the others wait for it at the next step.
 - each process uses its own GPU: --device cuda becomes cuda:LOCAL_RANK (rank_device). An explicit

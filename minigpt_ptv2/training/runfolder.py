@@ -34,7 +34,8 @@ RUN_ARGS = {"task": "TASK", "method": "METHOD", "P": "--P", "method_kwargs": "--
             "data": "the training data (--data-dir, --max-train; --text-file)", "backbone": "the backbone (--model-dir)"}
 # Not here: --grad-checkpoint, which a resume may turn on or off. It changes the memory a step
 # needs, never its numbers (bit-identical gradients, tests/test_recompute.py).
-# What a run saved before an argument existed was started with (its default then and now).
+# What a run saved before an argument existed was started with: the behaviour before the argument
+# existed (for init and batches no longer the default: tokens for the prefix, grouped batches).
 ADDED_LATER = {"grad_checkpoint": False, "precision": "fp32",
                "warmup": 0.1, "init": "random", "holdout": None,  # the old fixed schedule, from noise, dev
                "batches": "random"}  # the plain shuffle

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
+from ..data.grouping import LengthGroupedSampler
 from ..errors import InputError, NonFiniteError
 from ..progress import progress, write
 from . import precision as amp
@@ -92,6 +94,19 @@ def warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+EPOCH_SAMPLERS = (DistributedSampler, LengthGroupedSampler)  # they reshuffle from seed + epoch
+
+
+def start_epoch(loader, epoch: int) -> None:
+    """Tell `loader` that epoch `epoch` begins: the samplers that shuffle from seed + epoch
+    (EPOCH_SAMPLERS) must hear it, or every epoch repeats the first one's order; a plain shuffle
+    draws anew by itself. An Alternate passes it on to each task's loader."""
+    if isinstance(loader, Alternate):
+        loader.set_epoch(epoch)
+    elif isinstance(getattr(loader, "sampler", None), EPOCH_SAMPLERS):  # a list of batches has none
+        loader.sampler.set_epoch(epoch)
+
+
 class Alternate:
     """Batches of several tasks in turn, each tagged with its task name for `fit` and TaskModel:
 
@@ -108,6 +123,10 @@ class Alternate:
 
     def __len__(self) -> int:
         return sum(len(loader) for loader in self.loaders.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders.values():
+            start_epoch(loader, epoch)
 
     def __iter__(self):
         iters = {name: iter(loader) for name, loader in self.loaders.items()}
@@ -134,7 +153,8 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
         gives (meta, tensors) to save for a resume; the text returned ends the epoch line.
     start: a (meta, tensors) state from snapshot (state.load) to continue from.
     tokens_per_batch: a token task's loss is its batch's summed loss divided by this constant
-        instead of its batch's mean (heads.task_loss; train_task sets it for grouped batches).
+        instead of its batch's mean (heads.task_loss; train_task sets it for grouped batches). One
+        constant for every token-task batch: under Alternate, two token tasks would share it.
     Under fp16 a step whose scaled gradients overflowed is skipped, as if its batch were not
     there: no update, and the schedule does not advance (the loss scale is halved instead).
     Raises NonFiniteError (with a diagnosis) or Diverged before a bad loss updates anything.
@@ -157,9 +177,7 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
         watch = LossWatch(cfg.diverge_factor, cfg.diverge_window, meta["watch"])
     world = current().world_size
     for epoch in range(first, cfg.epochs):
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # a new shuffle per epoch under DistributedSampler
+        start_epoch(train_loader, epoch)
         model.train()
         start_time, seen, total = time.perf_counter(), 0, 0.0
         bar = progress(train_loader, f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress and is_main)
