@@ -274,16 +274,14 @@ def train_batches(task: str, root, tok, max_length: int, device, grouped: bool =
     """The first 1,000 training examples of `task` in the batches `train` draws from them (batch
     32, seed 0): grouped by length, its default, or shuffled (--batches random), on `device`.
     Returns (batches, the loss divisor train uses with them, heads.task_loss; the real tokens)."""
-    from minigpt_ptv2.data.grouping import tokens_per_batch
     from minigpt_ptv2.training import distributed
+    from minigpt_ptv2.training.run import training_loader
     from minigpt_ptv2.training.tasks import get_task
     t = get_task(task)
     rows = t.batches(t.load("train", root, 1000), tok, batch_size=32, max_length=max_length)
-    lengths = [len(ids) for ids in rows.dataset.input_ids]
-    loader = distributed.shard_loader(rows, 32, distributed.current(), seed=0, lengths=lengths if grouped else None)
-    divisor = tokens_per_batch(rows.dataset.labels, 32) if grouped and t.kind == "token" else None
+    loader, divisor = training_loader(rows, t, 32, distributed.current(), 0, "grouped" if grouped else "random")
     batches = [{k: v.to(device) for k, v in b.items() if torch.is_tensor(v)} for b in loader]
-    return batches, divisor, sum(lengths)
+    return batches, divisor, sum(len(ids) for ids in rows.dataset.input_ids)
 
 
 def recipe_epoch(batches, forward, params, epochs: int, tokens_per_batch: float | None = None):

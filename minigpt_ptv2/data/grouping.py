@@ -48,12 +48,12 @@ class LengthGroupedSampler(Sampler):
             raise ValueError(f"batch_size {batch_size} must be positive and split evenly over {num_replicas} processes")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not one of {num_replicas} processes")
-        self.lengths, self.batch_size, self.pool = list(lengths), batch_size, pool
-        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
-        if not self.lengths:
+        if not lengths:
             raise ValueError("no examples to batch (lengths is empty)")
         if pool <= 0:
             raise ValueError(f"pool (batches sorted together) must be positive, got {pool}")
+        self.lengths, self.batch_size, self.pool = list(lengths), batch_size, pool
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
         self.total = -(-len(self.lengths) // num_replicas) * num_replicas  # padded to a multiple of W
 
     def set_epoch(self, epoch: int) -> None:

@@ -63,6 +63,23 @@ def load_splits(task, data_dir=None, max_train=None, max_dev=None, dev_split=Non
     return train, dev
 
 
+def training_loader(rows, task, batch_size: int, info, seed: int, batches: str):
+    """How `train` draws its batches: (the loader this rank steps through, the token loss's
+    divisor that goes with it, heads.task_loss; None: each batch's own mean).
+
+    rows: the task's loader over the training examples (Task.batches); batches: one of BATCHINGS.
+    """
+    K = tokens_per_batch(rows.dataset.labels, batch_size) if task.kind == "token" else None
+    if K == 0:
+        raise InputError(f"the {len(rows.dataset)} training sentences have no labelled token: no word kept a "
+                         f"word piece within --max-length {rows.dataset.max_length}, so there is nothing to learn from")
+    grouped = batches == "grouped"
+    lengths = [len(ids) for ids in rows.dataset.input_ids] if grouped else None
+    loader = distributed.shard_loader(rows, batch_size, info, seed, lengths=lengths)
+    # each of W ranks sums over its 1/W of a batch; DDP's mean of their gradients is then the sum / K
+    return loader, (K / info.world_size if grouped and K is not None else None)
+
+
 def disable_dropout(model: nn.Module) -> None:
     """Every dropout off (backbone, attention, prompt, head): training becomes a deterministic
     function of the data order, e.g. to compare a run over 2 processes with a run over 1."""
@@ -153,14 +170,7 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         tok = WordPiece.from_model_dir(folder)
         train, dev = load_splits(task, data_dir, max_train, max_dev, holdout=holdout)
         rows = t.batches(train, tok, batch_size=batch_size, max_length=max_length)
-        lengths = [len(ids) for ids in rows.dataset.input_ids] if batches == "grouped" else None
-        train_loader = distributed.shard_loader(rows, batch_size, info, seed, lengths=lengths)
-        if t.kind == "token" and not any(label != -100 for row in rows.dataset.labels for label in row):
-            raise InputError(f"the {len(train)} training sentences have no labelled token: no word kept a "
-                             f"word piece within --max-length {max_length}, so there is nothing to learn from")
-        # each of W ranks sums over its 1/W of a batch; DDP's mean of their gradients is then the sum / K
-        per_batch = (tokens_per_batch(rows.dataset.labels, batch_size) / info.world_size
-                     if batches == "grouped" and t.kind == "token" else None)
+        train_loader, per_batch = training_loader(rows, t, batch_size, info, seed, batches)
         dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
         start = start_text(train_loader.dataset.input_ids, tok, P) if init == "tokens" else None
         model = build_task_model(task, method, P, model_dir=folder, start=start,
