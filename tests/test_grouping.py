@@ -1,5 +1,6 @@
 """Length-grouped batches (data/grouping.py): every example once an epoch, far less padding, the
-batch order still shuffled, the same global batches under W processes, train's --batches option."""
+batch order still shuffled, the same global batches under W processes; the token loss's constant
+divisor (heads.task_loss) and its K/W under torchrun; train's --batches option."""
 from __future__ import annotations
 
 import json
@@ -9,16 +10,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from minigpt_ptv2.catalog import BATCHINGS
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.data import WordPiece
-from minigpt_ptv2.catalog import BATCHINGS
 from minigpt_ptv2.data.grouping import LengthGroupedSampler, longest_first, tokens_per_batch
 from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.training import build_task_model, get_task, run as run_module, state as run_state
-from minigpt_ptv2.training.heads import task_loss
-from minigpt_ptv2.training.trainer import Alternate, start_epoch
 from minigpt_ptv2.training.checkpoint import read_meta
+from minigpt_ptv2.training.heads import task_loss
 from minigpt_ptv2.training.run import saved_arguments, train_task
+from minigpt_ptv2.training.trainer import Alternate, start_epoch
 from tolerances import FP32_KERNELS, FP32_ULPS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
