@@ -4,9 +4,14 @@ No prompt yet: every row is [B, N, ...] and P appears nowhere. Every layer recor
 rows: queries, keys and values [B, H, N, d], the per-head context, then back to [B, N, D]. Three
 layers, not two, so that no two letters share a size (with L=2, L*2*D = 3072 = D_ff). Compare
 with lessons 06-08, where the same model grows P rows or P keys.
-Run: `pytest tests/test_lesson_01_trace.py`.
+
+Then the lesson's point by its numbers: heads are a reshaping of D. Head h of the queries is
+columns h*d..(h+1)*d of x W_Q (and so on for K and V), and the heads go back side by side,
+(h d), before W_O. Split or merged as (d h), every shape stays right and these checks fail,
+naming the step. Run: `pytest tests/test_lesson_01_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+from trace_checks import heads_merged, heads_split
+from trace_helpers import run_lesson
 
 EXPECTED = """
 name                     shape              letters
@@ -36,6 +41,8 @@ final.pooler             [16, 768]          [B, D]
 
 
 def test_lesson_01_plain_encoder_trace():
-    trace = check_lesson_trace("01", EXPECTED, B=16, N=128, layers=3)
+    trace, seen = run_lesson("01", EXPECTED, keep=("layer0.",), B=16, N=128, layers=3)
     letters = set(trace.dims.values())
     assert len(letters) == len(trace.dims), f"two letters share a size: {trace.dims}"
+    heads_split(seen, layer=0)  # [B, N, D] -> [B, H, N, d]: head h is d consecutive columns
+    heads_merged(seen, layer=0)  # [B, H, N, d] -> [B, N, D]: head 0's d features first

@@ -6,9 +6,15 @@ scores and probabilities [B, H, N, N] (Nq = Nk = N here: no prefix); the fused p
 then merge the heads back to [B, N, D]. Every size differs (16, 128, 768, 12, 64), so an axis
 in the wrong place shows as a wrong letter, and the numeric check recomputes the call head by
 head, so heads split as (d h) instead of (h d) fail too.
+
+Then the formula, step by step, from the recorded tensors: scores = q k^T / sqrt(d) (not / d),
+probs = softmax over the keys (each query's row sums to 1; over the queries it would not),
+context = probs v; and the fused path's context equals the same formula.
 Run: `pytest tests/test_lesson_02_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+from trace_checks import context_is_probs_times_v, fused_equals_formula, heads_split, probs_softmax_over_keys, \
+    scores_scaled
+from trace_helpers import run_lesson
 
 EXPLICIT = """
 name          shape               letters
@@ -32,8 +38,13 @@ attn.out      [16, 128, 768]      [B, N, D]
 
 
 def test_lesson_02_explicit_attention_trace():
-    check_lesson_trace("02", EXPLICIT, B=16, N=128, D=768, H=12)
+    _, seen = run_lesson("02", EXPLICIT, B=16, N=128, D=768, H=12)
+    heads_split(seen, layer=None)
+    scores_scaled(seen, "attn")  # q k^T / sqrt(d)
+    probs_softmax_over_keys(seen, "attn")  # over the last axis
+    context_is_probs_times_v(seen, "attn")
 
 
 def test_lesson_02_fused_attention_trace():
-    check_lesson_trace("02", FUSED, B=16, N=128, D=768, H=12, fused=True)
+    _, seen = run_lesson("02", FUSED, B=16, N=128, D=768, H=12, fused=True)
+    fused_equals_formula(seen, "attn")

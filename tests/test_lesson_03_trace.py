@@ -6,9 +6,16 @@ and queries); asking for attentions takes the explicit path, so every layer also
 and probs [B, H, N, N]. Every layer keeps [B, N, D] in and out: post-LN layers change values,
 never shapes. No two letters share a size, and the first attention call is recomputed head by
 head, so a (d h) head split fails even though it keeps every shape.
+
+Then by numbers: the embeddings are LayerNorm(word + token type 0 + position) with BERT's eps
+(pitfall 8: token-type row 0 is added even with one segment); in every layer the two padding
+keys get probability exactly 0 from every query; and the scores of kept keys are q k^T / sqrt(d).
 Run: `pytest tests/test_lesson_03_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+import torch
+
+from trace_checks import bert_embeddings, pads_get_nothing, scores_scaled
+from trace_helpers import run_lesson
 
 EXPECTED = """
 name                     shape         letters
@@ -45,5 +52,9 @@ final.pooler             [2, 24]       [B, D]
 
 
 def test_lesson_03_tiny_bert_trace():
-    trace = check_lesson_trace("03", EXPECTED, B=2, N=5, pad=2)
+    trace, seen = run_lesson("03", EXPECTED, B=2, N=5, pad=2)
     assert len(set(trace.dims.values())) == len(trace.dims), f"two letters share a size: {trace.dims}"
+    model, ids, mask, _ = seen.runs[0]
+    bert_embeddings(seen, model, ids, positions=torch.arange(5))
+    pads_get_nothing(seen, mask, layers=3)
+    scores_scaled(seen, "layer0.attn", keep=seen("mask.keep"))

@@ -6,9 +6,17 @@ with a single new token: the cache of T=7 keys enters attention exactly where a 
 (`prefix_k`, `prefix_v` [B, H, T, d]), and the new token's one query row attends to T+1 keys.
 If the lesson's code raises, the failure shows how far the trace got; after the shapes, layer 0's
 attention is recomputed head by head (heads split as `(d h)` would fail there).
+
+Then by numbers: the prompt step's keep-mask is the causal triangle (query i sees tokens 0..i);
+the cached step's `prefix_k`/`prefix_v` are exactly the prompt step's keys and values; the new
+token sits at position N (its embedding row is wte[token] + wpe[N]); and the cached step's
+logits equal one forward pass over all N+1 tokens without a cache.
 Run: `pytest tests/test_lesson_05_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+import torch
+
+from trace_checks import cache_holds_keys, cached_position, cached_step_equals_recomputation, causal_keep, keep_is
+from trace_helpers import run_lesson
 
 PROMPT_STEP = """
 name                 shape         letters
@@ -48,8 +56,13 @@ final.logits               [5, 1, 130]   [B, 1, V]
 
 
 def test_lesson_05_prompt_step_trace():
-    check_lesson_trace("05", PROMPT_STEP, pick=lambda traces: traces[0], B=5, N=7, layers=3)
+    _, seen = run_lesson("05", PROMPT_STEP, pick=lambda traces: traces[0], B=5, N=7, layers=3)
+    keep_is(seen, causal_keep(torch.ones(5, 7, dtype=torch.bool), P=0), "query i to see tokens 0..i",
+            "core/masks.py: build_keep")
 
 
 def test_lesson_05_cached_step_trace():
-    check_lesson_trace("05", CACHED_STEP, pick=lambda traces: traces[1], B=5, N=7, layers=3)
+    _, seen = run_lesson("05", CACHED_STEP, pick=lambda traces: traces[1], B=5, N=7, layers=3)
+    cache_holds_keys(seen, "layer0.attn", "k")
+    cached_position(seen, seen.runs[0][0], want=7)  # tokens 0..N-1, then N
+    cached_step_equals_recomputation(seen)

@@ -6,9 +6,14 @@ The prompt [B, P, D] joins the embeddings once, so every layer runs on P+N = 148
 off once, at the end, before the hidden states and the pooler (which must read the real [CLS]).
 If the lesson's code raises, the failure shows how far the trace got; after the shapes, layer 0's
 attention is recomputed head by head (heads split as `(d h)` would fail there).
+
+Then the lesson's point by its numbers: the prompt rows join in word-embedding space
+(LayerNorm(prompt + token type 0)); `shallow.slice` keeps rows P..P+N-1 of the last layer's
+output; and the pooler reads the real [CLS], row P of that output, not virtual row 0.
 Run: `pytest tests/test_lesson_06_trace.py`.
 """
-from trace_helpers import check_lesson_trace, load_lesson
+from trace_checks import bert_prompt_rows, pooler_reads_cls, slice_keeps_real_rows
+from trace_helpers import load_lesson, run_lesson
 
 EXPECTED = """
 name                     shape              letters
@@ -40,9 +45,14 @@ final.pooler             [16, 768]          [B, D]
 
 
 def test_lesson_06_soft_prompt_trace():
-    tr = check_lesson_trace("06", EXPECTED, B=16, N=128, P=20, layers=3)
+    tr, seen = run_lesson("06", EXPECTED, keep=("shallow.", "embeddings.out", "layer2.out", "final."),
+                          B=16, N=128, P=20, layers=3)
     assert tr.walk() == ("input: prompt [16, 20, 768] + embeddings [16, 128, 768] -> [16, 148, 768] "
                          "-> every layer on P+N rows -> slice [16, 128, 768]")
+    model = seen.runs[0][0]
+    bert_prompt_rows(seen, model, P=20)
+    slice_keeps_real_rows(seen, "layer2.out", "shallow.slice", P=20, where="core/transformer.py: Transformer.run")
+    pooler_reads_cls(seen, model, "layer2.out", row=20)
 
 
 def test_lesson_06_minus_100_labels_keep_one_more_term_than_slicing():

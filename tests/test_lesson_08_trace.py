@@ -8,9 +8,15 @@ scores are [B, H, N, P+N] and the layer returns N rows, so there is no inject an
 If the lesson's code raises, the failure shows how far the trace got; after the shapes, layer 0's
 attention is recomputed head by head, prefix included (heads split as `(d h)`, or the prefix's
 keys and values swapped, would fail there).
-Run: `pytest tests/test_lesson_08_trace.py`.
+
+Then the step by its numbers: `prefix.kv` is the table read as (layer, K or V, head, d), each
+head d consecutive numbers; layer 0 gets prefix.kv[0, K] and [0, V]; `k_with_prefix` is
+[prefix_k | k] (the prefix in front, keys with keys) and `v_with_prefix` [prefix_v | v]; and
+the context equals softmax(q [prefix_k | k]^T / sqrt(d)) [prefix_v | v] computed here, with
+every prefix column attended. Run: `pytest tests/test_lesson_08_trace.py`.
 """
-from trace_helpers import assert_trace, check_lesson_trace, load_lesson
+from trace_checks import prefix_attended, prefix_handed_to_layers, prefix_in_front, prefix_read, prefix_table_layout
+from trace_helpers import assert_trace, load_lesson, run_lesson
 
 EXPECTED = """
 name                       shape               letters
@@ -36,12 +42,17 @@ final.pooler               [16, 768]           [B, D]
 
 
 def test_lesson_08_kv_prefix_trace():
-    tr = check_lesson_trace("08", EXPECTED, B=16, N=128, P=20, layers=3)
+    tr, seen = run_lesson("08", EXPECTED, keep=("prefix.", "layer0.attn."), B=16, N=128, P=20, layers=3)
     assert tr.walk(0).splitlines() == [
         "layer0: K: prefix [16, 12, 20, 64] + k [16, 12, 128, 64] -> [16, 12, 148, 64]",
         "layer0: V: prefix [16, 12, 20, 64] + v [16, 12, 128, 64] -> [16, 12, 148, 64]",
         "layer0: Q: [16, 12, 128, 64] (never prefixed)",
     ]
+    prefix_table_layout(seen, H_kv=12)
+    prefix_handed_to_layers(seen, layer=0)
+    prefix_in_front(seen, "layer0.attn")
+    prefix_attended(seen, "layer0.attn")
+    prefix_read(seen, "layer0.attn")
 
 
 def test_lesson_08_the_mlp_is_invisible_downstream():

@@ -5,13 +5,18 @@ Left: the layer runs on P+N = 12 rows (`inject`), so its queries, keys and value
 and it slices P off at the end (`slice`). Right: the layer runs on N = 7 rows; only its keys and
 values grow to P+N (`k_with_prefix`), from a table [P, L*2*D] = [5, 144]. Both end at the same
 [B, N, D], and (lesson 09, section 2, and the last test here) at the same numbers.
+
+The two traces checked against each other by their numbers: the prefix's keys and values are
+the prompt rows' own keys and values in the deep run (post-LN BERT: the layer's projection of h
+as it receives it, no LayerNorm first), and the prefix run's layer output is the deep run's slice.
 Run: `pytest tests/test_lesson_09_trace.py`.
 """
 import torch
 
 from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from tolerances import FP32_KERNELS
-from trace_helpers import check_lesson_trace, load_lesson
+from trace_checks import bridge_matches
+from trace_helpers import check_lesson_trace, load_lesson, run_lesson
 
 DEEP = """
 name                     shape          letters
@@ -57,7 +62,8 @@ def test_lesson_09_deep_prompt_trace():
 
 
 def test_lesson_09_equivalent_prefix_trace():
-    check_lesson_trace("09", PREFIX, pick=lambda traces: traces[1], B=2, N=7, P=5, layers=3)
+    _, seen = run_lesson("09", PREFIX, pick=lambda traces: traces[1], B=2, N=7, P=5, layers=3)
+    bridge_matches(seen, P=5)
 
 
 def test_lesson_09_bridge_holds_on_both_models():

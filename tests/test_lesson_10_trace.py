@@ -6,9 +6,16 @@ keys and values from N to P+N = 14 while queries stay N; the padding shows up as
 [B, 1, 1, P+N] (the prefix columns always kept); the head reads `final.pooler`, the real [CLS].
 If the lesson's code raises, the failure shows how far the trace got; after the shapes, the
 first attention call is recomputed head by head (prefix and mask included).
-Run: `pytest tests/test_lesson_10_trace.py`.
+
+Then by numbers: `mask.keys` is [P kept prefix entries | the batch's attention mask], in that
+order, and in both layers the context equals what the queries read from [prefix | tokens] under
+that mask, computed here from the prefix's own K and V: the padding masks the pad columns, not
+prefix ones, and the fused kernel gets the mask. Run: `pytest tests/test_lesson_10_trace.py`.
 """
-from trace_helpers import check_lesson_trace, load_lesson
+import torch
+
+from trace_checks import key_mask_prefix_first, prefix_read
+from trace_helpers import load_lesson, run_lesson
 
 EXPECTED = """
 name                       shape            letters
@@ -43,7 +50,13 @@ final.pooler               [3, 24]          [B, D]
 
 
 def test_lesson_10_task_model_trace():
-    check_lesson_trace("10", EXPECTED, B=3, N=9, P=5, layers=2)
+    _, seen = run_lesson("10", EXPECTED, B=3, N=9, P=5, layers=2)
+    mask = seen.runs[0][2]  # [B, N]: the last row's 3 final tokens padded
+    key_mask_prefix_first(seen, mask, P=5)
+    keep = torch.cat([torch.ones(3, 5, dtype=torch.bool), mask.bool()], dim=1)[:, None, None, :]  # [B, 1, 1, P+N]
+    for i in range(2):
+        prefix_read(seen, f"layer{i}.attn", keep=keep,
+                    where="core/attention.py: MultiHeadAttention.forward hands the keep-mask to the fused kernel")
 
 
 def test_lesson_10_without_padding_no_keep_mask_is_built():

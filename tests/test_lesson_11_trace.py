@@ -6,12 +6,18 @@ queries, Nk = P+N keys, the P prefix keys first. Those `probs` are what `viz.att
 stacks over layers and what every attention figure draws, so the test also checks that each
 query row sums to 1 and that the padded row's two padding keys get exactly 0. If the lesson's
 code raises, the failure shows how far the trace got; after the shapes, the first attention
-call is recomputed head by head. Run: `pytest tests/test_lesson_11_trace.py`.
+call is recomputed head by head.
+
+The picture's point by its numbers: every query gives each of the P prefix columns some
+attention, and exactly what softmax(q [prefix_k | k]^T / sqrt(d)) gives it, computed here from
+the prefix's keys; the padding keys get exactly 0 in every layer.
+Run: `pytest tests/test_lesson_11_trace.py`.
 """
 import torch
 
 from tolerances import PROB_SUM
-from trace_helpers import check_lesson_trace
+from trace_checks import pads_get_nothing, prefix_attended
+from trace_helpers import run_lesson
 
 EXPECTED = """
 name                       shape            letters
@@ -38,7 +44,11 @@ final.pooler               [2, 24]          [B, D]
 
 
 def test_lesson_11_attention_probs_trace():
-    tr = check_lesson_trace("11", EXPECTED, B=2, N=7, P=5, layers=3)
+    tr, seen = run_lesson("11", EXPECTED, B=2, N=7, P=5, layers=3)
     probs = tr.tensors["layer0.attn.probs"]  # [B, H, N, P+N], kept by the lesson's trace
     torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 7), atol=PROB_SUM[torch.float32], rtol=0)
     assert float(probs[1, :, :, -2:].abs().max()) == 0.0  # the padded row's two pad keys
+    mask = seen.runs[0][2]  # [B, N]
+    keep = torch.cat([torch.ones(2, 5, dtype=torch.bool), mask.bool()], dim=1)[:, None, None, :]  # [B, 1, 1, P+N]
+    prefix_attended(seen, "layer0.attn", keep=keep)
+    pads_get_nothing(seen, mask, layers=3, P=5)

@@ -7,9 +7,21 @@ step reads the prefix table and extends keys and values to P+N = 12 under the ca
 entries) arrives where the prefix did, as `prefix_k`/`prefix_v` [B, H, T, d], and the prefix
 table is not read again. If the lesson's code raises, the failure shows how far the trace got;
 the prompt step's first attention call is also recomputed head by head, so a head-split bug
-with the right shapes fails too. Run: `pytest tests/test_lesson_12_trace.py`.
+with the right shapes fails too.
+
+Then by numbers. Prompt step: the keep-mask lets query i see the P prefix keys and tokens
+0..i (the causal triangle shifted by P, not P ignored); `k_with_prefix` is [prefix_k | k], the
+prefix in front; the context is what the queries read from [prefix | tokens] under that mask.
+Cached step: the cache is the prompt step's `k_with_prefix`/`v_with_prefix` unchanged, the new
+token sits at position N (positions count real tokens, not the P prefix entries of the cache),
+and its logits equal one forward pass over all N+1 tokens with the prefix and no cache.
+Run: `pytest tests/test_lesson_12_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+import torch
+
+from trace_checks import cache_holds_keys, cached_position, cached_step_equals_recomputation, causal_keep, keep_is, \
+    prefix_in_front, prefix_read
+from trace_helpers import run_lesson
 
 PROMPT_STEP = """
 name                       shape            letters
@@ -51,8 +63,15 @@ final.logits               [8, 1, 130]    [B, 1, V]
 
 
 def test_lesson_12_prompt_step_trace():
-    check_lesson_trace("12", PROMPT_STEP, pick=lambda traces: traces[0], B=8, N=7, P=5, layers=3)
+    _, seen = run_lesson("12", PROMPT_STEP, pick=lambda traces: traces[0], B=8, N=7, P=5, layers=3)
+    keep = causal_keep(torch.ones(8, 12, dtype=torch.bool), P=5)  # [B, 1, N, P+N]
+    keep_is(seen, keep, "query i to see the P=5 prefix keys and tokens 0..i", "core/masks.py: build_keep")
+    prefix_in_front(seen, "layer0.attn")
+    prefix_read(seen, "layer0.attn", keep=keep)
 
 
 def test_lesson_12_cached_step_trace():
-    check_lesson_trace("12", CACHED_STEP, pick=lambda traces: traces[1], B=8, N=7, P=5, layers=3)
+    _, seen = run_lesson("12", CACHED_STEP, pick=lambda traces: traces[1], B=8, N=7, P=5, layers=3)
+    cache_holds_keys(seen, "layer0.attn", "k_with_prefix")
+    cached_position(seen, seen.runs[0][0], want=7)  # real tokens at 0..N-1 (positions="real"), then N
+    cached_step_equals_recomputation(seen)

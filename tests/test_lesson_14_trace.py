@@ -7,9 +7,19 @@ What the trace teaches: with the cache, the new token's query meets T = P+N = 16
 prompt again, so the same token starts a fresh sequence of P+1 rows: the nine real tokens are
 not among the keys. If the lesson's code raises, the failure shows how far the trace got; the
 first attention call (the prompt step) is also recomputed head by head, so a head-split bug with
-the right shapes fails too. Run: `pytest tests/test_lesson_14_trace.py`.
+the right shapes fails too.
+
+Then by numbers (the soft prompt uses positions="shifted", PEFT's convention): in the prompt
+step the P prompt rows sit at positions 0..P-1 and the real tokens at P..P+N-1; the cache
+holds the prompt step's keys and values; the new token sits at P+N; and the cached step's logits
+equal one forward pass over prompt and all N+1 tokens, while seed 003's cache-dropped step does
+not. Run: `pytest tests/test_lesson_14_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+import torch
+
+from trace_checks import cache_holds_keys, cached_position, cached_step_equals_recomputation, close, fail, \
+    gpt2_positions
+from trace_helpers import run_lesson
 
 WITH_CACHE = """
 name                       shape          letters
@@ -47,8 +57,20 @@ final.logits         [5, 1, 130]   [B, 1, V]
 
 
 def test_lesson_14_generation_step_with_the_cache():
-    check_lesson_trace("14", WITH_CACHE, pick=lambda traces: traces[0], B=5, N=9, P=7)
+    _, seen = run_lesson("14", WITH_CACHE, pick=lambda traces: traces[0], B=5, N=9, P=7)
+    model, ids, _, _ = seen.runs[0]
+    rows = torch.cat([seen("shallow.prompt"), model.wte.weight[ids]], dim=1)  # [B, P+N, D] before positions
+    got = gpt2_positions(model, seen("embeddings.out"), rows)
+    if got != list(range(7 + 9)):
+        fail(f"under positions='shifted' the prompt step's rows sit at {got}, expected the P=7 prompt rows at 0..6 "
+             f"and the tokens at 7..15 (core/transformer.py: Transformer.prompt_positions; models/gpt2.py: "
+             f"GPT2Decoder.shallow_rows)")
+    cache_holds_keys(seen, "layer0.attn", "k")
+    cached_position(seen, model, want=7 + 9)
+    cached_step_equals_recomputation(seen)
 
 
 def test_lesson_14_generation_step_with_the_cache_dropped():
-    check_lesson_trace("14", CACHE_DROPPED, pick=lambda traces: traces[1], B=5, N=9, P=7)
+    _, seen = run_lesson("14", CACHE_DROPPED, pick=lambda traces: traces[1], B=5, N=9, P=7)
+    cached, dropped = seen("final.logits", 1)[:, -1], seen("final.logits", 2)[:, -1]  # [B, V] each
+    assert not close(dropped, cached), "seed 003's cache-dropped step should predict something else"

@@ -5,9 +5,21 @@ Both deep styles on grouped K/V heads. The deep prompt's P rows join the N real 
 P+N rows and K/V have H_kv heads of P+N rows. The K/V prefix keeps Q at N rows and extends the
 H_kv-headed keys and values by P; its table is [P, L*2*H_kv*d] = [5, 120], a quarter of
 [P, L*2*D] here. Before scoring, the explicit path widens K and V from H_kv to H heads
-(`k_repeated`). Run: `pytest tests/test_lesson_15_trace.py`.
+(`k_repeated`).
+
+Then by numbers: `k_repeated` head h is K/V head h // (H/H_kv), transformers' pairing (a
+`repeat` instead of `repeat_interleave` keeps the shape and pairs them wrong); the rows' positions
+are where the lesson says (K/V prefix: real tokens at 0..N-1; deep prompt: the prompt rows at
+-P..-1, just before the text, and the tokens at 0..N-1), and Q and K are the projections turned
+by RoPE at those positions, RoPE written out here; the K/V prefix sits in front of the keys under
+the causal mask shifted by P, and the deep prompt's slice keeps rows P..P+N-1.
+Run: `pytest tests/test_lesson_15_trace.py`.
 """
-from trace_helpers import check_lesson_trace
+import torch
+
+from trace_checks import causal_keep, keep_is, kv_heads_paired, prefix_in_front, rotary_positions, \
+    slice_keeps_real_rows
+from trace_helpers import run_lesson
 
 DEEP = """
 name                    shape           letters
@@ -57,8 +69,19 @@ final.logits               [6, 7, 140]       [B, N, V]
 
 
 def test_lesson_15_deep_prompt_trace():
-    check_lesson_trace("15", DEEP, pick=lambda traces: traces[1], B=6, N=7, P=5, layers=3)
+    _, seen = run_lesson("15", DEEP, pick=lambda traces: traces[1], B=6, N=7, P=5, layers=3)
+    kv_heads_paired(seen, "layer0.attn", "k", call=1)  # run 1 is the deep prompt
+    rotary_positions(seen, 0, list(range(-5, 0)) + list(range(7)),
+                     "(prompt rows just before the text, tokens from 0)", call=1)
+    keep_is(seen, causal_keep(torch.ones(6, 12, dtype=torch.bool), P=0), "query i to see rows 0..i",
+            "core/masks.py: build_keep", call=1)
+    slice_keeps_real_rows(seen, "layer0.out", "layer0.slice", P=5, where="core/stack.py: run_layers", calls=(1, 0))
 
 
 def test_lesson_15_kv_prefix_trace():
-    check_lesson_trace("15", PREFIX, pick=lambda traces: traces[0], B=6, N=7, P=5, layers=3)
+    _, seen = run_lesson("15", PREFIX, pick=lambda traces: traces[0], B=6, N=7, P=5, layers=3)
+    kv_heads_paired(seen, "layer0.attn", "k_with_prefix")
+    rotary_positions(seen, 0, list(range(7)), "(real tokens from 0, the prefix has none)")
+    keep_is(seen, causal_keep(torch.ones(6, 12, dtype=torch.bool), P=5),
+            "query i to see the P=5 prefix keys and tokens 0..i", "core/masks.py: build_keep")
+    prefix_in_front(seen, "layer0.attn")

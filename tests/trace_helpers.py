@@ -10,6 +10,7 @@ On a mismatch the failure message lines the two tables up row by row:
 
     !  layer0.inject  [16, 148, 768]  [B, P+N, D]   |  layer0.inject  [16, 128, 768]  [B, N, D]
     -  layer0.prompt  [16, 20, 768]   [B, P, D]     |
+    +                                               |  layer0.extra   [1]  [1]
 
 `check_lesson_trace` runs a lesson's `trace_example` the way a learner's change would be tested:
 - if the code raises, the failure shows the rows recorded before the error next to the expected
@@ -18,7 +19,11 @@ On a mismatch the failure message lines the two tables up row by row:
 - after the shapes, one numeric check: the first attention call is recomputed head by head from
   the module's own weights (`attention_probe`), so a layout bug that keeps every shape (heads
   split as `(d h)` instead of `(h d)`) fails too.
-    +                                               |  layer0.extra   [1]  [1]
+
+`run_lesson` does the same and also hands back what the run saw (`Seen`): every capture point's
+tensors, every attention call with its module and inputs, and every model run with its inputs.
+The lesson's own numeric checks (trace_checks.py) read them, so a same-shape bug in the step a
+lesson teaches (a slice off the wrong end, K and V swapped) fails with the step's name.
 """
 from __future__ import annotations
 
@@ -27,11 +32,15 @@ import importlib.util
 import math
 import re
 import traceback
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+
+from minigpt_ptv2.core.capture import Capture
+from minigpt_ptv2.core.transformer import Transformer
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 
@@ -153,9 +162,16 @@ def _fail_partial(exc: BaseException, expected: str, several: bool = False) -> N
 def check_lesson_trace(number: str, expected: str, pick=None, **kwargs):
     """Run lesson `number`'s trace_example(**kwargs), compare the (picked) trace with `expected`,
     then recompute its first attention call by hand. Returns what trace_example returned."""
+    return run_lesson(number, expected, pick, **kwargs)[0]
+
+
+def run_lesson(number: str, expected: str, pick=None, keep=None, **kwargs):
+    """`check_lesson_trace`, returning (what trace_example returned, `Seen`). keep: the capture
+    names (prefixes) whose tensors to keep, e.g. ("layer0.", "mask."); None keeps every one."""
     lesson = load_lesson(number)
     error = None
-    with attention_probe() as probe:
+    with attention_probe() as probe, Seen(keep) as seen:
+        seen.attention = probe.calls
         try:
             result = lesson.trace_example(**kwargs)
         except Exception as e:  # a learner's change that crashes: show how far the trace got
@@ -164,7 +180,51 @@ def check_lesson_trace(number: str, expected: str, pick=None, **kwargs):
         _fail_partial(error, expected, several=pick is not None)
     assert_trace(pick(result) if pick is not None else result, expected)
     probe.check()
-    return result
+    return result, seen
+
+
+class Seen(Capture):
+    """What a lesson's run computed, for checks by numbers: a capture listening outside the
+    lesson's own traces, so it receives every row whatever layers those traces show.
+
+    seen(name, call=0)  the tensor recorded under `name` by the call-th forward pass that recorded it
+    seen.attention      every MultiHeadAttention call: (module, x, keywords, AttentionOutput)
+    seen.runs           every model's forward body: (model, input_ids, attention_mask, keywords)
+    """
+
+    def __init__(self, keep=None):
+        self.keep = tuple(keep) if keep is not None else None
+        self.tensors = defaultdict(list)  # name -> [tensor of the first call, of the second, ...]
+        self.attention, self.runs = [], []
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if self.keep is None or name.startswith(self.keep):
+            self.tensors[name].append(tensor.detach())
+
+    def __call__(self, name: str, call: int = 0) -> torch.Tensor:
+        found = self.tensors.get(name, [])
+        if len(found) <= call:
+            pytest.fail(f"the run recorded {name!r} {len(found)} time(s); the check reads recording {call}"
+                        + ("" if self.keep is None else f" (kept: {self.keep})"), pytrace=False)
+        return found[call]
+
+    def calls(self, scope: str) -> list:
+        """The attention calls of one module, e.g. "layer0.attn", in order."""
+        return [c for c in self.attention if c[0].scope == scope]
+
+    def __enter__(self):
+        self._run, runs = Transformer.run, self.runs
+        original = self._run
+
+        def recording(model, input_ids, attention_mask=None, **kw):
+            runs.append((model, input_ids, attention_mask, kw))
+            return original(model, input_ids, attention_mask, **kw)
+        Transformer.run = recording
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        Transformer.run = self._run
+        return super().__exit__(*exc)
 
 
 def reference_attention(attn, x, keep=None, prefix=None, positions=None, rotary=None):
@@ -218,7 +278,8 @@ class _Probe:
         gap = float((got - want).abs().max())
         if not gap <= atol * max(1.0, float(want.abs().max())):
             pytest.fail(f"the shapes are right but the numbers are not: attention ({attn.scope}) differs from "
-                        f"the head-by-head recomputation by {gap:.3g} (heads split or merged in another order?)",
+                        f"the head-by-head recomputation by {gap:.3g} (heads split or merged in another order? "
+                        f"core/attention.py: MultiHeadAttention)",
                         pytrace=False)
 
 
