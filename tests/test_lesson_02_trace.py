@@ -43,8 +43,10 @@ def test_lesson_02_explicit_attention_trace():
     scores_scaled(seen, "attn")  # q k^T / sqrt(d)
     probs_softmax_over_keys(seen, "attn")  # over the last axis
     context_is_probs_times_v(seen, "attn")
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_02_fused_attention_trace():
     _, seen = run_lesson("02", FUSED, B=16, N=128, D=768, H=12, fused=True)
     fused_equals_formula(seen, "attn")
+    seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -58,3 +58,4 @@ def test_lesson_03_tiny_bert_trace():
     bert_embeddings(seen, model, ids, positions=torch.arange(5))
     pads_get_nothing(seen, mask, layers=3)
     scores_scaled(seen, "layer0.attn", keep=seen("mask.keep"))
+    seen.probe.check()  # last: the first attention call, recomputed head by head

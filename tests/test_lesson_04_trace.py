@@ -73,6 +73,7 @@ def test_lesson_04_pretrained_minilm_trace(minilm_dir):
     trace, seen = run_lesson("04", EXPECTED, model_dir=minilm_dir, B=2, N=8)
     assert len(set(trace.dims.values())) == len(trace.dims), f"two letters share a size: {trace.dims}"
     every_stage_is_the_checkpoints(seen, minilm_dir)
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def every_stage_is_the_checkpoints(seen, folder) -> None:
@@ -91,8 +92,8 @@ def every_stage_is_the_checkpoints(seen, folder) -> None:
         want = norm(e, "embeddings.LayerNorm")
         if not close(seen("embeddings.out"), want):
             fail(f"embeddings.out is not LayerNorm(word + position + token type 0, eps={eps:g}) of the checkpoint's "
-                 f"tables (gap {gap(seen('embeddings.out'), want):.3g}) (models/bert.py: BertEmbeddings, its "
-                 f"LayerNorm built with the config's eps; keys, the checkpoint table)")
+                 f"tables (gap {gap(seen('embeddings.out'), want):.3g}) (models/bert.py: BertEmbeddings.__init__ "
+                 f"builds its LayerNorm with the config's eps; keys, the checkpoint table)")
         for i in range(config["num_hidden_layers"]):
             x, hf = seen("embeddings.out" if i == 0 else f"layer{i - 1}.out"), f"encoder.layer.{i}."
             for kind, name in (("q", "query"), ("k", "key"), ("v", "value")):

@@ -59,6 +59,7 @@ def test_lesson_05_prompt_step_trace():
     _, seen = run_lesson("05", PROMPT_STEP, pick=lambda traces: traces[0], B=5, N=7, layers=3)
     keep_is(seen, causal_keep(torch.ones(5, 7, dtype=torch.bool), P=0), "query i to see tokens 0..i",
             "core/masks.py: build_keep")
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_05_cached_step_trace():
@@ -66,3 +67,4 @@ def test_lesson_05_cached_step_trace():
     cache_holds_keys(seen, "layer0.attn", "k")
     cached_position(seen, seen.runs[0][0], want=7)  # tokens 0..N-1, then N
     cached_step_equals_recomputation(seen)
+    seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -53,6 +53,7 @@ def test_lesson_06_soft_prompt_trace():
     bert_prompt_rows(seen, model, P=20)
     slice_keeps_real_rows(seen, "layer2.out", "shallow.slice", P=20, where="core/transformer.py: Transformer.run")
     pooler_reads_cls(seen, model, "layer2.out", row=20)
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_06_minus_100_labels_keep_one_more_term_than_slicing():

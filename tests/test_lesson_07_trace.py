@@ -81,6 +81,7 @@ def test_lesson_07_deep_prompt_trace():
         inject_in_front(seen, i, "embeddings.out" if i == 0 else f"layer{i - 1}.slice", P=20)
         slice_keeps_real_rows(seen, f"layer{i}.out", f"layer{i}.slice", P=20, where="core/stack.py: run_layers")
     assert torch.equal(seen("final.last_hidden_state"), seen("layer2.slice"))
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_07_prompt_rows_known_the_real_rows_are_the_plain_models():

@@ -53,6 +53,7 @@ def test_lesson_08_kv_prefix_trace():
     prefix_in_front(seen, "layer0.attn")
     prefix_attended(seen, "layer0.attn")
     prefix_read(seen, "layer0.attn")
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_08_the_mlp_is_invisible_downstream():

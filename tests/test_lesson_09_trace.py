@@ -64,6 +64,7 @@ def test_lesson_09_deep_prompt_trace():
 def test_lesson_09_equivalent_prefix_trace():
     _, seen = run_lesson("09", PREFIX, pick=lambda traces: traces[1], B=2, N=7, P=5, layers=3)
     bridge_matches(seen, P=5)
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_09_bridge_holds_on_both_models():

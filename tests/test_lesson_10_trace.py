@@ -57,6 +57,7 @@ def test_lesson_10_task_model_trace():
     for i in range(2):
         prefix_read(seen, f"layer{i}.attn", keep=keep,
                     where="core/attention.py: MultiHeadAttention.forward hands the keep-mask to the fused kernel")
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_10_without_padding_no_keep_mask_is_built():

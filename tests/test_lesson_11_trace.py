@@ -52,3 +52,4 @@ def test_lesson_11_attention_probs_trace():
     keep = torch.cat([torch.ones(2, 5, dtype=torch.bool), mask.bool()], dim=1)[:, None, None, :]  # [B, 1, 1, P+N]
     prefix_attended(seen, "layer0.attn", keep=keep)
     pads_get_nothing(seen, mask, layers=3, P=5)
+    seen.probe.check()  # last: the first attention call, recomputed head by head

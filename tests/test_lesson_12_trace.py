@@ -68,6 +68,7 @@ def test_lesson_12_prompt_step_trace():
     keep_is(seen, keep, "query i to see the P=5 prefix keys and tokens 0..i", "core/masks.py: build_keep")
     prefix_in_front(seen, "layer0.attn")
     prefix_read(seen, "layer0.attn", keep=keep)
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_12_cached_step_trace():
@@ -75,3 +76,4 @@ def test_lesson_12_cached_step_trace():
     cache_holds_keys(seen, "layer0.attn", "k_with_prefix")
     cached_position(seen, seen.runs[0][0], want=7)  # real tokens at 0..N-1 (positions="real"), then N
     cached_step_equals_recomputation(seen)
+    seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -53,6 +53,7 @@ def test_lesson_13_zero_prefix_trace():
             "core/prompt_rows.py: keys_in_front copies the method's virtual_keep")  # the masked run's mask
     prefix_read(seen, "layer0.attn", keep=off, call=1,
                 where="core/attention.py: MultiHeadAttention.forward hands the keep-mask to the fused kernel")
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_13_positions_under_a_prefix():

@@ -68,9 +68,11 @@ def test_lesson_14_generation_step_with_the_cache():
     cache_holds_keys(seen, "layer0.attn", "k")
     cached_position(seen, model, want=7 + 9)
     cached_step_equals_recomputation(seen)
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_14_generation_step_with_the_cache_dropped():
     _, seen = run_lesson("14", CACHE_DROPPED, pick=lambda traces: traces[1], B=5, N=9, P=7)
     cached, dropped = seen("final.logits", 1)[:, -1], seen("final.logits", 2)[:, -1]  # [B, V] each
     assert not close(dropped, cached), "seed 003's cache-dropped step should predict something else"
+    seen.probe.check()  # last: the first attention call, recomputed head by head

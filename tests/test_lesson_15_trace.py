@@ -76,6 +76,7 @@ def test_lesson_15_deep_prompt_trace():
     keep_is(seen, causal_keep(torch.ones(6, 12, dtype=torch.bool), P=0), "query i to see rows 0..i",
             "core/masks.py: build_keep", call=1)
     slice_keeps_real_rows(seen, "layer0.out", "layer0.slice", P=5, where="core/stack.py: run_layers", calls=(1, 0))
+    seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_15_kv_prefix_trace():
@@ -85,3 +86,4 @@ def test_lesson_15_kv_prefix_trace():
     keep_is(seen, causal_keep(torch.ones(6, 12, dtype=torch.bool), P=5),
             "query i to see the P=5 prefix keys and tokens 0..i", "core/masks.py: build_keep")
     prefix_in_front(seen, "layer0.attn")
+    seen.probe.check()  # last: the first attention call, recomputed head by head

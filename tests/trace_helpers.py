@@ -162,16 +162,20 @@ def _fail_partial(exc: BaseException, expected: str, several: bool = False) -> N
 def check_lesson_trace(number: str, expected: str, pick=None, **kwargs):
     """Run lesson `number`'s trace_example(**kwargs), compare the (picked) trace with `expected`,
     then recompute its first attention call by hand. Returns what trace_example returned."""
-    return run_lesson(number, expected, pick, **kwargs)[0]
+    result, seen = run_lesson(number, expected, pick, **kwargs)
+    seen.probe.check()
+    return result
 
 
 def run_lesson(number: str, expected: str, pick=None, keep=None, **kwargs):
-    """`check_lesson_trace`, returning (what trace_example returned, `Seen`). keep: the capture
-    names (prefixes) whose tensors to keep, e.g. ("layer0.", "mask."); None keeps every one."""
+    """Run and compare as `check_lesson_trace` does, and return (what trace_example returned,
+    `Seen`). keep: the capture names (prefixes) whose tensors to keep, e.g. ("layer0.", "mask.");
+    None keeps every one. The head-by-head recomputation is left to the caller,
+    `seen.probe.check()`, after the lesson's own checks: theirs name the step that is wrong."""
     lesson = load_lesson(number)
     error = None
     with attention_probe() as probe, Seen(keep) as seen:
-        seen.attention = probe.calls
+        seen.probe, seen.attention = probe, probe.calls
         try:
             result = lesson.trace_example(**kwargs)
         except Exception as e:  # a learner's change that crashes: show how far the trace got
@@ -179,7 +183,6 @@ def run_lesson(number: str, expected: str, pick=None, keep=None, **kwargs):
     if error is not None:
         _fail_partial(error, expected, several=pick is not None)
     assert_trace(pick(result) if pick is not None else result, expected)
-    probe.check()
     return result, seen
 
 
@@ -189,6 +192,7 @@ class Seen(Capture):
 
     seen(name, call=0)  the tensor recorded under `name` by the call-th forward pass that recorded it
     seen.attention      every MultiHeadAttention call: (module, x, keywords, AttentionOutput)
+    seen.probe          those calls as `attention_probe` keeps them: `.check()` recomputes the first
     seen.runs           every model's forward body: (model, input_ids, attention_mask, keywords)
     """
 
