@@ -44,6 +44,6 @@ def test_lesson_01_plain_encoder_trace():
     trace, seen = run_lesson("01", EXPECTED, keep=("layer0.",), B=16, N=128, layers=3)
     letters = set(trace.dims.values())
     assert len(letters) == len(trace.dims), f"two letters share a size: {trace.dims}"
-    heads_split(seen, layer=0)  # [B, N, D] -> [B, H, N, d]: head h is d consecutive columns
-    heads_merged(seen, layer=0)  # [B, H, N, d] -> [B, N, D]: head 0's d features first
+    heads_split(seen, "layer0.attn")  # [B, N, D] -> [B, H, N, d]: head h is d consecutive columns
+    heads_merged(seen, "layer0.attn")  # [B, H, N, d] -> [B, N, D]: head 0's d features first
     seen.probe.check()  # last: the first attention call, recomputed head by head

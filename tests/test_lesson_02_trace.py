@@ -39,7 +39,7 @@ attn.out      [16, 128, 768]      [B, N, D]
 
 def test_lesson_02_explicit_attention_trace():
     _, seen = run_lesson("02", EXPLICIT, B=16, N=128, D=768, H=12)
-    heads_split(seen, layer=None)
+    heads_split(seen, "attn")
     scores_scaled(seen, "attn")  # q k^T / sqrt(d)
     probs_softmax_over_keys(seen, "attn")  # over the last axis
     context_is_probs_times_v(seen, "attn")

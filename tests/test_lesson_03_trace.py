@@ -57,5 +57,5 @@ def test_lesson_03_tiny_bert_trace():
     model, ids, mask, _ = seen.runs[0]
     bert_embeddings(seen, model, ids, positions=torch.arange(5))
     pads_get_nothing(seen, mask, layers=3)
-    scores_scaled(seen, "layer0.attn", keep=seen("mask.keep"))
+    scores_scaled(seen, "layer0.attn", keep=mask.bool()[:, None, None, :])  # [B, 1, 1, N]
     seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -64,7 +64,7 @@ def test_lesson_05_prompt_step_trace():
 
 def test_lesson_05_cached_step_trace():
     _, seen = run_lesson("05", CACHED_STEP, pick=lambda traces: traces[1], B=5, N=7, layers=3)
-    cache_holds_keys(seen, "layer0.attn", "k")
+    cache_holds_keys(seen, "layer0.attn", "k", cached_call=0)
     cached_position(seen, seen.runs[0][0], want=7)  # tokens 0..N-1, then N
     cached_step_equals_recomputation(seen)
     seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -73,7 +73,7 @@ def test_lesson_12_prompt_step_trace():
 
 def test_lesson_12_cached_step_trace():
     _, seen = run_lesson("12", CACHED_STEP, pick=lambda traces: traces[1], B=8, N=7, P=5, layers=3)
-    cache_holds_keys(seen, "layer0.attn", "k_with_prefix")
+    cache_holds_keys(seen, "layer0.attn", "k_with_prefix", cached_call=1)
     cached_position(seen, seen.runs[0][0], want=7)  # real tokens at 0..N-1 (positions="real"), then N
     cached_step_equals_recomputation(seen)
     seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -65,7 +65,7 @@ def test_lesson_14_generation_step_with_the_cache():
         fail(f"under positions='shifted' the prompt step's rows sit at {got}, expected the P=7 prompt rows at 0..6 "
              f"and the tokens at 7..15 (core/transformer.py: Transformer.prompt_positions; models/gpt2.py: "
              f"GPT2Decoder.shallow_rows)")
-    cache_holds_keys(seen, "layer0.attn", "k")
+    cache_holds_keys(seen, "layer0.attn", "k", cached_call=0)
     cached_position(seen, model, want=7 + 9)
     cached_step_equals_recomputation(seen)
     seen.probe.check()  # last: the first attention call, recomputed head by head
