@@ -11,7 +11,7 @@ columns h*d..(h+1)*d of x W_Q (and so on for K and V), and the heads go back sid
 naming the step. Run: `pytest tests/test_lesson_01_trace.py`.
 """
 from trace_checks import heads_merged, heads_split
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 EXPECTED = """
 name                     shape              letters
@@ -41,7 +41,7 @@ final.pooler             [16, 768]          [B, D]
 
 
 def test_lesson_01_plain_encoder_trace():
-    trace, seen = run_lesson("01", EXPECTED, keep=("layer0.",), B=16, N=128, layers=3)
+    trace, seen = trace_lesson("01", EXPECTED, keep=("layer0.",), B=16, N=128, layers=3)
     letters = set(trace.dims.values())
     assert len(letters) == len(trace.dims), f"two letters share a size: {trace.dims}"
     heads_split(seen, "layer0.attn")  # [B, N, D] -> [B, H, N, d]: head h is d consecutive columns

@@ -14,7 +14,7 @@ Run: `pytest tests/test_lesson_02_trace.py`.
 """
 from trace_checks import context_is_probs_times_v, fused_equals_formula, heads_split, probs_softmax_over_keys, \
     scores_scaled
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 EXPLICIT = """
 name          shape               letters
@@ -38,7 +38,7 @@ attn.out      [16, 128, 768]      [B, N, D]
 
 
 def test_lesson_02_explicit_attention_trace():
-    _, seen = run_lesson("02", EXPLICIT, B=16, N=128, D=768, H=12)
+    _, seen = trace_lesson("02", EXPLICIT, B=16, N=128, D=768, H=12)
     heads_split(seen, "attn")
     scores_scaled(seen, "attn")  # q k^T / sqrt(d)
     probs_softmax_over_keys(seen, "attn")  # over the last axis
@@ -47,6 +47,6 @@ def test_lesson_02_explicit_attention_trace():
 
 
 def test_lesson_02_fused_attention_trace():
-    _, seen = run_lesson("02", FUSED, B=16, N=128, D=768, H=12, fused=True)
+    _, seen = trace_lesson("02", FUSED, B=16, N=128, D=768, H=12, fused=True)
     fused_equals_formula(seen, "attn")
     seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -15,7 +15,7 @@ Run: `pytest tests/test_lesson_03_trace.py`.
 import torch
 
 from trace_checks import bert_embeddings, pads_get_nothing, scores_scaled
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 EXPECTED = """
 name                     shape         letters
@@ -52,7 +52,7 @@ final.pooler             [2, 24]       [B, D]
 
 
 def test_lesson_03_tiny_bert_trace():
-    trace, seen = run_lesson("03", EXPECTED, B=2, N=5, pad=2)
+    trace, seen = trace_lesson("03", EXPECTED, B=2, N=5, pad=2)
     assert len(set(trace.dims.values())) == len(trace.dims), f"two letters share a size: {trace.dims}"
     model, ids, mask, _ = seen.runs[0]
     bert_embeddings(seen, model, ids, positions=torch.arange(5))

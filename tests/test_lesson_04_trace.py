@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from trace_checks import close, fail, gap
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 EXPECTED = """
 name                     shape           letters
@@ -70,7 +70,7 @@ final.pooler             [2, 384]        [B, D]
 
 
 def test_lesson_04_pretrained_minilm_trace(minilm_dir):
-    trace, seen = run_lesson("04", EXPECTED, model_dir=minilm_dir, B=2, N=8)
+    trace, seen = trace_lesson("04", EXPECTED, model_dir=minilm_dir, B=2, N=8)
     assert len(set(trace.dims.values())) == len(trace.dims), f"two letters share a size: {trace.dims}"
     every_stage_is_the_checkpoints(seen, minilm_dir)
     seen.probe.check()  # last: the first attention call, recomputed head by head

@@ -16,7 +16,7 @@ Run: `pytest tests/test_lesson_05_trace.py`.
 import torch
 
 from trace_checks import cache_holds_keys, cached_position, cached_step_equals_recomputation, causal_keep, keep_is
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 PROMPT_STEP = """
 name                 shape         letters
@@ -56,14 +56,14 @@ final.logits               [5, 1, 130]   [B, 1, V]
 
 
 def test_lesson_05_prompt_step_trace():
-    _, seen = run_lesson("05", PROMPT_STEP, pick=lambda traces: traces[0], B=5, N=7, layers=3)
+    _, seen = trace_lesson("05", PROMPT_STEP, pick=lambda traces: traces[0], B=5, N=7, layers=3)
     keep_is(seen, causal_keep(torch.ones(5, 7, dtype=torch.bool), P=0), "query i to see tokens 0..i",
             "core/masks.py: build_keep")
     seen.probe.check()  # last: the first attention call, recomputed head by head
 
 
 def test_lesson_05_cached_step_trace():
-    _, seen = run_lesson("05", CACHED_STEP, pick=lambda traces: traces[1], B=5, N=7, layers=3)
+    _, seen = trace_lesson("05", CACHED_STEP, pick=lambda traces: traces[1], B=5, N=7, layers=3)
     cache_holds_keys(seen, "layer0.attn", "k", cached_call=0)
     cached_position(seen, seen.runs[0][0], want=7)  # tokens 0..N-1, then N
     cached_step_equals_recomputation(seen)

@@ -13,7 +13,7 @@ output; and the pooler reads the real [CLS], row P of that output, not virtual r
 Run: `pytest tests/test_lesson_06_trace.py`.
 """
 from trace_checks import bert_prompt_rows, pooler_reads_cls, slice_keeps_real_rows
-from trace_helpers import load_lesson, run_lesson
+from trace_helpers import load_lesson, trace_lesson
 
 EXPECTED = """
 name                     shape              letters
@@ -45,7 +45,7 @@ final.pooler             [16, 768]          [B, D]
 
 
 def test_lesson_06_soft_prompt_trace():
-    tr, seen = run_lesson("06", EXPECTED, keep=("shallow.", "embeddings.out", "layer2.out", "final."),
+    tr, seen = trace_lesson("06", EXPECTED, keep=("shallow.", "embeddings.out", "layer2.out", "final."),
                           B=16, N=128, P=20, layers=3)
     assert tr.walk() == ("input: prompt [16, 20, 768] + embeddings [16, 128, 768] -> [16, 148, 768] "
                          "-> every layer on P+N rows -> slice [16, 128, 768]")

@@ -25,7 +25,7 @@ from minigpt_ptv2 import BertEncoder, preset
 from minigpt_ptv2.prompts import DeepPrompt
 from tolerances import FP32_KERNELS
 from trace_checks import close, fail, gap, inject_in_front, slice_keeps_real_rows
-from trace_helpers import Seen, load_lesson, run_lesson
+from trace_helpers import Seen, load_lesson, trace_lesson
 
 EXPECTED = """
 name                     shape              letters
@@ -73,7 +73,7 @@ KEEP = ("embeddings.out", "final.") + tuple(f"layer{i}.{n}" for i in range(3) fo
 
 
 def test_lesson_07_deep_prompt_trace():
-    tr, seen = run_lesson("07", EXPECTED, keep=KEEP, B=16, N=128, P=20, layers=3, pad=8)
+    tr, seen = trace_lesson("07", EXPECTED, keep=KEEP, B=16, N=128, P=20, layers=3, pad=8)
     for i in range(3):
         assert tr.walk(i) == WALK_LAYER_0.replace("layer0", f"layer{i}")
     load_lesson("07").check_keep(tr, P=20, pad=8)  # prompt columns kept, the 8 pads dropped

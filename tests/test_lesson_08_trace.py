@@ -16,7 +16,7 @@ the context equals softmax(q [prefix_k | k]^T / sqrt(d)) [prefix_v | v] computed
 every prefix column attended. Run: `pytest tests/test_lesson_08_trace.py`.
 """
 from trace_checks import prefix_attended, prefix_handed_to_layers, prefix_in_front, prefix_read, prefix_table_layout
-from trace_helpers import assert_trace, load_lesson, run_lesson
+from trace_helpers import assert_trace, load_lesson, trace_lesson
 
 EXPECTED = """
 name                       shape               letters
@@ -42,7 +42,7 @@ final.pooler               [16, 768]           [B, D]
 
 
 def test_lesson_08_kv_prefix_trace():
-    tr, seen = run_lesson("08", EXPECTED, keep=("prefix.", "layer0.attn."), B=16, N=128, P=20, layers=3)
+    tr, seen = trace_lesson("08", EXPECTED, keep=("prefix.", "layer0.attn."), B=16, N=128, P=20, layers=3)
     assert tr.walk(0).splitlines() == [
         "layer0: K: prefix [16, 12, 20, 64] + k [16, 12, 128, 64] -> [16, 12, 148, 64]",
         "layer0: V: prefix [16, 12, 20, 64] + v [16, 12, 128, 64] -> [16, 12, 148, 64]",

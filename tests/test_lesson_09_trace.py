@@ -16,7 +16,7 @@ import torch
 from minigpt_ptv2 import GPT2Decoder, BertEncoder, preset
 from tolerances import FP32_KERNELS
 from trace_checks import bridge_matches
-from trace_helpers import check_lesson_trace, load_lesson, run_lesson
+from trace_helpers import check_lesson_trace, load_lesson, trace_lesson
 
 DEEP = """
 name                     shape          letters
@@ -62,7 +62,7 @@ def test_lesson_09_deep_prompt_trace():
 
 
 def test_lesson_09_equivalent_prefix_trace():
-    _, seen = run_lesson("09", PREFIX, pick=lambda traces: traces[1], B=2, N=7, P=5, layers=3)
+    _, seen = trace_lesson("09", PREFIX, pick=lambda traces: traces[1], B=2, N=7, P=5, layers=3)
     bridge_matches(seen, P=5)
     seen.probe.check()  # last: the first attention call, recomputed head by head
 

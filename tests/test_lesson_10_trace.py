@@ -15,7 +15,7 @@ prefix ones, and the fused kernel gets the mask. Run: `pytest tests/test_lesson_
 import torch
 
 from trace_checks import key_mask_prefix_first, prefix_read
-from trace_helpers import load_lesson, run_lesson
+from trace_helpers import load_lesson, trace_lesson
 
 EXPECTED = """
 name                       shape            letters
@@ -50,7 +50,7 @@ final.pooler               [3, 24]          [B, D]
 
 
 def test_lesson_10_task_model_trace():
-    _, seen = run_lesson("10", EXPECTED, B=3, N=9, P=5, layers=2)
+    _, seen = trace_lesson("10", EXPECTED, B=3, N=9, P=5, layers=2)
     mask = seen.runs[0][2]  # [B, N]: the last row's 3 final tokens padded
     key_mask_prefix_first(seen, mask, P=5)
     keep = torch.cat([torch.ones(3, 5, dtype=torch.bool), mask.bool()], dim=1)[:, None, None, :]  # [B, 1, 1, P+N]

@@ -17,7 +17,7 @@ import torch
 
 from tolerances import PROB_SUM
 from trace_checks import pads_get_nothing, prefix_attended
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 EXPECTED = """
 name                       shape            letters
@@ -44,7 +44,7 @@ final.pooler               [2, 24]          [B, D]
 
 
 def test_lesson_11_attention_probs_trace():
-    tr, seen = run_lesson("11", EXPECTED, B=2, N=7, P=5, layers=3)
+    tr, seen = trace_lesson("11", EXPECTED, B=2, N=7, P=5, layers=3)
     probs = tr.tensors["layer0.attn.probs"]  # [B, H, N, P+N], kept by the lesson's trace
     torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 7), atol=PROB_SUM[torch.float32], rtol=0)
     assert float(probs[1, :, :, -2:].abs().max()) == 0.0  # the padded row's two pad keys

@@ -21,7 +21,7 @@ import torch
 
 from trace_checks import cache_holds_keys, cached_position, cached_step_equals_recomputation, causal_keep, keep_is, \
     prefix_in_front, prefix_read
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 PROMPT_STEP = """
 name                       shape            letters
@@ -63,7 +63,7 @@ final.logits               [8, 1, 130]    [B, 1, V]
 
 
 def test_lesson_12_prompt_step_trace():
-    _, seen = run_lesson("12", PROMPT_STEP, pick=lambda traces: traces[0], B=8, N=7, P=5, layers=3)
+    _, seen = trace_lesson("12", PROMPT_STEP, pick=lambda traces: traces[0], B=8, N=7, P=5, layers=3)
     keep = causal_keep(torch.ones(8, 12, dtype=torch.bool), P=5)  # [B, 1, N, P+N]
     keep_is(seen, keep, "query i to see the P=5 prefix keys and tokens 0..i", "core/masks.py: build_keep")
     prefix_in_front(seen, "layer0.attn")
@@ -72,7 +72,7 @@ def test_lesson_12_prompt_step_trace():
 
 
 def test_lesson_12_cached_step_trace():
-    _, seen = run_lesson("12", CACHED_STEP, pick=lambda traces: traces[1], B=8, N=7, P=5, layers=3)
+    _, seen = trace_lesson("12", CACHED_STEP, pick=lambda traces: traces[1], B=8, N=7, P=5, layers=3)
     cache_holds_keys(seen, "layer0.attn", "k_with_prefix", cached_call=1)
     cached_position(seen, seen.runs[0][0], want=7)  # real tokens at 0..N-1 (positions="real"), then N
     cached_step_equals_recomputation(seen)

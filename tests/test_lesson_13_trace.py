@@ -20,7 +20,7 @@ import torch
 from minigpt_ptv2 import BertEncoder, preset
 from minigpt_ptv2.prompts import KVPrefix
 from trace_checks import bert_positions, keep_is, prefix_read
-from trace_helpers import Seen, check_lesson_trace, run_lesson
+from trace_helpers import Seen, check_lesson_trace, trace_lesson
 
 ZERO = """
 name                       shape            letters
@@ -46,7 +46,7 @@ MASKED_EXTRA_ROW = ("mask.keep", (8, 1, 1, 12), "[B, 1, 1, P+N]")
 
 
 def test_lesson_13_zero_prefix_trace():
-    _, seen = run_lesson("13", ZERO, pick=lambda traces: traces[0], B=8, N=7, P=5, layers=3)
+    _, seen = trace_lesson("13", ZERO, pick=lambda traces: traces[0], B=8, N=7, P=5, layers=3)
     prefix_read(seen, "layer0.attn", call=0)  # zero is not off: the zeros take attention
     off = torch.cat([torch.zeros(8, 5, dtype=torch.bool), torch.ones(8, 7, dtype=torch.bool)], 1)[:, None, None, :]
     keep_is(seen, off, "the P=5 prefix columns dropped and the 7 token columns kept",

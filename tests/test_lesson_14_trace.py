@@ -19,7 +19,7 @@ import torch
 
 from trace_checks import cache_holds_keys, cached_position, cached_step_equals_recomputation, close, fail, \
     gpt2_positions
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 WITH_CACHE = """
 name                       shape          letters
@@ -57,7 +57,7 @@ final.logits         [5, 1, 130]   [B, 1, V]
 
 
 def test_lesson_14_generation_step_with_the_cache():
-    _, seen = run_lesson("14", WITH_CACHE, pick=lambda traces: traces[0], B=5, N=9, P=7)
+    _, seen = trace_lesson("14", WITH_CACHE, pick=lambda traces: traces[0], B=5, N=9, P=7)
     model, ids, _, _ = seen.runs[0]
     rows = torch.cat([seen("shallow.prompt"), model.wte.weight[ids]], dim=1)  # [B, P+N, D] before positions
     got = gpt2_positions(model, seen("embeddings.out"), rows)
@@ -72,7 +72,7 @@ def test_lesson_14_generation_step_with_the_cache():
 
 
 def test_lesson_14_generation_step_with_the_cache_dropped():
-    _, seen = run_lesson("14", CACHE_DROPPED, pick=lambda traces: traces[1], B=5, N=9, P=7)
+    _, seen = trace_lesson("14", CACHE_DROPPED, pick=lambda traces: traces[1], B=5, N=9, P=7)
     cached, dropped = seen("final.logits", 1)[:, -1], seen("final.logits", 2)[:, -1]  # [B, V] each
     assert not close(dropped, cached), "seed 003's cache-dropped step should predict something else"
     seen.probe.check()  # last: the first attention call, recomputed head by head

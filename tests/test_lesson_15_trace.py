@@ -19,7 +19,7 @@ import torch
 
 from trace_checks import causal_keep, keep_is, kv_heads_paired, prefix_in_front, rotary_positions, \
     slice_keeps_real_rows
-from trace_helpers import run_lesson
+from trace_helpers import trace_lesson
 
 DEEP = """
 name                    shape           letters
@@ -69,7 +69,7 @@ final.logits               [6, 7, 140]       [B, N, V]
 
 
 def test_lesson_15_deep_prompt_trace():
-    _, seen = run_lesson("15", DEEP, pick=lambda traces: traces[1], B=6, N=7, P=5, layers=3)
+    _, seen = trace_lesson("15", DEEP, pick=lambda traces: traces[1], B=6, N=7, P=5, layers=3)
     kv_heads_paired(seen, "layer0.attn", "k", call=1)  # run 1 is the deep prompt
     rotary_positions(seen, 0, list(range(-5, 0)) + list(range(7)),
                      "(prompt rows just before the text, tokens from 0)", call=1)
@@ -80,7 +80,7 @@ def test_lesson_15_deep_prompt_trace():
 
 
 def test_lesson_15_kv_prefix_trace():
-    _, seen = run_lesson("15", PREFIX, pick=lambda traces: traces[0], B=6, N=7, P=5, layers=3)
+    _, seen = trace_lesson("15", PREFIX, pick=lambda traces: traces[0], B=6, N=7, P=5, layers=3)
     kv_heads_paired(seen, "layer0.attn", "k_with_prefix")
     rotary_positions(seen, 0, list(range(7)), "(real tokens from 0, the prefix has none)")
     keep_is(seen, causal_keep(torch.ones(6, 12, dtype=torch.bool), P=5),

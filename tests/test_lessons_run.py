@@ -24,7 +24,7 @@ from trace_helpers import LESSONS, load_lesson
 ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
 
 
-def run_lesson(path: Path, figures: Path):
+def trace_lesson(path: Path, figures: Path):
     env = {**os.environ, "MINIGPT_PTV2_QUICK": "1", "MINIGPT_PTV2_FIGURES": str(figures),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}  # quick-mode tensors are tiny: one thread each, two lessons at a time
@@ -41,7 +41,7 @@ class _Runs:
 
     def _start(self, path):
         if path not in self.futures:
-            self.futures[path] = self.pool.submit(run_lesson, path, self.root / path.stem[:2] / "figures")
+            self.futures[path] = self.pool.submit(trace_lesson, path, self.root / path.stem[:2] / "figures")
 
     def __getitem__(self, path):
         self._start(path)

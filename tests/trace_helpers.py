@@ -20,7 +20,7 @@ On a mismatch the failure message lines the two tables up row by row:
   the module's own weights (`attention_probe`), so a layout bug that keeps every shape (heads
   split as `(d h)` instead of `(h d)`) fails too.
 
-`run_lesson` does the same and also hands back what the run saw (`Seen`): every capture point's
+`trace_lesson` does the same and also hands back what the run saw (`Seen`): every capture point's
 tensors, every attention call with its module and inputs, and every model run with its inputs.
 The lesson's own numeric checks (trace_checks.py) read them, so a same-shape bug in the step a
 lesson teaches (a slice off the wrong end, K and V swapped) fails with the step's name.
@@ -162,12 +162,12 @@ def _fail_partial(exc: BaseException, expected: str, several: bool = False) -> N
 def check_lesson_trace(number: str, expected: str, pick=None, **kwargs):
     """Run lesson `number`'s trace_example(**kwargs), compare the (picked) trace with `expected`,
     then recompute its first attention call by hand. Returns what trace_example returned."""
-    result, seen = run_lesson(number, expected, pick, **kwargs)
+    result, seen = trace_lesson(number, expected, pick, **kwargs)
     seen.probe.check()
     return result
 
 
-def run_lesson(number: str, expected: str, pick=None, keep=None, **kwargs):
+def trace_lesson(number: str, expected: str, pick=None, keep=None, **kwargs):
     """Run and compare as `check_lesson_trace` does, and return (what trace_example returned,
     `Seen`). keep: the capture names (prefixes) whose tensors to keep, e.g. ("layer0.", "mask.");
     None keeps every one. The head-by-head recomputation is left to the caller,
@@ -192,7 +192,7 @@ class Seen(Capture):
 
     seen(name, call=0)  the tensor recorded under `name` by the call-th forward pass that recorded it
     seen.attention      every MultiHeadAttention call: (module, x, keywords, AttentionOutput)
-    seen.probe          those calls as `attention_probe` keeps them: `.check()` recomputes the first
+    seen.probe          (from trace_lesson) those calls' probe: `.check()` recomputes the first one
     seen.runs           every model's forward body: (model, input_ids, attention_mask, keywords)
     """
 
@@ -217,17 +217,16 @@ class Seen(Capture):
         return [c for c in self.attention if c[0].scope == scope]
 
     def __enter__(self):
-        self._run, runs = Transformer.run, self.runs
-        original = self._run
+        original, runs = Transformer.run, self.runs
 
-        def recording(model, input_ids, attention_mask=None, **kw):
+        def recording(model, input_ids, attention_mask=None, **kw):  # every architecture's forward body
             runs.append((model, input_ids, attention_mask, kw))
             return original(model, input_ids, attention_mask, **kw)
-        Transformer.run = recording
+        self._original, Transformer.run = original, recording
         return super().__enter__()
 
     def __exit__(self, *exc):
-        Transformer.run = self._run
+        Transformer.run = self._original
         return super().__exit__(*exc)
 
 
