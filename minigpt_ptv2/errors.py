@@ -2,7 +2,8 @@
 
 Every check in this package that refuses an argument, a shape, a file or a field raises one of
 these on purpose, with a message naming what to fix. The command line prints them as one line
-(exit 2); anything else is a bug or an internal failure and keeps its full traceback.
+(exit 2; a WriteError, the machine's fault rather than the input's, exits 1); anything else
+is a bug or an internal failure and keeps its full traceback.
 
 Each class also derives from the built-in exception a caller would expect, so code written
 against `except ValueError` (or TypeError, FileNotFoundError) keeps working.
@@ -28,3 +29,9 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class NonFiniteError(UserError, FloatingPointError):
     """A NaN or infinity where a number must be finite: a loss, a weight, a loaded tensor."""
+
+
+class WriteError(UserError, OSError):
+    """The machine refused a write the input was fine for: a full disk, a file-size limit (ulimit
+    -f), a read-only or vanished place. The message names the path and the cause, and says what the
+    place holds now (a failed save never leaves half a file behind); the command line exits 1."""

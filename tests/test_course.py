@@ -24,7 +24,8 @@ def test_lessons_command_copies_the_whole_course(tmp_path, capsys):
     assert (out / "README.md").exists() and not (out / "make.py").exists() and not (out / "__init__.py").exists()
     # refuses to write over files, names the folder
     assert main(["lessons", "--out", str(out)]) == 2
-    assert f"--out {out} already holds files" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--out {out} already holds 18 entries" in err and "--overwrite" in err
 
 
 def test_a_copied_lesson_and_its_answers_run_where_they_land(tmp_path):

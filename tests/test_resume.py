@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,7 +112,8 @@ def test_a_run_killed_after_epoch_1_and_resumed_is_bit_identical(uninterrupted, 
                                                  "diverge_factor": 3.0, "grad_checkpoint": False,
                                                  "precision": "fp32", "warmup": RECIPES["prefix"].warmup,
                                                  "init": RECIPES["prefix"].init, "holdout": None,
-                                                 "batches": "grouped"}
+                                                 "batches": "grouped", "model_dir": str(Path(minilm_dir).resolve()),
+                                                 "data_dir": str(Path(data).resolve())}
     shutil.copytree(tmp_path / "cut", tmp_path / "control")
     summary, model = run(tmp_path / "cut", data, minilm_dir, resume=True)
     assert summary["resumed_after_epoch"] == 1

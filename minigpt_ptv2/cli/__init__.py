@@ -2,7 +2,10 @@
 
 A command module defines NAME, HELP, `add_arguments(parser)` and `run(args) -> int`. Errors a
 user can fix (bad arguments, missing files, mismatched checkpoints) print one line and exit 2.
-Everything else is a bug or an internal failure and keeps its traceback, so it can be reported.
+A write the machine refused (a full disk, a file-size limit, a read-only place: faults.py) prints
+one line naming the path and the cause and exits 1, and so does standard output closed early
+(`... | head -1`). Everything else is a bug or an internal failure and keeps its traceback, so
+it can be reported.
 """
 from __future__ import annotations
 
@@ -12,16 +15,48 @@ import os
 import pkgutil
 import sys
 
-from ..errors import UserError
+from ..errors import UserError, WriteError
+from ..faults import cause
 from ._shared import HelpFormatter
 
 
-def is_user_error(e: BaseException) -> bool:
-    """Errors a user can act on: those this package raises on purpose about its input
-    (errors.UserError), and the operating system refusing a path the user named (a PermissionError
-    or a full disk on --out: an OSError that carries the file name). A TypeError or ValueError from
-    anywhere else is a bug, and keeps its traceback. MINIGPT_PTV2_TRACEBACK=1 shows it for all."""
-    return isinstance(e, UserError) or (isinstance(e, OSError) and e.filename is not None)
+def exit_code(e: BaseException) -> int | None:
+    """2 for errors a user can act on: those this package raises on purpose about its input
+    (errors.UserError) and the operating system refusing a path the user named (an OSError that
+    carries the file name); 1 for a write the machine refused (errors.WriteError, or a full disk,
+    a file-size limit... met where no code of ours could name the path, faults.py); None for
+    anything else: a TypeError or ValueError from anywhere else is a bug, and keeps its traceback.
+    MINIGPT_PTV2_TRACEBACK=1 shows it for all."""
+    if isinstance(e, WriteError) or (not isinstance(e, UserError) and cause(e) is not None):
+        return 1
+    if isinstance(e, UserError) or (isinstance(e, OSError) and e.filename is not None):
+        return 2
+    return None
+
+
+def message(e: BaseException) -> str:
+    """The one line printed for an error that exit_code accepts."""
+    why = cause(e)
+    if isinstance(e, UserError) or why is None:
+        return str(e)
+    where = getattr(e, "filename", None)
+    return f"{where}: {why}" if where is not None else f"{why} ({e})"
+
+
+def closed_output() -> int:
+    """Standard output was closed before everything was printed (`... | head -1`): say so once on
+    stderr, and point stdout at /dev/null so that Python's final flush does not fail again."""
+    try:
+        if sys.stdout is sys.__stdout__ and sys.stdout is not None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        print("error: standard output was closed before everything was printed (its reader stopped early, as "
+              "`| head` does): the rest of the output was dropped", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+    return 1
 
 
 def commands() -> dict:
@@ -70,6 +105,13 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # also from --help or an argument error printed into a closed pipe
+        return closed_output()
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parse(parser, list(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "command", None):
@@ -80,11 +122,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as e:
-        if not is_user_error(e) or os.environ.get("MINIGPT_PTV2_TRACEBACK"):
+        code = exit_code(e)
+        if code is None or os.environ.get("MINIGPT_PTV2_TRACEBACK"):
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {message(e)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from ..errors import InputError
@@ -27,35 +28,102 @@ def setup_help(p: argparse.ArgumentParser, description: str, epilog: str) -> Non
     p.epilog = epilog
 
 
-def positive_int(text: str) -> int:
+# Numbers at the door: every numeric option is range-checked here, by argparse, so a bad value
+# costs one line naming the option ("argument --seed: ...") before anything is imported or loaded.
+# These use only the standard library: --help stays instant and torch-free.
+
+def _int(text: str, expected: str) -> int:
     try:
-        value = int(text)
+        return int(text)
+    except ValueError:  # also a number too long to convert
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}") from None
+
+
+def _finite(text: str, expected: str) -> float:
+    try:
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number ({expected}), got {text}")
     return value
+
+
+def int_range(lo: int, hi: int | None = None, why: str = "", what: str | None = None):
+    """An argparse type: an integer in [lo, hi] (no upper end if hi is None). The refusal says
+    `what` the value must be if given, else "a positive integer" or "at most HI" plus `why`."""
+    low = what or {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+
+    def parse(text: str) -> int:
+        value = _int(text, low)
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be {low}, got {shown}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be {what or f'at most {hi:,}{why}'}, got {shown}")
+        return value
+    parse.__name__ = low  # what argparse calls the type in its own messages
+    return parse
+
+
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+# NumPy's generator takes 32-bit seeds: a larger or negative one failed with a traceback
+seed = int_range(0, 2**32 - 1, what="a seed from 0 to 4,294,967,295 (NumPy's generator takes 32 bits)")
+# A prompt of more virtual tokens than any position table here (512 for BERT, 1024 for GPT-2);
+# its parameters alone would take gigabytes
+prompt_length = int_range(1, 4096, " (longer than any position table here)")
+epochs = int_range(1, 10_000)
+batch_size = int_range(1, 65_536)
 
 
 def fraction(text: str) -> float:
     """A number in [0, 1): a share of something (such as the warm-up steps)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    value = _finite(text, "a number in [0, 1)")
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    """A finite number > 0 (infinity and NaN are not sizes or rates)."""
+    value = _finite(text, "a positive number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def temperature(text: str) -> float:
+    """Sampling temperature T: logits / T. In [1e-3, 1e3]: below, sampling is greedy decoding in
+    all but name and logits / T overflows float32 (a logit of 40 / 1e-45 is inf); above, it is
+    uniform noise."""
+    value = _finite(text, "a temperature in [0.001, 1000]")
+    if not 1e-3 <= value <= 1e3:
+        why = ("below 0.001 sampling is greedy decoding in all but name, and logits / temperature overflow "
+               "float32: drop --do-sample for greedy decoding" if value < 1e-3 else
+               "above 1000 every token is about equally likely: uniform noise")
+        raise argparse.ArgumentTypeError(f"must be in [0.001, 1000], got {text}: {why}")
+    return value
+
+
+def diverge_factor(text: str) -> float:
+    """0 (never stop) or a finite factor >= 1: below 1, a run would be stopped for a loss still
+    above a fraction of its start, which is every run in its first steps."""
+    value = _finite(text, "0 or a number >= 1")
+    if value != 0 and not value >= 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (never stop) or at least 1, got {text}: below 1 a run that "
+                                         f"is learning would be stopped as diverged")
+    return value
+
+
+def add_overwrite(p, what: str, default_out: str | None = None) -> None:
+    """--overwrite for a command that writes a folder (outdir.py): without it, a folder that
+    holds anything is refused."""
+    where = f" (the default {default_out} too)" if default_out else ""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace what the output folder holds{where} with {what}, whole and at once; without "
+                        f"it a folder that holds anything is refused. A folder the command reads is refused "
+                        f"either way")
 
 
 MODEL_DIR_HELP = "HuggingFace-format BERT folder (default: $MINIGPT_PTV2_MODEL or the shipped MiniLM)"

@@ -8,12 +8,18 @@
 6. train a K/V prefix on real SST-2: the data folder when there is one, else the sample of
    SST-2 shipped in the package (minigpt_ptv2/data/sst2_sample/SOURCE.md);
 7. draw where real tokens put their attention on the prefix.
+
+The checkpoint and the figure go to --out (runs/demo unless given), checked before step 1: a
+folder that holds anything (an earlier demo's output, say) is refused unless --overwrite, which
+replaces it whole at the end.
 """
 # Only the standard library at module level: `demo --help` must answer without importing torch.
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from ._shared import add_overwrite, epochs, positive_float, positive_int, prompt_length, seed
 
 NAME = "demo"
 HELP = "guided tour: pretrained BERT, equivalence, both deep styles, the bridge, a short training run"
@@ -31,13 +37,16 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None,
                    help="folder holding sst2/ (default: $MINIGPT_PTV2_DATA, else shared/data beside the "
                         "checkout, else the SST-2 sample shipped in the package)")
-    p.add_argument("--out", default="runs/demo", help="where the checkpoint and figure go")
-    p.add_argument("--P", type=int, default=TRAIN["P"], help="prompt / prefix length for the training run")
-    p.add_argument("--max-train", type=int, default=TRAIN["max_train"], help="SST-2 training sentences for the run")
-    p.add_argument("--max-dev", type=int, default=872, help="SST-2 dev sentences to score (default: 872, all of them)")
-    p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help="passes over the training sentences")
-    p.add_argument("--lr", type=float, default=TRAIN["lr"], help="peak learning rate of the prefix and head")
-    p.add_argument("--seed", type=int, default=0, help="seed for the prefix, the head and the data order")
+    p.add_argument("--out", default="runs/demo", help="where the checkpoint and figure go (new or empty)")
+    add_overwrite(p, "this demo's checkpoint and figure", "runs/demo")
+    p.add_argument("--P", type=prompt_length, default=TRAIN["P"], help="prompt / prefix length for the training run")
+    p.add_argument("--max-train", type=positive_int, default=TRAIN["max_train"],
+                   help="SST-2 training sentences for the run")
+    p.add_argument("--max-dev", type=positive_int, default=872,
+                   help="SST-2 dev sentences to score (default: 872, all of them)")
+    p.add_argument("--epochs", type=epochs, default=TRAIN["epochs"], help="passes over the training sentences")
+    p.add_argument("--lr", type=positive_float, default=TRAIN["lr"], help="peak learning rate of the prefix and head")
+    p.add_argument("--seed", type=seed, default=0, help="seed for the prefix, the head and the data order")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests): a few seconds of training")
 
 
@@ -128,7 +137,8 @@ def fit_prefix(encoder, tok, train, dev, P: int, lr: float, epochs: int, batch_s
     return model, before, evaluate(model, dev_loader, task, show_progress=progress)["accuracy"]
 
 
-def train_prefix(encoder, model_dir, args, out: Path):
+def train_prefix(encoder, model_dir, args, out: Path, shown: Path):
+    """Step 6: train, then save the checkpoint into out/sst2_prefix (shown to the user as `shown`)."""
     from ..data import WordPiece
     from ..training import get_task, save_checkpoint
     s = QUICK if args.quick else dict(TRAIN, P=args.P, lr=args.lr, epochs=args.epochs,
@@ -145,11 +155,12 @@ def train_prefix(encoder, model_dir, args, out: Path):
           f"({time.perf_counter() - start:.0f} s)")
     info = save_checkpoint(model, out / "sst2_prefix", task="sst2", method="prefix", P=s["P"],
                            labels=get_task("sst2").labels)
-    print(f"checkpoint: {info['path']} ({info['bytes'] / 1024:.1f} KiB: the prefix and the head, not the backbone)")
+    print(f"checkpoint: {shown / 'sst2_prefix'} ({info['bytes'] / 1024:.1f} KiB: the prefix and the head, not the "
+          f"backbone)")
     return model, tok, dev
 
 
-def figure(model, tok, dev, out: Path) -> None:
+def figure(model, tok, dev, out: Path, shown: Path) -> None:
     from ..viz import attention_maps, plot_prefix_mass
     batch = tok.encode([e.text for e in dev[:8]], max_length=64)
     mass = attention_maps(model.encoder, batch).mass()  # [L, H] mean mass on the P prefix keys
@@ -157,18 +168,23 @@ def figure(model, tok, dev, out: Path) -> None:
                                title="attention mass real tokens put on the prefix (layer x head)")
     top = int(mass.mean(1).argmax())
     print("mean mass on the prefix per layer: " + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(mass.mean(1))))
-    print(f"layer {top} leans on the prefix most; figure: {path}")
+    print(f"layer {top} leans on the prefix most; figure: {shown / Path(path).name}")
 
 
 def run(args) -> int:
+    from .. import outdir
+    reads = outdir.inputs(args.model_dir, args.data_dir)
+    with outdir.writing(args.out, "--out", reads, args.overwrite) as stage:  # before step 1
+        return tour(args, Path(reads["--model-dir"]), stage, Path(args.out))
+
+
+def tour(args, model_dir: Path, out: Path, shown: Path) -> int:
+    """Steps 1-7, writing into `out` (a fresh folder that replaces `shown` at the end)."""
     import torch
     from ..data import WordPiece
     from ..models.bert import BertEncoder
-    from ..pretrained import default_model_dir
     from ..prompts import format_report, parameter_report
     torch.manual_seed(0)
-    out = Path(args.out)
-    model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
 
     step(1, "Load the shipped pretrained BERT into our encoder")
     encoder = BertEncoder.from_pretrained(model_dir)
@@ -200,10 +216,10 @@ def run(args) -> int:
     print(format_report(parameter_report(c, 16)))
 
     step(6, "Train a K/V prefix (P-Tuning v2) on a frozen MiniLM")
-    model, tok, dev = train_prefix(encoder, model_dir, args, out)
+    model, tok, dev = train_prefix(encoder, model_dir, args, out, shown)
 
     step(7, "Where do real tokens look? Attention mass on the prefix")
-    figure(model, tok, dev, out)
+    figure(model, tok, dev, out, shown)
     print("\nNext: the lessons, read in order (lessons/ in a clone, or `python -m minigpt_ptv2 lessons` to copy "
           "them and their executed notebooks anywhere), and `python -m minigpt_ptv2 trace --help`.")
     return 0 if ok else 1

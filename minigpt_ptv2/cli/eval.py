@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ._shared import (add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help,
-                      warn_about_import)
+from ._shared import (add_device, add_json, add_model_dir, batch_size, check_device, positive_int, print_json,
+                      setup_help, warn_about_import)
 
 NAME = "eval"
 HELP = "evaluate a checkpoint: SST-2 accuracy or CoNLL-2003 entity F1"
@@ -26,7 +26,7 @@ def add_arguments(p):
     p.add_argument("--split", choices=["dev", "test"], default="dev",
                    help="labelled split to score (SST-2 ships no test labels: dev only)")
     p.add_argument("--max-examples", type=positive_int, default=None, help="score only the first N examples")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per forward pass")
+    p.add_argument("--batch-size", type=batch_size, default=64, help="examples per forward pass")
     p.add_argument("--max-length", type=positive_int, default=None,
                    help="max tokens per example (default: the checkpoint's training value)")
     p.add_argument("--data-dir", default=None, help="folder holding sst2/ and conll2003/")

@@ -12,6 +12,8 @@ prompt briefly on SST-2 and draws:
     decoder_causal_prefix.png       a GPT-2-shaped decoder: prefix columns fully visible, causal triangle
 
 --quick uses tiny sizes (seconds, for tests); the full run takes a couple of minutes on a CPU.
+--out (figures unless given) is checked before anything is trained: a folder that holds anything
+is refused unless --overwrite, which replaces it whole once the four figures are drawn.
 Only the standard library is imported at module level, so `figures --help` answers without torch.
 """
 from __future__ import annotations
@@ -20,13 +22,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._shared import add_overwrite, seed as seed_type
+
 if TYPE_CHECKING:  # annotations only: --help stays torch-free
     import torch
 
 NAME = "figures"
 HELP = "regenerate every attention figure (briefly trains a K/V prefix and a deep prompt on SST-2)"
 DESCRIPTION = (__doc__ or "").split("\n\n")[0].strip() + (
-    " Trains a K/V prefix and a deep prompt briefly on SST-2 and plots where the attention goes.")
+    " Trains a K/V prefix and a deep prompt briefly on SST-2 and plots where the attention goes. --out (figures "
+    "unless given) must be new or empty: a folder that holds anything is refused unless --overwrite, which "
+    "replaces it whole once the figures are drawn.")
 
 # Sizes of the two brief training runs and of the sentences the figures average over.
 SIZES = {
@@ -38,12 +44,13 @@ FILES = ("prefix_mass_kv.png", "attention_kv_heads.png", "prompt_styles_before_a
 
 
 def add_arguments(p):
-    p.add_argument("--out", default="figures", help="folder the PNGs are written to")
+    p.add_argument("--out", default="figures", help="folder the PNGs are written to (new or empty)")
+    add_overwrite(p, "the four figures", "figures")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
     p.add_argument("--data-dir", default=None,
                    help="folder holding sst2/; None: found automatically, else the SST-2 sample in the package")
     p.add_argument("--model-dir", default=None, help="HF-format BERT folder; None: the shipped MiniLM")
-    p.add_argument("--seed", type=int, default=0, help="seed for prompt initialisation and data order")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed for prompt initialisation and data order")
     p.add_argument("--no-progress", action="store_true", help="no progress bars for the two brief trainings")
 
 
@@ -120,18 +127,30 @@ def decoder_causal_data(P: int = 4, N: int = 8, seed: int = 0):
 
 
 def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=None, seed: int = 0, show_progress=False,
-                 log=print) -> dict:
-    """Train, extract, plot. Returns {file name: path} for the PNGs written into `out`."""
+                 log=print, overwrite: bool = False) -> dict:
+    """Train, extract, plot. Returns {file name: path} for the PNGs written into `out`. `out` is
+    checked before anything is trained (outdir.py): refused if it holds anything unless
+    overwrite, which replaces it whole once every figure is drawn; never a folder it reads."""
+    from .. import outdir
+    start = time.perf_counter()
+    reads = outdir.inputs(model_dir, data_dir)
+    with outdir.writing(out, "--out", reads, overwrite) as stage:
+        names = _draw(stage, quick, data_dir, reads["--model-dir"], seed, show_progress, log)
+    written = {name: Path(out) / name for name in names}
+    for path in written.values():
+        log(f"  wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    log(f"done in {time.perf_counter() - start:.0f} s")
+    return written
+
+
+def _draw(out: Path, quick: bool, data_dir, model_dir, seed: int, show_progress: bool, log) -> list:
+    """The two brief trainings and the four figures, written into `out`; returns the file names."""
     import torch
     from ..data import WordPiece
     from ..models.bert import BertEncoder
-    from ..pretrained import default_model_dir
     from ..viz import key_labels
     from ..viz.plots import plot_attention_heads, plot_prefix_mass
     size = SIZES["quick" if quick else "full"]
-    out = Path(out)
-    start = time.perf_counter()
-    model_dir = model_dir or default_model_dir()
     encoder = BertEncoder.from_pretrained(model_dir).eval()
     tok = WordPiece.from_model_dir(model_dir)
     from ..data import sst2_or_sample
@@ -196,12 +215,10 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
         title=f"GPT-2 decoder (random gpt2-tiny) with a K/V prefix, layer 0: every token sees "
               f"p0..p{Pd - 1}, then itself and earlier tokens only")
 
-    for name, path in written.items():
-        log(f"  wrote {path} ({Path(path).stat().st_size / 1024:.0f} KB)")
-    log(f"done in {time.perf_counter() - start:.0f} s")
-    return written
+    return list(written)
 
 
 def run(args) -> int:
-    make_figures(args.out, args.quick, args.data_dir, args.model_dir, args.seed, show_progress=not args.no_progress)
+    make_figures(args.out, args.quick, args.data_dir, args.model_dir, args.seed, show_progress=not args.no_progress,
+                 overwrite=args.overwrite)
     return 0

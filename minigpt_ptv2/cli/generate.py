@@ -1,7 +1,7 @@
 """`generate`: continue a text with a decoder, with the prompt `train lm` trained or without one."""
 from __future__ import annotations
 
-from ._shared import add_device, add_json, check_device, positive_float, positive_int, print_json, setup_help
+from ._shared import add_device, add_json, check_device, positive_int, print_json, seed, setup_help, temperature
 
 NAME = "generate"
 HELP = "continue a text with a GPT-2 / LLaMA-style decoder, with a prompt trained by `train lm` or bare"
@@ -29,9 +29,11 @@ def add_arguments(p):
                    help="HF-format GPT-2 / LLaMA-style folder (default: the one the checkpoint was trained on)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens to add at most")
     p.add_argument("--do-sample", action="store_true", help="sample each token instead of taking the most likely")
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="with --do-sample: logits / T")
+    p.add_argument("--temperature", type=temperature, default=1.0,
+                   help="with --do-sample: logits / T, T in [0.001, 1000] (below, sampling is greedy decoding in "
+                        "all but name and the logits overflow; above, uniform noise)")
     p.add_argument("--top-k", type=positive_int, default=None, help="with --do-sample: only the k most likely tokens")
-    p.add_argument("--seed", type=int, default=0, help="with --do-sample: the sampling generator's seed")
+    p.add_argument("--seed", type=seed, default=0, help="with --do-sample: the sampling generator's seed")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
     add_device(p)
     add_json(p)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..catalog import TASKS
-from ._shared import add_json, add_model_dir, print_json, setup_help, size_text
+from ._shared import add_json, add_model_dir, add_overwrite, print_json, setup_help, size_text
 
 NAME = "import-peft"
 HELP = "turn a PEFT prefix/prompt-tuning adapter into a checkpoint that eval and predict use"
@@ -21,7 +21,12 @@ A checkpoint needs a task head, and most adapters have none. The head comes from
 A PROMPT_TUNING / P_TUNING SEQ_CLS adapter is refused as it stands: PEFT trained its classifier on
 row 0, which under prompt tuning is virtual token 0, while our sst2 head reads the real [CLS], so
 its predictions would change. Replace the classifier with --head-from or --random-head, or keep it
-with --allow-pooling-change, knowing the logits will differ from PEFT's."""
+with --allow-pooling-change, knowing the logits will differ from PEFT's.
+
+OUT is checked before anything is read: a folder that holds anything is refused unless
+--overwrite (which replaces it whole, at once), and a folder the import reads (ADAPTER,
+--model-dir, --head-from) is never written. The checkpoint records the token limit eval and
+predict use by default: 128, or what the model's position table leaves beside the prompt."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 import-peft runs/sst2-prefix-peft runs/sst2-imported
@@ -30,8 +35,8 @@ examples:
 
 def add_arguments(p):
     setup_help(p, DESCRIPTION, EPILOG)
-    p.add_argument("adapter", help="PEFT adapter folder")
-    p.add_argument("out", help="checkpoint folder to write")
+    p.add_argument("adapter", metavar="ADAPTER", help="PEFT adapter folder")
+    p.add_argument("out", metavar="OUT", help="checkpoint folder to write (new or empty, or --overwrite)")
     p.add_argument("--task", choices=sorted(TASKS), default=None,
                    help="task of the head (default: from the adapter's task_type)")
     p.add_argument("--head-from", default=None, help="take the task head from this checkpoint of ours")
@@ -40,13 +45,14 @@ def add_arguments(p):
                    help="keep a prompt-tuning SEQ_CLS adapter's classifier although it will read [CLS], "
                         "not the virtual token PEFT trained it on (predictions differ from PEFT's)")
     add_model_dir(p)
+    add_overwrite(p, "the imported checkpoint")
     add_json(p)
 
 
 def run(args) -> int:
     from ..interop import import_adapter
     info = import_adapter(args.adapter, args.out, args.task, args.model_dir, args.head_from, args.random_head,
-                          args.allow_pooling_change)
+                          args.allow_pooling_change, overwrite=args.overwrite)
     if args.json:
         print_json(info)
         return 0

@@ -1,7 +1,7 @@
 """`lessons`: copy the course (lessons, their executed notebooks, answers) into a folder."""
 from __future__ import annotations
 
-from ._shared import setup_help
+from ._shared import add_overwrite, setup_help
 
 NAME = "lessons"
 HELP = "copy the lessons, their executed notebooks and the answers to their exercises into a folder"
@@ -13,7 +13,10 @@ lessons' README (reading order, notation, times). Nothing is downloaded.
 
 Run a lesson as a script, or open its notebook in Jupyter or VS Code (`pip install
 "minigpt_ptv2[notebooks]"` for a kernel and jupytext). In a clone of the repository the same files
-are in lessons/, next to the shape-trace tests (tests/test_lesson_*_trace.py)."""
+are in lessons/, next to the shape-trace tests (tests/test_lesson_*_trace.py).
+
+--out (./minigpt_ptv2_lessons unless given) must be new or empty: a folder that holds anything is
+refused unless --overwrite, which replaces it whole (no file of an older copy stays behind)."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 lessons                      # into ./minigpt_ptv2_lessons
@@ -25,23 +28,29 @@ SKIP = ("__init__.py", "make.py", "percent.py")  # the package and build machine
 
 def add_arguments(p):
     setup_help(p, DESCRIPTION, EPILOG)
-    p.add_argument("--out", default="minigpt_ptv2_lessons", help="folder to write (created; must be empty)")
-    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    p.add_argument("--out", default="minigpt_ptv2_lessons", help="folder to write (created; new or empty)")
+    add_overwrite(p, "the course", "minigpt_ptv2_lessons")
 
 
 def copy_lessons(out, overwrite: bool = False) -> list:
-    """Copy the shipped course into `out`; returns the files written (relative paths)."""
+    """Copy the shipped course into `out`; returns the files written (relative paths). `out` is
+    checked first (outdir.py): refused if it holds anything, unless overwrite, which replaces it whole."""
+    import importlib.resources
+    from pathlib import Path
+
+    from .. import outdir
+    source = importlib.resources.files("minigpt_ptv2.lessons")
+    reads = {"the shipped lessons": source} if isinstance(source, Path) else {}  # a zip has no folder to guard
+    with outdir.writing(out, "--out", reads, overwrite) as stage:
+        return _copy(source, stage)
+
+
+def _copy(source, out) -> list:
     import importlib.resources
     import shutil
     from pathlib import Path
 
     from ..errors import InputError
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} already holds files: choose an empty folder, or pass --overwrite")
-    source = importlib.resources.files("minigpt_ptv2.lessons")
     written = []
 
     def walk(node, rel):

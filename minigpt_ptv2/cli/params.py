@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..catalog import METHODS, PRESETS
+from ._shared import prompt_length
 
 NAME = "params"
 HELP = "trainable parameters and % of the backbone for every prompt method"
@@ -9,7 +10,7 @@ HELP = "trainable parameters and % of the backbone for every prompt method"
 
 def add_arguments(p):
     p.add_argument("--config", default="bert-base", choices=sorted(PRESETS), help="model config")
-    p.add_argument("--P", type=int, default=20, help="prompt / prefix length")
+    p.add_argument("--P", type=prompt_length, default=20, help="prompt / prefix length")
     p.add_argument("--methods", nargs="*", choices=sorted(METHODS), help="subset of methods")
 
 

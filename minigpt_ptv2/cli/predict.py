@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from ._shared import (add_device, add_json, add_model_dir, check_device, positive_int, print_json, setup_help,
-                      warn_about_import)
+from ._shared import (add_device, add_json, add_model_dir, batch_size, check_device, non_negative_int,
+                      positive_int, print_json, setup_help, warn_about_import)
 
 NAME = "predict"
 HELP = "predict labels (SST-2) or entity tags (CoNLL) for new text with a checkpoint"
@@ -44,12 +44,12 @@ def add_arguments(p):
                         "input then names its task (repeatable)")
     p.add_argument("text", nargs="*", help="sentences (default: read --file or standard input)")
     p.add_argument("--file", default=None, help="read sentences from this file, one per line ('-' = stdin)")
-    p.add_argument("--batch-size", type=positive_int, default=32,
+    p.add_argument("--batch-size", type=batch_size, default=32,
                    help="sentences (SST-2) or windows (CoNLL) per forward pass")
     p.add_argument("--max-length", type=positive_int, default=None,
                    help="max tokens per forward row, [CLS]/[SEP] included (default: the checkpoint's "
                         "training value)")
-    p.add_argument("--stride", type=int, default=None,
+    p.add_argument("--stride", type=non_negative_int, default=None,
                    help="CoNLL: sub-tokens shared by consecutive windows of a long text, as in HF "
                         "pipelines (default: half of max-length - 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none under --json either)")

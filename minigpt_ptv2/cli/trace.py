@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..catalog import METHODS, POSITIONS, PRESETS
 from ..errors import InputError
+from ._shared import batch_size, int_range, non_negative_int, prompt_length, seed
 
 NAME = "trace"
 HELP = "print the shape of every named tensor as a batch flows through a model and prompt method"
@@ -27,21 +28,21 @@ def add_arguments(p):
                    help="model preset (default: bert-base, or gpt2 with --model decoder)")
     p.add_argument("--model", choices=["encoder", "decoder"], default=None,
                    help="model kind (default: the kind of --config)")
-    p.add_argument("--B", type=int, default=16, help="batch size")
-    p.add_argument("--N", type=int, default=128, help="real tokens per sequence")
-    p.add_argument("--P", type=int, default=20, help="prompt / prefix length")
-    p.add_argument("--num-layers", type=int, default=None,
+    p.add_argument("--B", type=batch_size, default=16, help="batch size")
+    p.add_argument("--N", type=int_range(1, 65_536), default=128, help="real tokens per sequence")
+    p.add_argument("--P", type=prompt_length, default=20, help="prompt / prefix length")
+    p.add_argument("--num-layers", type=int_range(1, 1000), default=None,
                    help="override the preset's L (fewer layers run faster; shapes per layer are the same)")
     p.add_argument("--layers", default=None,
                    help="layers to show, e.g. '0', '0,-1' or '0-2' (default: all)")
-    p.add_argument("--pad", type=int, default=0,
+    p.add_argument("--pad", type=non_negative_int, default=0,
                    help="pad the last PAD tokens of the last row, so the attention mask shows up")
     p.add_argument("--positions", choices=POSITIONS, default="real",
                    help="position policy of the prompt: real tokens at 0..N-1, or P..P+N-1 as HF/PEFT do "
                         "(lesson 13, pitfall 1)")
     p.add_argument("--fused", action="store_true",
                    help="use the fused attention path (no scores/probs rows, faster)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for weights and token ids")
+    p.add_argument("--seed", type=seed, default=0, help="random seed for weights and token ids")
 
 
 def kind_of(cfg) -> str:

@@ -6,9 +6,11 @@ import sys
 
 from ..catalog import (BATCHINGS, INITS, LM_LR, RECIPES, LM_TASK, METHODS, POSITIONS, PRECISIONS, REFERENCE_METHODS,
                        TRAIN_METHODS, TRAIN_TASKS)
-from ..errors import InputError
-from ._shared import (add_device, add_json, add_model_dir, check_device, fraction, positive_float, positive_int,
-                      print_json, setup_help, size_text)
+from pathlib import Path
+
+from ..errors import InputError, MissingFileError
+from ._shared import (add_device, add_json, add_model_dir, batch_size, check_device, diverge_factor, epochs,
+                      fraction, positive_float, positive_int, print_json, prompt_length, seed, setup_help, size_text)
 
 NAME = "train"
 HELP = ("train a prompt method on SST-2 or CoNLL-2003 (or a decoder's prompt on a text file) and save a "
@@ -69,8 +71,8 @@ def add_arguments(p):
     p.add_argument("task", nargs="?", action=Given, choices=sorted(TRAIN_TASKS),
                    help="sst2 (sentence sentiment), conll (NER tags) or lm (a decoder on --text-file)")
     p.add_argument("method", nargs="?", action=Given, choices=list(TRAIN_METHODS), help="what to train")
-    p.add_argument("--P", type=positive_int, default=16, action=Given, help="prompt / prefix length (prompt methods)")
-    p.add_argument("--epochs", type=positive_int, default=3, action=Given, help="passes over the training set")
+    p.add_argument("--P", type=prompt_length, default=16, action=Given, help="prompt / prefix length (prompt methods)")
+    p.add_argument("--epochs", type=epochs, default=3, action=Given, help="passes over the training set")
     p.add_argument("--lr", type=positive_float, default=None, action=Given,
                    help="peak learning rate (default: the method's recipe, below)")
     p.add_argument("--warmup", type=fraction, default=None, action=Given,
@@ -80,7 +82,7 @@ def add_arguments(p):
                    help="tokens: the prompt starts as the first P word pieces of the training set, as the "
                         "frozen model reads them (its embeddings, layer inputs or keys and values); random: "
                         "from noise (default: the method's recipe, below)")
-    p.add_argument("--batch-size", type=positive_int, default=32, action=Given,
+    p.add_argument("--batch-size", type=batch_size, default=32, action=Given,
                    help="global batch size (split evenly over the processes under torchrun)")
     p.add_argument("--batches", choices=BATCHINGS, default=BATCHINGS[0], action=Given,
                    help="grouped (default): each batch drawn from rows of similar length, so it pads little "
@@ -96,13 +98,13 @@ def add_arguments(p):
                         "settings without looking at dev (benchmarks/recipe.py)")
     p.add_argument("--max-length", type=positive_int, default=128, action=Given,
                    help="max tokens per example, [CLS]/[SEP] included (lm: tokens per block of the text)")
-    p.add_argument("--seed", type=int, default=0, action=Given,
+    p.add_argument("--seed", type=seed, default=0, action=Given,
                    help="seed for the prompt/head init, data order and dropout")
     p.add_argument("--positions", choices=POSITIONS, default="real", action=Given,
                    help="real tokens at 0..N-1 (real) or at P..P+N-1 as in HF/PEFT (shifted; needed "
                         "for an exact export-peft)")
     flag(p, "--no-dropout", "turn off every dropout (deterministic: e.g. to compare 1 and 2 processes)")
-    p.add_argument("--diverge-factor", type=float, default=3.0, action=Given,
+    p.add_argument("--diverge-factor", type=diverge_factor, default=3.0, action=Given,
                    help="stop when the mean loss of the last 10 steps exceeds this times that of the first "
                         "10 (0 = never)")
     flag(p, "--grad-checkpoint", "recompute each layer's activations in the backward pass instead of keeping "
@@ -142,7 +144,9 @@ def run_arguments(args) -> dict:
         if args.task is None or args.method is None:
             raise InputError("train needs TASK and METHOD (e.g. train sst2 prefix), or --resume DIR")
         typed["method_kwargs"] = {"positions": args.positions} if args.method not in ("head-only", "full") else {}
-        return lm_arguments(args, typed, given) if args.task == LM_TASK else _no_text_file(args, typed)
+        if args.task == LM_TASK:
+            return lm_arguments(args, typed, given)
+        return {**_no_text_file(args, typed), "model_dir": args.model_dir, "data_dir": args.data_dir}
     from ..training.run import saved_arguments
     if args.out is not None and args.out != args.resume:
         raise InputError(f"--resume {args.resume} continues the run in that folder: drop --out {args.out}")
@@ -155,10 +159,23 @@ def run_arguments(args) -> dict:
         merged["method_kwargs"] = {"positions": args.positions} if method not in ("head-only", "full") else {}
     if "no_dropout" in given:
         merged["dropout"] = False
+    # The folders the run was started with are saved: a resume reads them again unless another is
+    # named (the backbone's and the data's fingerprints are compared once they are read).
+    folders = [("model_dir", "--model-dir", Path.is_dir)]
     if saved["task"] == LM_TASK:
         merged = lm_arguments(args, merged, given)
-        if args.model_dir is not None:  # the backbone's fingerprint is compared once it is loaded
-            merged["model_dir"] = args.model_dir
+        folders.append(("text_file", "--text-file", Path.is_file))
+    else:
+        if args.text_file is not None:
+            raise InputError(f"--text-file is for task lm; the run in {args.resume} is {saved['task']}, which "
+                             f"reads its data from --data-dir")
+        folders.append(("data_dir", "--data-dir", Path.is_dir))
+    for key, option, exists in folders:
+        if getattr(args, key) is not None:
+            merged[key] = getattr(args, key)
+        elif saved.get(key) and not exists(Path(saved[key])):
+            raise MissingFileError(f"{option}: the run in {args.resume} was started with {option} {saved[key]}, "
+                                   f"which is gone; name where it is now with {option}")
     return {**saved, **merged}
 
 
@@ -193,6 +210,7 @@ def _no_text_file(args, typed: dict) -> dict:
 
 def run(args) -> int:
     from ..training import distributed
+    from ..training.keeper import Interrupted
     from ..training.run import train_task
     check_device(args.device)
     from ..core.checks import check_max_length
@@ -208,10 +226,10 @@ def run(args) -> int:
             from ..training.lm import train_lm
             summary, _ = train_lm(**{k: v for k, v in kw.items() if k != "task"}, **common)
         else:
-            summary, _ = train_task(**kw, data_dir=args.data_dir, model_dir=args.model_dir, **common)
-    except KeyboardInterrupt:
-        if info.is_main:
-            print(interrupted(out), file=sys.stderr)
+            summary, _ = train_task(**kw, **common)
+    except KeyboardInterrupt as e:
+        if info.is_main:  # what the folder holds now (training/keeper.py), or what it held at the start
+            print(str(e) if isinstance(e, Interrupted) else interrupted(out), file=sys.stderr)
         raise
     finally:
         distributed.teardown()

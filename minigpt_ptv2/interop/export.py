@@ -7,12 +7,21 @@ from .peft_layout import HEAD_TASK_TYPES
 
 
 def export_checkpoint(ckpt_dir, out_dir, model_dir=None, allow_position_change: bool = False,
-                      with_head: bool = True) -> dict:
-    """Our checkpoint -> a PEFT adapter folder (prompt, plus the head where PEFT reads the same row)."""
+                      with_head: bool = True, overwrite: bool = False) -> dict:
+    """Our checkpoint -> a PEFT adapter folder (prompt, plus the head where PEFT reads the same row).
+    out_dir is checked first (outdir.py): refused if it holds anything, unless overwrite, which
+    replaces it whole; never the checkpoint or model folder."""
+    from .. import outdir
     from ..pretrained import default_model_dir
+    model_dir = model_dir or default_model_dir()
+    with outdir.writing(out_dir, "OUT", {"CHECKPOINT": ckpt_dir, "--model-dir": model_dir}, overwrite) as stage:
+        info = _export(ckpt_dir, stage, model_dir, allow_position_change, with_head)
+    return {**info, "path": str(out_dir)}
+
+
+def _export(ckpt_dir, out_dir, model_dir, allow_position_change: bool, with_head: bool) -> dict:
     from ..training.checkpoint import load_checkpoint
     from ..training.tasks import get_task
-    model_dir = model_dir or default_model_dir()
     model, meta = load_checkpoint(ckpt_dir, model_dir)
     if model.encoder.prompt is None:
         raise InputError(f"{ckpt_dir} was trained with method {meta['method']!r}: it has no prompt, "

@@ -34,8 +34,12 @@ def _pooling_refusal(adapter_dir, kind: str, task: str) -> str:
             f"PEFT's classifier with --allow-pooling-change, knowing the logits will differ from PEFT's")
 
 
+# The token limit eval and predict use for a checkpoint that records none (training/predict.py).
+DEFAULT_MAX_LENGTH = 128
+
+
 def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None, head_from=None,
-                   random_head: bool = False, allow_pooling_change: bool = False) -> dict:
+                   random_head: bool = False, allow_pooling_change: bool = False, overwrite: bool = False) -> dict:
     """A PEFT adapter folder -> our checkpoint (method "prefix" or "soft", positions="shifted").
 
     A PEFT adapter carries a task head only for SEQ_CLS / TOKEN_CLS. Otherwise the head comes
@@ -44,12 +48,25 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
     A prompt-tuning SEQ_CLS adapter's classifier read a virtual token, not [CLS] (module
     docstring): it is refused unless replaced (head_from, random_head) or kept on purpose
     (allow_pooling_change), in which case info["pooling_changed"] is True.
+    out_dir is checked before anything is read (outdir.py): a folder that holds anything is
+    refused unless overwrite, which replaces it whole; one the import reads never is written.
+    The checkpoint records the token limit eval and predict use: 128, or less where the prompt's
+    P shifted positions leave fewer of the model's position table.
     """
-    from ..models import load_pretrained
+    from .. import outdir
     from ..pretrained import default_model_dir
+    model_dir = model_dir or default_model_dir()
+    reads = {"ADAPTER": adapter_dir, "--model-dir": model_dir, "--head-from": head_from}
+    with outdir.writing(out_dir, "OUT", reads, overwrite) as stage:
+        info = _import(adapter_dir, stage, task, model_dir, head_from, random_head, allow_pooling_change)
+    return {**info, "path": str(out_dir)}
+
+
+def _import(adapter_dir, out_dir, task, model_dir, head_from, random_head, allow_pooling_change) -> dict:
+    from ..models import load_pretrained
     from ..training.checkpoint import save_checkpoint
     from ..training.tasks import TASKS, build_task_model, get_task
-    encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
+    encoder = load_pretrained(model_dir, expect="bert")
     ad = load_adapter(adapter_dir, encoder.config)
     task_type = ad.peft_config.get("task_type")
     kind = ad.peft_config["peft_type"]
@@ -100,7 +117,12 @@ def import_adapter(adapter_dir, out_dir, task: str | None = None, model_dir=None
         record["pooling_changed"] = True  # PEFT's classifier read virtual token 0; ours reads [CLS]
     if replaced:
         record["adapter_classifier"] = "replaced"
+    table, shift = encoder.config.max_position_embeddings, model.encoder.prompt.position_offset()
+    if table - shift < 3:
+        raise InputError(f"{adapter_dir}: its {shift} virtual tokens take {shift} of the model's {table} positions "
+                         f"(PEFT's positions, 'shifted'), leaving no room for [CLS], [SEP] and a token")
+    max_length = min(DEFAULT_MAX_LENGTH, table - shift)  # what eval and predict can read by default
     info = save_checkpoint(model, out_dir, task=task, method=ad.method_name, P=ad.method.num_virtual,
-                           labels=t.labels, extra={"imported_from": record})
+                           labels=t.labels, extra={"imported_from": record, "train": {"max_length": max_length}})
     return {**info, "task": task, "method": ad.method_name, "P": ad.method.num_virtual, "head": source,
             "pooling_changed": allow_pooling_change, "adapter_classifier_replaced": replaced}

@@ -18,6 +18,9 @@ unnamed leftovers that readers ignore and the next save removes. Killed after it
 is complete. A JSON that names no weights file (written before this scheme) means
 STEM.safetensors. Readers check the sha256, so a pair mixed by hand is refused, not loaded.
 
+A write the machine refuses (a full disk, a file-size limit) removes the new files and raises a
+WriteError naming the folder and the cause: the old pair is untouched, as when killed.
+
 Call these with the folder locked (lock.py): cleaning up assumes no other writer is mid-save.
 """
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ..errors import InputError, MissingFileError
+from ..errors import InputError, MissingFileError, WriteError
+from ..faults import cause
 
 
 def weights_names(stem: str) -> re.Pattern:
@@ -113,13 +117,18 @@ def _commit_once(folder: Path, stem: str, data: bytes, meta: dict) -> dict:
         write_file(folder / name, data)
         write_file(partial, text)
         os.replace(partial, folder / f"{stem}.json")  # the commit point
-    except BaseException:
+    except BaseException as e:
         for path in (partial, folder / name):
             try:
                 os.unlink(path)
             except OSError:
                 pass
-        raise
+        why = cause(e)
+        if why is None:
+            raise
+        kept = (f"the {stem}.json and weights already there are intact" if current is not None
+                else "nothing was written")
+        raise WriteError(f"could not save {stem}.json in {folder}: {why}. Nothing was replaced: {kept}") from None
     fsync_dir(folder)
     clean(folder, stem, keep=name)
     return {"meta": meta, "bytes": len(data) + len(text)}

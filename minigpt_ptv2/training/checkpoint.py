@@ -37,7 +37,7 @@ WEIGHTS, META = "checkpoint.safetensors", "checkpoint.json"  # WEIGHTS: unless M
 FIELDS = {"format": "str", "task": "str", "method": "str", "P": "int", "method_kwargs": "dict",
           "backbone": "dict"}
 OPTIONAL = {"version": "int", "labels": "list", "positions": "str", "weights": "str",
-            "weights_sha256": "str", "train": "dict", "kept": "dict"}
+            "weights_sha256": "str", "train": "dict", "kept": "dict", "run": "str"}
 
 
 def backbone_of(model):

@@ -13,8 +13,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import runfolder
 from . import state as run_state
 from .checkpoint import META
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, carrying a sentence on what the output folder holds now."""
+
+
+def interrupted_note(out, run) -> str:
+    """What a run stopped by Ctrl-C leaves in `out`: its own resume state (run: its id), an
+    earlier run's files untouched (runfolder.py), or nothing to resume."""
+    if out is None:
+        return "interrupted: nothing was being saved (no output folder)"
+    if (Path(out) / run_state.DIRNAME / "state.json").is_file():
+        if run_state.run_of(out) == run:
+            done = run_state.load_meta(out)["epochs_done"]
+            return f"interrupted: `train --resume {out}` continues after epoch {done}"
+        if runfolder.resumable(out):
+            return (f"interrupted before this run's first epoch ended: {out} holds what it held before, and "
+                    f"`train --resume {out}` continues the earlier run there")
+    if (Path(out) / META).is_file():
+        return (f"interrupted before this run's first epoch ended: nothing of it was saved, the checkpoint "
+                f"already in {out} is intact")
+    return f"interrupted before an epoch of the run in {out} ended: there is nothing to resume"
 
 
 class Keeper:

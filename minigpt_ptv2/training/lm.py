@@ -114,7 +114,7 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
             "lr": cfg.lr, "batch_size": batch_size, "max_length": max_length, "seed": seed, "dropout": dropout,
             "diverge_factor": diverge_factor, "grad_checkpoint": grad_checkpoint, "precision": precision,
             "text_file": str(text_file), "model_dir": str(Path(model_dir).resolve()), "world_size": info.world_size}
-    out = check_start(out_dir, args, resume, overwrite, info)
+    out = check_start(out_dir, args, resume, overwrite, info, {"--model-dir": model_dir, "--text-file": text_file})
 
     def prepare() -> Prepared:
         tok = ByteLevelBPE.from_model_dir(model_dir)
@@ -136,9 +136,9 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
         text.update(train_blocks=len(data["train"]), held_out_blocks=len(data["held_out"]))
         untrained = perplexity(model, held_loader, device) if info.is_main else {}  # the initial prompt's
 
-        def save(kept):
+        def save(kept, run):
             return save_checkpoint(model, out, task=LM_TASK, method=method, P=P, method_kwargs=method_kwargs,
-                                   extra={"backbone": backbone, "kept": kept, "text": text, "train": {
+                                   extra={"backbone": backbone, "kept": kept, **run, "text": text, "train": {
                                        "epochs": epochs, "lr": cfg.lr, "seed": seed, "batch_size": batch_size,
                                        "max_length": max_length, "dropout": dropout,
                                        "grad_checkpoint": grad_checkpoint, "precision": precision,

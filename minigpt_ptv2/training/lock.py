@@ -25,7 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, WriteError
+from ..faults import cause
 
 try:
     import fcntl
@@ -50,6 +51,25 @@ def holder(folder) -> str:
         return "a process that has not yet written its name"
 
 
+def held_by_another(folder) -> str | None:
+    """Who holds FOLDER's lock if another process does (holder's words), else None. Only looks:
+    a folder without a lock file stays untouched (outdir.py asks before replacing a folder)."""
+    path = Path(folder) / LOCK
+    if fcntl is None or os.path.realpath(folder) in _held or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return holder(folder)
+    finally:
+        os.close(fd)  # also releases the shared lock just taken
+    return None
+
+
 def _acquire(folder: Path, command: str) -> int:
     path = folder / LOCK
     while True:
@@ -70,8 +90,17 @@ def _acquire(folder: Path, command: str) -> int:
         os.close(fd)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(info).encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+    except OSError as e:  # a full disk, a file-size limit: say where, not just errno
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it, as a release does
+        os.close(fd)
+        why = cause(e)
+        if why is None:
+            raise
+        raise WriteError(f"{path}: {why} (could not write the lock file; nothing else was written)") from None
     return fd
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +31,14 @@ from ..core.attention import MultiHeadAttention
 from ..catalog import BATCHINGS, INITS, LM_TASK, RECIPES
 from ..data import WordPiece
 from ..data.grouping import tokens_per_batch
+from .. import outdir
 from ..errors import InputError, NonFiniteError
-from ..pretrained import default_model_dir
 from . import distributed, runfolder
 from . import state as run_state
 from .checkpoint import META, backbone_info, backbone_of, read_checkpoint, save_checkpoint
 from .divergence import Diverged
 from .evaluate import evaluate
-from .keeper import Keeper
+from .keeper import Interrupted, Keeper, interrupted_note
 from .tasks import TRAIN_METHODS, build_task_model, get_task, start_text
 from .trainer import TrainConfig, fit, set_seed
 
@@ -104,19 +105,23 @@ def data_fingerprint(dataset) -> str:
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
 
 
-def check_start(out_dir, args: dict, resume: bool, overwrite: bool, info) -> Path | None:
+def check_start(out_dir, args: dict, resume: bool, overwrite: bool, info, reads: dict) -> Path | None:
     """What every run checks before it reads any data (train_task, lm.train_lm): a positive batch
-    size, a folder to resume from, and that folder's state (the same arguments under resume; no
-    checkpoint in the way without --overwrite otherwise). Checked again under the folder's lock."""
+    size, a folder to resume from, and that folder's state (the same arguments and a state that
+    goes with its checkpoint under resume; no checkpoint in the way without --overwrite otherwise),
+    and never a place the run reads (`reads`, outdir.py). Checked again under the folder's lock."""
     if args["batch_size"] <= 0:
         raise InputError(f"batch_size must be positive, got {args['batch_size']}")
     if resume and (out_dir is None or overwrite):
         raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and resume:
-        runfolder.check_same(run_state.load_meta(out)["extra"]["args"], args, out)
+        saved = run_state.load_meta(out)["extra"]["args"]
+        outdir.check_place(out, "--resume", reads, staged=False)
+        runfolder.check_resume(out)
+        runfolder.check_same(saved, args, out)
     elif out is not None and info.is_main:
-        runfolder.check_out(out, overwrite)
+        runfolder.check_out(out, overwrite, reads)
     return out
 
 
@@ -141,6 +146,8 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     starts from the first P word pieces of the training set, prompts/from_tokens.py; "random")
     default to the method's recipe (catalog.RECIPES, measured in benchmarks/recipe.py).
     holdout=n scores the n training examples after the first max_train instead of dev (load_splits).
+    model_dir and data_dir (default: the shipped MiniLM, the data folder found) are recorded, so that
+    a resume reads the same folders without being told; out_dir may be none of them (outdir.py).
     batches="grouped" draws each batch from rows of similar length (data/grouping.py: 0.37-0.43 of
     the time per epoch on SST-2 and CoNLL; a token task's summed loss is then divided by the epoch's
     mean labelled tokens per batch, heads.task_loss); "random" is the plain shuffle.
@@ -159,16 +166,20 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
     cfg = TrainConfig(epochs=epochs, lr=lr or recipe.lr, seed=seed, device=device, progress=progress,
                       diverge_factor=diverge_factor, grad_checkpoint=grad_checkpoint, precision=precision,
                       warmup_ratio=warmup)
+    reads = outdir.inputs(model_dir, data_dir, t.folder)  # the data folder None if missing: load_splits names it
+    folder = Path(reads["--model-dir"]).resolve()
+    data_root = reads["--data-dir"].parent.resolve() if reads["--data-dir"] is not None else data_dir
     args = {"task": task, "method": method, "P": P, "method_kwargs": method_kwargs or {}, "epochs": epochs,
             "lr": cfg.lr, "batch_size": batch_size, "max_train": max_train, "max_dev": max_dev,
             "max_length": max_length, "seed": seed, "dropout": dropout, "diverge_factor": diverge_factor,
             "grad_checkpoint": grad_checkpoint, "precision": precision, "warmup": warmup, "init": init,
-            "holdout": holdout, "batches": batches, "world_size": info.world_size}
-    out = check_start(out_dir, args, resume, overwrite, info)
+            "holdout": holdout, "batches": batches, "world_size": info.world_size,
+            "model_dir": str(folder), "data_dir": str(data_root) if data_root is not None else None}
+    out = check_start(out_dir, args, resume, overwrite, info, reads)
+
     def prepare() -> Prepared:
-        folder = model_dir or default_model_dir()
         tok = WordPiece.from_model_dir(folder)
-        train, dev = load_splits(task, data_dir, max_train, max_dev, holdout=holdout)
+        train, dev = load_splits(task, data_root, max_train, max_dev, holdout=holdout)
         rows = t.batches(train, tok, batch_size=batch_size, max_length=max_length)
         train_loader, per_batch = training_loader(rows, t, batch_size, info, seed, batches)
         dev_loader = t.batches(dev, tok, batch_size=64, shuffle=False, seed=seed, max_length=max_length)
@@ -179,9 +190,9 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
         # A token head never reads the pooler: under "full" it gets no gradient, which DDP must be told.
         unused = t.kind == "token" and any(p.requires_grad for p in model.encoder.pooler.parameters())
 
-        def save(kept):
+        def save(kept, run):
             return save_checkpoint(model, out, task=task, method=method, P=P, method_kwargs=method_kwargs,
-                                   labels=t.labels, extra={"backbone": backbone, "kept": kept, "train": {
+                                   labels=t.labels, extra={"backbone": backbone, "kept": kept, **run, "train": {
                                        "epochs": epochs, "lr": cfg.lr, "warmup": warmup, "init": init,
                                        "seed": seed, "batch_size": batch_size,
                                        "max_length": max_length, "dropout": dropout,
@@ -209,7 +220,7 @@ class Prepared:
     train_loader: object
     data: str  # fingerprint of the training rows: a resume must read the same data
     evaluate: Callable  # model -> {metric: value, ...} on the dev / held-out data
-    save: Callable  # kept -> save_checkpoint's answer
+    save: Callable  # (kept, {"run": id} or {}) -> save_checkpoint's answer (the run's id goes into checkpoint.json)
     metric: str  # the entry of evaluate's answer that picks the kept epoch
     higher_is_better: bool = True  # accuracy, F1: yes; perplexity: no
     find_unused: bool = False  # parameters that get no gradient (DDP must be told)
@@ -224,48 +235,65 @@ def run_claimed(out, args: dict, cfg: TrainConfig, info, prepare, *, what: str, 
     # The folder is ours before anything slow happens: a second run writing it is refused at once,
     # whatever else is wrong with its arguments or data.
     claim = runfolder.claimed(out, what) if out is not None and info.is_main else contextlib.nullcontext()
-    with claim:
-        set_seed(cfg.seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
-        run = prepare()
-        model = run.model
-        args["data"] = run.data
-        start = None
-        if resume:
-            start = run_state.load(out)
-        elif out is not None and info.is_main:
-            runfolder.check_out(out, overwrite)  # again: the folder is ours now
-            run_state.remove(out)  # an earlier interrupted run's state, replaced by this run
-        args["backbone"] = run.backbone["fingerprint"]
-        if start is not None:
-            runfolder.check_same(start[0]["extra"]["args"], args, out)
-        if not dropout:
-            disable_dropout(model)
-        wrapped = distributed.wrap(model, info, cfg.device, find_unused=run.find_unused)
-        set_seed(cfg.seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
+    run_id = secrets.token_hex(8)
+    try:
+        with claim:
+            return _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id)
+    except KeyboardInterrupt as e:
+        if not info.is_main or out is None or isinstance(e, Interrupted):
+            raise
+        # a resumed run writes under the id of the run it continues (None: saved before runs had ids)
+        raise Interrupted(interrupted_note(out, run_state.run_of(out) if resume else run_id)) from None
 
-        def evaluate_main(m):
-            return run.evaluate(distributed.unwrap(m)) if info.is_main else {}
 
-        keeper = Keeper(out, run.metric, cfg.epochs, run.save, {"args": args}, info.is_main,
-                        start[0]["extra"] if start is not None else None, higher_is_better=run.higher_is_better)
-        begin = time.perf_counter()
-        try:
-            history = fit(wrapped, run.train_loader, cfg, evaluate=evaluate_main, task=task, is_main=info.is_main,
-                          on_epoch=keeper.on_epoch, start=start, tokens_per_batch=run.tokens_per_batch)
-        except (Diverged, NonFiniteError) as e:
-            if out is not None and info.is_main:
-                run_state.remove(out)  # the run is over: resuming would only repeat it
-            raise keeper.stopped(e, cfg) from None
-        summary = {**run.facts, "seconds": time.perf_counter() - begin, "history": history, "kept": keeper.best,
-                   **_sizes(model)}
-        if start is not None:
-            summary["resumed_after_epoch"] = start[0]["epochs_done"]
-        if info.enabled:
-            summary["distributed"] = {"world_size": info.world_size,
-                                      "max_rank_difference": distributed.max_rank_difference(model)}
+def _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id):
+    """run_claimed's work, inside the claimed folder."""
+    set_seed(cfg.seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
+    run = prepare()
+    model = run.model
+    args["data"] = run.data
+    start = None
+    if resume:
+        start = run_state.load(out)
+        runfolder.check_resume(out)  # again: the folder is ours now
+        run_id = start[0]["extra"].get("run")  # None: a state written before runs had ids
+    elif out is not None and info.is_main:
+        runfolder.check_out(out, overwrite)  # again: the folder is ours now
+    # An earlier run's checkpoint and resume state stay untouched until this run's first
+    # checkpoint replaces them (runfolder.py); its id tells the two runs' files apart.
+    args["backbone"] = run.backbone["fingerprint"]
+    if start is not None:
+        runfolder.check_same(start[0]["extra"]["args"], args, out)
+    if not dropout:
+        disable_dropout(model)
+    wrapped = distributed.wrap(model, info, cfg.device, find_unused=run.find_unused)
+    set_seed(cfg.seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
+
+    def evaluate_main(m):
+        return run.evaluate(distributed.unwrap(m)) if info.is_main else {}
+
+    ours = {"run": run_id} if run_id is not None else {}
+    keeper = Keeper(out, run.metric, cfg.epochs, lambda kept: run.save(kept, ours), {"args": args, **ours},
+                    info.is_main, start[0]["extra"] if start is not None else None,
+                    higher_is_better=run.higher_is_better)
+    begin = time.perf_counter()
+    try:
+        history = fit(wrapped, run.train_loader, cfg, evaluate=evaluate_main, task=task, is_main=info.is_main,
+                      on_epoch=keeper.on_epoch, start=start, tokens_per_batch=run.tokens_per_batch)
+    except (Diverged, NonFiniteError) as e:
         if out is not None and info.is_main:
-            run_state.remove(out)
-            summary["checkpoint"] = _checkpoint_info(out)
+            run_state.remove(out, run_id)  # the run is over: resuming would only repeat it
+        raise keeper.stopped(e, cfg) from None
+    summary = {**run.facts, "seconds": time.perf_counter() - begin, "history": history, "kept": keeper.best,
+               **_sizes(model)}
+    if start is not None:
+        summary["resumed_after_epoch"] = start[0]["epochs_done"]
+    if info.enabled:
+        summary["distributed"] = {"world_size": info.world_size,
+                                  "max_rank_difference": distributed.max_rank_difference(model)}
+    if out is not None and info.is_main:
+        run_state.remove(out, run_id)
+        summary["checkpoint"] = _checkpoint_info(out)
     return summary, model
 
 

@@ -1,22 +1,35 @@
 """The output folder of a training run, checked before any time is spent training.
 
-    check_out(out, overwrite=False)      may a new run write here?
-    check_same(saved, now)               may this run continue the one saved here (--resume)?
-    with claimed(out, command): ...      create it, lock it (lock.py), tidy up empty folders after
+    check_out(out, overwrite=False, reads)  may a new run write here?
+    check_resume(out)                       does the folder hold a run to continue (--resume)?
+    check_same(saved, now)                  may this run continue the one saved here (--resume)?
+    with claimed(out, command): ...         create it, lock it (lock.py), tidy up empty folders after
 
 A new run is refused, with nothing trained and nothing written, when --out
-- is a file, or lies under one, or cannot be written;
-- holds files that are not ours: a run never deletes what it did not write;
+- is a file, lies under one, cannot be written, or is, lies inside or contains a folder the run
+  reads (its model and data folders, --text-file): the rules every writer shares (outdir.py);
+- holds files that are not ours: a run never deletes what it did not write, not even with
+  --overwrite (it replaces its own files one by one, so anything else would stay mixed in);
 - holds a checkpoint of ours, unless --overwrite: a new run would replace it (a checkpoint is
   never lost silently), or an interrupted run's resume state, which --resume continues.
+
+What "replaced atomically" means for a run, which writes at every epoch rather than once: each
+save replaces the checkpoint pair whole (atomic.py), so the folder holds one whole checkpoint at
+every moment. Under --overwrite nothing is touched until the new run's first checkpoint, at the
+end of its first epoch: a run that fails or is stopped before then leaves the old checkpoint and
+the old run's resume state as they were (still resumable). Every run has an id, written into its
+checkpoint and its resume state; a resume state whose id is not the checkpoint's (the old run's,
+left for the moment between the new run's first checkpoint and its first resume state) is never
+resumed into the new run, and the new run's state replaces it.
 """
 from __future__ import annotations
 
 import contextlib
-import os
+import json
 import re
 from pathlib import Path
 
+from .. import outdir
 from ..errors import InputError, UserError
 from .checkpoint import META, prepare_folder, read_meta
 from .lock import LOCK, locked
@@ -32,6 +45,8 @@ RUN_ARGS = {"task": "TASK", "method": "METHOD", "P": "--P", "method_kwargs": "--
             "init": "--init", "holdout": "--holdout", "batches": "--batches",
             "world_size": "the number of processes (torchrun)",
             "data": "the training data (--data-dir, --max-train; --text-file)", "backbone": "the backbone (--model-dir)"}
+# The two compared by a fingerprint of what was read: what it is, and the arguments saying where from.
+FOLDERS = {"data": ("training data", ("data_dir", "text_file")), "backbone": ("backbone", ("model_dir",))}
 # Not here: --grad-checkpoint, which a resume may turn on or off. It changes the memory a step
 # needs, never its numbers (bit-identical gradients, tests/test_recompute.py).
 # What a run saved before an argument existed was started with: the behaviour before the argument
@@ -48,17 +63,41 @@ def describe_checkpoint(meta: dict) -> str:
     return f"{meta['task']} / {meta['method']}{where}"
 
 
-def check_out(out, overwrite: bool = False) -> None:
-    """Refuse an output folder a new run must not write to (see the module docstring)."""
+def _run_id(path: Path, *keys: str):
+    """The run id recorded in a JSON file (None: no file, unreadable, or written before run ids)."""
+    try:
+        value = json.loads(path.read_text())
+        for key in keys:
+            value = value[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def resumable(out) -> bool:
+    """Whether `out` holds a resume state that goes with the checkpoint beside it (module
+    docstring): the same run's id in both, or no id in either (written before run ids)."""
     out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "is" if p == out else f"is under {p}, which is"
-                raise InputError(f"--out {out} {where} a file, not a folder")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise InputError(f"--out {out} cannot be written: no write permission on {p}")
-            break
+    if not (out / DIRNAME / "state.json").is_file():
+        return False
+    if not (out / META).is_file():
+        return True
+    return _run_id(out / DIRNAME / "state.json", "extra", "run") == _run_id(out / META, "run")
+
+
+def check_resume(out) -> None:
+    """Refuse a --resume of a state that a newer run's checkpoint has replaced (module docstring)."""
+    if (Path(out) / META).is_file() and not resumable(out):
+        raise InputError(f"--resume {out}: its resume state belongs to an earlier run, whose checkpoint a newer run "
+                         f"(train --overwrite) replaced before it was stopped; there is nothing to resume (start a "
+                         f"new run there with --overwrite)")
+
+
+def check_out(out, overwrite: bool = False, reads: dict | None = None) -> None:
+    """Refuse an output folder a new run must not write to (see the module docstring).
+    reads: {option: path} of every folder or file the run reads (outdir.check_place)."""
+    outdir.check_place(out, "--out", reads, staged=False)
+    out = Path(out)
     if not out.is_dir():
         return
     # hidden files (.DS_Store, .ipynb_checkpoints...) are the system's or an editor's: a run never touches them
@@ -67,7 +106,7 @@ def check_out(out, overwrite: bool = False) -> None:
         raise InputError(f"--out {out} holds files that are not a minigpt_ptv2 checkpoint ({', '.join(foreign[:3])}"
                          f"{', ...' if len(foreign) > 3 else ''}): choose a new or empty folder (a run never "
                          f"deletes what it did not write)")
-    interrupted = (out / DIRNAME / "state.json").is_file()
+    interrupted = resumable(out)
     if (out / META).is_file():
         try:
             meta = read_meta(out)
@@ -88,6 +127,12 @@ def check_same(saved: dict, now: dict, out) -> None:
     (only the arguments `now` knows of: the data and backbone are compared once loaded)."""
     for name, option in RUN_ARGS.items():
         was = saved.get(name, ADDED_LATER.get(name))
+        if name in now and was != now[name] and name in FOLDERS:  # compared by content: say where it was read
+            what, keys = FOLDERS[name]
+            where = " and ".join(str(now[k]) for k in keys if now.get(k)) or "the default folder"
+            raise InputError(f"{option}: the run in {out} was started on {what} with fingerprint {was}, and "
+                             f"{where} now gives {now[name]}: the files changed since, or another folder was named; "
+                             f"--resume needs the same {what} (or start a new run in another --out)")
         if name in now and was != now[name]:
             raise InputError(f"{option}: the run in {out} was started with {was!r}, this one has "
                              f"{now.get(name)!r}; --resume continues the same run (drop the option, or start a "

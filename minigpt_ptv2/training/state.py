@@ -16,6 +16,7 @@ kept apart from it: the checkpoint holds the best epoch, this holds the last one
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -145,10 +146,27 @@ def load(run_dir) -> tuple[dict, dict]:
     return atomic.read(folder(run_dir), STEM, meta)
 
 
-def remove(run_dir) -> None:
-    """Delete the resume state once the run is over (finished, or stopped for diverging)."""
+def run_of(run_dir):
+    """The id of the run whose state RUN_DIR/resume holds (None: none, unreadable, or written
+    before runs had ids)."""
+    try:
+        run = json.loads((folder(run_dir) / f"{STEM}.json").read_text())["extra"]["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run if isinstance(run, str) else None
+
+
+ANY = object()
+
+
+def remove(run_dir, run=ANY) -> None:
+    """Delete the resume state once the run is over (finished, or stopped for diverging).
+    run: the id of the run that is over; the state of another run (an earlier run's, which a
+    run under --overwrite leaves until its first checkpoint) stays. ANY: whatever is there."""
     path = folder(run_dir)
     if not path.is_dir():
+        return
+    if run is not ANY and (path / f"{STEM}.json").is_file() and run_of(run_dir) != run:
         return
     (path / f"{STEM}.json").unlink(missing_ok=True)  # first: without it the rest is a leftover
     atomic.clean(path, STEM, keep=None)

@@ -24,12 +24,13 @@ class Task:
     metric: str  # the dev metric reported
     load: object  # (split, data_dir, max_examples) -> examples
     batches: object  # (examples, tokenizer, batch_size, shuffle, seed, max_length) -> DataLoader
+    folder: str  # where `load` reads under the data folder (a run never writes there: outdir.py)
     dev_split: str = "dev"
 
 
 TASKS = {
-    "sst2": Task("sst2", "sequence", tuple(SST2_LABELS), "accuracy", load_sst2, sst2_batches),
-    "conll": Task("conll", "token", tuple(CONLL_LABELS), "f1", load_conll, conll_batches),
+    "sst2": Task("sst2", "sequence", tuple(SST2_LABELS), "accuracy", load_sst2, sst2_batches, "sst2"),
+    "conll": Task("conll", "token", tuple(CONLL_LABELS), "f1", load_conll, conll_batches, "conll2003"),
 }
 TRAIN_METHODS = catalog.TRAIN_METHODS  # prompt methods plus the two references every comparison needs
 

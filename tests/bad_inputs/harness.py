@@ -3,7 +3,10 @@
 Each row is a `Case`: something a user could do wrong, run through the API or the command line.
 It must fail at the door with an error this package raises on purpose (errors.UserError), whose
 message names the culprit (the argument, file, line, field or tensor); nothing may be written;
-and any checkpoint that was there before must be byte-for-byte intact.
+and any checkpoint that was there before must be byte-for-byte intact. On the command line that
+is one line, "error: ..." (or argparse's "minigpt_ptv2 CMD: error: argument --x: ..." for an
+option refused by the parser), and exit code 2, or 1 for a fault of the machine rather than of
+the input (a full disk, a closed pipe: `code=1`).
 
 Some inputs are not mistakes but were once mishandled (a line separator inside a sentence, a
 no-break space inside a word): their right answer is to work. Such a row says `works=True`; its
@@ -27,6 +30,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,7 +49,8 @@ class Case:
     run: Callable  # (tmp_path) -> anything; must raise. A CLI case returns main(argv)'s exit code.
     names: list = field(default_factory=list)  # substrings the message must contain
     error: type = UserError  # the class it must raise (a UserError subclass)
-    cli: bool = False  # run is a CLI call: exit 2 and one line "error: ..." on stderr instead
+    cli: bool = False  # run is a CLI call: exit `code` and one line "error: ..." on stderr instead
+    code: int = 2  # the exit code a CLI row must give (1: the machine's fault, not the input's)
     was: str = "held"  # what the package did before this row was handled (see WAS)
     works: bool = False  # the right answer is to work: run asserts the result and returns
 
@@ -79,10 +84,13 @@ def check(case: Case, tmp_path: Path) -> str:
     if case.cli:
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = case.run(tmp_path)
+            try:
+                code = case.run(tmp_path)
+            except SystemExit as e:  # argparse refuses an option by exiting
+                code = e.code
         message = err.getvalue().strip()
-        assert code == 2, f"{case.id}: exit code {code}, expected 2; stderr: {message[-500:]}"
-        assert message.startswith("error: ") and "Traceback" not in message, message[-500:]
+        assert code == case.code, f"{case.id}: exit code {code}, expected {case.code}; stderr: {message[-500:]}"
+        assert re.match(r"(minigpt_ptv2 [\w-]+: )?error: ", message) and "Traceback" not in message, message[-500:]
         assert len(message.splitlines()) == 1, f"{case.id}: more than one line:\n{message}"
     else:
         with pytest.raises(case.error) as info:

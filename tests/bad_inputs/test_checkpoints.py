@@ -169,8 +169,8 @@ ROWS = [
     Row("out: an interrupted run", train("sst2", "prefix", "--out", "run"),
         ["--out run holds an interrupted run", "--resume run"], cli=True, setup=resume_state()),
     Row("train: no task", train("--out", "x"), ["needs TASK and METHOD", "--resume DIR"], cli=True),
-    Row("train: --diverge-factor -1", train("sst2", "prefix", "--diverge-factor", "-1"), ["diverge_factor", "-1"],
-        cli=True),
+    Row("train: --diverge-factor -1", train("sst2", "prefix", "--diverge-factor", "-1"),
+        ["argument --diverge-factor", "got -1"], cli=True),
 
     # --- --resume -------------------------------------------------------------------------------------
     Row("resume: a missing folder", train("--resume", "gone"), ["--resume gone: no such folder"], cli=True),
