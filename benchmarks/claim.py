@@ -6,7 +6,7 @@ models. Here: SST-2 and CoNLL-2003 NER, each method with `train`'s defaults (its
 catalog.RECIPES, chosen on held-out training data by benchmarks/recipe.py), under one budget
 (budget.py), each cell over several seeds.
 
-    python benchmarks/claim.py                        # the README table and figures/claim.png (CELLS)
+    python benchmarks/claim.py                        # the README table and benchmarks/claim.png (CELLS)
     python benchmarks/claim.py --tasks sst2 --methods soft deep   # more cells, added to the same table
     python benchmarks/claim.py --quick                # a smoke run in a few minutes (to runs/claim-quick/)
     python benchmarks/claim.py --replot               # table and figure again from the saved results
@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: 64 training examples, 1 epoch, 64 dev, 1 seed")
     p.add_argument("--replot", action="store_true", help="only redraw the table and figure from --json")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "claim_results.json"))
-    p.add_argument("--figure", default=str(ROOT / "figures" / "claim.png"))
+    p.add_argument("--figure", default=str(ROOT / "benchmarks" / "claim.png"))
     return p.parse_args(argv)
 
 

@@ -34,4 +34,9 @@ class NonFiniteError(UserError, FloatingPointError):
 class WriteError(UserError, OSError):
     """The machine refused a write the input was fine for: a full disk, a file-size limit (ulimit
     -f), a read-only or vanished place. The message names the path and the cause, and says what the
-    place holds now (a failed save never leaves half a file behind); the command line exits 1."""
+    place holds now (a failed save never leaves half a file behind); the command line exits 1.
+    `why` is the cause alone, in words (faults.py), for a caller that names another place."""
+
+    def __init__(self, message: str, why: str | None = None):
+        super().__init__(message)
+        self.why = why

@@ -86,13 +86,9 @@ def inputs(model_dir=None, data_dir=None, data: str = "sst2") -> dict:
 def _overlap(real: Path, name: str, path) -> str | None:
     """How the target `real` overlaps an input, in words, or None."""
     source = resolve(path)
-    if source == real:
-        return f"is the {'folder' if source.is_dir() else 'file'} {name} reads ({path})"
-    if source in real.parents:
-        return f"lies inside {name} {path}, which this command reads"
-    if real in source.parents:
-        return f"contains {name} {path}, which this command reads"
-    return None
+    how = ("is" if source == real else "lies inside" if source in real.parents else
+           "contains" if real in source.parents else None)
+    return f"{how} {name} ({path}), which this command reads" if how else None
 
 
 def _unwritable(p: Path) -> str | None:
@@ -122,7 +118,7 @@ def check_place(out, option: str, reads: dict | None = None, staged: bool = True
                 raise OutputError(f"{option} {out} {where} a file, not a folder")
             break
     real = resolve(out)
-    for name, path in {**(reads or {}), "this package (minigpt_ptv2)": PACKAGE}.items():
+    for name, path in {**(reads or {}), "this package's own folder": PACKAGE}.items():
         how = _overlap(real, name, path) if path is not None else None
         if how:
             raise OutputError(f"{option} {out} {how}: a command never writes where it reads, with or without "
@@ -209,11 +205,12 @@ def writing(out, option: str, reads: dict | None = None, overwrite: bool = False
     except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
         _remove_empty(created)
-        why = cause(e)
-        if why is None or isinstance(e, UserError):
+        # a write the machine refused, in the hidden folder: name the target instead
+        why = e.why if isinstance(e, WriteError) else None if isinstance(e, UserError) else cause(e)
+        if why is None:
             raise
         kept = "it was not created" if not real.exists() else "it holds what it held before"
-        raise WriteError(f"{option} {out}: {why}; nothing was replaced ({kept})") from None
+        raise WriteError(f"{option} {out}: {why}; nothing was replaced ({kept})", why) from None
 
 
 def _install(stage: Path, target: Path, option: str, out, overwrite: bool) -> None:

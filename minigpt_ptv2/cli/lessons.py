@@ -40,7 +40,7 @@ def copy_lessons(out, overwrite: bool = False) -> list:
 
     from .. import outdir
     source = importlib.resources.files("minigpt_ptv2.lessons")
-    reads = {"the shipped lessons": source} if isinstance(source, Path) else {}  # a zip has no folder to guard
+    reads = {"the course it copies": source} if isinstance(source, Path) else {}  # a zip has no folder to guard
     with outdir.writing(out, "--out", reads, overwrite) as stage:
         return _copy(source, stage)
 

@@ -19,6 +19,7 @@ DESCRIPTION = (__doc__ or "").split("\n\n")[0].strip() + (
     " Shapes are spelled with the notation letters of lesson 01 (B, N, P, D, L, H, d, P+N).")
 
 DEFAULT_CONFIG = {"encoder": "bert-base", "decoder": "gpt2"}
+MEMORY_LIMIT = 2**31  # bytes of one layer's attention weights a trace may allocate (2 GiB)
 
 
 def add_arguments(p):
@@ -118,6 +119,12 @@ def run_trace(cfg, method="prefix", B=16, N=128, P=20, layers=None, pad=0, posit
             raise InputError(f"{name} must be a positive integer, got {value}")
     if not 0 <= pad < N:
         raise InputError(f"--pad must be in [0, N={N}), got {pad}")
+    keys = N + (P if method != "none" else 0)
+    need = B * cfg.num_attention_heads * N * keys * 4  # one layer's attention weights, float32
+    if need > MEMORY_LIMIT:
+        raise InputError(f"--B {B} --N {N}{f' --P {P}' if keys > N else ''}: one layer's attention weights alone "
+                         f"would take {need / 2**30:.1f} GiB (B x H x N x (P+N) floats, H={cfg.num_attention_heads}); "
+                         f"the shapes' letters read the same at any size, so trace a smaller --B or --N")
     torch.manual_seed(seed)
     model = build(cfg, method, P, positions)
     ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]

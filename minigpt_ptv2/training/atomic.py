@@ -128,7 +128,7 @@ def _commit_once(folder: Path, stem: str, data: bytes, meta: dict) -> dict:
             raise
         kept = (f"the {stem}.json and weights already there are intact" if current is not None
                 else "nothing was written")
-        raise WriteError(f"could not save {stem}.json in {folder}: {why}. Nothing was replaced: {kept}") from None
+        raise WriteError(f"could not save {stem}.json in {folder}: {why}. Nothing was replaced: {kept}", why) from None
     fsync_dir(folder)
     clean(folder, stem, keep=name)
     return {"meta": meta, "bytes": len(data) + len(text)}

@@ -68,10 +68,13 @@ def _part(name: str) -> str:
     return "the backbone (trained under `full`)"
 
 
-def non_finite_loss(model, loss: float, where: str, lr: float) -> NonFiniteError:
+def non_finite_loss(model, loss: float, where: str, lr: float, precision: str = "fp32",
+                    updated: bool = True) -> NonFiniteError:
     """Why the loss is not finite, checked in the order that finds the cause rather than blame
     the learning rate: input embeddings, then other frozen backbone weights (training never
-    changes those, so a lower learning rate cannot help), then what training changed."""
+    changes those, so a lower learning rate cannot help), then what training changed, then
+    float16's range (every weight finite under fp16: the forward pass overflowed 65504).
+    updated: whether any optimizer update has been applied (if not, the lr cannot be the cause)."""
     params = list(model.named_parameters())
     head = f"loss became {loss} at {where}"
     bad = _non_finite((n, p) for n, p in params if not p.requires_grad)
@@ -82,10 +85,25 @@ def non_finite_loss(model, loss: float, where: str, lr: float) -> NonFiniteError
                               f"values; training never changes it, so the backbone was broken before "
                               f"training (check --model-dir); the learning rate is not the cause")
     bad = _non_finite((n, p) for n, p in params if p.requires_grad)
+    if bad and not updated:
+        parts = sorted({_part(n) for n in bad})
+        return NonFiniteError(f"{head}: {' and '.join(parts)} held non-finite values before any update "
+                              f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the starting values were "
+                              f"broken (a checkpoint or an init), the learning rate is not the cause")
     if bad:
         parts = sorted({_part(n) for n in bad})
         return NonFiniteError(f"{head}: {' and '.join(parts)} became non-finite ({', '.join(bad[:3])}"
                               f"{', ...' if len(bad) > 3 else ''}): the updates blew up; lower the learning "
                               f"rate (now {lr:g})")
+    if precision == "fp16":
+        from .precision import FP16_ADVICE
+        why = ("no update has been applied yet, so the learning rate is not the cause" if not updated else
+               "a lower learning rate may not help")
+        return NonFiniteError(f"{head}: every weight is finite, so the forward pass overflowed float16's range "
+                              f"(largest value 65504) under --precision fp16; {why}: {FP16_ADVICE}")
+    if not updated:
+        return NonFiniteError(f"{head}: every weight is finite and no update has been applied yet, so the inputs "
+                              f"overflowed the model before training changed anything; the learning rate is not "
+                              f"the cause")
     return NonFiniteError(f"{head}: every weight is finite, so the logits overflowed; lower the learning "
                           f"rate (now {lr:g})")

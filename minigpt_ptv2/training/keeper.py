@@ -23,17 +23,19 @@ class Interrupted(KeyboardInterrupt):
 
 
 def interrupted_note(out, run) -> str:
-    """What a run stopped by Ctrl-C leaves in `out`: its own resume state (run: its id), an
-    earlier run's files untouched (runfolder.py), or nothing to resume."""
+    """What a run stopped by Ctrl-C leaves in `out`: its own resume state (run: its id), its
+    first checkpoint without one, an earlier run's files untouched (runfolder.py), or nothing."""
     if out is None:
         return "interrupted: nothing was being saved (no output folder)"
-    if (Path(out) / run_state.DIRNAME / "state.json").is_file():
-        if run_state.run_of(out) == run:
-            done = run_state.load_meta(out)["epochs_done"]
-            return f"interrupted: `train --resume {out}` continues after epoch {done}"
-        if runfolder.resumable(out):
-            return (f"interrupted before this run's first epoch ended: {out} holds what it held before, and "
-                    f"`train --resume {out}` continues the earlier run there")
+    if (Path(out) / run_state.DIRNAME / "state.json").is_file() and run_state.run_of(out) == run:
+        done = run_state.load_meta(out)["epochs_done"]
+        return f"interrupted: `train --resume {out}` continues after epoch {done}"
+    if run is not None and runfolder.checkpoint_run(out) == run:
+        return (f"interrupted after this run's first checkpoint, before its resume state: {out} holds the "
+                f"checkpoint, and there is nothing to resume")
+    if runfolder.resumable(out):
+        return (f"interrupted before this run's first epoch ended: {out} holds what it held before, and "
+                f"`train --resume {out}` continues the earlier run there")
     if (Path(out) / META).is_file():
         return (f"interrupted before this run's first epoch ended: nothing of it was saved, the checkpoint "
                 f"already in {out} is intact")

@@ -100,7 +100,7 @@ def _acquire(folder: Path, command: str) -> int:
         why = cause(e)
         if why is None:
             raise
-        raise WriteError(f"{path}: {why} (could not write the lock file; nothing else was written)") from None
+        raise WriteError(f"{path}: {why} (could not write the lock file; nothing else was written)", why) from None
     return fd
 
 

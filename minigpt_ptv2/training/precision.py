@@ -20,9 +20,13 @@ import contextlib
 import torch
 
 from ..catalog import PRECISIONS  # ("fp32", "bf16", "fp16"): the names, torch-free for --help
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast's dtype for each
+# fp16 steps skipped in a row, before any update, after which a run stops: the loss scale has then
+# gone from 2^16 down to 2^-16, so the gradients overflow float16 even scaled down 65536-fold
+FP16_GIVE_UP = 32
+FP16_ADVICE = "train with --precision bf16 (float32's range, no loss scaling) or fp32"
 
 
 def check_precision(precision: str) -> torch.dtype | None:
@@ -42,6 +46,13 @@ def autocast(precision: str, device):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type(device), dtype=dtype)
+
+
+def fp16_overflow(where: str, skipped: int, scale: float) -> NonFiniteError:
+    """The error for a fp16 run whose loss scaler skipped every step so far (trainer.fit)."""
+    return NonFiniteError(f"at {where}: under --precision fp16 the gradients of each of the first {skipped} steps "
+                          f"overflowed float16's range (inf/NaN), even with the loss scaled down to {scale:g}: no "
+                          f"update has been applied, so the learning rate is not the cause; {FP16_ADVICE}")
 
 
 def grad_scaler(precision: str, device) -> torch.amp.GradScaler | None:

@@ -40,7 +40,7 @@ from .divergence import Diverged
 from .evaluate import evaluate
 from .keeper import Interrupted, Keeper, interrupted_note
 from .tasks import TRAIN_METHODS, build_task_model, get_task, start_text
-from .trainer import TrainConfig, fit, set_seed
+from .trainer import SEED_LIMIT, TrainConfig, fit, set_seed
 
 
 def load_splits(task, data_dir=None, max_train=None, max_dev=None, dev_split=None, holdout=None):
@@ -267,7 +267,7 @@ def _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id
     if not dropout:
         disable_dropout(model)
     wrapped = distributed.wrap(model, info, cfg.device, find_unused=run.find_unused)
-    set_seed(cfg.seed + info.rank)  # independent dropout masks per rank (rank 0 = a single process)
+    set_seed((cfg.seed + info.rank) % SEED_LIMIT)  # independent dropout masks per rank (rank 0 = a single process)
 
     def evaluate_main(m):
         return run.evaluate(distributed.unwrap(m)) if info.is_main else {}

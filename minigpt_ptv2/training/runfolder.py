@@ -74,6 +74,11 @@ def _run_id(path: Path, *keys: str):
     return value if isinstance(value, str) else None
 
 
+def checkpoint_run(out):
+    """The id of the run whose checkpoint `out` holds (None: none, or saved before runs had ids)."""
+    return _run_id(Path(out) / META, "run")
+
+
 def resumable(out) -> bool:
     """Whether `out` holds a resume state that goes with the checkpoint beside it (module
     docstring): the same run's id in both, or no id in either (written before run ids)."""
@@ -82,7 +87,7 @@ def resumable(out) -> bool:
         return False
     if not (out / META).is_file():
         return True
-    return _run_id(out / DIRNAME / "state.json", "extra", "run") == _run_id(out / META, "run")
+    return _run_id(out / DIRNAME / "state.json", "extra", "run") == checkpoint_run(out)
 
 
 def check_resume(out) -> None:

@@ -15,6 +15,7 @@ the step is applied.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -58,19 +59,26 @@ class TrainConfig:
 
     def __post_init__(self):
         amp.check_precision(self.precision)
-        if self.epochs <= 0 or self.lr <= 0:
-            raise InputError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
+        if self.epochs <= 0 or not 0 < self.lr < math.inf:  # also refuses NaN
+            raise InputError(f"epochs and lr must be positive (lr finite), got epochs={self.epochs}, lr={self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.clip < 0:
             raise InputError(f"clip (max gradient norm) must be >= 0 (0 = no clipping), got {self.clip}")
-        if self.diverge_factor < 0 or self.diverge_window <= 0:
-            raise InputError(f"diverge_factor must be >= 0 (0 = off) and diverge_window positive, got "
+        if not (self.diverge_factor == 0 or 1 <= self.diverge_factor < math.inf) or self.diverge_window <= 0:
+            raise InputError(f"diverge_factor must be 0 (off) or a finite number >= 1 (below 1 a run that learns "
+                             f"would be stopped as diverged), and diverge_window positive, got "
                              f"{self.diverge_factor} and {self.diverge_window}")
+
+
+SEED_LIMIT = 2**32  # NumPy's generator takes seeds 0 .. 2**32 - 1
 
 
 def set_seed(seed: int) -> None:
     """Seed every generator a run touches (Python, NumPy, torch on every device)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise InputError(f"seed must be an integer from 0 to {SEED_LIMIT - 1:,} (NumPy's generator takes 32 bits), "
+                         f"got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -156,7 +164,9 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
         instead of its batch's mean (heads.task_loss; train_task sets it for grouped batches). One
         constant for every token-task batch: under Alternate, two token tasks would share it.
     Under fp16 a step whose scaled gradients overflowed is skipped, as if its batch were not
-    there: no update, and the schedule does not advance (the loss scale is halved instead).
+    there: no update, and the schedule does not advance (the loss scale is halved instead). If
+    the first FP16_GIVE_UP steps are all skipped, float16's range is the trouble, not the data or
+    the learning rate: the run stops, saying so (precision.py).
     Raises NonFiniteError (with a diagnosis) or Diverged before a bad loss updates anything.
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -168,6 +178,7 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
     sched = warmup_decay(opt, cfg.epochs * len(train_loader), cfg.warmup_ratio)
     scaler = amp.grad_scaler(cfg.precision, cfg.device)  # fp16 only, else None
     history, first, watch = [], 0, LossWatch(cfg.diverge_factor, cfg.diverge_window)
+    taken, skipped = 0, 0  # optimizer updates applied by this call; fp16 steps skipped since the last one
     if cfg.grad_checkpoint:
         enable_grad_checkpoint(model)
     if start is not None:
@@ -192,7 +203,8 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
                 raise NonFiniteError(f"at {where}: {e}") from None
             loss = task_loss(logits, batch["labels"], tokens_per_batch)  # float32, whatever the logits' dtype
             if not torch.isfinite(loss):
-                raise non_finite_loss(unwrap(model), loss.item(), where, cfg.lr)
+                raise non_finite_loss(unwrap(model), loss.item(), where, cfg.lr, cfg.precision,
+                                      updated=taken > 0 or first > 0)
             # every rank judges the same number (the mean over ranks), so all of them stop together
             watch.check(global_sum(loss.item())[0] / world, logits.shape[-1], where)
             opt.zero_grad(set_to_none=True)
@@ -206,12 +218,18 @@ def fit(model, train_loader, cfg: TrainConfig, evaluate=None, task: str | None =
             if scaler is None:
                 opt.step()
                 sched.step()
+                taken += 1
             else:
                 scale = scaler.get_scale()
                 scaler.step(opt)  # skipped if a gradient holds inf/NaN
                 scaler.update()  # ... and then S is halved
                 if scaler.get_scale() >= scale:  # the step was taken
                     sched.step()
+                    taken, skipped = taken + 1, 0
+                else:
+                    skipped += 1
+                    if skipped >= amp.FP16_GIVE_UP and taken == 0 and first == 0:
+                        raise amp.fp16_overflow(where, skipped, scaler.get_scale())
             seen += batch["input_ids"].shape[0]
             total += loss.item()
             bar.set_postfix(loss=f"{total / (step + 1):.4f}",
