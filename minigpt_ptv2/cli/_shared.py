@@ -70,9 +70,9 @@ positive_int = int_range(1)
 non_negative_int = int_range(0)
 # NumPy's generator takes 32-bit seeds: a larger or negative one failed with a traceback
 seed = int_range(0, 2**32 - 1, what="a seed from 0 to 4,294,967,295 (NumPy's generator takes 32 bits)")
-# A prompt of more virtual tokens than any position table here (512 for BERT, 1024 for GPT-2);
-# its parameters alone would take gigabytes
-prompt_length = int_range(1, 4096, " (longer than any position table here)")
+# P: more virtual tokens than any position table here holds (512 for BERT, 1024 for GPT-2) steers
+# nothing a model here can read, and a P of millions only runs out of memory
+prompt_length = int_range(1, 4096, " (longer than any model here reads: BERT 512 positions, GPT-2 1,024)")
 epochs = int_range(1, 10_000)
 batch_size = int_range(1, 65_536)
 
