@@ -13,9 +13,11 @@ The rules, and why each:
 - a target that is a file, lies under a file, is a broken symbolic link or cannot be written is
   refused, naming the path and the cause;
 - a target that is, lies inside, or contains a folder (or file) the command reads (its model,
-  checkpoint, adapter or data folder, and this package itself) is refused with or without
-  --overwrite: writing there would destroy the input it is reading. Paths are compared after
-  symlinks and '..' are resolved, so `out -> model` and `model/../model` are caught too;
+  checkpoint or adapter folder, the dataset's own folder such as data/sst2, a --text-file, and
+  this package itself) is refused with or without --overwrite: writing there would destroy or
+  pollute the input it is reading. Paths are compared after symlinks and '..' are resolved, so
+  `out -> model` and `model/../model` are caught too (a target that is a symbolic link to a
+  folder has that folder replaced; the link stays);
 - a target that holds anything at all is refused unless --overwrite: a command never deletes
   what it did not write in this run, and hidden files count (they are deleted just the same);
 - with --overwrite the old content is replaced whole: the new content is built in a fresh
@@ -162,8 +164,12 @@ def describe(folder: Path) -> str:
 
 
 def _busy(folder: Path) -> str | None:
+    """Who is writing `folder` (training/lock.py), if anyone: looked up only where a lock file is,
+    since importing the training package costs seconds (torch) a plain refusal need not pay."""
+    if not folder.is_dir() or not any(name.endswith(".lock") for name in os.listdir(folder)):
+        return None
     from .training.lock import held_by_another
-    return held_by_another(folder) if folder.is_dir() else None
+    return held_by_another(folder)
 
 
 def check(out, option: str, reads: dict | None = None, overwrite: bool = False) -> Path:
@@ -197,14 +203,14 @@ def writing(out, option: str, reads: dict | None = None, overwrite: bool = False
         stage = parent / f".{real.name}.new-{os.getpid()}-{secrets.token_hex(4)}"
         stage.mkdir()
     except OSError as e:
-        _remove_empty(created)
+        remove_empty(created)
         raise OutputError(f"{option} {out} cannot be written: {e.strerror} ({e.filename})") from None
     try:
         yield stage
         _install(stage, real, option, out, overwrite)
     except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
-        _remove_empty(created)
+        remove_empty(created)
         # a write the machine refused, in the hidden folder: name the target instead
         why = e.why if isinstance(e, WriteError) else None if isinstance(e, UserError) else cause(e)
         if why is None:
@@ -286,7 +292,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_empty(folders: list) -> None:
+def remove_empty(folders: list) -> None:
+    """Remove the folders a write created (deepest first) that it left empty: a refused or failed
+    write leaves no trace (training/runfolder.py uses it too)."""
     for p in folders:
         try:
             p.rmdir()

@@ -151,18 +151,10 @@ def claimed(out, command: str):
     out = Path(out)
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     with contextlib.ExitStack() as stack:
-        stack.callback(_remove_empty, created)
+        stack.callback(outdir.remove_empty, created)
         try:
             prepare_folder(out)
             stack.enter_context(locked(out, command))
         except PermissionError as e:
             raise InputError(f"--out {out} cannot be written: {e.strerror} ({e.filename})") from None
         yield out
-
-
-def _remove_empty(folders: list) -> None:
-    for p in folders:
-        try:
-            p.rmdir()
-        except OSError:
-            break
