@@ -243,7 +243,7 @@ def test_a_run_started_before_the_option_resumes_with_the_shuffle_it_had(sst2_di
     path.write_text(json.dumps(meta))
     assert saved_arguments(out)["batches"] == "random"  # ... it resumes with the shuffle it had
     monkeypatch.setattr(run_state, "save", real)
-    summary, _ = train_task(**saved_arguments(out), out_dir=out, resume=True, data_dir=sst2_dir, model_dir=minilm_dir)
+    summary, _ = train_task(**saved_arguments(out), out_dir=out, resume=True)  # its folders are saved too
     assert summary["resumed_after_epoch"] == 1 and read_meta(out)["train"]["batches"] == "random"
 
 
