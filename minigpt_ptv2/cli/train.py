@@ -119,7 +119,10 @@ def add_arguments(p):
     p.add_argument("--text-file", default=None, action=Given, metavar="FILE",
                    help="lm: the UTF-8 text to train on (its last 10%% held out for the perplexity)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/TASK-METHOD)")
-    p.add_argument("--overwrite", action="store_true", help="let this run replace the checkpoint --out holds")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let this run replace the checkpoint (and interrupted run) --out holds, at the end of its "
+                        "first epoch: stopped before, it leaves them as they were. Files that are not a run's own "
+                        "are never deleted, and a folder the run reads is never written")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the interrupted run in DIR with the arguments it was started with")
     p.add_argument("--data-dir", default=None,
