@@ -127,7 +127,9 @@ def test_params_command_subset_and_errors(capsys):
     assert main(["params", "--config", "llama-1b", "--P", "16", "--methods", "prefix"]) == 0
     out = capsys.readouterr().out
     assert "llama-1b: D=2048 L=16 H=32 H_kv=8, P=16" in out and _parse(out)["prefix"] == (262_144, 0.021)
-    assert main(["params", "--P", "0"]) == 2
+    with pytest.raises(SystemExit) as e:  # refused by the parser, naming the option
+        main(["params", "--P", "0"])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "P" in err and len(err.strip().splitlines()) == 1
+    assert e.value.code == 2 and "argument --P: must be a positive integer, got 0" in err
+    assert len(err.strip().splitlines()) == 1
 

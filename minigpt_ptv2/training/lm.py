@@ -28,7 +28,8 @@ from ..progress import progress
 from ..prompts import freeze_backbone, make_method
 from . import distributed
 from .checkpoint import backbone_info, check_backbone, read_checkpoint, save_checkpoint
-from .run import Prepared, check_start, run_claimed
+from .run import Prepared, run_claimed
+from .runfolder import check_start
 from .trainer import TrainConfig, batch_to
 
 

@@ -105,26 +105,6 @@ def data_fingerprint(dataset) -> str:
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
 
 
-def check_start(out_dir, args: dict, resume: bool, overwrite: bool, info, reads: dict) -> Path | None:
-    """What every run checks before it reads any data (train_task, lm.train_lm): a positive batch
-    size, a folder to resume from, and that folder's state (the same arguments and a state that
-    goes with its checkpoint under resume; no checkpoint in the way without --overwrite otherwise),
-    and never a place the run reads (`reads`, outdir.py). Checked again under the folder's lock."""
-    if args["batch_size"] <= 0:
-        raise InputError(f"batch_size must be positive, got {args['batch_size']}")
-    if resume and (out_dir is None or overwrite):
-        raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and resume:
-        saved = run_state.load_meta(out)["extra"]["args"]
-        outdir.check_place(out, "--resume", reads, staged=False)
-        runfolder.check_resume(out)
-        runfolder.check_same(saved, args, out)
-    elif out is not None and info.is_main:
-        runfolder.check_out(out, overwrite, reads)
-    return out
-
-
 def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float | None = None,
                batch_size: int = 32, max_train: int | None = None, max_dev: int | None = None,
                seed: int = 0, out_dir=None, data_dir=None, model_dir=None, device: str = "cpu",
@@ -175,7 +155,7 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
             "grad_checkpoint": grad_checkpoint, "precision": precision, "warmup": warmup, "init": init,
             "holdout": holdout, "batches": batches, "world_size": info.world_size,
             "model_dir": str(folder), "data_dir": str(data_root) if data_root is not None else None}
-    out = check_start(out_dir, args, resume, overwrite, info, reads)
+    out = runfolder.check_start(out_dir, args, resume, overwrite, info, reads)
 
     def prepare() -> Prepared:
         tok = WordPiece.from_model_dir(folder)

@@ -1,5 +1,6 @@
 """The output folder of a training run, checked before any time is spent training.
 
+    check_start(out, args, resume, ...)     everything below a run checks before it reads any data
     check_out(out, overwrite=False, reads)  may a new run write here?
     check_resume(out)                       does the folder hold a run to continue (--resume)?
     check_same(saved, now)                  may this run continue the one saved here (--resume)?
@@ -32,6 +33,7 @@ from pathlib import Path
 from .. import outdir
 from ..errors import InputError, UserError
 from .checkpoint import META, prepare_folder, read_meta
+from . import state as run_state
 from .lock import LOCK, locked
 from .state import DIRNAME
 
@@ -88,6 +90,26 @@ def resumable(out) -> bool:
     if not (out / META).is_file():
         return True
     return _run_id(out / DIRNAME / "state.json", "extra", "run") == checkpoint_run(out)
+
+
+def check_start(out_dir, args: dict, resume: bool, overwrite: bool, info, reads: dict) -> Path | None:
+    """What every run checks before it reads any data (train_task, lm.train_lm): a positive batch
+    size, a folder to resume from, and that folder's state (the same arguments and a state that
+    goes with its checkpoint under resume; no checkpoint in the way without --overwrite otherwise),
+    and never a place the run reads (`reads`, outdir.py). Checked again under the folder's lock."""
+    if args["batch_size"] <= 0:
+        raise InputError(f"batch_size must be positive, got {args['batch_size']}")
+    if resume and (out_dir is None or overwrite):
+        raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and resume:
+        saved = run_state.load_meta(out)["extra"]["args"]
+        outdir.check_place(out, "--resume", reads, staged=False)
+        check_resume(out)
+        check_same(saved, args, out)
+    elif out is not None and info.is_main:
+        check_out(out, overwrite, reads)
+    return out
 
 
 def check_resume(out) -> None:

@@ -60,7 +60,8 @@ class TrainConfig:
     def __post_init__(self):
         amp.check_precision(self.precision)
         if self.epochs <= 0 or not 0 < self.lr < math.inf:  # also refuses NaN
-            raise InputError(f"epochs and lr must be positive (lr finite), got epochs={self.epochs}, lr={self.lr}")
+            raise InputError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr} (and lr "
+                             f"finite)")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.clip < 0:

@@ -355,8 +355,8 @@ ROWS = [
     Row("params --P 0", cli("params", "--P", "0"), ["argument --P: must be a positive integer, got 0"], cli=True),
     Row("api: set_seed(-1)", lambda tmp: set_seed(-1), ["seed must be an integer from 0 to 4,294,967,295", "-1"],
         was="escape"),
-    Row("api: TrainConfig(lr=inf)", lambda tmp: TrainConfig(lr=float("inf")), ["lr must be positive (lr finite)",
-                                                                               "lr=inf"], was="silent"),
+    Row("api: TrainConfig(lr=inf)", lambda tmp: TrainConfig(lr=float("inf")), ["lr must be positive, got",
+                                                                               "lr=inf (and lr finite)"], was="silent"),
     Row("api: TrainConfig(diverge_factor=nan)", lambda tmp: TrainConfig(diverge_factor=float("nan")),
         ["diverge_factor must be 0 (off) or a finite number >= 1", "nan"], was="silent"),
 
