@@ -14,10 +14,11 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 
 from ..errors import UserError, WriteError
 from ..faults import cause
-from ._shared import HelpFormatter
+from ._shared import HelpFormatter, show_warning
 
 
 def exit_code(e: BaseException) -> int | None:
@@ -117,6 +118,7 @@ def _main(argv) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    warnings.showwarning = show_warning  # one line each, "warning: ..."
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

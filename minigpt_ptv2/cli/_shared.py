@@ -133,6 +133,17 @@ def add_model_dir(p, help: str = MODEL_DIR_HELP) -> None:
     p.add_argument("--model-dir", default=None, help=help)
 
 
+def add_allow_other_backbone(p, what: str = "the checkpoint") -> None:
+    p.add_argument("--allow-other-backbone", action="store_true",
+                   help=f"use {what} on a backbone other than the one it was trained on (other weights, "
+                        f"dimensions or tokenizer): a warning says what differs")
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, "warning: ..." (the command line's warnings.showwarning)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def add_device(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 

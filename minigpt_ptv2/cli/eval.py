@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ._shared import (add_device, add_json, add_model_dir, batch_size, check_device, positive_int, print_json,
-                      setup_help, warn_about_import)
+from ._shared import (add_allow_other_backbone, add_device, add_json, add_model_dir, batch_size, check_device,
+                      positive_int, print_json, setup_help, warn_about_import)
 
 NAME = "eval"
 HELP = "evaluate a checkpoint: SST-2 accuracy or CoNLL-2003 entity F1"
@@ -32,6 +32,7 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None, help="folder holding sst2/ and conll2003/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none under --json either)")
     add_model_dir(p)
+    add_allow_other_backbone(p)
     add_device(p)
     add_json(p)
 
@@ -45,7 +46,8 @@ def run(args) -> int:
     if args.max_length is not None:
         check_max_length(args.max_length, name="--max-length")  # before the (slow) model load
     model_dir = args.model_dir or default_model_dir()
-    model, meta = load_checkpoint(args.checkpoint, model_dir, args.device)
+    model, meta = load_checkpoint(args.checkpoint, model_dir, args.device,
+                                  allow_other_backbone=args.allow_other_backbone)
     task = get_task(meta["task"])
     if args.max_length is None:  # what the model can read, before the data is looked for
         max_length = check_max_length(meta.get("train", {}).get("max_length", 128), model.encoder,

@@ -1,7 +1,8 @@
 """`generate`: continue a text with a decoder, with the prompt `train lm` trained or without one."""
 from __future__ import annotations
 
-from ._shared import add_device, add_json, check_device, positive_int, print_json, seed, setup_help, temperature
+from ._shared import (add_allow_other_backbone, add_device, add_json, check_device, positive_int, print_json, seed,
+                      setup_help, temperature)
 
 NAME = "generate"
 HELP = "continue a text with a GPT-2 / LLaMA-style decoder, with a prompt trained by `train lm` or bare"
@@ -35,6 +36,7 @@ def add_arguments(p):
     p.add_argument("--top-k", type=positive_int, default=None, help="with --do-sample: only the k most likely tokens")
     p.add_argument("--seed", type=seed, default=0, help="with --do-sample: the sampling generator's seed")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
+    add_allow_other_backbone(p)
     add_device(p)
     add_json(p)
 
@@ -50,7 +52,8 @@ def run(args) -> int:
     from ..data.bpe import ByteLevelBPE
     from ..training.lm import check_tokenizer, load_decoder, load_lm_checkpoint
     if args.checkpoint is not None:
-        model, meta = load_lm_checkpoint(args.checkpoint, args.model_dir, args.device)
+        model, meta = load_lm_checkpoint(args.checkpoint, args.model_dir, args.device,
+                                         allow_other_backbone=args.allow_other_backbone)
         model_dir = args.model_dir or meta["train"]["model_dir"]
     else:
         model, meta, model_dir = load_decoder(args.model_dir).to(args.device), None, args.model_dir

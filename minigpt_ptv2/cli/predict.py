@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from ._shared import (add_device, add_json, add_model_dir, batch_size, check_device, non_negative_int,
-                      positive_int, print_json, setup_help, warn_about_import)
+from ._shared import (add_allow_other_backbone, add_device, add_json, add_model_dir, batch_size, check_device,
+                      non_negative_int, positive_int, print_json, setup_help, warn_about_import)
 
 NAME = "predict"
 HELP = "predict labels (SST-2) or entity tags (CoNLL) for new text with a checkpoint"
@@ -54,6 +54,7 @@ def add_arguments(p):
                         "pipelines (default: half of max-length - 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none under --json either)")
     add_model_dir(p)
+    add_allow_other_backbone(p, "the checkpoints")
     add_device(p)
     add_json(p)
 
@@ -96,7 +97,8 @@ def run(args) -> int:
     if args.also:
         return run_mixed(args, texts)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.model_dir, args.device, args.max_length,
-                                          args.stride, names=("--max-length", "--stride"))
+                                          args.stride, names=("--max-length", "--stride"),
+                                          allow_other_backbone=args.allow_other_backbone)
     warn_about_import(predictor.meta)
     results = predictor.predict(texts, args.batch_size, show_progress=not (args.json or args.no_progress))
     summary = _length_summary(predictor.task, predictor.max_length, predictor.stride, results)
@@ -176,7 +178,8 @@ def run_mixed(args, texts: list[str]) -> int:
     named = named_checkpoints(args)
     items = tagged(texts, list(named))
     predictor = MixedPredictor.from_checkpoints(named, args.model_dir, args.device, args.max_length, args.stride,
-                                                names=("--max-length", "--stride"))
+                                                names=("--max-length", "--stride"),
+                                                allow_other_backbone=args.allow_other_backbone)
     for m in predictor.members.values():
         warn_about_import(m["meta"])
     results = predictor.predict(items, args.batch_size, show_progress=not (args.json or args.no_progress))

@@ -9,8 +9,9 @@ from ..catalog import (BATCHINGS, INITS, LM_LR, RECIPES, LM_TASK, METHODS, POSIT
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from ._shared import (add_device, add_json, add_model_dir, batch_size, check_device, diverge_factor, epochs,
-                      fraction, positive_float, positive_int, print_json, prompt_length, seed, setup_help, size_text)
+from ._shared import (add_allow_other_backbone, add_device, add_json, add_model_dir, batch_size, check_device,
+                      diverge_factor, epochs, fraction, positive_float, positive_int, print_json, prompt_length, seed,
+                      setup_help, size_text)
 
 NAME = "train"
 HELP = ("train a prompt method on SST-2 or CoNLL-2003 (or a decoder's prompt on a text file) and save a "
@@ -129,6 +130,7 @@ def add_arguments(p):
                    help="folder holding sst2/ and conll2003/ (default: $MINIGPT_PTV2_DATA or shared/data)")
     add_model_dir(p, "HuggingFace-format folder: a BERT for sst2 / conll (default: $MINIGPT_PTV2_MODEL or the "
                      "shipped MiniLM); for lm a GPT-2 or LLaMA-style decoder with its tokenizer.json (required)")
+    add_allow_other_backbone(p, "--resume")
     add_device(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     add_json(p)
@@ -144,6 +146,9 @@ def run_arguments(args) -> dict:
              "precision": args.precision, "warmup": args.warmup, "init": args.init, "holdout": args.holdout,
              "batches": args.batches}
     if args.resume is None:
+        if args.allow_other_backbone:
+            raise InputError("--allow-other-backbone goes with --resume (continuing a run on another backbone): "
+                             "a new run records the backbone it trains on")
         if args.task is None or args.method is None:
             raise InputError("train needs TASK and METHOD (e.g. train sst2 prefix), or --resume DIR")
         typed["method_kwargs"] = {"positions": args.positions} if args.method not in ("head-only", "full") else {}
@@ -223,7 +228,8 @@ def run(args) -> int:
     out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"
     info, device = distributed.setup(args.device)
     common = dict(out_dir=out, device=device, progress=not (args.no_progress or args.json),
-                  resume=args.resume is not None, overwrite=args.overwrite)
+                  resume=args.resume is not None, overwrite=args.overwrite,
+                  allow_other_backbone=args.allow_other_backbone)
     try:
         if kw["task"] == LM_TASK:
             from ..training.lm import train_lm

@@ -20,7 +20,6 @@ the prompt rows off again, so every output has exactly the N real rows.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 from ..errors import InputError, InputTypeError
 from .capture import record
 from .checks import check_device, check_ids, check_mask, check_position_ids, check_positions
+from .fingerprint import fingerprint
 from .prompt_method import PromptMethod
 from .prompt_rows import drop_front, in_front, keys_in_front, positions_in_front
 from .stack import run_layers
@@ -53,6 +53,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.prompt: PromptMethod | None = None
+        self.tokenizer_digest: str | None = None  # of the tokenizer files beside the weights (load_pretrained)
 
     # --- what every architecture answers ----------------------------------------------------
     def input_embeddings(self) -> nn.Embedding:
@@ -71,12 +72,10 @@ class Transformer(nn.Module):
     def rotate(self, t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise InputError(f"{type(self).__name__} has {self.position_style} positions: there is nothing to rotate")
 
-    def fingerprint(self) -> dict:
-        """Dimensions plus a hash of the first rows of the embedding table: enough to tell two
-        backbones apart when a checkpoint is loaded onto one."""
-        w = self.input_embeddings().weight.detach()[:16].float().cpu().contiguous()  # [16, D]
-        return {"model_type": self.config.model_type, **self.config.dims(), "vocab_size": self.config.vocab_size,
-                "fingerprint": hashlib.sha256(w.numpy().tobytes()).hexdigest()[:16]}
+    def fingerprint(self, recompute: bool = False) -> dict:
+        """Dimensions, a digest of every weight and of the tokenizer: what tells two backbones
+        apart when a checkpoint is loaded onto one (fingerprint.py; kept while no weight changes)."""
+        return fingerprint(self, recompute)
 
     # --- prompts ------------------------------------------------------------------------------
     def attach(self, method: PromptMethod):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .hf_files import read_config, read_state_dict, write_folder
+from .hf_files import read_config, read_state_dict, tokenizer_digest, write_folder
 
 # model_type (config.json) -> module in this package
 ARCHITECTURES = {"bert": "bert", "gpt2": "gpt2", "llama": "llama"}
@@ -59,6 +59,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     model = arch.Model(cfg)
     source = f"the weights in {model_dir}"
     copy_into(model, arch.state_from_hf(read_state_dict(model_dir), cfg, source), source)
+    model.tokenizer_digest = tokenizer_digest(model_dir)  # part of its fingerprint (core/fingerprint.py)
     model.eval()  # dropout off: equivalence with references is only defined in eval mode
     if dtype is not None or device is not None:
         model.to(device=device, dtype=dtype)

@@ -15,6 +15,7 @@ spoil every result after it without a sign:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -98,6 +99,27 @@ def read_config(model_dir: Path) -> dict:
     if not (model_dir / "config.json").is_file():
         raise MissingFileError(f"{model_dir} is not a model folder: no config.json in it")
     return read_json(inside(model_dir, "config.json", model_dir))
+
+
+# The files the tokenizer readers read (data/tokenize.py, data/bpe.py): tokenizer.json where it is
+# there, else the older ones (vocab.txt and its do_lower_case; GPT-2's vocab.json and merges.txt).
+TOKENIZER_FILE, OLDER_TOKENIZER_FILES = "tokenizer.json", ("vocab.txt", "tokenizer_config.json", "vocab.json",
+                                                           "merges.txt")
+
+
+def tokenizer_digest(model_dir) -> str | None:
+    """sha256 of the tokenizer files a model folder holds (names and contents), None if it has none:
+    part of the backbone's fingerprint (core/fingerprint.py)."""
+    model_dir = Path(model_dir)
+    names = [TOKENIZER_FILE] if (model_dir / TOKENIZER_FILE).is_file() else [
+        n for n in OLDER_TOKENIZER_FILES if (model_dir / n).is_file()]
+    if not names:
+        return None
+    h = hashlib.sha256()
+    for name in names:
+        h.update(f"{name}\n".encode())
+        h.update(hashlib.sha256((model_dir / name).read_bytes()).digest())
+    return h.hexdigest()
 
 
 def write_folder(out_dir, config: dict, tensors: dict) -> Path:

@@ -5,7 +5,9 @@
                                  the weights file it goes with and that file's sha256
 
 The frozen backbone is not saved: loading rebuilds it from the pretrained folder and checks it is
-the same backbone (dimensions and a fingerprint of its weights), saying what differs if not.
+the same backbone (dimensions, a digest of every weight and of the tokenizer: core/fingerprint.py),
+saying what differs if not. allow_other_backbone=True (--allow-other-backbone) loads it anyway,
+with a warning, and the returned meta says what differed ("other_backbone").
 
 A save replaces the pair as a whole (atomic.py): killed at any moment, the folder holds the old
 checkpoint or the new one. While a save replaces an older checkpoint, the new weights pass
@@ -18,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import torch
 
 from .. import catalog
+from ..core.fingerprint import differences, is_legacy
 from ..errors import InputError, MissingFileError, NonFiniteError
 from ..validate import check_finite, read_json, require
 from . import atomic
@@ -47,9 +51,13 @@ def backbone_of(model):
 
 
 def backbone_info(model) -> dict:
-    """What identifies the backbone: its dimensions and a hash of its embedding table (the
-    model says, core/transformer.py `fingerprint`)."""
+    """What identifies the backbone: its dimensions and digests of its weights and tokenizer (the
+    model says, core/fingerprint.py)."""
     return model.fingerprint()
+
+
+class BackboneWarning(UserWarning):
+    """A checkpoint used on a backbone it cannot be fully checked against, or on another one on purpose."""
 
 
 def _sha256(path: Path) -> str:
@@ -97,7 +105,10 @@ def save_checkpoint(model, out_dir, *, task: str, method: str, P: int, method_kw
     prompt = backbone_of(model).prompt
     meta = {"format": FORMAT, "version": VERSION, "task": task, "method": method, "P": P,
             "method_kwargs": method_kwargs or {}, "positions": prompt.positions if prompt is not None else "real",
-            "labels": list(labels), "backbone": backbone_info(backbone_of(model)), **(extra or {})}
+            "labels": list(labels), **(extra or {})}
+    # a run passes the backbone it started from ("full" changes the weights); last in the file, as
+    # it is long (a digest per tensor) and the least read
+    meta["backbone"] = meta.pop("backbone", None) or backbone_info(backbone_of(model))
     out = prepare_folder(out_dir)
     with locked(out, "save_checkpoint"):
         written = atomic.commit(out, STEM, tensors, meta, metadata={"format": FORMAT})
@@ -136,24 +147,63 @@ def read_checkpoint(ckpt_dir) -> tuple[dict, dict]:
     return meta, tensors
 
 
-def check_backbone(saved: dict, encoder, carries_backbone: bool = False, source=None) -> None:
-    """Refuse a backbone other than the one the checkpoint was trained on. A `full` checkpoint
-    carries every backbone tensor itself, so only the dimensions have to agree. source: the
-    checkpoint folder, named in the message (with several checkpoints, which one)."""
-    now = backbone_info(encoder)
-    saved = {"H_kv": saved.get("H"), **saved}  # written before H_kv was recorded: H_kv = H then
-    keys = [k for k in now if not (carries_backbone and k == "fingerprint")]
-    diff = [f"{k}: checkpoint {saved.get(k)} vs model {now[k]}" for k in keys if saved.get(k) != now[k]]
-    if diff:
-        which = f"checkpoint {source}" if source is not None else "checkpoint"
-        raise InputError(f"{which} was trained on a different backbone (" + "; ".join(diff) + ")")
+def check_backbone(saved: dict, encoder, carries_backbone: bool = False, source=None,
+                   allow_other: bool = False) -> str | None:
+    """Refuse a backbone other than the one the checkpoint was trained on, saying what differs
+    (core/fingerprint.py `differences`). A `full` checkpoint carries every backbone tensor
+    itself, so only the dimensions and the tokenizer have to agree. source: the checkpoint
+    folder, named in the message (with several checkpoints, which one). allow_other: warn
+    instead, and return what differs (None when nothing does)."""
+    diff = differences(saved, encoder, carries_backbone)
+    which = f"checkpoint {source}" if source is not None else "checkpoint"
+    if not diff:
+        if is_legacy(saved):
+            warnings.warn(f"{which} records an older backbone fingerprint (the embedding table's first 16 rows): "
+                          f"those rows and the dimensions match; its other weights and its tokenizer cannot be "
+                          f"checked", BackboneWarning, stacklevel=2)
+        return None
+    text = "; ".join(diff)
+    if not allow_other:
+        raise InputError(f"{which} was trained on a different backbone ({text}): use the model it was trained "
+                         f"on, or pass --allow-other-backbone (allow_other_backbone=True) to use it anyway")
+    warnings.warn(f"{which} was trained on a different backbone ({text}); using it anyway "
+                  f"(--allow-other-backbone)", BackboneWarning, stacklevel=2)
+    return text
 
 
-def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None):
+def backbone_id(info: dict) -> str:
+    """A short id of a recorded backbone, kept in a run's resume state: the first digits of its
+    weights' and tokenizer's digests (an older record: its fingerprint)."""
+    if is_legacy(info):
+        return info.get("fingerprint")
+    return f"{info['weights'][:16]}/{(info.get('tokenizer') or '-')[:16]}"
+
+
+def check_resumed_backbone(saved_id, out, backbone, allow_other: bool = False) -> str | None:
+    """Refuse to resume the run in `out` on another backbone than the one it started on, naming
+    what differs: the checkpoint it has kept records that backbone in full. Returns what differs
+    when allow_other (with a warning), else None."""
+    now = backbone_id(backbone_info(backbone))
+    if saved_id == now:
+        return None
+    if (Path(out) / META).is_file():
+        return check_backbone(read_meta(out)["backbone"], backbone, source=out, allow_other=allow_other)
+    text = f"backbone {saved_id} vs model {now}"  # no checkpoint kept yet: only the ids can be compared
+    if not allow_other:
+        raise InputError(f"the run in {out} was started on a different backbone ({text}): resume it on the "
+                         f"model it was started on (--model-dir), or pass --allow-other-backbone")
+    warnings.warn(f"the run in {out} was started on a different backbone ({text}); resuming it anyway "
+                  f"(--allow-other-backbone)", BackboneWarning, stacklevel=2)
+    return text
+
+
+def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None, allow_other_backbone: bool = False):
     """Rebuild the TaskModel a checkpoint was saved from: pretrained backbone + prompt + head.
 
     encoder: a backbone already loaded (several checkpoints over one backbone, training/mixed.py),
-    checked like a fresh one; its attached prompt is replaced by the checkpoint's."""
+    checked like a fresh one; its attached prompt is replaced by the checkpoint's.
+    allow_other_backbone: load it onto a backbone other than its own (check_backbone) with a
+    warning; the returned meta's "other_backbone" then says what differs."""
     from ..models import load_pretrained
     from ..pretrained import default_model_dir
     from .tasks import build_task_model
@@ -166,7 +216,10 @@ def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None):
         tensors = legacy_v1_state(tensors, str(Path(ckpt_dir) / meta.get("weights", WEIGHTS)))
     if encoder is None:
         encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
-    check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full", source=ckpt_dir)
+    other = check_backbone(meta["backbone"], encoder, carries_backbone=meta["method"] == "full", source=ckpt_dir,
+                           allow_other=allow_other_backbone)
+    if other is not None:
+        meta["other_backbone"] = other
     kw = {**meta["method_kwargs"], "positions": meta.get("positions", "real")} \
         if meta["method"] not in ("head-only", "full") else {}
     model = build_task_model(meta["task"], meta["method"], meta["P"], encoder=encoder, **kw)

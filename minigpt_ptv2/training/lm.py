@@ -100,7 +100,7 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
              batch_size: int = 8, max_length: int = 128, seed: int = 0, out_dir=None, device: str = "cpu",
              progress: bool = True, method_kwargs: dict | None = None, dropout: bool = True,
              resume: bool = False, overwrite: bool = False, diverge_factor: float = TrainConfig.diverge_factor,
-             grad_checkpoint: bool = False, precision: str = "fp32"):
+             grad_checkpoint: bool = False, precision: str = "fp32", allow_other_backbone: bool = False):
     """Train prompt `method` on the text in `text_file` over the frozen decoder in `model_dir`.
 
     Arguments as train_task's (run.py). The checkpoint holds the prompt only (task "lm"), the
@@ -153,12 +153,13 @@ def train_lm(method: str, text_file, model_dir, P: int = 16, epochs: int = 3, lr
                         facts={"task": LM_TASK, "method": method, "P": P, "text": text, "untrained": untrained})
 
     return run_claimed(out, args, cfg, info, prepare, what=f"train {LM_TASK} {method}", resume=resume,
-                       overwrite=overwrite, dropout=dropout, task=LM_TASK)
+                       overwrite=overwrite, dropout=dropout, task=LM_TASK, allow_other_backbone=allow_other_backbone)
 
 
-def load_lm_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
+def load_lm_checkpoint(ckpt_dir, model_dir=None, device="cpu", allow_other_backbone: bool = False):
     """(decoder with the trained prompt attached, eval mode; checkpoint.json) for a `train lm` checkpoint.
-    model_dir defaults to the folder the run was trained on; either way its fingerprint is checked."""
+    model_dir defaults to the folder the run was trained on; either way its fingerprint is checked
+    (allow_other_backbone: as checkpoint.load_checkpoint)."""
     meta, tensors = read_checkpoint(ckpt_dir)  # before the (slow) backbone load: fail fast
     if meta["task"] != LM_TASK:
         raise InputError(f"{ckpt_dir} holds a {meta['task']!r} checkpoint, not a causal-LM prompt (train lm)")
@@ -166,7 +167,9 @@ def load_lm_checkpoint(ckpt_dir, model_dir=None, device="cpu"):
     if not model_dir:
         raise InputError(f"{ckpt_dir} does not say which decoder it was trained on: pass --model-dir")
     decoder = load_decoder(model_dir)
-    check_backbone(meta["backbone"], decoder, source=ckpt_dir)
+    other = check_backbone(meta["backbone"], decoder, source=ckpt_dir, allow_other=allow_other_backbone)
+    if other is not None:
+        meta["other_backbone"] = other
     decoder.attach(make_method(meta["method"], decoder.config, meta["P"],
                                **{**meta["method_kwargs"], "positions": meta.get("positions", "real")}))
     own = {n[len("decoder."):]: p for n, p in LMTaskModel(decoder).named_parameters()}

@@ -9,7 +9,7 @@ The backbone is loaded once; each checkpoint brings only its prompt and head (a 
 prompts ride together in a `MixedPrompts` (prompts/mixed.py), which gives each row its own prompt
 through per-row masks, and each task's head reads its own rows. Each row equals what its checkpoint
 gives alone (tests/test_mixed.py). Checkpoints must share the backbone (checked by fingerprint, as
-any load is), and their prompts must be of one kind (all K/V prefixes, say: MixedPrompts says why).
+any load is: every weight and the tokenizer), and their prompts must be of one kind (all K/V prefixes, say: MixedPrompts says why).
 """
 from __future__ import annotations
 
@@ -65,8 +65,10 @@ class MixedTaskModel(nn.Module):
         return result
 
 
-def load_mixed(checkpoints: dict[str, str | Path], model_dir=None, device="cpu") -> MixedTaskModel:
-    """Several checkpoints, by member name, over one backbone loaded once (see the module doc)."""
+def load_mixed(checkpoints: dict[str, str | Path], model_dir=None, device="cpu",
+               allow_other_backbone: bool = False) -> MixedTaskModel:
+    """Several checkpoints, by member name, over one backbone loaded once (see the module doc).
+    Each is checked against that backbone (allow_other_backbone: as checkpoint.load_checkpoint)."""
     from ..models import load_pretrained
     from ..pretrained import default_model_dir
     from .checkpoint import load_checkpoint, read_meta
@@ -81,7 +83,8 @@ def load_mixed(checkpoints: dict[str, str | Path], model_dir=None, device="cpu")
     encoder = load_pretrained(model_dir or default_model_dir(), expect="bert")
     members = {}
     for name, path in checkpoints.items():
-        model, meta = load_checkpoint(path, encoder=encoder)  # checks this backbone against the checkpoint's
+        model, meta = load_checkpoint(path, encoder=encoder,  # checks this backbone against the checkpoint's
+                                      allow_other_backbone=allow_other_backbone)
         members[name] = (encoder.detach_prompt(), model.heads[meta["task"]])
         metas[name] = meta
     try:
@@ -114,12 +117,13 @@ class MixedPredictor:
 
     @classmethod
     def from_checkpoints(cls, checkpoints: dict, model_dir=None, device="cpu", max_length: int | None = None,
-                         stride: int | None = None, names: tuple[str, str] = ("max_length", "stride")):
+                         stride: int | None = None, names: tuple[str, str] = ("max_length", "stride"),
+                         allow_other_backbone: bool = False):
         from ..data import WordPiece
         from ..pretrained import default_model_dir
         model_dir = model_dir or default_model_dir()
-        return cls(load_mixed(checkpoints, model_dir, device), WordPiece.from_model_dir(model_dir), device,
-                   max_length, stride, names)
+        return cls(load_mixed(checkpoints, model_dir, device, allow_other_backbone),
+                   WordPiece.from_model_dir(model_dir), device, max_length, stride, names)
 
     @torch.no_grad()
     def predict(self, items: list[tuple[str, str]], batch_size: int = 32, show_progress: bool = False) -> list[dict]:

@@ -46,9 +46,10 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, model_dir=None, device="cpu", max_length: int | None = None,
-                        stride: int | None = None, names: tuple[str, str] = ("max_length", "stride")):
+                        stride: int | None = None, names: tuple[str, str] = ("max_length", "stride"),
+                        allow_other_backbone: bool = False):
         model_dir = model_dir or default_model_dir()
-        model, meta = load_checkpoint(ckpt_dir, model_dir, device)
+        model, meta = load_checkpoint(ckpt_dir, model_dir, device, allow_other_backbone=allow_other_backbone)
         return cls(model, meta, WordPiece.from_model_dir(model_dir), device, max_length, stride, names)
 
     @torch.no_grad()

@@ -35,7 +35,8 @@ from .. import outdir
 from ..errors import InputError, NonFiniteError
 from . import distributed, runfolder
 from . import state as run_state
-from .checkpoint import META, backbone_info, backbone_of, read_checkpoint, save_checkpoint
+from .checkpoint import (META, backbone_id, backbone_info, backbone_of, check_resumed_backbone, read_checkpoint,
+                         save_checkpoint)
 from .divergence import Diverged
 from .evaluate import evaluate
 from .keeper import Interrupted, Keeper, interrupted_note
@@ -112,13 +113,14 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                dropout: bool = True, resume: bool = False, overwrite: bool = False,
                diverge_factor: float = TrainConfig.diverge_factor, grad_checkpoint: bool = False,
                precision: str = "fp32", warmup: float | None = None, init: str | None = None,
-               holdout: int | None = None, batches: str = BATCHINGS[0]):
+               holdout: int | None = None, batches: str = BATCHINGS[0], allow_other_backbone: bool = False):
     """Train `method` on `task`, evaluate on dev after every epoch, keep the best epoch in out_dir.
 
     dropout=True trains with the backbone's dropout on, as P-Tuning v2 does (model.train()).
     resume=True continues the interrupted run in out_dir; every argument that defines the run
     must be the one it was started with (saved_arguments gives them). More epochs are refused
     too: the learning-rate schedule spans all epochs, so they would change every step taken.
+    So is another backbone, unless allow_other_backbone (then recorded in the checkpoint).
     overwrite=True lets a new run replace the checkpoint out_dir holds.
     grad_checkpoint=True recomputes each layer's activations in backward (recompute.py): less memory.
     precision: "fp32", "bf16" or "fp16" autocast for training and the dev evaluation (precision.py).
@@ -188,7 +190,7 @@ def train_task(task: str, method: str, P: int = 16, epochs: int = 3, lr: float |
                                "dev_examples": len(dev), "holdout": holdout})
 
     return run_claimed(out, args, cfg, info, prepare, what=f"train {task} {method}", resume=resume,
-                       overwrite=overwrite, dropout=dropout, task=task)
+                       overwrite=overwrite, dropout=dropout, task=task, allow_other_backbone=allow_other_backbone)
 
 
 @dataclass
@@ -209,16 +211,17 @@ class Prepared:
 
 
 def run_claimed(out, args: dict, cfg: TrainConfig, info, prepare, *, what: str, resume: bool, overwrite: bool,
-                dropout: bool, task: str):
+                dropout: bool, task: str, allow_other_backbone: bool = False):
     """Claim and lock `out`, prepare() the run, then train it: the best epoch kept as the checkpoint,
-    a resume state after every epoch, a diverged run stopped. Returns (summary, model)."""
+    a resume state after every epoch, a diverged run stopped. Returns (summary, model).
+    allow_other_backbone: resume on another backbone than the run started on (recorded)."""
     # The folder is ours before anything slow happens: a second run writing it is refused at once,
     # whatever else is wrong with its arguments or data.
     claim = runfolder.claimed(out, what) if out is not None and info.is_main else contextlib.nullcontext()
     run_id = secrets.token_hex(8)
     try:
         with claim:
-            return _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id)
+            return _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id, allow_other_backbone)
     except KeyboardInterrupt as e:
         if not info.is_main or out is None or isinstance(e, Interrupted):
             raise
@@ -226,7 +229,7 @@ def run_claimed(out, args: dict, cfg: TrainConfig, info, prepare, *, what: str, 
         raise Interrupted(interrupted_note(out, run_state.run_of(out) if resume else run_id)) from None
 
 
-def _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id):
+def _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id, allow_other_backbone):
     """run_claimed's work, inside the claimed folder."""
     set_seed(cfg.seed)  # same initial prompt and head on every rank (DDP also broadcasts rank 0's)
     run = prepare()
@@ -241,9 +244,14 @@ def _run(out, args, cfg, info, prepare, resume, overwrite, dropout, task, run_id
         runfolder.check_out(out, overwrite)  # again: the folder is ours now
     # An earlier run's checkpoint and resume state stay untouched until this run's first
     # checkpoint replaces them (runfolder.py); its id tells the two runs' files apart.
-    args["backbone"] = run.backbone["fingerprint"]
+    args["backbone"] = backbone_id(run.backbone)
     if start is not None:
-        runfolder.check_same(start[0]["extra"]["args"], args, out)
+        saved = dict(start[0]["extra"]["args"])
+        other = check_resumed_backbone(saved.get("backbone"), out, backbone_of(model), allow_other_backbone)
+        if other is not None:  # recorded in every checkpoint this run keeps from now on
+            run.backbone["resumed_on_other_backbone"] = other
+        saved["backbone"] = args["backbone"]  # compared just above, naming what differs
+        runfolder.check_same(saved, args, out)
     if not dropout:
         disable_dropout(model)
     wrapped = distributed.wrap(model, info, cfg.device, find_unused=run.find_unused)
