@@ -18,6 +18,7 @@ import warnings
 
 from ..errors import UserError, WriteError
 from ..faults import cause
+from ..lines import check_text
 from ._shared import HelpFormatter, show_warning
 
 
@@ -114,7 +115,14 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     parser = build_parser()
-    args = parse(parser, list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # a byte that was not UTF-8 comes as a lone surrogate: named here, before it reaches anything
+        for i, arg in enumerate(argv):
+            check_text(arg, f"command-line argument {i + 1} ({arg!r})")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args = parse(parser, argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -1,10 +1,11 @@
 """`predict`: labels for new sentences (SST-2) or word/tag pairs (CoNLL-2003) from a checkpoint."""
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
-from ..errors import InputError, MissingFileError
+from ..errors import InputError
 from ._shared import (add_allow_other_backbone, add_device, add_json, add_model_dir, batch_size, check_device,
                       non_negative_int, positive_int, print_json, setup_help, warn_about_import)
 
@@ -60,6 +61,10 @@ def add_arguments(p):
 
 
 def read_texts(args) -> list[str]:
+    """The sentences, one per argument or per line of --file or standard input: lines end at "\\n"
+    or "\\r\\n" only, and a byte that is not UTF-8 is named (minigpt_ptv2/lines.py)."""
+    from ..data.paths import text_lines
+    from ..lines import byte_lines
     if args.text and args.file:
         raise InputError("give sentences as arguments or with --file, not both")
     if args.text:
@@ -68,14 +73,12 @@ def read_texts(args) -> list[str]:
                 raise InputError(f"sentence argument {i + 1} is empty" + (" (only whitespace)" if t else ""))
         return [t.strip() for t in args.text]
     if args.file and args.file != "-":
-        path = Path(args.file)
-        if not path.is_file():
-            raise MissingFileError(f"--file {path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = [line for _, line in text_lines(Path(args.file), "--file")]
     else:
         if sys.stdin.isatty() and args.file != "-":
             raise InputError("no sentences: pass them as arguments, with --file, or on standard input")
-        lines = sys.stdin.read().splitlines()
+        raw = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode("utf-8", "surrogateescape"))
+        lines = [line for _, line in byte_lines(raw, "standard input")]
     texts = [t.strip() for t in lines if t.strip()]
     if not texts:
         raise InputError("no sentences to predict (all lines were empty)")

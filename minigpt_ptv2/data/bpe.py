@@ -10,24 +10,33 @@
    Any text can be encoded, emoji and all; no unknown token is ever needed.
 3. Merges: starting from single characters, repeatedly join the adjacent pair that comes first
    in the `merges` list, until no listed pair is left. Each final symbol is a vocabulary entry.
+   `merge_plain` says it in five lines, but rescans every pair after each join: quadratic in the
+   length of a piece (a 20,000-character word: 40 s). `merge` gives the same symbols in
+   O(n log n): the pieces form a linked list and a heap holds the listed pairs by rank.
 
-Added tokens (e.g. "<|endoftext|>") are cut out of the text first and map to their own ids
-(matched literally: their lstrip / rstrip / single_word options are not read). A folder with
-GPT-2's older vocab.json + merges.txt instead of tokenizer.json is read as the same tokenizer.
-What is not read is refused by name (a normaliser, a SentencePiece-style BPE with byte fallback,
-WordPiece...). No special tokens are added around a text: GPT-2 adds none; prepend a BOS id
-yourself for a decoder that expects one. Tested to give the ids the `tokenizers` library gives
-(tests/test_train_lm.py); that library is a dependency for BERT's WordPiece, not used here.
+Added tokens (e.g. "<|endoftext|>") are cut out of the text first and map to their own ids,
+matched literally; an added token that asks for more (lstrip, rstrip or single_word: swallow the
+spaces beside it, match only a whole word) is refused by name. encode(text, add_special_tokens=
+True) puts the special tokens of the file's post-processor template around the text (LLaMA's
+BOS, say), as the `tokenizers` library does by default; the default here is False: a text
+stream (train lm) is not a string of documents. A folder with GPT-2's older vocab.json +
+merges.txt instead of tokenizer.json is read as the same tokenizer. What is not read is refused
+by name (a normaliser, a SentencePiece-style BPE with byte fallback, WordPiece, another
+post-processor...). The file's truncation and padding settings are not applied: the callers cut
+and pad themselves. Tested to give the ids the `tokenizers` library gives (tests/test_train_lm.py, tests/test_bpe.py);
+that library is a dependency for BERT's WordPiece, not used here.
 """
 from __future__ import annotations
 
 import functools
+import heapq
 import os
 import re
 import unicodedata
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
+from ..lines import check_text
 from ..validate import read_json
 from .paths import text_lines
 
@@ -96,6 +105,9 @@ class ByteLevelBPE:
         unsupported += [f"BPE option {k}={model[k]!r}" for k in ("byte_fallback", "continuing_subword_prefix",
                                                                  "end_of_word_suffix", "dropout") if model.get(k)]
         splits, self.prefix_space = self._pre_tokenizer(spec.get("pre_tokenizer"), unsupported)
+        self.around = self._template(spec.get("post_processor"), unsupported)
+        unsupported += [f"added token {t.get('content')!r} with {k}=true" for t in spec.get("added_tokens") or []
+                        for k in ("lstrip", "rstrip", "single_word") if t.get(k)]
         if unsupported:
             raise InputError(f"{source}: this is not a byte-level BPE tokenizer minigpt_ptv2 reads (GPT-2 style): "
                              f"unsupported {', '.join(unsupported)}")
@@ -136,6 +148,28 @@ class ByteLevelBPE:
             unsupported.append("a pre_tokenizer without ByteLevel")
         return splits, prefix_space
 
+    @staticmethod
+    def _template(post: dict | None, unsupported: list) -> tuple[list[int], list[int]]:
+        """The ids a post-processor puts before and after a single text (its "single" template;
+        ByteLevel's post-processing only moves offsets): ([], []) without one."""
+        steps = (post or {}).get("processors", [post]) if (post or {}).get("type") == "Sequence" else [post]
+        before, after = [], []
+        for step in steps:
+            kind = (step or {}).get("type")
+            if kind in (None, "ByteLevel"):
+                continue
+            if kind != "TemplateProcessing":
+                unsupported.append(f"post_processor {kind!r}")
+                continue
+            seen = False
+            for piece in step.get("single", []):
+                if "Sequence" in piece:
+                    seen = True
+                elif "SpecialToken" in piece:
+                    special = step.get("special_tokens", {}).get(piece["SpecialToken"]["id"], {})
+                    (after if seen else before).extend(special.get("ids", []))
+        return before, after
+
     @classmethod
     def from_model_dir(cls, model_dir: str | os.PathLike) -> "ByteLevelBPE":
         """tokenizer.json, else GPT-2's older pair vocab.json + merges.txt (the same tokenizer)."""
@@ -160,23 +194,16 @@ class ByteLevelBPE:
         return pieces
 
     def _merge(self, word: str) -> list[str]:
-        """BPE on one piece (already bytes-as-characters): join the best-ranked pair until none is left."""
+        """BPE on one piece (already bytes-as-characters), see `merge`."""
         if self.ignore_merges and word in self.vocab:
             return [word]
-        if word in self._seen:  # a text repeats its words: each is merged once
-            return self._seen[word]
-        symbols = list(word)
-        while len(symbols) > 1:
-            pairs = [(self.ranks.get(p, len(self.ranks)), i) for i, p in enumerate(zip(symbols, symbols[1:]))]
-            rank, i = min(pairs)  # the earliest merge; the leftmost pair on a tie
-            if rank == len(self.ranks):
-                break
-            symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
-        self._seen[word] = symbols
-        return symbols
+        if word not in self._seen:  # a text repeats its words: each is merged once
+            self._seen[word] = merge(list(word), self.ranks)
+        return self._seen[word]
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of `text`, no special tokens added."""
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Ids of `text`; add_special_tokens: with the post-processor's special tokens around it."""
+        check_text(text, "text to encode")  # a lone surrogate has no UTF-8 bytes to merge
         ids, start, chunks = [], 0, []  # chunks: (text, is it an added token?)
         for m in (self._added_re.finditer(text) if self._added_re else []):
             chunks += [(text[start:m.start()], False), (m.group(), True)]
@@ -194,7 +221,7 @@ class ByteLevelBPE:
                         raise InputError(f"{self.source}: symbol {symbol!r} is not in the vocabulary (a byte-level "
                                          f"vocabulary must hold all 256 byte characters)")
                     ids.append(self.vocab.get(symbol, self.unk))
-        return ids
+        return [*self.around[0], *ids, *self.around[1]] if add_special_tokens else ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Ids (list or 1-D tensor) back to text; bytes that are not valid UTF-8 become U+FFFD."""
@@ -222,3 +249,45 @@ def _isolate(regex: re.Pattern, text: str) -> list[str]:
     if start < len(text):
         out.append(text[start:])
     return out
+
+
+def merge_plain(symbols: list[str], ranks: dict) -> list[str]:
+    """The merge rule as plainly as it can be written: join the adjacent pair that comes first in
+    the merges list (`ranks`: pair -> its place), the leftmost on a tie, until no listed pair is
+    left. Every join rescans every pair: quadratic in the length of the piece."""
+    symbols, none = list(symbols), len(ranks)
+    while len(symbols) > 1:
+        rank, i = min((ranks.get(p, none), i) for i, p in enumerate(zip(symbols, symbols[1:])))
+        if rank == none:
+            break
+        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+    return symbols
+
+
+def merge(symbols: list[str], ranks: dict) -> list[str]:
+    """What merge_plain gives, in O(n log n). The symbols form a linked list: text[i] is the symbol
+    that starts at character i ("" once joined into its left neighbour), right[i] and left[i] the
+    starts of its neighbours. A heap holds (rank, start) of every adjacent listed pair. The best is
+    popped; if its pair has changed since it was pushed (one side was joined to something else) it
+    is stale and skipped, else the two are joined and the pairs the new symbol makes with its
+    neighbours are pushed. The smallest (rank, start) is merge_plain's choice: starts keep the order
+    of the symbols, so the leftmost of equal ranks wins in both."""
+    n = len(symbols)
+    text = list(symbols)
+    right, left = list(range(1, n + 1)), list(range(-1, n - 1))  # n, -1: no neighbour
+    heap = [(ranks[p], i) for i, p in enumerate(zip(text, text[1:])) if p in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = right[i]
+        if not text[i] or j >= n or ranks.get((text[i], text[j])) != rank:
+            continue  # stale: symbol i was joined to its left, or its right neighbour changed
+        text[i], text[j] = text[i] + text[j], ""
+        right[i] = right[j]
+        if right[i] < n:
+            left[right[i]] = i
+        for a in (left[i], i):  # the new symbol with its left neighbour, and with its right one
+            b = right[a] if a >= 0 else n
+            if a >= 0 and b < n and (text[a], text[b]) in ranks:
+                heapq.heappush(heap, (ranks[(text[a], text[b])], a))
+    return [t for t in text if t]

@@ -1,7 +1,10 @@
 """CoNLL-2003 English NER reader: sentences of (word, IOB2 tag), strict about the file's shape.
 
 Each non-blank line is ``word POS [chunk] TAG``: the first column is the word and the last the
-NER tag, whatever sits between. A blank line ends a sentence. ``-DOCSTART-`` lines (present in
+NER tag, whatever sits between; every line of a file has the same number of columns (the first
+word line's). Columns are separated by ASCII spaces and tabs only: a no-break space (U+00A0) or
+any other Unicode space inside a word is part of the word, as the corpus wrote it (str.split()
+would cut the word there and drop its second half). A blank line ends a sentence. ``-DOCSTART-`` lines (present in
 the copies of the corpus most users download) are document markers, not words, and are skipped,
 also when the file starts with a UTF-8 byte-order mark (which would otherwise glue itself to the
 first ``-DOCSTART-`` and turn it into a word). The file must be UTF-8.
@@ -10,6 +13,7 @@ Errors name the file and the 1-based line.
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 from ..errors import InputError
@@ -20,6 +24,7 @@ from .paths import check_max_examples, data_file, text_lines
 CONLL_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 CONLL_LABEL_TO_ID = {tag: i for i, tag in enumerate(CONLL_LABELS)}
 CONLL_SPLITS = ("train", "dev", "test")
+COLUMN_GAP = re.compile(r"[ \t]+")  # what separates columns: ASCII spaces and tabs, nothing else
 
 
 class Sentence(NamedTuple):
@@ -44,8 +49,10 @@ def read_conll_file(path: str | os.PathLike, max_examples: int | None = None) ->
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []
+    columns = None  # (how many, the line that set it): the first word line's
     for lineno, line in text_lines(path):
-        fields = line.split()
+        line = line.strip(" \t")
+        fields = COLUMN_GAP.split(line) if line else []
         if not fields:  # sentence boundary
             if words:
                 sentences.append(Sentence(words, tags))
@@ -57,6 +64,10 @@ def read_conll_file(path: str | os.PathLike, max_examples: int | None = None) ->
             continue
         if len(fields) < 2:
             raise InputError(f"{path}:{lineno}: expected 'word POS TAG', got {line!r}")
+        columns = columns or (len(fields), lineno)
+        if len(fields) != columns[0]:
+            raise InputError(f"{path}:{lineno}: {len(fields)} columns, but the file's lines have {columns[0]} "
+                             f"(line {columns[1]}): got {line!r}")
         tag = fields[-1]
         if tag not in CONLL_LABEL_TO_ID:
             raise InputError(f"{path}:{lineno}: unknown tag {tag!r}, expected one of {CONLL_LABELS}")

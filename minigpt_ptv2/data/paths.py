@@ -8,18 +8,21 @@ Resolution order, first hit wins:
 An explicit path or env var that does not exist is an error, not a silent fallback: a typo should
 never quietly train on a different dataset.
 
-`text_lines` is how every reader opens a dataset file: UTF-8, one line at a time, so a byte that
-is not UTF-8 (a file saved as Latin-1 or Windows-1252) is reported with the file, the line and
-the byte, not as a bare codec error from somewhere inside the reader. A UTF-8 byte-order mark
-(which editors on Windows write) is accepted and dropped; a UTF-16 file is named as such.
+`text_lines` is how every reader opens a text file: UTF-8, one line at a time, lines ending at
+"\\n" or "\\r\\n" only, so a byte that is not text is reported with the file, the line and the
+byte (minigpt_ptv2/lines.py), not as a bare codec error from somewhere inside the reader. A UTF-8
+byte-order mark (which editors on Windows write) is accepted and dropped; a UTF-16 file is named
+as such.
 """
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, MissingFileError
+from ..lines import decode_line, strip_end
 
 ENV = "MINIGPT_PTV2_DATA"
 
@@ -57,28 +60,38 @@ def data_file(relative: str, explicit: str | os.PathLike | None = None) -> Path:
     return path
 
 
-_BOM = "\ufeff"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its end-of-line) for each line of a UTF-8 text file."""
+def check_regular_file(path: Path, what: str = "dataset file") -> None:
+    """Refuse what is not a regular file, saying what it is: missing, a folder, or a pipe or
+    device (`--text-file /dev/stdin`), which can be read only once."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise MissingFileError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a text file")
+    mode = path.stat().st_mode
+    kind = ("a pipe" if stat.S_ISFIFO(mode) else "a terminal or other character device" if stat.S_ISCHR(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a block device" if stat.S_ISBLK(mode) else "not a file")
+    raise InputError(f"{what} {path} is {kind}, not a regular file: save the text to a file and give its path")
+
+
+def text_lines(path: str | os.PathLike, what: str = "dataset file") -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end-of-line) for each line of a UTF-8 text file.
+    Lines end at "\\n" or "\\r\\n" only, and a byte that is not text is named (minigpt_ptv2/lines.py)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"dataset file not found: {path}")
+    check_regular_file(path, what)
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        for lineno, raw in enumerate(f, start=1):  # a binary file splits at b"\n" only
+            if lineno == 1 and raw[:2] in _UTF16_BOMS:
                 raise InputError(f"{path}:1: the file is UTF-16 (it starts with a UTF-16 byte-order "
                                  f"mark); save it as UTF-8")
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(
-                    f"{path}:{lineno}: byte 0x{raw[e.start]:02x} (byte {e.start + 1} of the line) is not "
-                    f"UTF-8 ({e.reason}); saved as Latin-1 or Windows-1252? Save the file as UTF-8") from None
-            if lineno == 1 and line.startswith(_BOM):
-                line = line[1:]
-            yield lineno, line.rstrip("\r\n")
+            if lineno == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[len(_UTF8_BOM):]
+            yield lineno, strip_end(decode_line(raw, path, lineno))
 
 
 def check_max_examples(max_examples) -> None:

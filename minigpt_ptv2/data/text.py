@@ -32,9 +32,7 @@ HELD_OUT = 0.1  # the share of blocks kept for the perplexity
 def read_text(path: str | os.PathLike) -> str:
     """The whole file as one string (UTF-8; a bad byte is named with its line, see paths.text_lines)."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"--text-file {path} is a folder, not a text file")
-    lines = [line for _, line in text_lines(path)]
+    lines = [line for _, line in text_lines(path, "--text-file")]
     text = "\n".join(lines)
     if not text.strip():
         raise InputError(f"{path} is empty: there is no text to train on")

@@ -21,6 +21,7 @@ import torch
 
 from ..core.checks import check_batch_size, check_max_length
 from ..data import WordPiece, pad_batch
+from ..lines import check_text
 from ..data.windows import check_stride, default_stride, scatter_reads
 from ..errors import InputError, InputTypeError
 from ..pretrained import default_model_dir
@@ -125,4 +126,5 @@ def clean_texts(texts) -> list[str]:
             raise InputTypeError(f"text {i + 1} is a {type(t).__name__}, not a string")
         if not t.strip():
             raise InputError(f"text {i + 1} is empty" + (" (only whitespace)" if t else ""))
+        check_text(t, f"text {i + 1}")
     return [t.strip() for t in texts]
