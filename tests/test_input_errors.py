@@ -168,7 +168,7 @@ def test_generate_arguments(decoder):
     ids = ids_for(decoder, 1, 3)
     with raises(ValueError, "max_new_tokens must be a non-negative int", "-1"):
         decoder.generate(ids, -1)
-    with raises(ValueError, "temperature must be > 0", "0"):
+    with raises(ValueError, "temperature must be a finite number > 0", "0"):
         decoder.generate(ids, 2, do_sample=True, temperature=0)
     with raises(ValueError, "top_k", "0"):
         decoder.generate(ids, 2, do_sample=True, top_k=0)

@@ -224,11 +224,12 @@ def test_generation_with_every_method_cached_equals_recomputed_and_ignores_paddi
             p.normal_(0.0, 0.5)
     llama.attach(method.eval())
     try:
-        cached = llama.generate(ids, STEPS, attention_mask=mask)
-        assert torch.equal(cached, llama.generate(ids, STEPS, attention_mask=mask, use_cache=False))
-        assert torch.equal(cached[2:, 4:], llama.generate(ids[2:, 4:], STEPS))  # row 2 without its 4 pads
+        run = dict(eos_token_id=None)  # exactly STEPS tokens a row: no row stops early
+        cached = llama.generate(ids, STEPS, attention_mask=mask, **run)
+        assert torch.equal(cached, llama.generate(ids, STEPS, attention_mask=mask, use_cache=False, **run))
+        assert torch.equal(cached[2:, 4:], llama.generate(ids[2:, 4:], STEPS, **run))  # row 2 without its 4 pads
         plain = llama.detach_prompt()
-        assert not torch.equal(cached, llama.generate(ids, STEPS, attention_mask=mask))  # the prompt steers
+        assert not torch.equal(cached, llama.generate(ids, STEPS, attention_mask=mask, **run))  # the prompt steers
         llama.attach(plain)
     finally:
         llama.detach_prompt()

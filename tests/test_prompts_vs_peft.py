@@ -89,7 +89,7 @@ def run_ours_gpt2(model, method, ids, mask=None) -> torch.Tensor:
 def generate_ours(model, method, ids, mask=None) -> torch.Tensor:
     model.attach(method.eval())
     try:
-        return model.generate(ids, NEW, attention_mask=mask)  # [B, N + NEW]
+        return model.generate(ids, NEW, attention_mask=mask, eos_token_id=None)  # [B, N + NEW]: as R.peft_generate
     finally:
         model.detach_prompt()
 

@@ -11,9 +11,11 @@ Load the decoder in --model-dir (a HuggingFace-format GPT-2 or LLaMA-style folde
 model.safetensors, tokenizer.json), attach the prompt of CHECKPOINT (a `train lm` output folder;
 its backbone fingerprint must match), and continue TEXT: greedy by default, sampled with
 --do-sample. Without CHECKPOINT the bare decoder continues it; with one, --model-dir defaults to
-the folder the prompt was trained on. Stops after --max-new-tokens, or at the model's
-end-of-text token (config.json's eos_token_id) unless --ignore-eos. Prints the text and its
-continuation."""
+the folder the prompt was trained on. TEXT is tokenized as transformers' tokenizer does it: with
+the special tokens tokenizer.json's post-processor puts around a text (LLaMA's BOS, say). Stops
+after --max-new-tokens, or at any of the model's end-of-text tokens (eos_token_id, one or a list,
+from generation_config.json if there is one, else config.json) unless --ignore-eos. Prints the
+text and its continuation."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 generate runs/lm "Once upon a time"
@@ -59,14 +61,12 @@ def run(args) -> int:
         model, meta, model_dir = load_decoder(args.model_dir).to(args.device), None, args.model_dir
     tok = ByteLevelBPE.from_model_dir(model_dir)
     check_tokenizer(tok, model)
-    ids = tok.encode(args.text)
-    eos = getattr(model.config, "eos_token_id", None)
-    eos = eos if not args.ignore_eos and isinstance(eos, int) and 0 <= eos < model.config.vocab_size else None
+    ids = tok.encode(args.text, add_special_tokens=True)
     generator = torch.Generator(device=args.device).manual_seed(args.seed) if args.do_sample else None
     input_ids = torch.tensor([ids], device=args.device)  # [1, N]
     out = model.generate(input_ids, args.max_new_tokens, attention_mask=torch.ones_like(input_ids),
                          do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
-                         eos_token_id=eos, generator=generator)[0, len(ids):].tolist()
+                         eos_token_id=None if args.ignore_eos else "config", generator=generator)[0, len(ids):].tolist()
     continuation = tok.decode(out)
     if args.json:
         print_json({"text": args.text, "continuation": continuation, "new_ids": out, "input_ids": ids,

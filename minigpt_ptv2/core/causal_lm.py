@@ -4,7 +4,8 @@
 
 An architecture (GPT-2, LLaMA) supplies its embeddings and blocks (transformer.py's interface)
 plus two things here: `final_norm` and `lm_head_weight` (the [V, D] matrix logits come from,
-tied to the input embeddings or not).
+tied to the input embeddings or not). Its config is a `DecoderConfig` (core/config.py): the bos,
+eos and pad ids generation reads.
 """
 from __future__ import annotations
 

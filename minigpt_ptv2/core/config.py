@@ -3,7 +3,9 @@
 Each architecture (models/bert.py, models/gpt2.py, models/llama.py) defines its own frozen
 dataclass on top of `ModelConfig`, with HuggingFace's field names so a `config.json` maps onto it
 one key at a time. The core and the prompt methods read only what is defined here: the notation
-letters (`dims()`: D, L, H, H_kv, d), the vocabulary, the position limit and the prefix width.
+letters (`dims()`: D, L, H, H_kv, d), the vocabulary, the position limit and the prefix width;
+a decoder's config (`DecoderConfig`) adds the token ids generation reads: bos, eos (one id or
+several: generation stops at any of them) and pad.
 
 Every field is checked for its kind and range (`check_fields`), both when a config is built in
 Python and, naming the file and the file's own spelling of the field, when it comes from a
@@ -22,11 +24,12 @@ _SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads
           "head_dim", "max_position_embeddings", "intermediate_size", "type_vocab_size")
 # field -> its kind (validate.KINDS)
 FIELD_KINDS = {
-    **dict.fromkeys(_SIZES + ("pad_token_id", "bos_token_id", "eos_token_id"), "int"),
+    **dict.fromkeys(_SIZES, "int"),
     **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
                      "attention_dropout", "rope_theta"), "number"),
     **dict.fromkeys(("tie_word_embeddings", "attention_bias", "mlp_bias"), "bool"),
 }
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")  # an id >= 0 or None; eos also a list of them
 _RANGES = {  # field: (test, what it must be)
     **dict.fromkeys(_SIZES, (lambda x: x > 0, "positive")),
     **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "rope_theta"), (lambda x: x > 0, "> 0")),
@@ -40,6 +43,8 @@ def check_fields(values: dict, source: str, spelled: dict | None = None) -> None
     our field name to the name the file uses (GPT-2's n_embd for hidden_size), for the message."""
     spelled = spelled or {}
     for name, value in values.items():
+        if name in TOKEN_IDS:
+            _check_token_id(spelled.get(name, name), value, source, many=name == "eos_token_id")
         kind = FIELD_KINDS.get(name)
         if kind is None:
             continue
@@ -49,6 +54,16 @@ def check_fields(values: dict, source: str, spelled: dict | None = None) -> None
             raise InputError(f"{source}: field {shown!r} must be a finite number, got {value}")
         if name in _RANGES and not _RANGES[name][0](value):
             raise InputError(f"{source}: {shown} must be {_RANGES[name][1]}, got {value}")
+
+
+def _check_token_id(shown: str, value, source: str, many: bool) -> None:
+    """A token id is an int >= 0 or None (JSON null); with `many` (eos) also a non-empty list of them."""
+    def one(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if value is None or one(value) or (many and isinstance(value, (list, tuple)) and value and all(map(one, value))):
+        return
+    kind = "a token id (an int >= 0), a non-empty list of them" if many else "a token id (an int >= 0)"
+    raise InputError(f"{source}: field {shown!r} must be {kind} or null, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -103,3 +118,23 @@ class ModelConfig:
 
     def replace(self, **changes):
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DecoderConfig(ModelConfig):
+    """A decoder's config: the common fields plus the token ids generation reads (core/generate.py).
+    eos_token_id may list several ids (a list in config.json, a tuple here): a row stops at any."""
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.eos_token_id, list):  # as JSON gives it; a tuple keeps the config immutable
+            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+        super().__post_init__()
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every end-of-sequence id, () for none."""
+        eos = self.eos_token_id
+        return () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .hf_files import read_config, read_state_dict, tokenizer_digest, write_folder
+from ..core.config import TOKEN_IDS, DecoderConfig
+from .hf_files import read_config, read_generation_ids, read_state_dict, tokenizer_digest, write_folder
 
 # model_type (config.json) -> module in this package
 ARCHITECTURES = {"bert": "bert", "gpt2": "gpt2", "llama": "llama"}
@@ -51,7 +52,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     (equal outputs, measured in benchmarks/); fast=False gives the plain teaching model.
     """
     model_dir = Path(model_dir)
-    hf = read_config(model_dir)
+    hf = {**read_config(model_dir), **read_generation_ids(model_dir)}  # transformers' precedence for bos/eos/pad
     cfg = config_from_hf(hf, model_dir / "config.json")
     if expect is not None and cfg.model_type != expect:
         raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
@@ -71,10 +72,14 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
 
 def save_pretrained(model, out_dir) -> Path:
     """Write `model`'s backbone as a HuggingFace-format folder (config.json + model.safetensors)
-    that transformers loads with outputs equal to ours. The attached prompt is not part of it."""
+    that transformers loads with outputs equal to ours. The attached prompt is not part of it.
+    A decoder's bos / eos / pad ids go into config.json and generation_config.json (which
+    transformers' generate reads first), so that it stops where ours does."""
     arch = architecture(model.config.model_type)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("prompt.")}
-    return write_folder(out_dir, arch.config_to_hf(model.config), arch.state_to_hf(state, model.config))
+    config = arch.config_to_hf(model.config)
+    generation = {k: config.get(k) for k in TOKEN_IDS} if isinstance(model.config, DecoderConfig) else None
+    return write_folder(out_dir, config, arch.state_to_hf(state, model.config), generation)
 
 
 def copy_into(model: torch.nn.Module, ours: dict, source: str) -> None:

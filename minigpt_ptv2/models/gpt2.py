@@ -17,26 +17,27 @@ from torch import nn
 
 from ..core.attention import MultiHeadAttention
 from ..core.causal_lm import CausalLM
-from ..core.config import ModelConfig, check_fields
+from ..core.config import DecoderConfig, check_fields
 from ..core.layer import Layer, LayerOutput
 from ..core.linear import Linear
 from ..errors import InputError, InputTypeError
-from .hf_config import build
+from .hf_config import build, token_ids
 from .hf_files import FromPretrained
 from .keymap import Key, to_hf, to_ours
 
 
 @dataclass(frozen=True)
-class GPT2Config(ModelConfig):
-    """GPT-2 small by default (D=768, L=12, H=12, V=50257); LayerNorm eps 1e-5, tanh GELU."""
+class GPT2Config(DecoderConfig):
+    """GPT-2 small by default (D=768, L=12, H=12, V=50257); LayerNorm eps 1e-5, tanh GELU; bos and
+    eos <|endoftext|> (transformers' GPT2Config defaults)."""
     vocab_size: int = 50257
     max_position_embeddings: int = 1024
     intermediate_size: int = 3072  # GPT-2's n_inner (4 * D when null in its config)
     layer_norm_eps: float = 1e-5
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
-    bos_token_id: int = 50256
-    eos_token_id: int = 50256
+    bos_token_id: int | None = 50256
+    eos_token_id: int | tuple[int, ...] | None = 50256
 
     model_type = "gpt2"
 
@@ -147,7 +148,7 @@ def state_to_hf(state: dict, cfg: GPT2Config) -> dict:
 
 def config_from_hf(hf: dict, source="config.json") -> GPT2Config:
     """A HuggingFace GPT-2 config.json -> GPT2Config; refuse what this decoder would compute differently."""
-    kw = {HF_NAMES.get(k, k): v for k, v in hf.items()}
+    kw = {**{HF_NAMES.get(k, k): v for k, v in hf.items()}, **token_ids(hf)}
     spelled = {ours: theirs for theirs, ours in HF_NAMES.items() if theirs in hf}
     if kw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise InputError(f"{source}: GPT-2 configs must use the tanh GELU ('gelu_new'), got "

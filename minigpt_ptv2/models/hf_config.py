@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..core.config import check_fields
+from ..core.config import TOKEN_IDS, check_fields
 from ..errors import InputError
 
-# Fields a config.json may set to null, which keeps our default: token ids the models never read,
-# and LLaMA's head_dim / num_key_value_heads, where null means D/H and H (as in transformers).
-NULLABLE = ("pad_token_id", "bos_token_id", "eos_token_id", "head_dim", "num_key_value_heads")
+# Fields a config.json may set to null, which keeps our default: LLaMA's head_dim /
+# num_key_value_heads, where null means D/H and H (as in transformers). A null token id is None.
+NULLABLE = ("head_dim", "num_key_value_heads")
 
 
 def build(cls, kw: dict, source, spelled: dict | None = None):
@@ -21,3 +21,10 @@ def build(cls, kw: dict, source, spelled: dict | None = None):
         return cls(**kw)
     except InputError as e:
         raise InputError(f"{source}: {e}") from None
+
+
+def token_ids(hf: dict) -> dict:
+    """bos / eos / pad as transformers' generate reads them from a folder: what the file says, a
+    missing one None (not the config class's default). load_pretrained has already put those of
+    a generation_config.json in their place (hf_files.read_generation_ids)."""
+    return {k: hf.get(k) for k in TOKEN_IDS}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.config import TOKEN_IDS, check_fields
 from ..errors import InputError, MissingFileError
 from ..validate import check_finite, read_json, require
 
@@ -122,14 +123,32 @@ def tokenizer_digest(model_dir) -> str | None:
     return h.hexdigest()
 
 
-def write_folder(out_dir, config: dict, tensors: dict) -> Path:
-    """Write config.json + model.safetensors into out_dir, each file whole or not at all (written
-    under a temporary name in the folder, then renamed over the old one)."""
+GENERATION_CONFIG = "generation_config.json"
+
+
+def read_generation_ids(model_dir: Path) -> dict:
+    """bos / eos / pad of a generation_config.json beside config.json: transformers' generate reads
+    these instead of config.json's, a missing one then being None. {} when there is no such file."""
+    path = Path(model_dir) / GENERATION_CONFIG
+    if not path.is_file():
+        return {}
+    ids = {k: read_json(inside(model_dir, GENERATION_CONFIG, model_dir)).get(k) for k in TOKEN_IDS}
+    check_fields(ids, str(path))
+    return ids
+
+
+def write_folder(out_dir, config: dict, tensors: dict, generation: dict | None = None) -> Path:
+    """Write config.json + model.safetensors (+ generation_config.json, given `generation`) into
+    out_dir, each file whole or not at all (written under a temporary name in the folder, then
+    renamed over the old one)."""
     from safetensors.torch import save_file
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, write in (("model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"})),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))):
+    files = [("model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"})),
+             ("config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))]
+    if generation is not None:
+        files.append((GENERATION_CONFIG, lambda p: Path(p).write_text(json.dumps(generation, indent=2) + "\n")))
+    for name, write in files:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
         os.close(fd)
         try:

@@ -25,18 +25,18 @@ from torch import nn
 
 from ..core.attention import MultiHeadAttention
 from ..core.causal_lm import CausalLM
-from ..core.config import ModelConfig
+from ..core.config import DecoderConfig
 from ..core.layer import Layer, LayerOutput
 from ..core.linear import Linear
 from ..core.rotary import Rotary
 from ..errors import InputError, InputTypeError
-from .hf_config import build
+from .hf_config import build, token_ids
 from .hf_files import FromPretrained
 from .keymap import Key, to_hf, to_ours
 
 
 @dataclass(frozen=True)
-class LlamaConfig(ModelConfig):
+class LlamaConfig(DecoderConfig):
     """transformers' LlamaConfig defaults (a LLaMA-2-7B shape: D=4096, L=32, H=32, D_ff=11008), so a
     config.json that leaves a field out means here what it means there.
 
@@ -55,6 +55,8 @@ class LlamaConfig(ModelConfig):
     attention_bias: bool = False
     mlp_bias: bool = False
     attention_dropout: float = 0.0
+    bos_token_id: int | None = 1
+    eos_token_id: int | tuple[int, ...] | None = 2
 
     model_type = "llama"
     free_head_dim = True
@@ -237,7 +239,7 @@ def config_from_hf(hf: dict, source="config.json") -> LlamaConfig:
         if hf.get(field, want) != want:
             raise InputError(f"{source}: {field}={hf[field]!r} is not supported: this decoder implements "
                              f"{what} ({field}={want!r})")
-    return build(LlamaConfig, {**hf, "rope_theta": _rope_theta(hf, source)}, source)
+    return build(LlamaConfig, {**hf, **token_ids(hf), "rope_theta": _rope_theta(hf, source)}, source)
 
 
 def config_to_hf(cfg: LlamaConfig) -> dict:
