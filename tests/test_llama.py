@@ -207,8 +207,10 @@ def test_shape_trace_names_grouped_heads(tiny):
 
 @pytest.mark.parametrize("field, value, needle", [
     ("hidden_act", "gelu", "hidden_act='gelu' is not supported"),
-    ("rope_parameters", {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}, "rope_type='llama3'"),
-    ("rope_scaling", {"type": "linear", "factor": 2.0}, "rope_scaling="),
+    ("rope_parameters", {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0},
+     "rope_type 'llama3' takes factor, low_freq_factor, high_freq_factor, original_max_position_embeddings; "
+     "missing ['high_freq_factor', 'low_freq_factor']"),
+    ("rope_scaling", {"type": "dynamic", "factor": 2.0}, "rope_type 'dynamic' is not implemented"),
     ("pretraining_tp", 2, "pretraining_tp=2"),
     ("num_key_value_heads", 3, "num_key_value_heads=3 must divide num_attention_heads=4"),
     ("head_dim", 9, "head_dim=9 must be even"),

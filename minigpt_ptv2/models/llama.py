@@ -33,6 +33,7 @@ from ..errors import InputError, InputTypeError
 from .hf_config import build, token_ids
 from .hf_files import FromPretrained
 from .keymap import Key, to_hf, to_ours
+from .rope import rope_from_hf
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class LlamaConfig(DecoderConfig):
     max_position_embeddings: int = 2048  # the context the model was trained for (RoPE has no table)
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # None: plain RoPE; else core/rotary.py's check_scaling says
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
@@ -99,7 +101,7 @@ class LlamaBlock(Layer):
         self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
                                        bias=cfg.attention_bias, dropout=cfg.attention_dropout,
                                        scope=f"layer{index}.attn")
-        self.rotary = rotary or Rotary(cfg.head_dim, cfg.rope_theta)  # the model's blocks share one
+        self.rotary = rotary or Rotary(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)  # the model's blocks share one
         self.ffn_norm = RMSNorm(D, cfg.rms_norm_eps)
         self.ffn_in = Linear(D, 2 * D_ff, cfg.mlp_bias)  # x -> [gate | up], one product
         self.ffn_out = Linear(D_ff, D, cfg.mlp_bias)  # down
@@ -133,7 +135,7 @@ class LlamaDecoder(FromPretrained, CausalLM):
                                  f"{type(config).__name__}")
         super().__init__(config)
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # HF: embed_tokens
-        self.rotary = Rotary(config.head_dim, config.rope_theta)  # no weights: RoPE is a formula
+        self.rotary = Rotary(config.head_dim, config.rope_theta, config.rope_scaling)  # no weights: RoPE is a formula
         self.layers = nn.ModuleList(LlamaBlock(config, i, self.rotary) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         # An LM head of its own [V, D], or none: tied models read logits off the embeddings.
@@ -216,36 +218,21 @@ def state_to_hf(state: dict, cfg: LlamaConfig) -> dict:
     return out
 
 
-def _rope_theta(hf: dict, source) -> float:
-    """rope_theta from transformers 5's `rope_parameters` or the older top-level fields; RoPE
-    variants that rescale positions (linear, dynamic, yarn, llama3...) are refused by name."""
-    params = hf.get("rope_parameters")
-    if params is not None:
-        if not isinstance(params, dict):
-            raise InputError(f"{source}: field 'rope_parameters' must be an object, got {params!r}")
-        if params.get("rope_type", "default") != "default":
-            raise InputError(f"{source}: rope_parameters.rope_type={params['rope_type']!r} is not supported: "
-                             f"only the plain RoPE ('default') is implemented")
-        return params.get("rope_theta", hf.get("rope_theta", 10000.0))
-    if hf.get("rope_scaling") is not None:
-        raise InputError(f"{source}: rope_scaling={hf['rope_scaling']!r} is not supported: only the plain "
-                         f"RoPE (rope_scaling null) is implemented")
-    return hf.get("rope_theta", 10000.0)
-
-
 def config_from_hf(hf: dict, source="config.json") -> LlamaConfig:
     """A HuggingFace Llama config.json -> LlamaConfig; refuse what this decoder would compute differently."""
     for field, (want, what) in UNSUPPORTED.items():
         if hf.get(field, want) != want:
             raise InputError(f"{source}: {field}={hf[field]!r} is not supported: this decoder implements "
                              f"{what} ({field}={want!r})")
-    return build(LlamaConfig, {**hf, **token_ids(hf), "rope_theta": _rope_theta(hf, source)}, source)
+    theta, scaling = rope_from_hf(hf, source)  # every spelling transformers reads, or refused (rope.py)
+    return build(LlamaConfig, {**hf, **token_ids(hf), "rope_theta": theta, "rope_scaling": scaling}, source)
 
 
 def config_to_hf(cfg: LlamaConfig) -> dict:
-    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "rope_theta")}
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "rope_theta", "rope_scaling")}
+    rope = {"rope_type": "default", **(cfg.rope_scaling or {}), "rope_theta": cfg.rope_theta}
     return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu",
-            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}, **fields}
+            "rope_parameters": rope, **fields}
 
 
 Config, Model = LlamaConfig, LlamaDecoder  # what the registry (models/__init__.py) builds
