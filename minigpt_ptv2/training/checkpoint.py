@@ -162,12 +162,17 @@ def check_backbone(saved: dict, encoder, carries_backbone: bool = False, source=
                           f"those rows and the dimensions match; its other weights and its tokenizer cannot be "
                           f"checked", BackboneWarning, stacklevel=2)
         return None
-    text = "; ".join(diff)
+    return _other_backbone(which, "; ".join(diff), allow_other)
+
+
+def _other_backbone(which: str, text: str, allow_other: bool) -> str:
+    """Refuse `which` (a checkpoint, a run) on another backbone, saying what differs (`text`);
+    with allow_other, warn and return `text` instead."""
     if not allow_other:
         raise InputError(f"{which} was trained on a different backbone ({text}): use the model it was trained "
                          f"on, or pass --allow-other-backbone (allow_other_backbone=True) to use it anyway")
     warnings.warn(f"{which} was trained on a different backbone ({text}); using it anyway "
-                  f"(--allow-other-backbone)", BackboneWarning, stacklevel=2)
+                  f"(--allow-other-backbone)", BackboneWarning, stacklevel=3)
     return text
 
 
@@ -188,13 +193,8 @@ def check_resumed_backbone(saved_id, out, backbone, allow_other: bool = False) -
         return None
     if (Path(out) / META).is_file():
         return check_backbone(read_meta(out)["backbone"], backbone, source=out, allow_other=allow_other)
-    text = f"backbone {saved_id} vs model {now}"  # no checkpoint kept yet: only the ids can be compared
-    if not allow_other:
-        raise InputError(f"the run in {out} was started on a different backbone ({text}): resume it on the "
-                         f"model it was started on (--model-dir), or pass --allow-other-backbone")
-    warnings.warn(f"the run in {out} was started on a different backbone ({text}); resuming it anyway "
-                  f"(--allow-other-backbone)", BackboneWarning, stacklevel=2)
-    return text
+    # no checkpoint kept yet to describe the backbone in full: only the ids can be compared
+    return _other_backbone(f"the run in {out}", f"backbone {saved_id} vs model {now}", allow_other)
 
 
 def load_checkpoint(ckpt_dir, model_dir=None, device="cpu", encoder=None, allow_other_backbone: bool = False):
