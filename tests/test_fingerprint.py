@@ -134,6 +134,16 @@ def test_a_run_resumed_on_another_backbone_is_refused_unless_asked_and_then_reco
     assert cli(["train", "--resume", out, "--model-dir", changed])[0] == 2
     err = capsys.readouterr().err
     assert "different backbone (weights: 1 of " in err and "layers.1.ffn_in.weight" in err, err
+    legacy = shutil.copytree(out, tmp_path / "legacy")  # as a run started before every weight was hashed
+    state = legacy / run_state.DIRNAME / "state.json"
+    meta = json.loads(state.read_text())
+    meta["extra"]["args"]["backbone"] = fp.legacy_fingerprint(load_pretrained(original))
+    state.write_text(json.dumps(meta))
+    ck = json.loads((legacy / "checkpoint.json").read_text())
+    ck["backbone"] = {**{k: ck["backbone"][k] for k in fp.DIMS}, "fingerprint": meta["extra"]["args"]["backbone"]}
+    (legacy / "checkpoint.json").write_text(json.dumps(ck))
+    assert cli(["train", "--resume", legacy, "--model-dir", original, "--no-progress"])[0] == 0
+    assert "older backbone fingerprint" in capsys.readouterr().err
     assert cli(["train", "--resume", out, "--model-dir", changed, "--allow-other-backbone", "--no-progress"])[0] == 0
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "layers.1.ffn_in.weight); using it anyway" in err, err
