@@ -246,8 +246,8 @@ if __name__ == "__main__":
 # `save_checkpoint` writes the trainable tensors (prefix table + head) to a safetensors file
 # and a small JSON saying which method, P, labels and backbone they belong to. The backbone is
 # not saved: loading rebuilds it from the pretrained folder and checks it is the same one
-# (`backbone`: its dimensions D, L, H, H_kv, d, the vocabulary size and a fingerprint: a sha256
-# of every weight and of the tokenizer's files, and one per tensor to say which changed). Reloaded, the model
+# (`backbone`: its dimensions D, L, H, H_kv, d, the vocabulary size and a fingerprint, a hash of
+# the first rows of its embedding table). Reloaded, the model
 # must give the very same logits. The lesson saves into a temporary folder and prints the JSON
 # before the folder goes; to keep one, call `save_and_reload` with a folder of your own.
 

@@ -22,9 +22,9 @@ def _first_batch(lesson, n: int = 8, batch_size: int = 8):
 
 
 def try_1() -> str:
-    """`backbone` names it: model_type, D, L, H, H_kv, d, vocab_size and a fingerprint (a hash of
-    the first rows of the embedding table). With D changed to 768, load_checkpoint refuses before
-    touching any weight: "checkpoint was trained on a different backbone (D: checkpoint 768 vs
+    """`backbone` names it: model_type, D, L, H, H_kv, d, vocab_size, dtype and the fingerprint (a
+    sha256 of every weight, one per tensor, and one of the tokenizer's files). With D changed to
+    768, load_checkpoint refuses before touching any weight: "checkpoint was trained on a different backbone (D: checkpoint 768 vs
     model 384)"."""
     from minigpt_ptv2.errors import InputError
     from minigpt_ptv2.training import build_task_model, load_checkpoint
@@ -45,7 +45,7 @@ def try_1() -> str:
         except InputError as e:
             print(f"backbone fields: {fields}")
             print(f"load_checkpoint: {e}")
-            assert "D: checkpoint 768 vs model 384" in str(e) and "fingerprint" in fields
+            assert "D: checkpoint 768 vs model 384" in str(e) and {"weights", "tensors", "tokenizer"} <= set(fields)
             return str(e)
     raise AssertionError("a checkpoint that names another backbone was loaded")
 

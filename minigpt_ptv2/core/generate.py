@@ -77,8 +77,8 @@ def _token_ids(value, V: int, name: str, many: bool) -> tuple[int, ...]:
     return ids
 
 
-def _end_ids(model, eos_token_id, pad_token_id) -> tuple[torch.Tensor, int | None]:
-    """(eos ids [E], E may be 0; the id a stopped row is filled with). The config's eos ids that
+def _end_ids(model, eos_token_id, pad_token_id) -> tuple[tuple[int, ...], int | None]:
+    """(eos ids, maybe none; the id a stopped row is filled with). The config's eos ids that
     lie outside the vocabulary can never be generated (GPT-2's 50256 in a tiny test vocabulary)
     and are dropped, as transformers' generate would never meet them either."""
     cfg, V = model.config, model.config.vocab_size
@@ -87,7 +87,7 @@ def _end_ids(model, eos_token_id, pad_token_id) -> tuple[torch.Tensor, int | Non
     pad = cfg.pad_token_id if pad_token_id == FROM_CONFIG else (
         _token_ids(pad_token_id, V, "pad_token_id", many=False) or (None,))[0]
     pad = pad if pad is not None and pad < V else (eos[0] if eos else None)
-    return torch.tensor(eos, dtype=torch.long), pad
+    return eos, pad
 
 
 @torch.no_grad()
@@ -111,14 +111,14 @@ def generate(model, input_ids, max_new_tokens: int, attention_mask=None, do_samp
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
         raise InputError(f"top_k must be a positive int or None, got {top_k}")
     V = model.config.vocab_size
-    eos, pad = _end_ids(model, eos_token_id, pad_token_id)  # [E]; int or None
+    eos, pad = _end_ids(model, eos_token_id, pad_token_id)  # ids; int or None
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputTypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     check_ids(input_ids, V)  # the same checks as forward, before the mask is read
     mask = check_left_padded(check_mask(attention_mask, input_ids)).long()  # [B, N]
     m = model.prompt
     offset = m.position_offset() if m is not None else 0
-    ids, eos = input_ids, eos.to(input_ids.device)
+    ids, eos = input_ids, torch.tensor(eos, dtype=torch.long, device=input_ids.device)  # [E], E may be 0
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # [B]
 
     positions = _positions(mask, offset)  # [B, N]
