@@ -1,48 +1,17 @@
 """The names a user types, in one place that imports nothing heavy.
 
-Prompt methods (and where each lives), tasks, position policies, training methods and their
-default learning rates, model presets, as plain data. The command line builds its `--help` from
-this module alone, so `python -m minigpt_ptv2 train --help` answers at once instead of first
-importing torch (about 8 s on a cold start). `prompts.registry` imports the classes named here;
-tests/test_cli_help.py checks that every name resolves.
+Prompt methods (where each lives, and how `train` trains it), tasks, position policies, model
+presets, as plain data. The command line builds its `--help` from this module alone, so
+`python -m minigpt_ptv2 train --help` answers at once instead of first importing torch (about
+8 s on a cold start). `prompts.registry` imports the classes named here; tests/test_cli_help.py
+checks that every name resolves.
 
-Adding a prompt method is one file in prompts/ and one line in METHODS.
+Adding a prompt method is one file in prompts/ and one entry in METHODS: the entry carries
+everything else that names the method (its recipe for `train`, its rate for `train lm`).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
-
-
-class Method(NamedTuple):
-    where: str  # "module:Class" in minigpt_ptv2.prompts
-    defaults: dict  # constructor keywords that make this variant
-    about: str  # one line for --help and reports
-
-
-METHODS = {
-    "soft": Method("soft:SoftPrompt", {}, "shallow prompt tuning: P vectors before the input embeddings"),
-    "ptuning-mlp": Method("ptuning:PTuningV1", {"encoder": "mlp"}, "P-tuning v1: input prompts from an MLP"),
-    "ptuning-lstm": Method("ptuning:PTuningV1", {"encoder": "lstm"},
-                           "P-tuning v1: input prompts from a BiLSTM + MLP"),
-    "deep": Method("deep:DeepPrompt", {}, "deep hidden-state prompts: inject, process, slice at every layer"),
-    "deep-mlp": Method("deep:DeepPrompt", {"reparam": True}, "deep hidden-state prompts through an MLP"),
-    "prefix": Method("prefix:KVPrefix", {}, "P-Tuning v2: per-layer K/V prefixes"),
-    "prefix-mlp": Method("prefix:KVPrefix", {"projection": True}, "prefix tuning: K/V prefixes through an MLP"),
-}
-
-# The two references every comparison needs: nothing but a head, or every weight.
-REFERENCE_METHODS = {
-    "head-only": "a task head on the frozen backbone, no prompt (a linear probe)",
-    "full": "full fine-tuning: every backbone weight trains",
-}
-TRAIN_METHODS = tuple(METHODS) + tuple(REFERENCE_METHODS)
-
-# How a prompt starts (prompts/from_tokens.py): from noise, or from a real text's own rows.
-INITS = ("random", "tokens")
-
-# How `train` draws its batches (data/grouping.py): rows of similar length, or a plain shuffle.
-# The first is the default.
-BATCHINGS = ("grouped", "random")
 
 
 class Recipe(NamedTuple):
@@ -53,30 +22,63 @@ class Recipe(NamedTuple):
     init: str = "random"  # one of INITS
 
 
-# The measured trials (benchmarks/recipe_results.jsonl: budget.py's budget, one seed, scored on
-# 1,000 held-out training examples, where under a point is noise): the prefix's lr 1e-2 -> 3e-2
-# -> 1e-1 gave CoNLL F1 70.3 -> 78.2 -> 81.4 and SST-2 81.2 -> 83.1 -> 82.7 (starting from real
-# tokens); starting from real tokens instead of noise moved either task by under 1.2 points, in
-# both directions; dropout 0.1 on the prefix and no warm-up changed SST-2 by 0.0 and +0.5. The
+class Method(NamedTuple):
+    where: str  # "module:Class" in minigpt_ptv2.prompts
+    about: str  # one line for --help and reports
+    recipe: Recipe  # `train`'s defaults on MiniLM's two tasks
+    lm_lr: float  # `train lm`'s peak lr (a decoder's prompt on a text file), warm-up 0.1, from noise
+    defaults: dict = {}  # constructor keywords that make this variant
+
+
+# The recipes' measured trials (benchmarks/recipe_results.jsonl: budget.py's budget, one seed,
+# scored on 1,000 held-out training examples, where under a point is noise): the prefix's lr 1e-2
+# -> 3e-2 -> 1e-1 gave CoNLL F1 70.3 -> 78.2 -> 81.4 and SST-2 81.2 -> 83.1 -> 82.7 (starting from
+# real tokens); starting from real tokens instead of noise moved either task by under 1.2 points,
+# in both directions; dropout 0.1 on the prefix and no warm-up changed SST-2 by 0.0 and +0.5. The
 # deep prompt's lr 1e-2 -> 3e-2 -> 1e-1 gave CoNLL 69.2 -> 73.2 -> 74.9; on length-grouped batches
 # (train's default since) 3e-2 -> 1e-1 gave CoNLL 71.9 -> 73.0 and SST-2 82.4 -> 83.2, so the deep
 # prompt takes 1e-1. The shallow prompt gave 69.6 at 3e-2 and 69.2 at 1e-1 there and keeps 3e-2.
-# The other methods keep the rates they had.
-RECIPES = {
-    "soft": Recipe(3e-2),
-    "ptuning-mlp": Recipe(1e-3),
-    "ptuning-lstm": Recipe(1e-3),
-    "deep": Recipe(1e-1),
-    "deep-mlp": Recipe(1e-3),
-    "prefix": Recipe(1e-1, init="tokens"),
-    "prefix-mlp": Recipe(1e-3),
-    "head-only": Recipe(5e-3),
-    "full": Recipe(5e-5),
+# The other methods keep the rates they had. `train lm` keeps the rates its tests measured: the
+# recipes were chosen on MiniLM's two tasks, not on causal language modelling. The gated prefix's
+# 9e-3 is the LLaMA-Adapter paper's rate, not measured here.
+METHODS = {
+    "soft": Method("soft:SoftPrompt", "shallow prompt tuning: P vectors before the input embeddings",
+                   Recipe(3e-2), lm_lr=3e-2),
+    "ptuning-mlp": Method("ptuning:PTuningV1", "P-tuning v1: input prompts from an MLP",
+                          Recipe(1e-3), lm_lr=1e-3, defaults={"encoder": "mlp"}),
+    "ptuning-lstm": Method("ptuning:PTuningV1", "P-tuning v1: input prompts from a BiLSTM + MLP",
+                           Recipe(1e-3), lm_lr=1e-3, defaults={"encoder": "lstm"}),
+    "deep": Method("deep:DeepPrompt", "deep hidden-state prompts: inject, process, slice at every layer",
+                   Recipe(1e-1), lm_lr=1e-2),
+    "deep-mlp": Method("deep:DeepPrompt", "deep hidden-state prompts through an MLP",
+                       Recipe(1e-3), lm_lr=1e-3, defaults={"reparam": True}),
+    "prefix": Method("prefix:KVPrefix", "P-Tuning v2: per-layer K/V prefixes",
+                     Recipe(1e-1, init="tokens"), lm_lr=1e-2),
+    "prefix-mlp": Method("prefix:KVPrefix", "prefix tuning: K/V prefixes through an MLP",
+                         Recipe(1e-3), lm_lr=1e-3, defaults={"projection": True}),
+    "gated": Method("gated:GatedPrefix", "LLaMA-Adapter: a prefix read apart, through a gate that starts at 0",
+                    Recipe(9e-3), lm_lr=9e-3),
 }
-# `train lm` (a decoder's prompt on a text file) keeps the rates its tests measured: the recipes
-# above were chosen on MiniLM's two tasks, not on causal language modelling.
-LM_LR = {"soft": 3e-2, "ptuning-mlp": 1e-3, "ptuning-lstm": 1e-3, "deep": 1e-2, "deep-mlp": 1e-3,
-         "prefix": 1e-2, "prefix-mlp": 1e-3}
+
+
+# The two references every comparison needs: nothing but a head, or every weight.
+REFERENCE_METHODS = {
+    "head-only": "a task head on the frozen backbone, no prompt (a linear probe)",
+    "full": "full fine-tuning: every backbone weight trains",
+}
+REFERENCE_RECIPES = {"head-only": Recipe(5e-3), "full": Recipe(5e-5)}
+TRAIN_METHODS = tuple(METHODS) + tuple(REFERENCE_METHODS)
+
+# Views of the entries above, by the names the training code reads them with.
+RECIPES = {**{name: m.recipe for name, m in METHODS.items()}, **REFERENCE_RECIPES}
+LM_LR = {name: m.lm_lr for name, m in METHODS.items()}
+
+# How a prompt starts (prompts/from_tokens.py): from noise, or from a real text's own rows.
+INITS = ("random", "tokens")
+
+# How `train` draws its batches (data/grouping.py): rows of similar length, or a plain shuffle.
+# The first is the default.
+BATCHINGS = ("grouped", "random")
 
 # Where real tokens sit under a prompt (lesson 13, pitfall 1): 0..N-1, or P..P+N-1 as in HF/PEFT.
 POSITIONS = ("real", "shifted")

@@ -1,9 +1,11 @@
 """One multi-head attention module for every model and every prompt method.
 
-The seam the whole project builds on is `concat_prefix`: per-layer prefix keys and values
-`[B, H_kv, P, d]` are concatenated in front of the layer's own K and V. Queries come from the
-real tokens only, so the output keeps N rows while each query scores P + N keys. A KV cache
-for decoding is the same operation: the keys seen so far are simply a longer prefix.
+The seam the whole project builds on is the prefix (core/prefix.py): keys and values a layer
+reads besides its own tokens'. A joined prefix, `[B, H_kv, P, d]` per layer, is concatenated in
+front of the layer's own K and V by `concat_prefix`. Queries come from the real tokens only, so
+the output keeps N rows while each query scores P + N keys. A KV cache for decoding is the
+same operation: the keys seen so far are simply a longer prefix. A gated prefix is read apart,
+under a softmax of its own, and added scaled by its gate (`read_gated`).
 
 H_kv is the number of key/value heads: H in BERT and GPT-2, fewer under grouped-query attention
 (LLaMA-style), where each K/V head serves a group of H / H_kv query heads. Prefixes and caches
@@ -26,32 +28,69 @@ from torch import nn
 from ..errors import InputError
 from .capture import record
 from .linear import Linear
+from .prefix import Prefix, as_prefix
 
-KV = tuple[torch.Tensor, torch.Tensor]
 
-
-def concat_prefix(k: torch.Tensor, v: torch.Tensor, prefix: KV | None) -> KV:
-    """K/V prefix concatenation (P-Tuning v2, prefix tuning, and the KV cache).
-
-    k, v: [B, H_kv, N, d]; prefix: (K_p, V_p) each [B, H_kv, P, d]  ->  [B, H_kv, P+N, d] each.
-    """
-    if prefix is None:
-        return k, v
-    pk, pv = prefix
+def _fit(prefix: Prefix, k: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prefix's K and V [B, H_kv, P, d], checked against keys k [B, H_kv, N, d]: shapes,
+    and dtype (under autocast a float32 prompt meets half-precision keys here, and only here)."""
+    pk, pv = prefix.k, prefix.v
     B, H_kv, _, d = k.shape
     if pk.shape != pv.shape or pk.dim() != 4 or pk.shape[0] != B or pk.shape[1] != H_kv or pk.shape[3] != d:
         raise InputError(
-            f"prefix shape mismatch: prefix K {list(pk.shape)} / V {list(pv.shape)} must be "
+            f"{what} shape mismatch: prefix K {list(pk.shape)} / V {list(pv.shape)} must be "
             f"[B={B}, H_kv={H_kv}, P, d={d}] to extend keys {list(k.shape)}")
     if pk.dtype != k.dtype and torch.is_autocast_enabled(k.device.type):
         pk, pv = pk.to(k.dtype), pv.to(k.dtype)  # autocast: fp32 prompts meet half-precision keys
     if pk.dtype != k.dtype or pk.device != k.device:
         raise InputError(
-            f"prefix is {pk.dtype} on {pk.device} but the layer's keys are {k.dtype} on {k.device}; "
+            f"{what} is {pk.dtype} on {pk.device} but the layer's keys are {k.dtype} on {k.device}; "
             f"move the prompt with .to(...) rather than relying on silent casts")
+    return pk, pv
+
+
+def concat_prefix(k: torch.Tensor, v: torch.Tensor, prefix) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joined prefix concatenation (P-Tuning v2, prefix tuning, and the KV cache).
+
+    k, v: [B, H_kv, N, d]; prefix: Prefix(K_p, V_p) (or a (K_p, V_p) pair), each [B, H_kv, P, d]
+    ->  [B, H_kv, P+N, d] each.
+    """
+    prefix = as_prefix(prefix)
+    if prefix is None:
+        return k, v
+    if prefix.gated:
+        raise InputError("a gated prefix is read under its own softmax (read_gated), never joined to the keys")
+    pk, pv = _fit(prefix, k, "prefix")
     k = torch.cat([pk, k], dim=2)  # [B, H_kv, P+N, d]
     v = torch.cat([pv, v], dim=2)  # [B, H_kv, P+N, d]
     return k, v
+
+
+def read_gated(q: torch.Tensor, gated: Prefix, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the queries q [B, H, N, d] read from a gated prefix (K_p, V_p [B, H_kv, P, d], gate g):
+
+        w = g * softmax(q K_p^T / sqrt(d))   [B, H, N, P]   a softmax over the P prefix keys alone
+        read = w V_p                         [B, H, N, d]
+
+    Returns (read, w). The tokens' own softmax never sees these keys, so nothing is taken from
+    them: at g = 0 the read is exactly zero. `like` is the layer's own keys (dtype, device, shape
+    check). The same formula on both attention paths: P is small, and no dropout (as in PEFT).
+    """
+    pk, pv = _fit(gated, like, "gated prefix")
+    groups = q.shape[1] // pk.shape[1]  # query heads per K/V head
+    pk, pv = repeat_kv(pk, groups), repeat_kv(pv, groups)  # [B, H, P, d] each
+    acc = torch.promote_types(q.dtype, torch.float32)
+    scores = (q @ pk.transpose(-2, -1)).to(acc) / math.sqrt(q.shape[-1])  # [B, H, N, P]
+    keep = None
+    if gated.keep is not None:
+        keep = gated.keep.to(q.device).bool()  # [P] or [B, P]
+        keep = keep[None, None, None, :] if keep.dim() == 1 else keep[:, None, None, :]  # [B or 1, 1, 1, P]
+        scores = scores.masked_fill(~keep, torch.finfo(acc).min)
+    probs = torch.softmax(scores, dim=-1)  # [B, H, N, P]: sums to 1 over the prefix alone
+    if keep is not None:
+        probs = probs * keep  # a fully masked prefix softmaxes to uniform: made exactly zero here
+    w = (gated.gate.to(acc) * probs).to(q.dtype)  # [B, H, N, P]
+    return w @ pv, w  # [B, H, N, d], [B, H, N, P]
 
 
 def repeat_kv(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -78,7 +117,7 @@ def additive_mask(keep: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
 class AttentionOutput(NamedTuple):
     out: torch.Tensor  # [B, N, D]
     probs: torch.Tensor | None  # [B, H, N, P+N] when need_weights, else None
-    present: KV | None  # (K, V) [B, H_kv, P+N, d] each when use_cache, else None
+    present: Prefix | None  # Prefix(K, V) [B, H_kv, P+N, d] each (joined keys only) with use_cache, else None
 
 
 class MultiHeadAttention(nn.Module):
@@ -120,24 +159,38 @@ class MultiHeadAttention(nn.Module):
             q, k = rotary(q, positions), rotary(k, positions)  # the same shapes, turned by position
         return q, k, v
 
-    def forward(self, x: torch.Tensor, *, keep: torch.Tensor | None = None, prefix: KV | None = None,
-                positions: torch.Tensor | None = None, rotary=None, need_weights: bool = False,
-                use_cache: bool = False) -> AttentionOutput:
+    def forward(self, x: torch.Tensor, *, keep: torch.Tensor | None = None, prefix: Prefix | None = None,
+                gated: Prefix | None = None, positions: torch.Tensor | None = None, rotary=None,
+                need_weights: bool = False, use_cache: bool = False) -> AttentionOutput:
         """x [B, N, D]; keep: boolean [B, 1, N or 1, P+N] (True = may attend) or None for "all";
-        prefix: (K, V) each [B, H_kv, P, d] or None; positions [B or 1, N] for `rotary`.
+        prefix: a joined Prefix(K, V) (or a (K, V) pair), each [B, H_kv, P, d], or None;
+        gated: a gated Prefix(K, V, gate), read apart and added (core/prefix.py), or None;
+        positions [B or 1, N] for `rotary`.
+
+        With need_weights, probs holds the weight each value gets: [B, H, N, P+N] over the joined
+        prefix (or cache) and the tokens, a softmax summing to 1; a gated prefix puts its P
+        weights g * softmax(..) in front ([B, H, N, P_g+P+N]), so a row then sums to 1 + g.
 
         The K/V, what a KV cache keeps for the next decoding step, are returned only with
-        use_cache=True. Otherwise nothing here keeps them (or the projection they are views of)
-        alive: without autograd they are freed on return.
+        use_cache=True: the joined keys, never a gated prefix's (a cache keeps those apart).
+        Otherwise nothing here keeps them (or the projection they are views of) alive: without
+        autograd they are freed on return.
         """
         s = self.scope
+        prefix = as_prefix(prefix)
         q, k, v = self.project(x, positions, rotary)  # [B, H, N, d], [B, H_kv, N, d] x 2
         record(s, "q", q)
         record(s, "k", k)
         record(s, "v", v)
+        read = None
+        if gated is not None:  # LLaMA-Adapter: its own softmax over its P keys, scaled by the gate
+            record(s, "gated_k", gated.k)  # [B, H_kv, P, d]
+            record(s, "gated_v", gated.v)  # [B, H_kv, P, d]
+            read, w = read_gated(q, gated, k)  # [B, H, N, d], [B, H, N, P]
+            record(s, "gated_read", read)  # [B, H, N, d]
         if prefix is not None:
-            record(s, "prefix_k", prefix[0])  # [B, H_kv, P, d]
-            record(s, "prefix_v", prefix[1])  # [B, H_kv, P, d]
+            record(s, "prefix_k", prefix.k)  # [B, H_kv, P, d]
+            record(s, "prefix_v", prefix.v)  # [B, H_kv, P, d]
         k, v = concat_prefix(k, v, prefix)  # [B, H_kv, P+N, d] each
         if prefix is not None:
             record(s, "k_with_prefix", k)
@@ -146,7 +199,7 @@ class MultiHeadAttention(nn.Module):
             raise InputError(f"attention mask shape mismatch: mask {list(keep.shape)} but {q.shape[2]} query "
                              f"rows and {k.shape[2]} key rows")
         # A cache gets K/V with storage of their own, not views that would keep Q's columns alive.
-        present = (k.contiguous(), v.contiguous()) if use_cache else None  # [B, H_kv, P+N, d] each
+        present = Prefix(k.contiguous(), v.contiguous()) if use_cache else None  # [B, H_kv, P+N, d] each
         groups = self.num_heads // self.num_kv_heads  # query heads per K/V head (1 unless grouped)
         p_drop = self.dropout if self.training else 0.0
         if need_weights:
@@ -154,14 +207,24 @@ class MultiHeadAttention(nn.Module):
                 k, v = record(s, "k_repeated", repeat_kv(k, groups)), record(s, "v_repeated", repeat_kv(v, groups))
                 # [B, H, P+N, d] each, from [B, H_kv, P+N, d]
             ctx, probs = self._explicit(q, k, v, keep, p_drop)
+            if read is not None:
+                probs = torch.cat([w, probs], dim=-1)  # [B, H, N, P_g+P+N]: the gated weights in front
         else:  # the fused kernel pairs query heads with their K/V head itself, without copies
             mask = additive_mask(keep, q.dtype)  # [B, 1, N, P+N]
             gqa = {"enable_gqa": True} if groups > 1 else {}  # (torch >= 2.5)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop, **gqa)  # [B, H, N, d]
             probs = None
+        if read is not None and gated.join == "context":
+            ctx = ctx + read  # [B, H, N, d]: the gated read joins before W_O (the paper, PEFT's LLaMA)
         record(s, "context", ctx)  # [B, H, N, d]
         out = self.output(rearrange(ctx, "b h n d -> b n (h d)"))  # [B, N, D]
+        if read is not None and gated.join == "output":
+            if read.shape[1] * read.shape[3] != out.shape[-1]:
+                raise InputError(f"a gated prefix joined at the output adds H*d = {read.shape[1] * read.shape[3]} "
+                                 f"features to an output of D = {out.shape[-1]}: join='output' needs H*d = D")
+            out = out + rearrange(read, "b h n d -> b n (h d)")  # [B, N, D]: after W_O, unprojected (PEFT's GPT-2)
         return AttentionOutput(record(s, "out", out), probs, present)
+
     def _explicit(self, q, k, v, keep, p_drop):
         """The textbook formula, step by step: softmax(Q K^T / sqrt(d) + mask) V.
 

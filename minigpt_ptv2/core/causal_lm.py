@@ -71,7 +71,7 @@ class CausalLM(Transformer):
         cache = None
         if use_cache:
             B = out.hidden.shape[0]
-            cache = KVCache(out.presents, out.key_mask, out.positions[:, -1].expand(B) + 1)  # [B]
+            cache = KVCache(out.presents, out.key_mask, out.positions[:, -1].expand(B) + 1, out.gated)  # [B]
         return DecoderOutput(logits, loss, tuple(out.attentions) if output_attentions else None, cache)
 
     def generate(self, input_ids, max_new_tokens: int, attention_mask=None, **kw) -> torch.Tensor:

@@ -3,11 +3,24 @@
 A model consults its attached method at three places (core/transformer.py), and each hook
 answers None when the method does not act there:
 
-    input_prompt(B)   -> [B, P, D]               shallow: prepended to the input embeddings
-    hidden_prompts(B) -> L x [B, P, D]           deep, hidden-state: inject, process, slice per layer
-    kv_prefix(B)      -> L x (K, V) [B,H_kv,P,d] deep, K/V: concatenated onto each layer's K and V
+    input_prompt(B)           -> [B, P, D]           shallow: prepended to the input embeddings
+    hidden_prompts(B)         -> L x [B, P, D]       deep, hidden-state: inject, process, slice per layer
+    kv_prefix(B, layers=...)  -> L x Prefix or None  deep, K/V: what each layer's attention reads
+                                                     besides its tokens (core/prefix.py)
 
-The concrete methods live in prompts/; this base class is all the core knows of them.
+A Prefix holds K and V [B, H_kv, P, d]. Prefix(K, V) is joined to the layer's own keys under one
+softmax (P-Tuning v2); Prefix(K, V, gate=g) is read under a softmax of its own and added scaled
+by g (LLaMA-Adapter). A joined prefix reaches every layer; a gated one may leave a layer out
+(None). `layers` is the model's blocks, for a method whose keys the frozen layers make from its
+own rows through the layer contract (layer.project_kv); a method that holds K/V ignores it.
+
+The concrete methods live in prompts/; this base class is all the core knows of them, and all
+the rest of the package may ask of any method:
+
+    kind            which hook it answers: "input", "hidden", "kv" (joined prefixes) or "gated"
+                    (gated prefixes); MixedPrompts gathers the kinds it knows and refuses others
+    to_peft(model)  what the method is in PEFT's terms (interop/peft_layout.py); the default
+                    refuses, naming the method: a method says what it is, or nothing exports it
 
 Every method computes its prompts once per forward and broadcasts them over the batch with
 `expand` (a view), never `repeat` (B copies, and B times the MLP work if computed per row).
@@ -26,6 +39,7 @@ from torch import nn
 
 from ..catalog import POSITIONS  # ("real", "shifted")
 from ..errors import InputError, NonFiniteError
+from .prefix import Prefix
 
 # Devices on which `check_finite` runs on every forward. On a CPU it costs a few microseconds
 # (about 0.01% of a MiniLM forward at B=32, N=128). On a GPU, reading its answer back would
@@ -42,7 +56,7 @@ class PromptMethod(nn.Module):
     position table then holds only max_positions - P real tokens).
     """
 
-    kind = "none"  # "input" | "hidden" | "kv": where the method acts, for reports and traces
+    kind = "none"  # "input" | "hidden" | "kv" | "gated": which hook it answers (module docstring)
     # Under rotary positions, whether the model turns this method's prefix keys to the prompt
     # rows' positions (True) or uses them as given, as if already rotated (False, PEFT's way).
     rotate_prefix_keys = False
@@ -68,7 +82,7 @@ class PromptMethod(nn.Module):
     def hidden_prompts(self, batch_size: int) -> list[torch.Tensor] | None:
         return None
 
-    def kv_prefix(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def kv_prefix(self, batch_size: int, layers=None) -> list[Prefix | None] | None:
         return None
 
     def start_from_text(self, model, text_ids: torch.Tensor, rows: slice) -> None:

@@ -10,13 +10,17 @@ they ask it, through the methods below, which every architecture in models/ impl
     position_style                     "learned" (added to the embeddings) or "rotary" (in attention)
     takes_token_types                  whether forward takes token_type_ids (BERT)
     rotate(t, positions)               rotary models: turn Q or K [B, H, n, d] to their positions
+    layers                             the L blocks, each keeping the layer contract (core/layer.py);
+                                       a prompt method's kv_prefix is handed them, for a prefix the
+                                       frozen layers make themselves (layers[i].project_kv)
     layers[i].kv_from_hidden(h, pos)   (K, V) [1, H_kv, P, d] a layer makes of hidden rows (the bridge)
     fingerprint()                      what identifies the backbone in a checkpoint
 
 `run` then does the same for every architecture: check the inputs, give the real tokens their
 positions (0..N-1, or P..P+N-1 under positions="shifted"), put a shallow prompt's rows in front,
-ask the method for its deep prompts or K/V prefix, run the layer loop (stack.py), and slice
-the prompt rows off again, so every output has exactly the N real rows.
+ask the method for its deep prompts or its per-layer prefixes (core/prefix.py: a Prefix(K, V)
+joined to the keys, a Prefix(K, V, gate) read apart, or None), run the layer loop (stack.py),
+and slice the prompt rows off again, so every output has exactly the N real rows.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from ..errors import InputError, InputTypeError
 from .capture import record
 from .checks import check_device, check_ids, check_mask, check_position_ids, check_positions
 from .fingerprint import fingerprint
+from .prefix import split_prefixes
 from .prompt_method import PromptMethod
 from .prompt_rows import drop_front, in_front, keys_in_front, positions_in_front
 from .stack import run_layers
@@ -37,9 +42,10 @@ from .stack import run_layers
 class RunOutput(NamedTuple):
     hidden: torch.Tensor  # [B, N, D]: the real rows only
     attentions: list  # per layer [B, H, Nq, Nk] when asked, else None
-    presents: list | None  # per layer (K, V) [B, H_kv, Nk, d] with use_cache
+    presents: list | None  # per layer Prefix(K, V) [B, H_kv, Nk, d] with use_cache
     key_mask: torch.Tensor  # [B, Nk]
     positions: torch.Tensor  # [B or 1, N]: the real rows' positions
+    gated: list | None = None  # per layer Prefix(K, V, gate) or None: the gated prefixes read
 
 
 class Transformer(nn.Module):
@@ -131,25 +137,44 @@ class Transformer(nn.Module):
         x = record("embeddings", "out", self.embed_finish(x))  # [B, (P+)N, D]
 
         deep = m.hidden_prompts(B) if fresh else None  # L x [B, P, D] or None
-        kv = m.kv_prefix(B) if fresh else None  # L x (K, V) [B, H_kv, P, d] or None
+        kv = m.kv_prefix(B, layers=self.layers) if fresh else None  # L x (Prefix or None), or None
         if deep is not None:
             m.check_finite(deep, lambda i: f"hidden prompt of layer {i}")
             for i, h in enumerate(deep):
                 m.check_tensor(h, x, f"hidden prompt of layer {i}")
-        if kv is not None:
-            m.check_finite([t for pair in kv for t in pair], lambda i: f"prefix {'KV'[i % 2]} of layer {i // 2}")
-            if m.rotate_prefix_keys:  # keys turned to the prompt rows' positions, once for all layers
-                kv = [(self.rotate(k, rows_pos), v) for k, v in kv]
-        if deep is not None or kv is not None:
-            mask = keys_in_front(mask, m.virtual_keep)  # [B, P+N]
+        joined, gated = self._prefixes(m, kv, deep, rows_pos) if kv is not None else (None, None)
+        if deep is not None or joined is not None:
+            mask = keys_in_front(mask, m.virtual_keep)  # [B, P+N]: a gated prefix adds no key
+        if past is not None:  # a cache holds what the first pass read: the joined keys, and the gated apart
+            joined, gated = past.layers, past.gated
         key_mask = mask if past is None else torch.cat([past.key_mask, mask], dim=1)  # [B, T+N]
-        out = run_layers(self.layers, x, key_mask, deep=deep, prefix=kv if kv is not None else (
-            past.layers if past is not None else None), causal=self.causal, positions=layer_positions,
-            deep_positions=rows_pos, need_weights=need_weights, use_cache=use_cache)
+        out = run_layers(self.layers, x, key_mask, deep=deep, prefix=joined, gated=gated, causal=self.causal,
+                         positions=layer_positions, deep_positions=rows_pos, need_weights=need_weights,
+                         use_cache=use_cache)
         h = out.hidden  # [B, (P+)N, D]
         if shallow is not None:
             h = record("shallow", "slice", drop_front(h, m.num_virtual))  # [B, N, D]: virtual rows dropped first
-        return RunOutput(h, out.attentions, out.presents, out.key_mask, positions)
+        return RunOutput(h, out.attentions, out.presents, out.key_mask, positions, gated)
+
+    def _prefixes(self, m, kv, deep, rows_pos):
+        """The method's per-layer prefixes, checked, split into joined and gated lists (core/prefix.py),
+        keys turned if the method asks, and the method's virtual_keep handed to the gated ones."""
+        name = type(m).__name__
+        joined, gated = split_prefixes(kv, len(self.layers), m.num_virtual, name)
+        if deep is not None and joined is not None:
+            raise InputError(f"{name} answers both hidden_prompts and kv_prefix with a joined prefix: the "
+                             f"layer loop runs one deep style at a time")
+        parts = [(t, f"prefix {n} of layer {i}") for i, p in enumerate(kv) if p is not None
+                 for n, t in (("K", p.k), ("V", p.v)) + ((("gate", p.gate),) if p.gate is not None else ())]
+        m.check_finite([t for t, _ in parts], lambda i: parts[i][1])
+
+        def ready(p):  # keys turned to the prompt rows' positions (once for all layers), if asked
+            p = p._replace(k=self.rotate(p.k, rows_pos)) if m.rotate_prefix_keys else p
+            if p.gated:  # which of the P entries may be read: the method's virtual_keep
+                p = p._replace(keep=m.virtual_keep if p.keep is None else p.keep & m.virtual_keep)
+            return p
+        return ([ready(p) for p in joined] if joined is not None else None,
+                [ready(p) if p is not None else None for p in gated] if gated is not None else None)
 
     def _real_positions(self, input_ids, position_ids, past) -> torch.Tensor:
         """The real tokens' positions [B or 1, N], checked against the position table."""

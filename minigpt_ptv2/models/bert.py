@@ -88,8 +88,8 @@ class BertLayer(Layer):
         """Position-wise: [B, N, D] -> [B, N, D_ff] -> [B, N, D], every token on its own; erf GELU."""
         return self.ffn_out(F.gelu(self.ffn_in(x)))
 
-    def forward(self, x, *, keep=None, prefix=None, positions=None, need_weights=False, use_cache=False):
-        a = self.attn(x, keep=keep, prefix=prefix, need_weights=need_weights, use_cache=use_cache)
+    def forward(self, x, *, keep=None, prefix=None, gated=None, positions=None, need_weights=False, use_cache=False):
+        a = self.attn(x, keep=keep, prefix=prefix, gated=gated, need_weights=need_weights, use_cache=use_cache)
         x = self.attn_norm(x + self.dropout(a.out))  # [B, N, D]
         x = self.ffn_norm(x + self.dropout(self.feed_forward(x)))  # [B, N, D]
         return LayerOutput(x, a.probs, a.present)
@@ -97,6 +97,9 @@ class BertLayer(Layer):
     def kv_from_hidden(self, h, positions=None):
         _, k, v = self.attn.project(h)  # post-LN: the layer reads h as it is; Q is unused
         return k, v  # [1, H, P, d] each
+
+    def project_kv(self, h):
+        return self.kv_from_hidden(h)  # post-LN: the bare projection is what the layer reads anyway
 
 
 class BertEncoder(FromPretrained, Transformer):

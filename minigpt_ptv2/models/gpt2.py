@@ -60,14 +60,19 @@ class GPT2Block(Layer):
         """Position-wise: [B, N, D] -> [B, N, D_ff] -> [B, N, D], every token on its own; tanh GELU."""
         return self.ffn_out(F.gelu(self.ffn_in(x), approximate="tanh"))
 
-    def forward(self, x, *, keep=None, prefix=None, positions=None, need_weights=False, use_cache=False):
-        a = self.attn(self.ln_1(x), keep=keep, prefix=prefix, need_weights=need_weights, use_cache=use_cache)
+    def forward(self, x, *, keep=None, prefix=None, gated=None, positions=None, need_weights=False, use_cache=False):
+        a = self.attn(self.ln_1(x), keep=keep, prefix=prefix, gated=gated, need_weights=need_weights,
+                      use_cache=use_cache)
         x = x + self.dropout(a.out)  # [B, N, D]
         x = x + self.dropout(self.feed_forward(self.ln_2(x)))  # [B, N, D]
         return LayerOutput(x, a.probs, a.present)
 
     def kv_from_hidden(self, h, positions=None):
         _, k, v = self.attn.project(self.ln_1(h))  # pre-LN: the layer reads LN1(h); Q is unused
+        return k, v  # [1, H, P, d] each
+
+    def project_kv(self, h):
+        _, k, v = self.attn.project(h)  # c_attn's K and V columns on h as it is: no ln_1
         return k, v  # [1, H, P, d] each
 
 

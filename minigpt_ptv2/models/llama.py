@@ -111,9 +111,9 @@ class LlamaBlock(Layer):
         gate, up = self.ffn_in(x).chunk(2, dim=-1)  # [B, N, D_ff] each
         return self.ffn_out(F.silu(gate) * up)  # [B, N, D]
 
-    def forward(self, x, *, keep=None, prefix=None, positions=None, need_weights=False, use_cache=False):
-        a = self.attn(self.attn_norm(x), keep=keep, prefix=prefix, positions=positions, rotary=self.rotary,
-                      need_weights=need_weights, use_cache=use_cache)
+    def forward(self, x, *, keep=None, prefix=None, gated=None, positions=None, need_weights=False, use_cache=False):
+        a = self.attn(self.attn_norm(x), keep=keep, prefix=prefix, gated=gated, positions=positions,
+                      rotary=self.rotary, need_weights=need_weights, use_cache=use_cache)
         x = x + a.out  # [B, N, D]
         x = x + self.feed_forward(self.ffn_norm(x))  # [B, N, D]
         return LayerOutput(x, a.probs, a.present)
@@ -122,6 +122,10 @@ class LlamaBlock(Layer):
         """The keys and values this block makes of hidden rows h [1, P, D] at `positions` [1, P]:
         RMSNorm, W_K / W_V, then RoPE on the keys (a hidden-state prompt row is turned like any row)."""
         _, k, v = self.attn.project(self.attn_norm(h), positions, self.rotary)  # Q is unused
+        return k, v  # [1, H_kv, P, d] each
+
+    def project_kv(self, h):
+        _, k, v = self.attn.project(h)  # W_K h, W_V h as they are: no RMSNorm, no RoPE
         return k, v  # [1, H_kv, P, d] each
 
 

@@ -2,7 +2,8 @@
 
 A prefix encoder produces, for every layer, P keys and P values per key/value head. They are
 computed once per forward pass as a compact [L, 2, H_kv, P, d] tensor and broadcast over the batch
-with `expand` (a view), then concatenated onto each layer's own K and V by `attention.concat_prefix`.
+with `expand` (a view), and handed to each layer as a joined Prefix(K, V) (core/prefix.py), which
+`attention.concat_prefix` concatenates onto the layer's own K and V.
 
     Embedding(P, L*2*D)                                  (P-Tuning v2 default, no MLP)
     Embedding(P, D) -> Linear(D, h) -> Tanh -> Linear(h, L*2*D)   (prefix tuning's reparameterisation)
@@ -26,6 +27,7 @@ from torch import nn
 from ..errors import InputError
 from ..core.capture import record
 from ..core.layer import kv_from_rows
+from ..core.prefix import Prefix
 from ..core.prompt_method import PromptMethod
 from .from_tokens import check_rows, layer_inputs
 
@@ -80,10 +82,11 @@ class KVPrefix(PromptMethod):
                        h=c.num_key_value_heads)  # [L, 2, H_kv, P, d]
         return self.dropout(kv)  # one dropout mask shared by the batch
 
-    def kv_prefix(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def kv_prefix(self, batch_size: int, layers=None) -> list[Prefix]:
+        """Every layer's joined Prefix(K, V), [B, H_kv, P, d] each (views); `layers` is not needed."""
         kv = record("prefix", "kv", self.layer_kv())  # [L, 2, H_kv, P, d]
         B = batch_size
-        return [(kv[i, 0].expand(B, -1, -1, -1), kv[i, 1].expand(B, -1, -1, -1))  # [B, H_kv, P, d] each
+        return [Prefix(kv[i, 0].expand(B, -1, -1, -1), kv[i, 1].expand(B, -1, -1, -1))  # [B, H_kv, P, d] each
                 for i in range(kv.shape[0])]
 
     @torch.no_grad()
