@@ -146,7 +146,7 @@ def test_queries_are_never_prefixed():
     attn = small_attention()
     b, n, p, H, d = 2, 5, 3, attn.num_heads, attn.head_dim
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v, *_) = attn(torch.randn(b, n, H * d), keep=None, prefix=random_prefix(b, H, p, d), need_weights=True, use_cache=True)
+        out, probs, (k, v) = attn(torch.randn(b, n, H * d), keep=None, prefix=random_prefix(b, H, p, d), need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["attn.q"] == (b, H, n, d)
     assert s["attn.k_with_prefix"] == s["attn.v_with_prefix"] == (b, H, p + n, d)
@@ -236,7 +236,7 @@ def test_attention_shapes_without_prefix(bert_base_attention):
     assert (D, H, d) == (768, 12, 64)
     keep = build_keep(padded_key_mask([N] * (B - 1) + [N // 2], N), N)  # [B, 1, 1, N]
     with ShapeTrace(dims=dict(B=B, N=N, D=D, H=H, d=d)) as tr, torch.no_grad():
-        out, probs, (k, v, *_) = attn(torch.randn(B, N, D), keep=keep, prefix=None, need_weights=True, use_cache=True)
+        out, probs, (k, v) = attn(torch.randn(B, N, D), keep=keep, prefix=None, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == s["layer0.attn.k"] == s["layer0.attn.v"] == (B, H, N, d)
     assert "layer0.attn.k_with_prefix" not in s
@@ -252,7 +252,7 @@ def test_attention_shapes_with_prefix(bert_base_attention):
     prefix = random_prefix(B, H, P, d)  # [B, H, P, d] each
     keep = build_keep(keys_in_front(torch.ones(B, N, dtype=torch.bool), P), N)  # None: all kept
     with ShapeTrace(dims=dict(B=B, N=N, P=P, D=D, H=H, d=d)) as tr, torch.no_grad():
-        out, probs, (k, v, *_) = attn(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
+        out, probs, (k, v) = attn(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)  # queries: real tokens only
     assert s["layer0.attn.k"] == s["layer0.attn.v"] == (B, H, N, d)
@@ -283,7 +283,7 @@ def test_keys_and_values_are_returned_only_for_a_cache():
     x = torch.randn(2, 5, attn.num_heads * attn.head_dim)
     with torch.no_grad():
         _, _, present = attn(x)
-        _, _, (k, v, *_) = attn(x, use_cache=True)
+        _, _, (k, v) = attn(x, use_cache=True)
     assert present is None
     assert k.shape == v.shape == (2, attn.num_heads, 5, attn.head_dim)
 
@@ -300,5 +300,5 @@ def test_run_layers_keeps_no_keys_and_values_unless_a_cache_asks():
         on = run_layers(layers, x, keys, causal=True, use_cache=True)
     assert off.presents is None
     assert len(on.presents) == 2
-    for k, v, *_ in on.presents:  # their own storage, not views into the [B, N, 3D] projection
+    for k, v in on.presents:  # their own storage, not views into the [B, N, 3D] projection
         assert k.is_contiguous() and k.untyped_storage().nbytes() == k.numel() * k.element_size()

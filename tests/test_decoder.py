@@ -258,7 +258,7 @@ def test_decoder_block_shapes_with_prefix_and_causal_mask():
     assert keep.shape == (B, 1, N, P + N)
     prefix = torch.randn(B, H, P, d), torch.randn(B, H, P, d)  # [B, H, P, d] each
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v, *_) = block(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
+        out, probs, (k, v) = block(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)
     assert s["layer0.attn.k_with_prefix"] == (B, H, P + N, d)

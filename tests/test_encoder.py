@@ -156,7 +156,7 @@ def test_encoder_layer_shapes_with_kv_prefix(bert_base_layer):
     key_mask[-1, N // 2:] = False  # one padded row
     keep = build_keep(keys_in_front(key_mask, P), N)  # [B, 1, 1, P+N]
     with ShapeTrace() as tr, torch.no_grad():
-        out, probs, (k, v, *_) = layer(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
+        out, probs, (k, v) = layer(torch.randn(B, N, D), keep=keep, prefix=prefix, need_weights=True, use_cache=True)
     s = tr.shapes()
     assert s["layer0.attn.q"] == (B, H, N, d)
     assert s["layer0.attn.k_with_prefix"] == s["layer0.attn.v_with_prefix"] == (B, H, P + N, d)

@@ -179,7 +179,7 @@ def test_kv_cache_decoding_equals_recomputation_and_holds_h_kv_heads(varied):
                        ours.generate(ids, NEW, attention_mask=mask, use_cache=False))
     with torch.no_grad():
         out = ours(ids, attention_mask=mask, use_cache=True)
-    k, v, *_ = out.cache.layers[0]
+    k, v = out.cache.layers[0]
     assert k.shape == v.shape == (2, 2, 7, 10)  # [B, H_kv, N, d]: half of [B, H, N, d]
     with torch.no_grad():  # one cached step equals the same position recomputed
         nxt = torch.tensor([[5], [9]])

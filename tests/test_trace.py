@@ -56,14 +56,15 @@ def test_tracing_changes_nothing(kind, method):
     model, ids = tiny(kind, method)
     with torch.no_grad():
         plain = model(ids, output_attentions=True)
-        with ShapeTrace(keep=("attn.probs",)) as tr:
+        with ShapeTrace(keep=("probs",)) as tr:
             traced = model(ids, output_attentions=True)
     a = plain.last_hidden_state if kind == "encoder" else plain.logits
     b = traced.last_hidden_state if kind == "encoder" else traced.logits
     assert torch.equal(a, b)
-    # kept tensors are the very probabilities the model returns
-    assert torch.equal(tr.tensors["layer1.attn.probs"], traced.attentions[1])
-    assert not tr.tensors["layer1.attn.probs"].requires_grad
+    # kept tensors are the very probabilities the model returns (a gated prefix's weights in front)
+    kept = [tr.tensors[n] for n in ("layer1.attn.gated_probs", "layer1.attn.probs") if n in tr.tensors]
+    assert torch.equal(torch.cat(kept, dim=-1), traced.attentions[1])
+    assert not any(t.requires_grad for t in kept)
 
 
 def test_traces_nest_and_always_close():

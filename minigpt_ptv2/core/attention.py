@@ -187,6 +187,7 @@ class MultiHeadAttention(nn.Module):
             record(s, "gated_k", gated.k)  # [B, H_kv, P, d]
             record(s, "gated_v", gated.v)  # [B, H_kv, P, d]
             read, w = read_gated(q, gated, k)  # [B, H, N, d], [B, H, N, P]
+            record(s, "gated_probs", w)  # [B, H, N, P]: g * softmax over the P prefix keys alone
             record(s, "gated_read", read)  # [B, H, N, d]
         if prefix is not None:
             record(s, "prefix_k", prefix.k)  # [B, H_kv, P, d]

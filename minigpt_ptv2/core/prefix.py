@@ -31,7 +31,8 @@ The other fields say how a gated prefix is read:
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 
@@ -40,10 +41,11 @@ from ..errors import InputError, InputTypeError
 JOINS = ("context", "output")  # where a gated read joins the tokens' attention
 
 
-class Prefix(NamedTuple):
+@dataclass(frozen=True)
+class Prefix:
     k: torch.Tensor  # [B, H_kv, P, d]
     v: torch.Tensor  # [B, H_kv, P, d]
-    gate: torch.Tensor | None = None  # None: joined; else g (a scalar, shape [] or [1]): gated
+    gate: torch.Tensor | None = None  # None: joined; else g (one number, shape [] or [1]): gated
     keep: torch.Tensor | None = None  # gated only: [P] or [B, P] bool, True = may be read
     join: str = "context"  # gated only: "context" (before W_O) or "output" (after it)
 
@@ -54,6 +56,25 @@ class Prefix(NamedTuple):
     @property
     def length(self) -> int:  # P
         return self.k.shape[2]
+
+    def replace(self, **changes) -> "Prefix":
+        return dataclasses.replace(self, **changes)
+
+    # A joined prefix is still the (K, V) pair it generalises: `k, v = prefix`, `prefix[0]`. A gated
+    # one is not a pair, and says so rather than lose its gate to an unpacking.
+    def _pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.gated or self.keep is not None:
+            raise InputTypeError("a gated prefix is not a (K, V) pair: read its .k, .v, .gate and .keep")
+        return self.k, self.v
+
+    def __iter__(self):
+        return iter(self._pair())
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self._pair()[i]
+
+    def __len__(self) -> int:
+        return 2
 
 
 def as_prefix(p) -> Prefix | None:

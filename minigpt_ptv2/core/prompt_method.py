@@ -91,6 +91,30 @@ class PromptMethod(nn.Module):
         prompts/from_tokens.py says why. Methods that cannot start from a text say so."""
         raise InputError(f"{type(self).__name__} starts from random values only; train it with --init random")
 
+    # --- what the method is in PEFT's terms ---------------------------------------------------
+    def to_peft(self, model=None) -> dict:
+        """This method as PEFT stores it, as plain data for interop/peft_layout.py:
+        {"peft_type": "PREFIX_TUNING" | "PROMPT_TUNING", "prompt_embeddings": [P, ...]} or
+        {"peft_type": "ADAPTION_PROMPT", "adaption_prompt": [L_a, P, D], "adaption_gate": [L_a],
+        "join": ...}. `model` is the model the method runs in (some forms are made with it).
+
+        Each method with a PEFT equivalent says so here, from what its hooks hand the model, and
+        refuses what that form cannot hold; this default refuses, naming the method, so a method
+        that never said what it is is never written as something else."""
+        raise InputError(f"{type(self).__name__} has no PEFT adapter equivalent (it does not say what it is "
+                         f"in PEFT's terms: PromptMethod.to_peft)")
+
+    def only_answers(self, hook: str, layers=None) -> None:
+        """Refuse, naming the method, if it answers any hook other than `hook` (for a batch of
+        one): a form made from one hook would drop what the others hand the model."""
+        answers = {"input_prompt": self.input_prompt(1), "hidden_prompts": self.hidden_prompts(1),
+                   "kv_prefix": self.kv_prefix(1, layers=layers)}
+        extra = [name for name, a in answers.items() if a is not None and name != hook]
+        if extra or answers[hook] is None:
+            raise InputError(f"{type(self).__name__} answers {', '.join(extra) or 'nothing'} "
+                             f"{'besides' if answers[hook] is not None else 'instead of'} {hook}: its PEFT form "
+                             f"holds what {hook} gives, and would not compute what the method computes")
+
     # --- helpers the models use ------------------------------------------------------------
     def position_offset(self) -> int:
         """How far real tokens' positions are shifted under this method."""

@@ -169,9 +169,9 @@ class Transformer(nn.Module):
         m.check_finite([t for t, _ in parts], lambda i: parts[i][1])
 
         def ready(p):  # keys turned to the prompt rows' positions (once for all layers), if asked
-            p = p._replace(k=self.rotate(p.k, rows_pos)) if m.rotate_prefix_keys else p
+            p = p.replace(k=self.rotate(p.k, rows_pos)) if m.rotate_prefix_keys else p
             if p.gated:  # which of the P entries may be read: the method's virtual_keep
-                p = p._replace(keep=m.virtual_keep if p.keep is None else p.keep & m.virtual_keep)
+                p = p.replace(keep=m.virtual_keep if p.keep is None else p.keep & m.virtual_keep)
             return p
         return ([ready(p) for p in joined] if joined is not None else None,
                 [ready(p) if p is not None else None for p in gated] if gated is not None else None)

@@ -13,52 +13,86 @@ and, for the SEQ_CLS / TOKEN_CLS task types, the classifier trained next to the 
 
     base_model.classifier.weight [C, D], base_model.classifier.bias [C]   (our head's Linear)
 
-Export writes each method's inference form (what it computes once training is over):
-    prefix, prefix-mlp   -> PREFIX_TUNING   the table (the MLP's output): exact
-    deep, deep-mlp       -> PREFIX_TUNING   through the bridge (hidden_to_kv): exact for real tokens
+An adaption prompt (LLaMA-Adapter) is stored per adapted layer, the top `adapter_layers`:
+
+    ADAPTION_PROMPT  base_model.model.<layer i's attention>.adaption_prompt [1, P, D]
+                     base_model.model.<layer i's attention>.adaption_gate   [1]
+                     config: adapter_len (P), adapter_layers, target_modules
+
+exactly our GatedPrefix's rows[j] and gates[j] (j counts the adapted layers from the lowest).
+Where layer i's attention lives, and where PEFT adds the gated read, each architecture says
+(models/<arch>.py, peft_adaption_prompt): "model.layers.{i}.self_attn" on LLaMA, read through
+o_proj; "transformer.h.{i}.attn" on GPT-2, added after c_proj. BERT has none in PEFT.
+
+Export asks each method what it is (PromptMethod.to_peft), from what its hooks hand the model;
+a method that does not say, or hands over more than the form holds, is refused by name:
+    prefix, prefix-mlp   -> PREFIX_TUNING    the table (the MLP's output): exact
+    deep, deep-mlp       -> PREFIX_TUNING    through the bridge (hidden_to_kv): exact for real tokens
     soft                 -> PROMPT_TUNING
-    ptuning-mlp/-lstm    -> PROMPT_TUNING   the prompt encoder's output: exact
+    ptuning-mlp/-lstm    -> PROMPT_TUNING    the prompt encoder's output: exact
+    gated                -> ADAPTION_PROMPT  rows and gates as they are (GPT-2, LLaMA): exact
     head-only, full      -> refused: there is no prompt to export
-Import always gives "prefix" or "soft" (an MLP cannot be recovered from its output).
+Import gives "prefix", "soft" or "gated" (an MLP cannot be recovered from its output).
+
+Positions: PEFT's prompt-learning adapters move real tokens to P..P+N-1 (our positions=
+"shifted"); its adaption prompt leaves them at 0..N-1 (our "real"). PEFT_POSITIONS says which.
 """
 from __future__ import annotations
 
 import torch
 
 from ..errors import InputError
-from ..prompts import DeepPrompt, KVPrefix, PTuningV1, SoftPrompt, hidden_to_kv
+from ..models import architecture
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PROMPT_KEY = "prompt_embeddings"
 HEAD_PREFIX = "base_model.classifier."  # where PEFT keeps a SEQ_CLS / TOKEN_CLS classifier
+ADAPTER_ROOT = "base_model.model."  # what PEFT puts before a module path in an adaption prompt's keys
 PREFIX_TYPES = ("PREFIX_TUNING",)
 PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING")  # both save the final [P, D] virtual tokens
+ADAPTION_TYPES = ("ADAPTION_PROMPT",)
 HEAD_TASK_TYPES = {"sequence": "SEQ_CLS", "token": "TOKEN_CLS"}
+# where each kind of adapter puts the real tokens: "shifted" = P..P+N-1, "real" = 0..N-1
+PEFT_POSITIONS = {**dict.fromkeys(PREFIX_TYPES + PROMPT_TYPES, "shifted"), **dict.fromkeys(ADAPTION_TYPES, "real")}
 
 
-def prompt_to_peft(method, model=None) -> tuple[str, torch.Tensor]:
-    """(peft_type, prompt_embeddings) for a prompt method, in its inference form.
+def prompt_to_peft(method, model=None) -> dict:
+    """The method's PEFT form (PromptMethod.to_peft: {"peft_type": ..., its tensors}), asked in
+    eval mode (no dropout on what is written) and without autograd.
 
-    model: the model the method is attached to; only deep hidden-state prompts need it (the
-    bridge turns them into K/V with that model's W_K, W_V).
+    model: the model the method is attached to; deep hidden-state prompts (the bridge) and gated
+    prefixes (their layers) need it.
     """
-    with torch.no_grad():
-        if isinstance(method, KVPrefix):
-            return "PREFIX_TUNING", method.flat().detach()  # [P, L*2*D]
-        if isinstance(method, DeepPrompt):
-            if model is None:
-                raise InputError("exporting a deep hidden-state prompt needs the model it runs in "
-                                 "(its keys and values come from the model's W_K and W_V)")
-            was_training = model.training
-            model.eval()
-            table = hidden_to_kv(model, method).flat().detach()  # [P, L*2*D]
-            model.train(was_training)
-            return "PREFIX_TUNING", table
-        if isinstance(method, PTuningV1):
-            return "PROMPT_TUNING", method.to_soft_prompt().weight.detach()  # [P, D]
-        if isinstance(method, SoftPrompt):
-            return "PROMPT_TUNING", method.weight.detach()  # [P, D]
-    raise InputError(f"{type(method).__name__} has no PEFT adapter equivalent")
+    was_training = method.training
+    method.eval()
+    try:
+        with torch.no_grad():
+            return method.to_peft(model)
+    finally:
+        method.train(was_training)
+
+
+def adaption_prompt_keys(config, adapter_layers: int) -> tuple[list[str], str, str]:
+    """(the tensor names PEFT's files hold for the top `adapter_layers` layers, in layer order,
+    prompt then gate for each; PEFT's target_modules; where PEFT joins the read: core/prefix.py)."""
+    keys = architecture(config.model_type).peft_adaption_prompt(config)  # or a refusal by name
+    first = config.num_hidden_layers - adapter_layers
+    names = [f"{ADAPTER_ROOT}{keys.attention.format(i=i)}.adaption_{t}"
+             for i in range(first, config.num_hidden_layers) for t in ("prompt", "gate")]
+    return names, keys.target_modules, keys.join
+
+
+def adaption_prompt_tensors(form: dict, config) -> dict:
+    """A gated prefix's form -> PEFT's adaption-prompt tensors, under the keys PEFT gives them in
+    this architecture's HF model; refused where PEFT would read them otherwise than we do."""
+    rows, gates = form["adaption_prompt"], form["adaption_gate"]  # [L_a, P, D], [L_a]
+    names, _, join = adaption_prompt_keys(config, gates.shape[0])
+    if form["join"] != join:
+        raise InputError(f"this gated prefix adds its read at the {form['join']!r}, but PEFT's adaption prompt on "
+                         f"{config.model_type} adds it at the {join!r} (core/prefix.py), so it would compute "
+                         f"something else: build it with join={join!r}")
+    values = [t for j in range(gates.shape[0]) for t in (rows[j][None], gates[j:j + 1])]  # [1, P, D], [1]
+    return dict(zip(names, values))
 
 
 def peft_dims(peft_type: str, config) -> dict:
@@ -76,8 +110,12 @@ def peft_dims(peft_type: str, config) -> dict:
 
 
 def adapter_config(peft_type: str, task_type: str, config, P: int, head: bool = False,
-                   base_model: str | None = None) -> dict:
+                   base_model: str | None = None, adapter_layers: int | None = None) -> dict:
     """The adapter_config.json PEFT needs (it fills in the rest from the base model)."""
+    if peft_type in ADAPTION_TYPES:
+        _, target, _ = adaption_prompt_keys(config, adapter_layers)
+        return {"peft_type": peft_type, "task_type": task_type, "adapter_len": P, "adapter_layers": adapter_layers,
+                "target_modules": target, "inference_mode": True, "base_model_name_or_path": base_model}
     cfg = {"peft_type": peft_type, "task_type": task_type, "num_virtual_tokens": P,
            **{k: v for k, (v, _) in peft_dims(peft_type, config).items()}, "num_transformer_submodules": 1,
            "inference_mode": True, "base_model_name_or_path": base_model}

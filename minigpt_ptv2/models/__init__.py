@@ -6,7 +6,8 @@ the registry that picks one by a folder's `model_type`.
     build(config)                                # a model with random weights
 
 An architecture module provides: `Config` and `Model` (the classes), `config_from_hf(dict, source)`,
-`config_to_hf(config)`, `state_from_hf(state_dict, config, source)` and `state_to_hf(state, config)`.
+`config_to_hf(config)`, `state_from_hf(state_dict, config, source)`, `state_to_hf(state, config)`
+and `peft_adaption_prompt(config)` (where PEFT's adaption prompt lives in its HF model, or a refusal).
 Adding one is that module, one line in ARCHITECTURES, and its tests (README, "Extending").
 """
 from __future__ import annotations

@@ -244,3 +244,10 @@ def legacy_v1_state(tensors: dict, source: str) -> dict:
 
 
 Config, Model = BertConfig, BertEncoder  # what the registry (models/__init__.py) builds
+
+
+def peft_adaption_prompt(cfg: BertConfig):
+    """PEFT's adaption prompt (LLaMA-Adapter) is written for decoders (llama, mistral, gpt2): it
+    knows no BERT module, so a gated prefix on BERT has no PEFT adapter."""
+    raise InputError("PEFT's adaption prompt exists for llama, mistral and gpt2 models only, not for BERT: "
+                     "a gated prefix on BERT has no PEFT adapter")

@@ -23,7 +23,7 @@ from ..core.linear import Linear
 from ..errors import InputError, InputTypeError
 from .hf_config import build, token_ids
 from .hf_files import FromPretrained
-from .keymap import Key, to_hf, to_ours
+from .keymap import AdaptionPromptKeys, Key, to_hf, to_ours
 
 
 @dataclass(frozen=True)
@@ -176,3 +176,10 @@ def config_to_hf(cfg: GPT2Config) -> dict:
 
 
 Config, Model = GPT2Config, GPT2Decoder  # what the registry (models/__init__.py) builds
+
+
+def peft_adaption_prompt(cfg: GPT2Config) -> AdaptionPromptKeys:
+    """PEFT's adaption prompt on GPT2LMHeadModel: keys and values from c_attn on the rows as they
+    are (bias included, no ln_1), and the gated read added AFTER c_proj, unprojected (PEFT's GPT-2
+    wrapper has no o_proj_layer): join="output"."""
+    return AdaptionPromptKeys("transformer.h.{i}.attn", "attn", join="output")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -69,3 +70,12 @@ def to_hf(ours: dict, table: list[Key], prefix: str = "") -> dict:
         for name, p in zip(k.hf, parts):
             out[prefix + name] = _flip(p, k.transpose).contiguous()
     return out
+
+
+class AdaptionPromptKeys(NamedTuple):
+    """Where PEFT's adaption prompt (LLaMA-Adapter) lives in one architecture's HF model, and how
+    PEFT reads it there: each architecture module answers `peft_adaption_prompt(config)` with one
+    (or refuses by name), and interop/adapter_files.py writes and reads PEFT's files with it."""
+    attention: str  # HF path of layer i's attention module ("{i}" filled in): PEFT's keys hang below it
+    target_modules: str  # PEFT's target_modules for that module
+    join: str  # where PEFT adds the gated read: "context" (before the output projection) or "output" (after)

@@ -32,7 +32,7 @@ from ..core.rotary import Rotary
 from ..errors import InputError, InputTypeError
 from .hf_config import build, token_ids
 from .hf_files import FromPretrained
-from .keymap import Key, to_hf, to_ours
+from .keymap import AdaptionPromptKeys, Key, to_hf, to_ours
 from .rope import rope_from_hf
 
 
@@ -240,3 +240,18 @@ def config_to_hf(cfg: LlamaConfig) -> dict:
 
 
 Config, Model = LlamaConfig, LlamaDecoder  # what the registry (models/__init__.py) builds
+
+
+def peft_adaption_prompt(cfg: LlamaConfig) -> AdaptionPromptKeys:
+    """PEFT's adaption prompt on LlamaForCausalLM: k_proj and v_proj on the rows as they are (no
+    RMSNorm, no RoPE), and the gated read through o_proj, as the paper does: join="context".
+    Refused where PEFT computes something else: with attention_bias it applies o_proj, bias and
+    all, to its read, so b_O is added twice (even at gate 0); with head_dim * H != D its K/V heads
+    come out wrong (it takes H_kv as H divided by D / (H_kv d))."""
+    H, d, D = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
+    if cfg.attention_bias:
+        raise InputError("PEFT's adaption prompt on LLaMA passes its read through o_proj with o_proj's bias, so "
+                         "with attention_bias=true it adds that bias a second time: not the same model")
+    if H * d != D:
+        raise InputError(f"PEFT's adaption prompt on LLaMA assumes H*d = D, here {H}*{d} != {D}")
+    return AdaptionPromptKeys("model.layers.{i}.self_attn", "self_attn", join="context")

@@ -13,6 +13,8 @@ from torch import nn
 
 from ..core.capture import record
 from ..core.prompt_method import PromptMethod
+from ..errors import InputError
+from .bridge import hidden_to_kv
 from .from_tokens import check_rows, layer_inputs
 
 
@@ -47,6 +49,20 @@ class DeepPrompt(PromptMethod):
         # as the plain (reparam=False) parameters are.
         flat = self.mlp(self.embedding.weight).to(self.embedding.weight.dtype)  # [P, L*D]
         return rearrange(flat, "p (l d) -> l p d", l=self.config.num_hidden_layers)  # [L, P, D]
+
+    def to_peft(self, model=None) -> dict:
+        """PREFIX_TUNING through the bridge (bridge.py): the keys and values `model`'s layers make
+        of the prompts, exact for the real tokens."""
+        if model is None:
+            raise InputError("exporting a deep hidden-state prompt needs the model it runs in "
+                             "(its keys and values come from the model's W_K and W_V)")
+        self.only_answers("hidden_prompts", model.layers)
+        was_training = model.training
+        model.eval()
+        try:
+            return hidden_to_kv(model, self).to_peft(model)
+        finally:
+            model.train(was_training)
 
     def hidden_prompts(self, batch_size: int) -> list[torch.Tensor]:
         h = record("deep", "prompts", self.layer_prompts())  # [L, P, D]

@@ -107,5 +107,28 @@ class GatedPrefix(PromptMethod):
                               gate=gates[j:j + 1], join=self.join))  # gate [1]
         return out
 
+    @torch.no_grad()
+    def to_peft(self, model=None) -> dict:
+        """ADAPTION_PROMPT: each adapted layer's rows [P, D] and gate, PEFT's adaption_prompt and
+        adaption_gate as they are. Refused if kv_prefix hands the layers anything else than what
+        these rows and gates make (a subclass that changes the read would otherwise lose it)."""
+        if model is None:
+            raise InputError(f"exporting a {type(self).__name__} needs the model it runs in (where PEFT "
+                             f"keeps each layer's prompt, and how it reads it)")
+        self.only_answers("kv_prefix", model.layers)
+        handed, made = self.kv_prefix(1, layers=model.layers), GatedPrefix.kv_prefix(self, 1, layers=model.layers)
+        for i, (h, m) in enumerate(zip(handed, made)):
+            same = (h is None and m is None) or (h is not None and m is not None and type(h) is Prefix and all(
+                _same(getattr(h, f), getattr(m, f)) for f in ("k", "v", "gate", "keep", "join")))
+            if not same:
+                raise InputError(f"{type(self).__name__} hands layer {i} another prefix than its rows and gates "
+                                 f"make: PEFT's adaption prompt holds rows and gates only")
+        return {"peft_type": "ADAPTION_PROMPT", "adaption_prompt": self.rows.detach(),  # [L_a, P, D]
+                "adaption_gate": self.gates.detach(), "join": self.join}  # [L_a]
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, adapter_layers={self.adapter_layers}, join={self.join!r}"
+
+
+def _same(a, b) -> bool:
+    return torch.equal(a, b) if torch.is_tensor(a) and torch.is_tensor(b) else a is None and b is None or a == b

@@ -18,6 +18,12 @@ is the member's own output, computed in another order (tests/test_mixed.py: with
 What mixes and what does not:
 - K/V prefixes, deep hidden-state prompts, shallow prompts, P-tuning v1: any P per member, as long
   as all members are of one kind (a row cannot be "K/V" and "hidden" in one layer loop).
+- Only what the gather carries: a member's input rows, hidden rows, or joined Prefix(K, V). A
+  member of another kind (a gated prefix: its gate, its own softmax, its layers without a prefix)
+  is refused when the mix is built, by its declared `kind`; a member that hands over more than its
+  kind says (a gated Prefix from a "kv" member, or a second hook answered) is refused when it
+  does, naming it: dropping what the gather cannot carry would change that member's outputs
+  silently.
 - positions="shifted" moves the real tokens to P..P+N-1: one shift for the whole batch, so the
   members must then share one P (refused otherwise).
 - The members must agree on rotate_keys: the model turns all prefix keys of a batch or none.
@@ -28,8 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.prefix import Prefix
 from ..core.prompt_method import PromptMethod
 from ..errors import InputError, InputTypeError
+
+# The kinds of prompt MixedPrompts gathers row by row, and the hook each answers.
+GATHERED = {"input": "input_prompt", "hidden": "hidden_prompts", "kv": "kv_prefix"}
 
 
 class MixedPrompts(PromptMethod):
@@ -41,6 +51,10 @@ class MixedPrompts(PromptMethod):
         for name, m in members.items():
             if not isinstance(m, PromptMethod) or isinstance(m, MixedPrompts):
                 raise InputTypeError(f"member {name!r} must be a prompt method, got {type(m).__name__}")
+            if m.kind not in GATHERED:
+                raise InputError(f"member {name!r} ({type(m).__name__}) is a {m.kind!r} prompt: MixedPrompts "
+                                 f"gathers {', '.join(repr(k) for k in GATHERED)} prompts only (a gated prefix's "
+                                 f"gate and own softmax are not gathered row by row)")
         first = next(iter(members.values()))
         _check_agree(members)
         super().__init__(config, max(m.num_virtual for m in members.values()), first.positions)
@@ -96,24 +110,47 @@ class MixedPrompts(PromptMethod):
             padded.append(F.pad(t, widths))  # zeros in front: masked entries, never read
         return torch.cat(padded)[self.rows.to(per_member[0].device)]  # [B, P, ...]
 
+    def _answers(self, layers=None) -> list:
+        """Each member's prompt for one row, from the hook of its kind. A member answering any
+        other hook is refused by name: the gather would drop that part of it."""
+        out = []
+        for name, m in self.members.items():
+            answers = {"input": m.input_prompt(1), "hidden": m.hidden_prompts(1), "kv": m.kv_prefix(1, layers=layers)}
+            extra = [GATHERED[k] for k, a in answers.items() if a is not None and k != self.kind]
+            if extra:
+                raise InputError(f"member {name!r} ({type(m).__name__}, kind {m.kind!r}) also answers "
+                                 f"{', '.join(extra)}: MixedPrompts gathers the {GATHERED[self.kind]} of a "
+                                 f"{self.kind!r} member only, so the rest would be lost")
+            out.append(answers[self.kind])
+        return out
+
     # --- the three hooks, each member asked for one row and gathered per row ------------------
     def input_prompt(self, batch_size: int) -> torch.Tensor | None:
         if self.kind != "input":
             return None
-        return self._gather([m.input_prompt(1) for m in self.members.values()], batch_size)  # [B, P, D]
+        return self._gather(self._answers(), batch_size)  # [B, P, D]
 
     def hidden_prompts(self, batch_size: int) -> list[torch.Tensor] | None:
         if self.kind != "hidden":
             return None
-        per = [m.hidden_prompts(1) for m in self.members.values()]  # M x L x [1, P_m, D]
+        per = self._answers()  # M x L x [1, P_m, D]
         return [self._gather([p[i] for p in per], batch_size) for i in range(len(per[0]))]  # L x [B, P, D]
 
-    def kv_prefix(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def kv_prefix(self, batch_size: int, layers=None) -> list[Prefix] | None:
         if self.kind != "kv":
             return None
-        per = [m.kv_prefix(1) for m in self.members.values()]  # M x L x (K, V) [1, H_kv, P_m, d]
-        return [(self._gather([p[i][0] for p in per], batch_size, p_axis=2),  # [B, H_kv, P, d]
-                 self._gather([p[i][1] for p in per], batch_size, p_axis=2)) for i in range(len(per[0]))]
+        per = self._answers(layers)  # M x L x Prefix(K, V) [1, H_kv, P_m, d]
+        for (name, m), prefixes in zip(self.members.items(), per):
+            plain = [p is not None and type(p) is Prefix and not p.gated and p.keep is None and p.join == "context"
+                     for p in prefixes]
+            if not all(plain):
+                i = plain.index(False)
+                raise InputError(f"member {name!r} ({type(m).__name__}) hands layer {i} "
+                                 f"{'no prefix' if prefixes[i] is None else 'a gated prefix'}: MixedPrompts "
+                                 f"gathers a joined Prefix(K, V) for every layer only, so the member would "
+                                 f"not compute what it computes alone")
+        return [Prefix(self._gather([p[i].k for p in per], batch_size, p_axis=2),  # [B, H_kv, P, d]
+                       self._gather([p[i].v for p in per], batch_size, p_axis=2)) for i in range(len(per[0]))]
 
     def extra_repr(self) -> str:
         sizes = ", ".join(f"{n}: P={m.num_virtual}" for n, m in self.members.items())

@@ -89,6 +89,23 @@ class KVPrefix(PromptMethod):
         return [Prefix(kv[i, 0].expand(B, -1, -1, -1), kv[i, 1].expand(B, -1, -1, -1))  # [B, H_kv, P, d] each
                 for i in range(kv.shape[0])]
 
+    def to_peft(self, model=None) -> dict:
+        """PREFIX_TUNING: the table [P, L*2*H_kv*d] PEFT reads, laid out from what kv_prefix hands
+        the layers (so a subclass that changes the keys exports its own keys, or is refused)."""
+        name = type(self).__name__
+        if self.rotate_prefix_keys:
+            raise InputError(f"{name}(rotate_keys=True) turns its keys to the prompt rows' positions, but "
+                             f"PEFT's prefix tuning uses prefix keys as given: it would compute something else")
+        layers = model.layers if model is not None else None
+        self.only_answers("kv_prefix", layers)
+        prefixes = self.kv_prefix(1, layers=layers)
+        for i, p in enumerate(prefixes):
+            if p is None or type(p) is not Prefix or p.gated or p.keep is not None:
+                raise InputError(f"{name} hands layer {i} {'no prefix' if p is None else 'more than a Prefix(K, V)'}: "
+                                 f"PEFT's prefix tuning holds one plain K/V prefix per layer, nothing else")
+        kv = torch.stack([torch.stack([p.k[0], p.v[0]]) for p in prefixes])  # [L, 2, H_kv, P, d]
+        return {"peft_type": "PREFIX_TUNING", "prompt_embeddings": rearrange(kv, "l two h p d -> p (l two h d)")}
+
     @torch.no_grad()
     def for_inference(self) -> "KVPrefix":
         """The inference form: only the final per-layer K/V are kept (no MLP), as a plain table."""

@@ -15,7 +15,7 @@ from torch.func import functional_call
 
 from ..errors import InputError
 from ..core.prompt_method import PromptMethod
-from .soft import SoftPrompt
+from .soft import SoftPrompt, input_prompt_to_peft
 
 
 class PTuningV1(PromptMethod):
@@ -65,6 +65,9 @@ class PTuningV1(PromptMethod):
 
     def input_prompt(self, batch_size: int) -> torch.Tensor:
         return self.prompts().unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D]
+
+    def to_peft(self, model=None) -> dict:
+        return input_prompt_to_peft(self)  # the encoder's output: exact
 
     @torch.no_grad()
     def to_soft_prompt(self) -> SoftPrompt:

@@ -62,6 +62,16 @@ class SoftPrompt(PromptMethod):
     def input_prompt(self, batch_size: int) -> torch.Tensor:
         return self.weight.unsqueeze(0).expand(batch_size, -1, -1)  # [B, P, D], a view
 
+    def to_peft(self, model=None) -> dict:
+        return input_prompt_to_peft(self)
+
+
+def input_prompt_to_peft(method) -> dict:
+    """PROMPT_TUNING: the P virtual-token embeddings [P, D] that input_prompt hands the model
+    (SoftPrompt, and P-tuning v1's encoder output: PEFT's P_TUNING adapters hold the same)."""
+    method.only_answers("input_prompt")
+    return {"peft_type": "PROMPT_TUNING", "prompt_embeddings": method.input_prompt(1)[0]}  # [P, D]
+
 
 def pad_labels(labels: torch.Tensor, num_virtual: int, ignore_index: int = -100) -> torch.Tensor:
     """[B, N] -> [B, P+N] with `ignore_index` over the prompt: what a causal-LM loss over P+N

@@ -18,12 +18,17 @@ The capture points, in the order a forward pass meets them (i = layer index):
     prefix.table               [P, L*2*D]      the K/V prefix table, PEFT's layout (KVPrefix);
                                                [P, L*2*H_kv*d] under grouped K/V heads
     prefix.kv                  [L, 2, H_kv, P, d] the same numbers, one K and one V per layer and K/V head
+    gated.rows                 [L_a, P, D]     a gated prefix's rows, one set per adapted layer (GatedPrefix)
+    gated.gates                [L_a]           their gates, one per adapted layer (0 at the start)
     mask.keys                  [B, P+N]        which keys are real (True) or padding (False)
     mask.keep                  [B, 1, N, P+N]  who may attend to whom (only when something is masked)
     layer{i}.prompt            [B, P, D]       deep: this layer's prompt, broadcast over the batch
     layer{i}.inject            [B, P+N, D]     deep: prompt rows in front of the hidden states
     layer{i}.attn.q            [B, H, N, d]    queries of the rows the layer sees
     layer{i}.attn.k|v          [B, H_kv, N, d] keys and values (H_kv = H unless grouped)
+    layer{i}.attn.gated_k|v    [B, H_kv, P, d] gated prefix: the layer's bare projection of its rows
+    layer{i}.attn.gated_probs  [B, H, N, P]    g * softmax over the P gated keys alone
+    layer{i}.attn.gated_read   [B, H, N, d]    what the queries read from them, added to the context
     layer{i}.attn.prefix_k|v   [B, H_kv, P, d] K/V prefix (or, when decoding, the KV cache)
     layer{i}.attn.k|v_with_prefix [B, H_kv, P+N, d]
     layer{i}.attn.k|v_repeated [B, H, P+N, d]  grouped K/V heads widened to H (explicit path only)
@@ -131,6 +136,7 @@ class ShapeTrace(Capture):
         Shallow prompts:      prompt + embeddings -> every layer on P+N rows -> slice at the end.
         Hidden-state prompts: prompt + hidden -> inject -> layer -> slice.
         K/V prefix:           prefix K + K -> K with prefix (and the same for V); Q untouched.
+        Gated prefix:         Q reads the prefix keys under their own softmax, times the gate.
         """
         s = self.shapes()
         f = lambda key: fmt(s[key])  # noqa: E731
@@ -151,6 +157,9 @@ class ShapeTrace(Capture):
                 lines.append(f"{p}: {kv.upper()}: prefix {f(f'{p}.attn.prefix_{kv}')} + "
                              f"{kv} {f(f'{p}.attn.{kv}')} -> {f(f'{p}.attn.{kv}_with_prefix')}")
             lines.append(f"{p}: Q: {f(p + '.attn.q')} (never prefixed)")
+        if f"{p}.attn.gated_k" in s:
+            lines.append(f"{p}: gated: Q {f(p + '.attn.q')} reads K {f(p + '.attn.gated_k')} under its own "
+                         f"softmax, times g -> {f(p + '.attn.gated_read')}, added to the tokens' read")
         return "\n".join(lines) if lines else f"{p}: no prompt meets the real tokens here"
 
 
