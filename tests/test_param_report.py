@@ -31,12 +31,13 @@ def closed_form(name: str, cfg, P: int) -> int:
         "deep-mlp": P * D + lin(D, h) + lin(h, L * D),
         "prefix": P * W,
         "prefix-mlp": P * D + D * 512 + 512 + 512 * W + W,  # hidden=512
+        "gated": L * (P * D + 1),  # per adapted layer (all L by default): P rows of D, and one gate
     }[name]
 
 
 def test_every_method_has_a_closed_form():
     assert set(METHODS) == {"soft", "ptuning-mlp", "ptuning-lstm", "deep", "deep-mlp", "prefix",
-                            "prefix-mlp"}
+                            "prefix-mlp", "gated"}
 
 
 @pytest.mark.parametrize("config", ["bert-base", "minilm", "gpt2", "llama-1b", "llama-tiny"])

@@ -12,6 +12,7 @@ import torch
 
 from minigpt_ptv2 import GPT2Decoder, KVCache
 from minigpt_ptv2.prompts import METHODS, hidden_to_kv, make_method
+from method_contract import move_off_start
 from tolerances import FP32_KERNELS, FP32_ULPS
 
 P = 4
@@ -49,8 +50,11 @@ def _positions(mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def attached(gpt2, request):
-    """gpt2 with the method named by the test's `name` parameter attached; plain again afterwards."""
+    """gpt2 with the method named by the test's `name` parameter attached, moved off its start (a
+    gated prefix at g = 0 reads nothing, and the cache would be checked against nothing); plain
+    again afterwards."""
     method = _method(request.node.callspec.params["name"], gpt2.config)
+    move_off_start(method, seed=9)
     gpt2.attach(method)
     yield gpt2, method
     gpt2.detach_prompt()
@@ -74,8 +78,18 @@ def test_each_cached_step_matches_recomputation_and_the_cache_grows_from_P(attac
     B, N = ids.shape
     out = model(ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
     cache = out.cache
-    assert cache.length == P + N  # the prompt's P entries, then the real tokens (and pads)
-    assert bool(cache.key_mask[:, :P].all()) and torch.equal(cache.key_mask[:, P:], mask.bool())
+    # The cache keeps every prefix the layers read: a gated one apart, exactly as the method
+    # handed it over (it never joins the tokens' keys); the P entries of any other prompt first
+    # among the joined keys, then the real tokens (and pads).
+    prefixes = method.kv_prefix(B, layers=model.layers) or []  # L x Prefix (or None), or none
+    gated = [p for p in prefixes if p is not None and p.gated]
+    if gated:
+        kept = [p for p in cache.gated if p is not None]
+        assert len(kept) == len(gated) and all(torch.equal(a.k, b.k) and torch.equal(a.v, b.v) and
+                                               torch.equal(a.gate, b.gate) for a, b in zip(kept, gated))
+    P_joined = 0 if gated else P
+    assert cache.length == P_joined + N
+    assert bool(cache.key_mask[:, :P_joined].all()) and torch.equal(cache.key_mask[:, P_joined:], mask.bool())
 
     # The first P cache entries are the prompt's keys and values, layer by layer.
     if method.kind in ("kv", "hidden"):
@@ -91,7 +105,8 @@ def test_each_cached_step_matches_recomputation_and_the_cache_grows_from_P(attac
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
         seq, m = torch.cat([seq, nxt], 1), torch.cat([m, torch.ones_like(nxt)], 1)
         out = model(nxt, past=out.cache, use_cache=True)  # one token per row
-        assert out.cache.length == P + N + step + 1
+        assert out.cache.length == P_joined + N + step + 1
+        assert out.cache.gated is cache.gated  # handed on as it was
         full = model(seq, attention_mask=m, position_ids=_positions(m))  # everything again
         torch.testing.assert_close(out.logits[:, -1], full.logits[:, -1], atol=FP32_KERNELS, rtol=0)
 

@@ -19,6 +19,7 @@ from minigpt_ptv2 import GPT2Decoder, ShapeTrace, preset
 from minigpt_ptv2.models.llama import LlamaDecoder
 from minigpt_ptv2.prompts import METHODS, DeepPrompt, KVPrefix, freeze_backbone, hidden_to_kv, make_method
 from minigpt_ptv2.trace import dims_for
+from method_contract import check_attention, check_gradients_reach_only_the_method, gates_read, move_off_start
 from tolerances import FP32_KERNELS, FP64
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -201,12 +202,8 @@ def test_gradients_reach_only_the_prompt(llama, name):
     llama.attach(method)
     try:
         assert freeze_backbone(llama) == method.num_trainable() > 0
-        llama(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
-        for pname, p in llama.named_parameters():
-            if pname.startswith("prompt."):
-                assert p.grad is not None and p.grad.abs().sum() > 0, pname
-            else:
-                assert p.grad is None, pname
+        check_gradients_reach_only_the_method(
+            llama, method, lambda: llama(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss)
     finally:
         llama.detach_prompt()
         for p in llama.parameters():
@@ -239,22 +236,18 @@ def test_generation_with_every_method_cached_equals_recomputed_and_ignores_paddi
 def test_real_tokens_see_every_virtual_entry_and_nothing_ahead(llama, name):
     ids, mask = _left_padded()
     B, N = ids.shape
-    llama.attach(_method(name, llama.config))
+    method = _method(name, llama.config)
+    move_off_start(method, seed=8)
+    llama.attach(method)
     try:
         with torch.no_grad():
+            gates = gates_read(llama, method, B)
             out = llama(ids, attention_mask=mask, output_attentions=True)
     finally:
         llama.detach_prompt()
     assert out.logits.shape == (B, N, llama.config.vocab_size)  # N rows, whatever the method
-    real_q = mask.bool()[:, None, :].expand(B, 4, N)  # [B, H, N]
-    for i, probs in enumerate(out.attentions):
-        probs = probs[:, :, -N:]  # [B, H, N, P+N]: the real tokens' rows
-        assert probs.shape == (B, 4, N, P + N)
-        assert bool((probs[..., :P][real_q] > 0).all()), f"layer {i}: a virtual entry got no mass"
-        later = torch.ones(N, N, dtype=torch.bool).triu(1)
-        assert bool((probs[..., P:][..., later] == 0).all()), f"layer {i}: a token saw the future"
-        pads = (mask == 0)[:, None, None, :].expand(B, 4, N, N) & real_q[..., None]
-        assert bool((probs[..., P:][pads] == 0).all()), f"layer {i}: padding got attention"
+    assert all(probs.shape[1] == 4 for probs in out.attentions)  # H query heads, over H_kv = 2 K/V heads
+    check_attention(out.attentions, mask, P, gates, causal=True)
 
 
 def test_a_masked_prefix_is_a_no_op_and_a_zero_prefix_is_not(llama64):

@@ -1,7 +1,7 @@
 """What the prompt methods mean, checked on the models' outputs.
 
 - a masked-out prefix is a no-op; an all-zero prefix is not (pitfall 4);
-- after `freeze_backbone`, gradients reach the prompt and nothing else;
+- after `freeze_backbone`, gradients reach the prompt and nothing else (method_contract.py);
 - positions: real tokens keep 0..N-1 by default, P..P+N-1 under "shifted", clear errors past
   the position table (pitfall 1);
 - heads read real tokens: the pooler uses the real [CLS], outputs have N rows (pitfall 2);
@@ -16,7 +16,8 @@ from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.core.attention import MultiHeadAttention
 from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.prompts import METHODS, KVPrefix, SoftPrompt, freeze_backbone, make_method
-from tolerances import EXACT, FP32_ULPS, FP64, PROB_SUM
+from method_contract import check_attention, check_gradients_reach_only_the_method, gates_read, move_off_start
+from tolerances import EXACT, FP32_ULPS, FP64
 
 P = 4
 F64 = torch.float64  # equalities below hold to FP64: far below fp32's summation-order noise
@@ -143,30 +144,35 @@ def test_zero_prefix_dilutes_attention_exactly_by_the_prefix_mass():
 
 # --- 3. gradients reach only prompt parameters -------------------------------------------------
 
+def _loss(model, ids, mask, decoder: bool):
+    if decoder:
+        return model(ids, attention_mask=mask, labels=ids).loss
+    out = model(ids, attention_mask=mask)  # random read-outs: a plain sum of LayerNorm outputs has a near-zero gradient
+    g = torch.Generator().manual_seed(5)
+    return (out.last_hidden_state * torch.randn(out.last_hidden_state.shape, generator=g)).sum() \
+        + (out.pooler_output * torch.randn(out.pooler_output.shape, generator=g)).sum()
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize("which", ["minilm", "gpt2"])
 def test_gradients_reach_only_the_prompt(which, name, request):
+    """Every trainable tensor is the method's, and the gradient reaches it (method_contract.py)."""
     model = request.getfixturevalue(which)
     decoder = isinstance(model, GPT2Decoder)
     ids, mask = _batch(model.config.vocab_size, decoder, B=2, N=6)
     method = _method(name, model)
     model.attach(method)
-    try:
-        n_trainable = freeze_backbone(model)
-        assert n_trainable == method.num_trainable() > 0
+
+    def loss():
         if decoder:
-            loss = model(ids, attention_mask=mask, labels=ids).loss
-        else:  # random read-outs: a plain sum of LayerNorm outputs has a near-zero gradient
-            out = model(ids, attention_mask=mask)
-            g = torch.Generator().manual_seed(5)
-            loss = (out.last_hidden_state * torch.randn(out.last_hidden_state.shape, generator=g)).sum() \
-                + (out.pooler_output * torch.randn(out.pooler_output.shape, generator=g)).sum()
-        loss.backward()
-        for pname, p in model.named_parameters():
-            if pname.startswith("prompt."):
-                assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
-            else:
-                assert p.grad is None, f"backbone parameter {pname} got a gradient"
+            return model(ids, attention_mask=mask, labels=ids).loss
+        out = model(ids, attention_mask=mask)  # random read-outs: a plain sum of LayerNorm outputs has a near-zero gradient
+        g = torch.Generator().manual_seed(5)
+        return (out.last_hidden_state * torch.randn(out.last_hidden_state.shape, generator=g)).sum() \
+            + (out.pooler_output * torch.randn(out.pooler_output.shape, generator=g)).sum()
+    try:
+        assert freeze_backbone(model) == method.num_trainable() > 0
+        check_gradients_reach_only_the_method(model, method, loss)
     finally:
         model.detach_prompt()
         for p in model.parameters():
@@ -288,27 +294,16 @@ def test_token_level_outputs_have_N_rows(name, bert_tiny, gpt2_tiny_random):
 @pytest.mark.parametrize("name", sorted(METHODS))
 @torch.no_grad()
 def test_real_tokens_attend_to_every_virtual_entry_and_never_ahead_or_to_padding(name, gpt2, bert_tiny):
+    """The probabilities each layer returns keep the contract (method_contract.check_attention)."""
     for model in (gpt2, bert_tiny):
         decoder = isinstance(model, GPT2Decoder)
         ids, mask = _batch(model.config.vocab_size, decoder)
-        B, N = ids.shape
-        out = _outputs(model, ids, mask, _method(name, model),
-                       output_attentions=True)
-        key_is_pad = torch.cat([torch.zeros(B, P, dtype=torch.bool), mask == 0], dim=1)  # [B, P+N]
-        for i, probs in enumerate(out.attentions):
-            H = model.config.num_attention_heads
-            assert probs.shape[:2] == (B, H) and probs.shape[-1] == P + N
-            probs = probs[:, :, -N:]  # [B, H, N, P+N]: the real tokens' rows
-            real_q = mask.bool()[:, None, :].expand(B, H, N)  # [B, H, N]
-            # float32 even in the float64 model: the explicit path's softmax runs in float32
-            torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs[..., 0]),
-                                       atol=PROB_SUM[torch.float32], rtol=0)
-            assert bool((probs[..., :P][real_q] > 0).all()), f"layer {i}: a virtual entry got no mass"
-            pad_mass = probs.masked_select(key_is_pad[:, None, None, :].expand_as(probs) & real_q[..., None])
-            assert bool((pad_mass == 0).all()), f"layer {i}: padding got attention"
-            if decoder:
-                later = torch.ones(N, N, dtype=torch.bool).triu(1)  # key j > query i
-                assert bool((probs[..., P:][..., later] == 0).all()), f"layer {i}: a token saw the future"
+        method = _method(name, model)
+        move_off_start(method, seed=8)
+        model.attach(method)
+        gates = gates_read(model, method, ids.shape[0])
+        out = _outputs(model, ids, mask, method, output_attentions=True)
+        check_attention(out.attentions, mask, P, gates, causal=decoder)
 
 
 def test_inference_forms_keep_the_mask_the_dtype_and_the_values():

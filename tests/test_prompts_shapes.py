@@ -60,6 +60,12 @@ def _expected_layer(kind: str, i: int) -> dict:
                 f"{a}.k_with_prefix": (B, H, P + N, d), f"{a}.v_with_prefix": (B, H, P + N, d),
                 f"{a}.scores": (B, H, N, P + N), f"{a}.probs": (B, H, N, P + N),
                 f"{a}.context": (B, H, N, d), f"{a}.out": (B, N, D)}
+    if kind == "gated":  # the tokens' own attention as without a prompt; the prefix read apart, added
+        return {f"{a}.q": (B, H, N, d), f"{a}.k": (B, H, N, d), f"{a}.v": (B, H, N, d),
+                f"{a}.gated_k": (B, H, P, d), f"{a}.gated_v": (B, H, P, d),
+                f"{a}.gated_probs": (B, H, N, P), f"{a}.gated_read": (B, H, N, d),
+                f"{a}.scores": (B, H, N, N), f"{a}.probs": (B, H, N, N),
+                f"{a}.context": (B, H, N, d), f"{a}.out": (B, N, D)}
     rows = {f"{a}.q": (B, H, P + N, d), f"{a}.k": (B, H, P + N, d), f"{a}.v": (B, H, P + N, d),
             f"{a}.scores": (B, H, P + N, P + N), f"{a}.probs": (B, H, P + N, P + N),
             f"{a}.context": (B, H, P + N, d), f"{a}.out": (B, P + N, D)}
@@ -77,9 +83,10 @@ def _check(shapes: dict, kind: str, final: dict) -> None:
     got = {k: shapes.get(k) for k in want}
     assert got == want
     # and the capture points of the other styles are absent: no style leaks into another
-    absent = {"kv": ("layer0.inject", "layer0.slice", "shallow.slice"),
-              "hidden": ("layer0.attn.k_with_prefix", "shallow.slice"),
-              "input": ("layer0.inject", "layer0.attn.k_with_prefix")}[kind]
+    absent = {"kv": ("layer0.inject", "layer0.slice", "shallow.slice", "layer0.attn.gated_k"),
+              "hidden": ("layer0.attn.k_with_prefix", "shallow.slice", "layer0.attn.gated_k"),
+              "input": ("layer0.inject", "layer0.attn.k_with_prefix", "layer0.attn.gated_k"),
+              "gated": ("layer0.inject", "layer0.attn.k_with_prefix", "shallow.slice")}[kind]
     assert not [k for k in absent if k in shapes]
 
 
@@ -105,10 +112,11 @@ def test_decoder_shapes_for_every_method(decoder, name):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_prompts_are_broadcast_views_not_copies(name):
     """Pitfall 5: prompts are computed once and `expand`ed over B (batch stride 0), never repeated."""
-    method = make_method(name, preset("bert-tiny"), P, **_narrow(name))
+    model = BertEncoder(preset("bert-tiny"))
+    method = make_method(name, model.config, P, **_narrow(name))
     with torch.no_grad():
         outs = [method.input_prompt(B)] + (method.hidden_prompts(B) or []) + \
-            [t for kv in (method.kv_prefix(B) or []) for t in kv]
+            [t for p in (method.kv_prefix(B, layers=model.layers) or []) if p is not None for t in (p.k, p.v)]
     outs = [t for t in outs if t is not None]
     assert outs, f"{name} produced no prompt at all"
     for t in outs:

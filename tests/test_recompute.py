@@ -29,6 +29,7 @@ from minigpt_ptv2.models import build
 from minigpt_ptv2.prompts import METHODS, freeze_backbone, make_method
 from minigpt_ptv2.training.recompute import (disable_grad_checkpoint, enable_grad_checkpoint, grad_checkpoint,
                                              is_grad_checkpointed)
+from method_contract import move_off_start
 from tolerances import EXACT
 
 ARCHS = ["bert", "gpt2", "llama"]
@@ -40,14 +41,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 def tiny(arch: str, method: str, seed: int = 0):
     """A tiny random model with dropout on (LLaMA has none by default: 0.1 on its attention), the
-    method attached, the backbone frozen unless `full`, and a trainable 3-way head."""
+    method attached and moved off its start (so every tensor of it has a gradient to compare: a
+    gated prefix's rows get none at g = 0), the backbone frozen unless `full`, a trainable 3-way head."""
     cfg = preset(f"{arch}-tiny")
     if arch == "llama":
         cfg = cfg.replace(attention_dropout=0.1)
     torch.manual_seed(seed)
     model = build(cfg)
     if method in METHODS:
-        model.attach(make_method(method, cfg, P))
+        m = make_method(method, cfg, P)
+        move_off_start(m, seed=seed)
+        model.attach(m)
     if method != "full":
         freeze_backbone(model)
     head = torch.nn.Linear(cfg.hidden_size, 3)
