@@ -76,6 +76,24 @@ f. LlamaForCausalLM with grouped K/V heads (H_kv < H), CAUSAL_LM
     - Prompt tuning: logits [B, P+N, V]; in forward every row numbers [prompt, input] 0..P+N-1.
       In generate(), a left-padded row does NOT generate what it generates alone (its padding
       changes the distance between its real tokens and the virtual ones).
+g. Adaption prompt (LLaMA-Adapter; AdaptionPromptConfig(adapter_len=P, adapter_layers=L_a),
+   CAUSAL_LM) on LlamaForCausalLM and GPT2LMHeadModel (peft/tuners/adaption_prompt/):
+    - Only the TOP L_a attention modules are wrapped; each holds adaption_prompt [1, P, D]
+      (drawn from N(0, 1)) and adaption_gate [1] (zeros).
+    - Keys and values are the attention's raw projection of adaption_prompt: k_proj / v_proj on
+      LLaMA, c_attn's K and V columns on GPT-2, biases included; no input norm (no RMSNorm, no
+      ln_1) and no RoPE on those keys. The queries are the layer's own, rotated on LLaMA.
+    - scores = q K_p^T / sqrt(d) over the P keys alone (no mask), softmax in float32, then
+      multiplied by the gate: the gate scales the probabilities, which then weigh V_p.
+    - LLaMA: that read [B, N, H*d] goes through o_proj (bias included, when attention_bias is
+      set: then b_O is added twice, and a fresh adapter is not the frozen model) and is added to
+      the attention's output. GPT-2 (o_proj_layer None): it is added AFTER c_proj, unprojected.
+    - Real tokens keep their positions: forward numbers them 0..N-1 (arange, pads included, as
+      without an adapter); generate() counts real tokens from the attention mask.
+    - save_pretrained writes adaption_prompt / adaption_gate of each adapted layer under
+      "base_model.model.<module path>.", e.g. base_model.model.model.layers.2.self_attn.adaption_gate
+      (LLaMA) or base_model.model.transformer.h.2.attn.adaption_prompt (GPT-2); adapter_config.json
+      holds peft_type ADAPTION_PROMPT, adapter_len, adapter_layers, target_modules.
 """
 from __future__ import annotations
 
@@ -91,8 +109,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from peft import (PeftModel, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit,  # noqa: E402
-                  TaskType, get_peft_model)
+from peft import (AdaptionPromptConfig, PeftModel, PrefixTuningConfig, PromptTuningConfig,  # noqa: E402
+                  PromptTuningInit, TaskType, get_peft_model)
 from transformers import (BertModel, DynamicCache, GPT2Config, GPT2LMHeadModel, LlamaConfig,  # noqa: E402
                           LlamaForCausalLM)
 
@@ -190,6 +208,25 @@ def peft_prompt_model(base, P: int, prompt: torch.Tensor):
                              prompt_tuning_init=PromptTuningInit.RANDOM)
     with _quiet():
         return _set_table(get_peft_model(base, cfg), prompt)
+
+
+def peft_adaption_model(base, P: int, rows: torch.Tensor, gates: torch.Tensor):
+    """PEFT's adaption prompt on the top rows.shape[0] layers of `base`, holding exactly rows
+    [L_a, P, D] (adaption_prompt, lowest adapted layer first) and gates [L_a] (adaption_gate).
+    `base` is wrapped in place: pass a fresh model."""
+    cfg = AdaptionPromptConfig(adapter_len=P, adapter_layers=rows.shape[0], task_type=TaskType.CAUSAL_LM)
+    with _quiet():
+        pm = get_peft_model(base, cfg)
+    prompts = [p for n, p in pm.named_parameters() if n.endswith("adaption_prompt")]  # layer order
+    gate_params = [p for n, p in pm.named_parameters() if n.endswith("adaption_gate")]
+    if len(prompts) != rows.shape[0] or tuple(prompts[0].shape) != (1, *rows.shape[1:]):
+        raise ValueError(f"shape mismatch: given {list(rows.shape)}, PEFT holds {len(prompts)} x "
+                         f"{list(prompts[0].shape)}")
+    with torch.no_grad():
+        for j, (p, g) in enumerate(zip(prompts, gate_params)):
+            p.copy_(rows[j][None])
+            g.copy_(gates[j:j + 1])
+    return pm.eval()
 
 
 def load_peft_adapter(base, adapter_dir):
