@@ -78,13 +78,15 @@ class Prefix:
 
 
 def as_prefix(p) -> Prefix | None:
-    """A Prefix as it is; a plain (K, V) pair of tensors as the joined Prefix(K, V) (what the
-    lessons hand attention by hand); None as None. Anything else is refused by name."""
-    if p is None or isinstance(p, Prefix):
+    """A Prefix as it is; a plain (K, V) tuple or list of two tensors as the joined Prefix(K, V)
+    (what the lessons hand attention by hand); None as None. Anything else is refused by name."""
+    if p is None or type(p) is Prefix:
         return p
-    if isinstance(p, (tuple, list)) and len(p) == 2 and all(torch.is_tensor(t) for t in p):
+    if type(p) in (tuple, list) and len(p) == 2 and all(torch.is_tensor(t) for t in p):
         return Prefix(p[0], p[1])
-    raise InputTypeError(f"a prefix must be a Prefix(k, v, ...) or a (K, V) pair of tensors, got "
+    # (a subclass of Prefix or of tuple may carry more than attention reads, a gate or a scale say:
+    # taking its tensors would drop the rest silently)
+    raise InputTypeError(f"a prefix must be a Prefix(k, v, ...) or a plain (K, V) pair of tensors, got "
                          f"{type(p).__name__}" + (f" of {len(p)} items" if isinstance(p, (tuple, list)) else ""))
 
 
