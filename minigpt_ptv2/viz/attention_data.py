@@ -11,7 +11,9 @@ prompt, and
     prefix mass = sum over those P columns = how much of a real token's attention the prompt gets
 
 which is a number in [0, 1] per (layer, head, token). `prefix_mass` averages it over real
-tokens into one [L, H] table.
+tokens into one [L, H] table. A gated prefix (prompts/gated.py) is read under its own softmax:
+its P columns hold g * softmax(..), so its mass is the layer's gate g (0 at the start, and free
+to leave [0, 1]), added on top of the tokens' own 1.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class AttentionMaps:
     query_mask: [B, N]   True for real tokens, False for padding (the N real query rows)
     key_mask:   [B, Nk]  True for keys a query may attend to (kept prompt entries, real tokens)
     P:          prompt / prefix entries at the front of the keys (0 without a prompt)
-    kind:       "kv" (prefix), "hidden" (deep prompt), "input" (shallow prompt) or "none"
+    kind:       "kv" (prefix), "gated" (gated prefix), "hidden" (deep prompt), "input" (shallow prompt) or "none"
     """
     probs: torch.Tensor
     query_mask: torch.Tensor
@@ -101,7 +103,7 @@ def prefix_mass(probs, P: int, query_mask: torch.Tensor | None = None) -> torch.
 
     probs:      [L, B, H, N, P+N] (or a list of L tensors [B, H, N, P+N]): real query rows only
     query_mask: [B, N] True for the queries to average over (padding rows left out); None = all
-    returns     [L, H], each entry in [0, 1]
+    returns     [L, H], each entry in [0, 1] (a gated prefix's: its gate g)
     """
     if isinstance(probs, (list, tuple)):
         probs = torch.stack(list(probs))  # [L, B, H, N, P+N]
