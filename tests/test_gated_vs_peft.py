@@ -208,3 +208,29 @@ def test_a_kv_prefix_turning_its_keys_is_refused_by_export(tmp_path):
     llama = build(preset("llama-tiny"))
     with pytest.raises(InputError, match=r"rotate_keys=True.*uses prefix keys as given"):
         save_adapter(tmp_path, KVPrefix(llama.config, P, positions="shifted", rotate_keys=True), llama)
+
+
+def test_an_adaption_prompt_adapter_is_read_field_by_field(gpt2_dir, tmp_path):
+    """Every way such a folder can fail to describe this model is named (made here from a good one)."""
+    from safetensors.torch import save_file
+    model = GPT2Decoder.from_pretrained(gpt2_dir).eval()
+    save_adapter(tmp_path / "good", GatedPrefix(model.config, P, adapter_layers=ADAPTED, join="output"), model)
+    cfg = json.loads((tmp_path / "good" / PEFT_CONFIG).read_text())
+    tensors = load_file(tmp_path / "good" / PEFT_WEIGHTS)
+    gate = "base_model.model.transformer.h.2.attn.adaption_gate"
+    prompt = "base_model.model.transformer.h.2.attn.adaption_prompt"
+    cases = {
+        "adapter_layers is 4 but this model has L=3": ({"adapter_layers": 4}, tensors),
+        r"'adapter_len'.*positive int": ({"adapter_len": 0}, tensors),
+        "target_modules is 'self_attn' but PEFT adapts 'attn'": ({"target_modules": "self_attn"}, tensors),
+        rf"missing \['{gate}'\]": ({}, {k: v for k, v in tensors.items() if k != gate}),
+        r"h.2.attn.adaption_prompt is \[1, 3, 24\], expected \[1, 4, 24\]": ({}, {**tensors, prompt: torch.zeros(1, 3, 24)}),
+        "unexpected .'base_model.model.transformer.h.0": ({}, {**tensors, gate.replace("h.2", "h.0"): torch.zeros(1)}),
+    }
+    for i, (message, (change, ts)) in enumerate(cases.items()):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / PEFT_CONFIG).write_text(json.dumps({**cfg, **change}))
+        save_file(ts, str(folder / PEFT_WEIGHTS))
+        with pytest.raises(InputError, match=message):
+            load_adapter(folder, model.config)
