@@ -110,13 +110,17 @@ def test_generation_with_a_fresh_gated_prefix_is_the_frozen_models():
         model.detach_prompt()
 
 
+def one_attention(seed: int):
+    """A lone attention module (D=24, H=4, d=6), its input x [B, N, D] and a prefix's K, V [B, H, P, d]."""
+    torch.manual_seed(seed)
+    attn = MultiHeadAttention(24, 4).eval()
+    return attn, torch.randn(2, 6, 24), torch.randn(2, 4, P, 6), torch.randn(2, 4, P, 6)
+
+
 @torch.no_grad()
 def test_the_gate_scales_a_separately_normalised_read_and_never_touches_the_tokens_softmax():
     """One attention module, by hand: out = W_O(softmax(q K^T) V + g softmax(q K_p^T) V_p) + b_O."""
-    torch.manual_seed(3)
-    attn = MultiHeadAttention(24, 4).eval()
-    x = torch.randn(2, 6, 24)  # [B, N, D]
-    pk, pv = torch.randn(2, 4, P, 6), torch.randn(2, 4, P, 6)  # [B, H, P, d]
+    attn, x, pk, pv = one_attention(3)
     gate = torch.tensor([0.7])
     plain = attn(x, need_weights=True)
     out, probs, _ = attn(x, gated=Prefix(pk, pv, gate=gate), need_weights=True)
@@ -133,10 +137,7 @@ def test_the_gate_scales_a_separately_normalised_read_and_never_touches_the_toke
 
 @torch.no_grad()
 def test_join_context_and_output_differ_unless_the_output_projection_is_the_identity():
-    torch.manual_seed(4)
-    attn = MultiHeadAttention(24, 4).eval()
-    x = torch.randn(2, 6, 24)  # [B, N, D]
-    pk, pv = torch.randn(2, 4, P, 6), torch.randn(2, 4, P, 6)  # [B, H, P, d]
+    attn, x, pk, pv = one_attention(4)
     read = {j: attn(x, gated=Prefix(pk, pv, gate=torch.tensor([0.5]), join=j)).out for j in ("context", "output")}
     assert (read["context"] - read["output"]).abs().max() > 1e-2
     attn.output.weight.copy_(torch.eye(24))
