@@ -48,7 +48,6 @@ def test_every_name_in_the_catalog_builds_what_it_says():
         assert all(getattr(method, k, None) == v or k == "encoder" for k, v in entry.defaults.items())
     assert tuple(TRAIN_METHODS) == catalog.TRAIN_METHODS and set(TASKS) == set(catalog.TASKS)
     assert set(catalog.RECIPES) == set(catalog.TRAIN_METHODS)
-    assert set(catalog.LM_LR) == set(catalog.METHODS)
     assert tuple(PRESETS) == catalog.PRESETS
 
 

@@ -92,7 +92,9 @@ def test_one_step_changes_exactly_the_parameters_the_method_trains(encoder, sst2
         assert {"encoder.layers.0.attn.qkv.weight", "encoder.pooler.weight"} <= changed
     elif method != "head-only":
         prompt = {n for n in trainable if n.startswith("encoder.prompt.")}
-        assert prompt and prompt <= changed  # every prompt tensor got a step
+        # The step reaches the prompt; not necessarily every tensor of it on the first step: a
+        # gated prefix's rows get no gradient at g = 0, its gates move first (tests/method_contract.py).
+        assert prompt and prompt & changed, "the step did not reach the prompt"
     else:
         assert model.encoder.prompt is None and changed == trainable
 
