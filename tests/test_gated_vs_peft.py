@@ -234,3 +234,15 @@ def test_an_adaption_prompt_adapter_is_read_field_by_field(gpt2_dir, tmp_path):
         save_file(ts, str(folder / PEFT_WEIGHTS))
         with pytest.raises(InputError, match=message):
             load_adapter(folder, model.config)
+
+
+def test_export_peft_command_refuses_a_gated_checkpoint_on_bert_by_name(tmp_path, capsys, minilm_dir):
+    """A gated prefix trained on MiniLM (sst2) has no PEFT form: one line naming why, nothing written."""
+    from minigpt_ptv2.models import load_pretrained
+    from minigpt_ptv2.training import build_task_model, save_checkpoint
+    model = build_task_model("sst2", "gated", P, encoder=load_pretrained(minilm_dir))
+    save_checkpoint(model, tmp_path / "ck", task="sst2", method="gated", P=P, labels=("negative", "positive"))
+    code = main(["export-peft", str(tmp_path / "ck"), str(tmp_path / "ad"), "--model-dir", str(minilm_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "not for BERT: a gated prefix on BERT has no PEFT adapter" in err
+    assert not (tmp_path / "ad" / PEFT_WEIGHTS).exists()
