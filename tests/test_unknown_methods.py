@@ -140,3 +140,16 @@ def test_mixed_prompts_refuse_a_member_handing_over_what_they_do_not_gather(gpt2
             gpt2(torch.randint(1, 100, (2, 5)))
     finally:
         gpt2.detach_prompt()
+
+
+def test_export_refuses_a_gated_prefix_whose_read_its_rows_and_gates_do_not_make(gpt2, tmp_path):
+    from minigpt_ptv2.prompts import GatedPrefix
+
+    class GatedWithScale(GatedPrefix):  # a scale on the values: PEFT's adaption prompt holds rows and gates only
+        def kv_prefix(self, batch_size, layers=None):
+            return [p if p is None else p.replace(v=2 * p.v) for p in super().kv_prefix(batch_size, layers)]
+
+    with pytest.raises(InputError, match="GatedWithScale hands layer 0 another prefix than its rows and gates make"):
+        save_adapter(tmp_path, GatedWithScale(gpt2.config, P, join="output"), gpt2)
+    save_adapter(tmp_path, GatedPrefix(gpt2.config, P, join="output"), gpt2)  # the method itself is written
+    assert (tmp_path / PEFT_WEIGHTS).exists()

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .prefix import Prefix
 
 
@@ -62,7 +63,8 @@ class Layer(nn.Module):
         raise NotImplementedError
 
     def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        raise InputError(f"{type(self).__name__} does not say what its attention makes of bare rows "
+                         f"(Layer.project_kv), which a gated prefix needs")
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
