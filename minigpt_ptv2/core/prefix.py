@@ -41,7 +41,7 @@ from ..errors import InputError, InputTypeError
 JOINS = ("context", "output")  # where a gated read joins the tokens' attention
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)  # read-only by convention (a changed copy: .replace); cheap to build
 class Prefix:
     k: torch.Tensor  # [B, H_kv, P, d]
     v: torch.Tensor  # [B, H_kv, P, d]
