@@ -184,7 +184,7 @@ def test_perplexity_is_kept_lower_is_better():
 # ---------------------------------------------------------------- train lm, generate
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-@pytest.mark.parametrize("method", ["prefix", "deep", "soft"])
+@pytest.mark.parametrize("method", ["prefix", "deep", "soft", "gated"])
 def test_train_lm_lowers_the_loss_and_the_held_out_perplexity(folders, trained, tmp_path, arch, method):
     out = tmp_path / "run"
     s = train(folders, arch, method, out)
