@@ -264,3 +264,18 @@ def test_mixed_prompts_refuse_a_gated_member_by_name():
     cfg = preset("gpt2-tiny")
     with pytest.raises(InputError, match=r"member 'g' \(GatedPrefix\) is a 'gated' prompt"):
         MixedPrompts(cfg, {"a": KVPrefix(cfg, P), "g": GatedPrefix(cfg, P)})
+
+
+def test_a_method_may_hand_plain_k_v_pairs_as_joined_prefixes():
+    """What a prefix was before it had a type: a (K, V) pair per layer is still read, as joined."""
+    model = tiny("gpt2")
+    ids, mask = batch(model)
+    typed = KVPrefix(model.config, P, init_std=0.5)
+
+    class Pairs(KVPrefix):
+        def kv_prefix(self, batch_size, layers=None):
+            return [(p.k, p.v) for p in super().kv_prefix(batch_size)]
+
+    pairs = Pairs(model.config, P)
+    pairs.load_state_dict(typed.state_dict())
+    assert torch.equal(out_of(run(model, pairs, ids, mask)), out_of(run(model, typed, ids, mask)))

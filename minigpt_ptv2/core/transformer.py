@@ -164,8 +164,9 @@ class Transformer(nn.Module):
         if deep is not None and joined is not None:
             raise InputError(f"{name} answers both hidden_prompts and kv_prefix with a joined prefix: the "
                              f"layer loop runs one deep style at a time")
-        parts = [(t, f"prefix {n} of layer {i}") for i, p in enumerate(kv) if p is not None
-                 for n, t in (("K", p.k), ("V", p.v)) + ((("gate", p.gate),) if p.gate is not None else ())]
+        parts = [(t, f"prefix {n} of layer {i}") for ps in (joined, gated) if ps is not None
+                 for i, p in enumerate(ps) if p is not None
+                 for n, t in (("K", p.k), ("V", p.v)) + ((("gate", p.gate),) if p.gated else ())]
         m.check_finite([t for t, _ in parts], lambda i: parts[i][1])
 
         def ready(p):  # keys turned to the prompt rows' positions (once for all layers), if asked
