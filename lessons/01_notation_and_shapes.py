@@ -26,19 +26,16 @@
 # so you can compare our tables with it line by line.
 #
 # Run this file as a script (`python lessons/01_notation_and_shapes.py`) or open it as a
-# notebook (it is in jupytext "percent" format). Set `MINIGPT_PTV2_QUICK=1` for smaller sizes.
+# notebook (it is in jupytext "percent" format).
 
 # %%
 from __future__ import annotations
-
-import os
 
 import torch
 from einops import rearrange
 
 from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -56,8 +53,7 @@ def show_configs():
         assert cfg.hidden_size == cfg.num_attention_heads * cfg.head_dim
 
 
-if __name__ == "__main__":
-    show_configs()
+show_configs()
 
 
 # %% [markdown]
@@ -80,10 +76,9 @@ def one_batch(B=16, N=128, D=768, H=12):
     return x.detach()
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    B, N, P = (2, 16, 4) if QUICK else (16, 128, 20)
-    x = one_batch(B, N)  # [B, N, D], used by section 3
+torch.manual_seed(0)
+B, N, P = 16, 128, 20
+x = one_batch(B, N)  # [B, N, D], used by section 3
 
 
 # %% [markdown]
@@ -114,8 +109,7 @@ def prompt_meets_batch(x, P=20):
     return copied_bytes
 
 
-if __name__ == "__main__":
-    prompt_meets_batch(x, P)
+prompt_meets_batch(x, P)
 
 
 # %% [markdown]
@@ -158,10 +152,9 @@ def every_layer_alike(tr: ShapeTrace, layers: int):
     print(f"all {layers} layers record the same {len(per_layer[0])} rows; no row has a P axis")
 
 
-if __name__ == "__main__":
-    trace = trace_example(B, N)
-    print(trace.table())
-    every_layer_alike(trace, 3)
+trace = trace_example(B, N)
+print(trace.table())
+every_layer_alike(trace, 3)
 
 
 # %% [markdown]

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from einops import rearrange
@@ -29,7 +28,6 @@ from minigpt_ptv2.core.attention import additive_mask
 from minigpt_ptv2.trace import side_by_side
 from minigpt_ptv2.viz import save_figure
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -91,10 +89,9 @@ def compare_with_module(attn: MultiHeadAttention, x: torch.Tensor, keep: torch.T
     return probs
 
 
-if __name__ == "__main__":
-    B, N = (2, 24) if QUICK else (16, 128)
-    attn, x, keep = make_inputs(B, N)  # used by every section below
-    probs = compare_with_module(attn, x, keep)
+B, N = 16, 128
+attn, x, keep = make_inputs(B, N)  # used by every section below
+probs = compare_with_module(attn, x, keep)
 
 
 # %% [markdown]
@@ -120,8 +117,7 @@ def explicit_vs_fused(attn: MultiHeadAttention, x: torch.Tensor, keep: torch.Ten
     return gap
 
 
-if __name__ == "__main__":
-    explicit_vs_fused(attn, x, keep)
+explicit_vs_fused(attn, x, keep)
 
 
 # %% [markdown]
@@ -153,8 +149,7 @@ def fully_masked_row():
     assert torch.isnan(read).all()
 
 
-if __name__ == "__main__":
-    fully_masked_row()
+fully_masked_row()
 
 
 # %% [markdown]
@@ -190,8 +185,7 @@ def plot_pattern(probs: torch.Tensor):
     assert 1 / N < top < 3 / N and padded[:, N // 2:].sum() == 0
 
 
-if __name__ == "__main__":
-    plot_pattern(probs)
+plot_pattern(probs)
 
 
 # %% [markdown]
@@ -211,8 +205,7 @@ def trace_example(B=16, N=128, D=768, H=12, fused=False) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    print(side_by_side(trace_example(B, N), trace_example(B, N, fused=True), ("explicit path", "fused path")))
+print(side_by_side(trace_example(B, N), trace_example(B, N, fused=True), ("explicit path", "fused path")))
 
 
 # %% [markdown]

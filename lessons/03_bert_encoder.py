@@ -14,15 +14,12 @@
 # %%
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
 from minigpt_ptv2 import BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.fast import row_blocks
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -46,10 +43,9 @@ def where_the_parameters_are(name="bert-base") -> dict:
     return {label: n / total for label, n in parts.items()} | {"total": total}
 
 
-if __name__ == "__main__":
-    shares = where_the_parameters_are()
-    assert 109e6 < shares["total"] < 110e6 and 0.2 < shares["word table"] < 0.22
-    assert 0.064 < shares["one layer"] < 0.066
+shares = where_the_parameters_are()
+assert 109e6 < shares["total"] < 110e6 and 0.2 < shares["word table"] < 0.22
+assert 0.064 < shares["one layer"] < 0.066
 
 
 # %% [markdown]
@@ -61,7 +57,7 @@ if __name__ == "__main__":
 # same additions in the same order, the embeddings equal the module's bit for bit.
 #
 # From here on the lesson uses a model with random weights and MiniLM's shapes (D=384, L=6,
-# H=12 heads; the bert-tiny preset in quick mode), on a batch of random ids.
+# H=12 heads), on a batch of random ids.
 
 # %%
 def embeddings_by_hand(model: BertEncoder, ids: torch.Tensor, with_token_type: bool = True):
@@ -80,15 +76,14 @@ def embeddings_by_hand(model: BertEncoder, ids: torch.Tensor, with_token_type: b
     return theirs, gap
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    cfg = preset("bert-tiny") if QUICK else preset("minilm")  # random weights, real shapes
-    model = BertEncoder(cfg).eval()
-    B, N = (2, 8) if QUICK else (8, 64)
-    ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]; model and ids are used by every section below
-    with torch.no_grad():
-        x, gap = embeddings_by_hand(model, ids)  # x [B, N, D]
-    assert gap == 0, "the same additions in the same order: bit for bit"
+torch.manual_seed(0)
+cfg = preset("minilm")  # random weights, real shapes
+model = BertEncoder(cfg).eval()
+B, N = 8, 64
+ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]; model and ids are used by every section below
+with torch.no_grad():
+    x, gap = embeddings_by_hand(model, ids)  # x [B, N, D]
+assert gap == 0, "the same additions in the same order: bit for bit"
 
 
 # %% [markdown]
@@ -148,11 +143,10 @@ def row_blocks_agree(model: BertEncoder, ids: torch.Tensor) -> float:
     return gap
 
 
-if __name__ == "__main__":
-    with torch.no_grad():
-        layer_by_hand(model, x)
-        gelu_gap()
-        row_blocks_agree(model, ids)
+with torch.no_grad():
+    layer_by_hand(model, x)
+    gelu_gap()
+    row_blocks_agree(model, ids)
 
 
 # %% [markdown]
@@ -178,9 +172,8 @@ def padding_is_invisible(model: BertEncoder, ids: torch.Tensor, pad: int):
     assert torch.equal(a[real], b[real]) and not torch.equal(a[~real], b[~real])
 
 
-if __name__ == "__main__":
-    with torch.no_grad():
-        padding_is_invisible(model, ids, pad=N // 4)
+with torch.no_grad():
+    padding_is_invisible(model, ids, pad=N // 4)
 
 
 # %% [markdown]
@@ -200,9 +193,8 @@ def dropout_only_in_training(model: BertEncoder, ids: torch.Tensor):
     assert not torch.equal(t1, t2) and torch.equal(e1, e2)
 
 
-if __name__ == "__main__":
-    with torch.no_grad():
-        dropout_only_in_training(model, ids)
+with torch.no_grad():
+    dropout_only_in_training(model, ids)
 
 
 # %% [markdown]
@@ -226,8 +218,7 @@ def trace_example(B=2, N=5, pad=2) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    print(trace_example().table())
+print(trace_example().table())
 
 
 # %% [markdown]

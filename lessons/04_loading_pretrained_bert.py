@@ -29,7 +29,6 @@ from minigpt_ptv2.models import bert, config_from_hf, copy_into
 from minigpt_ptv2.models.hf_files import read_config, read_state_dict
 from minigpt_ptv2.pretrained import default_model_dir
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -50,9 +49,8 @@ def look_inside(model_dir):
     return sd, cfg
 
 
-if __name__ == "__main__":
-    model_dir = default_model_dir()
-    sd, cfg = look_inside(model_dir)  # used by section 2
+model_dir = default_model_dir()
+sd, cfg = look_inside(model_dir)  # used by section 2
 
 
 # %% [markdown]
@@ -107,13 +105,12 @@ def same_weights(a: BertEncoder, b: BertEncoder) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-if __name__ == "__main__":
-    show_renames(sd, cfg, n=12 if QUICK else 24)
-    model = BertEncoder.from_pretrained(model_dir)  # used by every section below
-    by_hand = load_by_hand(model_dir)
-    print(f"load_by_hand == from_pretrained, tensor for tensor: {same_weights(model, by_hand)}; "
-          f"training mode: {model.training}")
-    assert same_weights(model, by_hand) and not model.training and not by_hand.training
+show_renames(sd, cfg, n=24)
+model = BertEncoder.from_pretrained(model_dir)  # used by every section below
+by_hand = load_by_hand(model_dir)
+print(f"load_by_hand == from_pretrained, tensor for tensor: {same_weights(model, by_hand)}; "
+      f"training mode: {model.training}")
+assert same_weights(model, by_hand) and not model.training and not by_hand.training
 
 
 # %% [markdown]
@@ -142,18 +139,17 @@ def sentence_similarity(model: BertEncoder, batch: dict, label: str = "loaded") 
     return sim
 
 
-if __name__ == "__main__":
-    from minigpt_ptv2.data import WordPiece
-    tok = WordPiece.from_model_dir(model_dir)
-    batch = tok.encode(SENTENCES)  # input_ids, attention_mask, token_type_ids [B, N]; used by section 4
-    print("sentence embeddings, mean over real tokens:")
-    loaded = sentence_similarity(model, batch)
-    torch.manual_seed(0)
-    random = sentence_similarity(BertEncoder(model.config).eval(), batch, "random weights")
-    assert loaded[0, 1] > loaded[0, 2] + 0.2, "the loaded weights separate the sentences"
-    assert 0.6 < loaded[0, 1] < 0.7 and loaded[0, 2] < 0.1
-    off_diagonal = random[~torch.eye(3, dtype=torch.bool)]
-    assert off_diagonal.min() > 0.9 and random[0, 1] - random[0, 2] < 0.05, "random weights do not"
+from minigpt_ptv2.data import WordPiece
+tok = WordPiece.from_model_dir(model_dir)
+batch = tok.encode(SENTENCES)  # input_ids, attention_mask, token_type_ids [B, N]; used by section 4
+print("sentence embeddings, mean over real tokens:")
+loaded = sentence_similarity(model, batch)
+torch.manual_seed(0)
+random = sentence_similarity(BertEncoder(model.config).eval(), batch, "random weights")
+assert loaded[0, 1] > loaded[0, 2] + 0.2, "the loaded weights separate the sentences"
+assert 0.6 < loaded[0, 1] < 0.7 and loaded[0, 2] < 0.1
+off_diagonal = random[~torch.eye(3, dtype=torch.bool)]
+assert off_diagonal.min() > 0.9 and random[0, 1] - random[0, 2] < 0.05, "random weights do not"
 
 
 # %% [markdown]
@@ -226,19 +222,18 @@ def check_the_claims(gaps: dict):
     assert gaps["pooler"] < 1e-6, f"the pooler: 0.0 to a few 1e-7 by the CPU's kernels, got {gaps['pooler']:.1e}"
 
 
-if __name__ == "__main__":
-    threads = torch.get_num_threads()
-    print(f"ours vs transformers.BertModel, stage by stage (real tokens), {threads} thread(s):")
-    gaps = compare_with_transformers(model, model_dir, batch)
-    if gaps is not None:
-        check_the_claims(gaps)
-        if threads > 1:
-            torch.set_num_threads(1)
-            try:
-                print("the same, single-threaded:")
-                check_the_claims(compare_with_transformers(model, model_dir, batch))
-            finally:
-                torch.set_num_threads(threads)
+threads = torch.get_num_threads()
+print(f"ours vs transformers.BertModel, stage by stage (real tokens), {threads} thread(s):")
+gaps = compare_with_transformers(model, model_dir, batch)
+if gaps is not None:
+    check_the_claims(gaps)
+    if threads > 1:
+        torch.set_num_threads(1)
+        try:
+            print("the same, single-threaded:")
+            check_the_claims(compare_with_transformers(model, model_dir, batch))
+        finally:
+            torch.set_num_threads(threads)
 
 
 # %% [markdown]
@@ -259,8 +254,7 @@ def trace_example(model_dir=None, B=2, N=8) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    print(trace_example(model_dir, B=2, N=8).table())
+print(trace_example(model_dir, B=2, N=8).table())
 
 
 # %% [markdown]

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,6 @@ from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.trace import dims_for, side_by_side
 from minigpt_ptv2.viz import save_figure
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -41,8 +39,7 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # PyTorch's default `nn.Embedding` init draws N(0, 1), which with a tied head gives logits in
 # the hundreds. GPT-2 draws its weight matrices from N(0, 0.02); then a fresh model predicts
 # roughly uniformly and its loss starts near ln V, as a real one does before training (section 4
-# measures it). We use GPT-2's real shapes (D=768, H=12, d=64, V=50,257) with 4 of its 12 layers
-# (quick mode: the tiny preset, D=24, H=4, d=6, V=130, L=3).
+# measures it). We use GPT-2's real shapes (D=768, H=12, d=64, V=50,257) with 4 of its 12 layers.
 
 # %%
 def random_gpt2(cfg) -> GPT2Decoder:
@@ -54,14 +51,13 @@ def random_gpt2(cfg) -> GPT2Decoder:
     return model
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    model = random_gpt2(preset("gpt2-tiny") if QUICK else preset("gpt2").replace(num_hidden_layers=4))
-    B, N, steps = (2, 6, 4) if QUICK else (2, 16, 8)
-    ids = torch.randint(0, model.config.vocab_size, (B, N))  # [B, N]
-    c = model.config
-    print(f"GPT-2 shapes: D={c.hidden_size}, L={c.num_hidden_layers}, H={c.num_attention_heads}, "
-          f"d={c.head_dim}, V={c.vocab_size}; a batch of B={B} sequences of N={N} tokens")
+torch.manual_seed(0)
+model = random_gpt2(preset("gpt2").replace(num_hidden_layers=4))
+B, N, steps = 2, 16, 8
+ids = torch.randint(0, model.config.vocab_size, (B, N))  # [B, N]
+c = model.config
+print(f"GPT-2 shapes: D={c.hidden_size}, L={c.num_hidden_layers}, H={c.num_attention_heads}, "
+      f"d={c.head_dim}, V={c.vocab_size}; a batch of B={B} sequences of N={N} tokens")
 
 
 # %% [markdown]
@@ -80,8 +76,7 @@ def tied_head(model: GPT2Decoder, ids: torch.Tensor):
     assert torch.allclose(mine, logits, atol=1e-5)
 
 
-if __name__ == "__main__":
-    tied_head(model, ids)
+tied_head(model, ids)
 
 
 # %% [markdown]
@@ -131,9 +126,8 @@ def plot_masks(masks, P=2):
     save_figure(fig, "05_causal_masks.png")
 
 
-if __name__ == "__main__":
-    masks = causal_masks()
-    plot_masks(masks)
+masks = causal_masks()
+plot_masks(masks)
 
 
 # %% [markdown]
@@ -153,8 +147,7 @@ def future_cannot_change_past(model: GPT2Decoder, ids: torch.Tensor):
     assert torch.equal(a[:, :-1], b[:, :-1]) and last > 1e-3
 
 
-if __name__ == "__main__":
-    future_cannot_change_past(model, ids)
+future_cannot_change_past(model, ids)
 
 
 # %% [markdown]
@@ -176,8 +169,7 @@ def next_token_loss(model: GPT2Decoder, ids: torch.Tensor):
     assert torch.allclose(out.loss, mine, atol=1e-6) and abs(out.loss.item() - ln_v) < 0.5
 
 
-if __name__ == "__main__":
-    next_token_loss(model, ids)
+next_token_loss(model, ids)
 
 
 # %% [markdown]
@@ -223,8 +215,7 @@ def kv_cache(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     return full_rows.rows, cached_rows.rows
 
 
-if __name__ == "__main__":
-    kv_cache(model, ids, steps)
+kv_cache(model, ids, steps)
 
 
 # %% [markdown]
@@ -251,9 +242,8 @@ def trace_example(B=5, N=7, layers=3):
     return prompt_step, cached_step
 
 
-if __name__ == "__main__":
-    prompt_step, cached_step = trace_example()
-    print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = N)")))
+prompt_step, cached_step = trace_example()
+print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = N)")))
 
 
 # %% [markdown]

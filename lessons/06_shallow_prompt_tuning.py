@@ -16,8 +16,6 @@
 # %%
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +23,6 @@ from torch import nn
 from minigpt_ptv2 import BertEncoder, GPT2Decoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import SoftPrompt, pad_labels
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -58,9 +55,8 @@ def position_policies(P=20, N=50) -> dict:
     return fits
 
 
-if __name__ == "__main__":
-    fits = position_policies()
-    assert fits == {"real": True, "shifted": False}, fits
+fits = position_policies()
+assert fits == {"real": True, "shifted": False}, fits
 
 
 # %% [markdown]
@@ -73,7 +69,7 @@ if __name__ == "__main__":
 #
 # With pretrained MiniLM (D=384, L=6) we can see the difference: the prompt moves the real
 # [CLS] vector somewhat (its cosine to the unprompted [CLS] is about 0.8 with P=20, closer to 1
-# with quick mode's P=4), while row 0 of the un-sliced output is something else entirely (a
+# with P=4), while row 0 of the un-sliced output is something else entirely (a
 # cosine below 0.2).
 
 # %%
@@ -110,9 +106,8 @@ def pool_after_slicing(model: BertEncoder, P=20, N=16) -> dict:
     return cos
 
 
-if __name__ == "__main__":
-    encoder = backbone()
-    pool_after_slicing(encoder, P=4 if QUICK else 20)
+encoder = backbone()
+pool_after_slicing(encoder, P=20)
 
 
 # %% [markdown]
@@ -154,8 +149,7 @@ def seed_003_bug(n_tokens=20, n_embd=768, B=4, N=16) -> tuple[str, str]:
     return late, early
 
 
-if __name__ == "__main__":
-    seed_003_bug()
+seed_003_bug()
 
 
 # %% [markdown]
@@ -203,8 +197,7 @@ def labels_vs_slicing(P=5, B=2, N=12):
     assert not torch.allclose(out.loss, shifted_loss(padded), atol=1e-6)
 
 
-if __name__ == "__main__":
-    labels_vs_slicing()
+labels_vs_slicing()
 
 
 # %% [markdown]
@@ -214,7 +207,7 @@ if __name__ == "__main__":
 # 000's numbers B=16, N=128, P=20, three of the twelve layers (so that no two letters share a
 # size; with two, lesson 08's prefix width L*2*D would be 3,072 = D_ff). The prompt joins at the
 # embeddings, so every layer runs on P+N = 148 rows, and the only slice happens once, at the
-# very end, before the hidden states and the pooler. Quick mode traces B=2, N=16.
+# very end, before the hidden states and the pooler.
 
 # %%
 def trace_example(B=16, N=128, P=20, layers=3) -> ShapeTrace:
@@ -227,10 +220,9 @@ def trace_example(B=16, N=128, P=20, layers=3) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    tr = trace_example(*((2, 16) if QUICK else (16, 128)))
-    print(tr.table())
-    print(tr.walk())
+tr = trace_example(16, 128)
+print(tr.table())
+print(tr.walk())
 
 
 # %% [markdown]

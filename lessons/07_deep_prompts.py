@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -30,7 +29,6 @@ from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.core.prompt_rows import keys_in_front
 from minigpt_ptv2.prompts import DeepPrompt, SoftPrompt, format_report, parameter_report
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -40,7 +38,7 @@ QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 # look alike; with two, lesson 08's prefix width L*2*D would equal the feed-forward width
 # D_ff = 3,072, and a table could not tell them apart). The last row of the batch is padded, so
 # the model builds the 4-D keep-mask `[B, 1, 1, P+N]`: the prompt columns are always kept, pad
-# columns never. Quick mode traces B=2, N=16, P=4.
+# columns never.
 
 # %%
 def trace_example(B=16, N=128, P=20, layers=3, pad=8) -> ShapeTrace:
@@ -64,13 +62,12 @@ def check_keep(tr: ShapeTrace, P: int, pad: int):
           f"the last row drops its {pad} pad column{'s' if pad != 1 else ''}")
 
 
-if __name__ == "__main__":
-    B, N, P = (2, 16, 4) if QUICK else (16, 128, 20)
-    tr = trace_example(B, N, P, pad=N // 16)
-    print(tr.table())
-    print(tr.walk(0))
-    print(tr.walk(1))
-    check_keep(tr, P, pad=N // 16)
+B, N, P = 16, 128, 20
+tr = trace_example(B, N, P, pad=N // 16)
+print(tr.table())
+print(tr.walk(0))
+print(tr.walk(1))
+check_keep(tr, P, pad=N // 16)
 
 
 # %% [markdown]
@@ -91,8 +88,7 @@ def what_trains(P=20) -> dict:
     return n
 
 
-if __name__ == "__main__":
-    what_trains()
+what_trains()
 
 
 # %% [markdown]
@@ -100,7 +96,7 @@ if __name__ == "__main__":
 #
 # The package's `stack.run_layers` is this loop plus bookkeeping. We run it ourselves with the
 # model's own layers and prompts, and compare with the model's output. A MiniLM-shaped model
-# (D=384, L=6, H=12) with random weights; quick mode: the tiny BERT (D=24, L=3, H=4).
+# (D=384, L=6, H=12) with random weights.
 
 # %%
 def loop_by_hand(model: BertEncoder, ids: torch.Tensor, mask: torch.Tensor):
@@ -120,15 +116,14 @@ def loop_by_hand(model: BertEncoder, ids: torch.Tensor, mask: torch.Tensor):
     assert torch.allclose(x, theirs, atol=1e-5)
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    cfg = preset("bert-tiny") if QUICK else preset("minilm")
-    model = BertEncoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
-    ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
-    mask = torch.ones(B, N, dtype=torch.long)  # [B, N]
-    mask[-1, -3:] = 0
-    with torch.no_grad():
-        loop_by_hand(model, ids, mask)
+torch.manual_seed(0)
+cfg = preset("minilm")
+model = BertEncoder(cfg, prompt=DeepPrompt(cfg, P)).eval()
+ids = torch.randint(0, cfg.vocab_size, (B, N))  # [B, N]
+mask = torch.ones(B, N, dtype=torch.long)  # [B, N]
+mask[-1, -3:] = 0
+with torch.no_grad():
+    loop_by_hand(model, ids, mask)
 
 
 # %% [markdown]
@@ -179,8 +174,7 @@ def two_d_mask_mistake(P=4, N=6, H=2, batches=(16, 1)) -> dict:
     return found
 
 
-if __name__ == "__main__":
-    two_d_mask_mistake()
+two_d_mask_mistake()
 
 
 # %% [markdown]
@@ -215,8 +209,7 @@ def every_layer_or_only_the_first(P=4, B=2, N=6):
     assert free and injected(shallow_tr) == ["shallow.prompt"]
 
 
-if __name__ == "__main__":
-    every_layer_or_only_the_first()
+every_layer_or_only_the_first()
 
 
 # %% [markdown]

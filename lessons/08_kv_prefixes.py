@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import torch
@@ -30,7 +29,6 @@ from minigpt_ptv2 import BertEncoder, MultiHeadAttention, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.viz import save_figure
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -56,8 +54,7 @@ def three_views(P=20):
           f"(stride {keys_3.stride(0)} on B: no copy)")
 
 
-if __name__ == "__main__":
-    three_views()
+three_views()
 
 
 # %% [markdown]
@@ -100,8 +97,7 @@ def q_is_never_prefixed(B=2, N=16, P=4, D=64, H=4):
     assert gap < 1e-5 and wasted == P
 
 
-if __name__ == "__main__":
-    q_is_never_prefixed()
+q_is_never_prefixed()
 
 
 # %% [markdown]
@@ -134,8 +130,7 @@ def zero_is_not_off(B=2, N=8, P=4) -> dict:
     return moved
 
 
-if __name__ == "__main__":
-    zero_is_not_off()
+zero_is_not_off()
 
 
 # %% [markdown]
@@ -164,8 +159,7 @@ def mlp_and_inference_form(P=20, B=2, N=8):
     assert table.num_trainable() == P * cfg.prefix_width and torch.allclose(a, b, atol=1e-6)
 
 
-if __name__ == "__main__":
-    mlp_and_inference_form()
+mlp_and_inference_form()
 
 
 # %% [markdown]
@@ -295,10 +289,9 @@ def plot_once_vs_per_row(rows):
     save_figure(fig, "08_once_vs_per_row.png")
 
 
-if __name__ == "__main__":
-    rows = once_vs_per_row((1, 8) if QUICK else (1, 8, 32), repeat=1 if QUICK else 5)
-    same_gradients(B=2 if QUICK else 8)
-    plot_once_vs_per_row(rows)
+rows = once_vs_per_row((1, 8, 32), repeat=5)
+same_gradients(B=8)
+plot_once_vs_per_row(rows)
 
 
 # %% [markdown]
@@ -309,7 +302,7 @@ if __name__ == "__main__":
 # width D_ff = 3,072), layer 0 shown. Compare with lesson 07: no `inject`, no `slice`, Q stays
 # `[B, H, N, d]`; only K and V grow, `[B, H, P, d] + [B, H, N, d] -> [B, H, P+N, d]`. With
 # `projection=True` (the MLP) the rows are the same: the MLP is invisible downstream of
-# `prefix.table`. Quick mode traces B=2, N=16, P=4.
+# `prefix.table`.
 
 # %%
 def trace_example(B=16, N=128, P=20, layers=3, projection=False) -> ShapeTrace:
@@ -322,10 +315,9 @@ def trace_example(B=16, N=128, P=20, layers=3, projection=False) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    tr = trace_example(*((2, 16, 4) if QUICK else (16, 128, 20)))
-    print(tr.table())
-    print(tr.walk(0))
+tr = trace_example(16, 128, 20)
+print(tr.table())
+print(tr.walk(0))
 
 
 # %% [markdown]

@@ -24,7 +24,6 @@
 # %%
 from __future__ import annotations
 
-import os
 import time
 
 import torch
@@ -34,7 +33,6 @@ from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv
 from minigpt_ptv2.trace import dims_for, side_by_side
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 # %% [markdown]
 # ## 1. The two traces, side by side
@@ -65,9 +63,8 @@ def trace_example(B=2, N=7, P=5, layers=3):
     return traces[0], traces[1]
 
 
-if __name__ == "__main__":
-    deep_trace, prefix_trace = trace_example()
-    print(side_by_side(deep_trace, prefix_trace, ("hidden-state prompt", "K/V prefix")))
+deep_trace, prefix_trace = trace_example()
+print(side_by_side(deep_trace, prefix_trace, ("hidden-state prompt", "K/V prefix")))
 
 
 # %% [markdown]
@@ -104,13 +101,12 @@ def _out(model, ids):
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out.logits
 
 
-if __name__ == "__main__":
-    torch.manual_seed(0)
-    enc = BertEncoder(preset("bert-tiny") if QUICK else preset("minilm")).eval()
-    dec = GPT2Decoder(preset("gpt2-tiny")).eval()
-    B, N, P = (2, 8, 4) if QUICK else (8, 64, 20)
-    bridge_check(enc, torch.randint(0, enc.config.vocab_size, (B, N)), P)  # ids [B, N] < V
-    bridge_check(dec, torch.randint(0, dec.config.vocab_size, (B, N)), P)
+torch.manual_seed(0)
+enc = BertEncoder(preset("minilm")).eval()
+dec = GPT2Decoder(preset("gpt2-tiny")).eval()
+B, N, P = 8, 64, 20
+bridge_check(enc, torch.randint(0, enc.config.vocab_size, (B, N)), P)  # ids [B, N] < V
+bridge_check(dec, torch.randint(0, dec.config.vocab_size, (B, N)), P)
 
 
 # %% [markdown]
@@ -160,8 +156,7 @@ def expressiveness(model: BertEncoder, P: int = 8):
     return a, b
 
 
-if __name__ == "__main__":
-    expressiveness(enc)
+expressiveness(enc)
 
 
 # %% [markdown]
@@ -239,11 +234,11 @@ def cost(model: BertEncoder, B: int, N: int, P: int, repeat: int = 3) -> float:
     return ratio
 
 
-if __name__ == "__main__":
-    B = 2 if QUICK else 8
-    # the walkthrough's N and P; then a short sentence under a long prompt
-    for N, P in ((16, 4), (8, 16)) if QUICK else ((128, 20), (32, 64)):
-        cost(enc, B, N, P)
+B = 8
+# the walkthrough's N and P; then a short sentence under a long prompt
+shapes = ((128, 20), (32, 64))  # (N, P)
+for N, P in shapes:
+    cost(enc, B, N, P)
 
 
 # %% [markdown]

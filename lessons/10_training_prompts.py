@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,6 @@ from minigpt_ptv2.training import (Head, TaskModel, TrainConfig, build_task_mode
                                    load_checkpoint, predict_batches, save_checkpoint, set_seed,
                                    set_trainable, start_text, task_loss)
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 MAX_LENGTH = 48  # WordPiece tokens per sentence, [CLS] and [SEP] included; longer ones are cut
 
 # %% [markdown]
@@ -71,13 +69,12 @@ def describe_data(train, dev, source: str, tok: WordPiece, train_loader):
     return batch
 
 
-if __name__ == "__main__":
-    n_train, n_dev, P, batch_size = (8, 8, 4, 8) if QUICK else (640, 200, 16, 8)
-    set_seed(0)
-    train, dev, source = sst2_or_sample(None, n_train, n_dev)
-    tok = WordPiece.from_model_dir()
-    train_loader, dev_loader = loaders(tok, train, dev, batch_size)
-    first_batch = describe_data(train, dev, source, tok, train_loader)
+n_train, n_dev, P, batch_size = 640, 200, 16, 8
+set_seed(0)
+train, dev, source = sst2_or_sample(None, n_train, n_dev)
+tok = WordPiece.from_model_dir()
+train_loader, dev_loader = loaders(tok, train, dev, batch_size)
+first_batch = describe_data(train, dev, source, tok, train_loader)
 
 
 # %% [markdown]
@@ -121,9 +118,8 @@ def trainable_percent(model: TaskModel, P: int) -> dict:
     return counts
 
 
-if __name__ == "__main__":
-    model = build_task_model("sst2", "prefix", P)
-    trainable_percent(model, P)
+model = build_task_model("sst2", "prefix", P)
+trainable_percent(model, P)
 
 
 # %% [markdown]
@@ -185,8 +181,7 @@ def step_cost(model: TaskModel, batch: dict, method: str = "prefix") -> dict:
     return ratios
 
 
-if __name__ == "__main__":
-    step_cost(model, {k: v[:2] for k, v in first_batch.items()})  # two sentences: the ratios do not depend on B
+step_cost(model, {k: v[:2] for k, v in first_batch.items()})  # two sentences: the ratios do not depend on B
 
 
 # %% [markdown]
@@ -230,14 +225,13 @@ def short_run(model: TaskModel, train_loader, dev_loader, lr=3e-2, seed=0, expec
     print(f"after {steps} steps ({took:.1f} s on this run, {took / steps:.2f} s/step): dev accuracy {after:.3f} "
           f"({positive:.0%} called positive); mean training loss {history[-1]['train_loss']:.3f} "
           f"(ln 2 = 0.693 is a coin flip)")
-    if expect_gain is not None:  # the full-size run; the quick one is too small to learn
+    if expect_gain is not None:  # None: a run too small to learn
         assert abs(before - 0.5) < 0.05, f"an untrained head at chance, not {before:.3f}"
         assert after >= before + expect_gain, f"dev accuracy {before:.3f} -> {after:.3f}"
     return before, after
 
 
-if __name__ == "__main__":
-    short_run(model, train_loader, dev_loader, expect_gain=None if QUICK else 0.1)
+short_run(model, train_loader, dev_loader, expect_gain=0.1)
 
 
 # %% [markdown]
@@ -276,9 +270,8 @@ def save_and_reload(model: TaskModel, P: int, dev_batch: dict, folder: Path) -> 
     return info
 
 
-if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as folder:
-        save_and_reload(model, P, next(iter(dev_loader)), Path(folder))
+with tempfile.TemporaryDirectory() as folder:
+    save_and_reload(model, P, next(iter(dev_loader)), Path(folder))
 
 
 # %% [markdown]
@@ -305,8 +298,7 @@ def trace_example(B=3, N=9, P=5, layers=2, pad=3) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    print(trace_example().table())
+print(trace_example().table())
 
 
 # %% [markdown]
@@ -353,8 +345,7 @@ def recipe_effect(tok, train, dev, P: int, batch_size: int, seed: int = 0) -> di
     return scores
 
 
-if __name__ == "__main__":
-    recipe_effect(tok, train, dev, P, batch_size)
+recipe_effect(tok, train, dev, P, batch_size)
 
 
 # %% [markdown]

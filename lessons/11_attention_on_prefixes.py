@@ -17,8 +17,6 @@
 # %%
 from __future__ import annotations
 
-import os
-
 import torch
 from matplotlib.figure import Figure
 
@@ -28,7 +26,6 @@ from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, hidden_to_kv
 from minigpt_ptv2.trace import dims_for
 from minigpt_ptv2.viz import attention_maps, key_labels, prefix_mass, save_figure, token_mass
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 SENTENCES = ["a warm , funny and moving film", "the plot makes no sense at all",
              "an absolute masterpiece", "tedious and far too long"]
@@ -64,12 +61,11 @@ def first_look(model: BertEncoder, batch: dict, P: int):
     return maps
 
 
-if __name__ == "__main__":
-    P, n_train, batch_size = (4, 8, 8) if QUICK else (8, 320, 8)
-    model = backbone()
-    tok = WordPiece.from_model_dir()
-    batch = tok.encode(SENTENCES)  # [B, N] each, the shorter rows padded
-    maps = first_look(model, batch, P)
+P, n_train, batch_size = 8, 320, 8
+model = backbone()
+tok = WordPiece.from_model_dir()
+batch = tok.encode(SENTENCES)  # [B, N] each, the shorter rows padded
+maps = first_look(model, batch, P)
 
 
 # %% [markdown]
@@ -91,8 +87,7 @@ def mass_by_hand(maps):
     return mass
 
 
-if __name__ == "__main__":
-    mass_by_hand(maps)
+mass_by_hand(maps)
 
 
 # %% [markdown]
@@ -207,11 +202,10 @@ def plot_parts(tables: dict, title: str) -> Figure:
     return fig
 
 
-if __name__ == "__main__":
-    plain_parts, prefix_parts = attention_sink(model, batch, maps)
-    save_figure(plot_parts({"no prefix": plain_parts, f"fresh P={P} prefix": prefix_parts},
-                           "Where real tokens' attention goes in MiniLM, by layer (mean over heads)"),
-                "11_attention_parts.png", dpi=90)
+plain_parts, prefix_parts = attention_sink(model, batch, maps)
+save_figure(plot_parts({"no prefix": plain_parts, f"fresh P={P} prefix": prefix_parts},
+                       "Where real tokens' attention goes in MiniLM, by layer (mean over heads)"),
+            "11_attention_parts.png", dpi=90)
 
 
 # %% [markdown]
@@ -238,8 +232,7 @@ def zero_vs_masked(model: BertEncoder, batch: dict, P: int):
     return zero_mass
 
 
-if __name__ == "__main__":
-    zero_vs_masked(model, batch, P)
+zero_vs_masked(model, batch, P)
 
 
 # %% [markdown]
@@ -267,8 +260,7 @@ def deep_read_the_same_way(model: BertEncoder, batch: dict, P: int):
     assert diff < 1e-5
 
 
-if __name__ == "__main__":
-    deep_read_the_same_way(model, batch, P)
+deep_read_the_same_way(model, batch, P)
 
 
 # %% [markdown]
@@ -341,7 +333,10 @@ def head_title(h: int, share: torch.Tensor, P: int) -> str:
     return f"head {h}: prefix {share[0]:.0%} over {P} keys; {other}"
 
 
-def before_and_after(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int):
+def before_and_after(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_train: int, batch_size: int,
+                     check: bool = True):
+    """Train a prefix, compare its attention before and after; `check=False` skips the asserts
+    on how much it moved (a run of a step or two moves nothing)."""
     from minigpt_ptv2.viz.plots import plot_attention_heads, plot_prefix_mass
     task_model, before, start, history = train_prefix(model, tok, batch, P, n_train, batch_size)
     after = attention_maps(model, batch)
@@ -356,7 +351,7 @@ def before_and_after(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_
     kv1 = model.prompt.embedding.weight.detach().reshape(P, L, 2, -1)
     moved = [float((kv1[:, :, j] - kv0[:, :, j]).norm() / kv0[:, :, j].norm()) for j in (0, 1)]
     print(f"the table moved by {moved[0]:.1%} of its length in its keys, {moved[1]:.1%} in its values")
-    if not QUICK:  # the quick run trains one step: nothing to compare
+    if check:
         assert corr > 0.9 and (b - a).abs().max() < 0.2 and 0 < moved[0] < 0.5 and 0 < moved[1] < 0.5
     _, fig = plot_prefix_mass({"at initialisation": a, "trained": b}, None,
                               title=f"Attention mass real tokens put on a P={P} K/V prefix, MiniLM "
@@ -382,8 +377,7 @@ def before_and_after(model: BertEncoder, tok: WordPiece, batch: dict, P: int, n_
     return task_model, after
 
 
-if __name__ == "__main__":
-    _, after = before_and_after(model, tok, batch, P, n_train, batch_size)
+_, after = before_and_after(model, tok, batch, P, n_train, batch_size)
 
 
 # %% [markdown]
@@ -403,8 +397,7 @@ def per_token(maps, tok: WordPiece, batch: dict, row: int = 0):
     return tm
 
 
-if __name__ == "__main__":
-    per_token(after, tok, batch)
+per_token(after, tok, batch)
 
 
 # %% [markdown]
@@ -429,8 +422,7 @@ def trace_example(B=2, N=7, P=5, layers=3) -> ShapeTrace:
     return tr
 
 
-if __name__ == "__main__":
-    print(trace_example().table())
+print(trace_example().table())
 
 
 # %% [markdown]

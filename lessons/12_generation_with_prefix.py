@@ -22,21 +22,18 @@
 # %%
 from __future__ import annotations
 
-import os
-
 import torch
 
 from minigpt_ptv2 import GPT2Decoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import dims_for, side_by_side
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
 # ## 0. A random GPT-2 with a prefix
 #
-# GPT-2's shape with 2 layers (D=768, H=12, d=64, V=50,257; the tiny GPT-2 in quick mode), and
+# GPT-2's shape with 2 layers (D=768, H=12, d=64, V=50,257), and
 # a `KVPrefix` with a N(0, 0.5) table. The weights are drawn from N(0, 0.2), ten times GPT-2's
 # own init (lesson 05): with GPT-2's N(0, 0.02), a random model's greedy decoding soon repeats
 # one token, which would make "the same tokens" below an easy test to pass. Counted here.
@@ -61,15 +58,14 @@ def greedy_variety(cfg, P: int, ids: torch.Tensor, steps: int, model: GPT2Decode
     return counts
 
 
-if __name__ == "__main__":
-    cfg = preset("gpt2-tiny") if QUICK else preset("gpt2").replace(num_hidden_layers=2)
-    P, N, steps = (3, 6, 5) if QUICK else (16, 16, 8)
-    model = model_with_prefix(cfg, P)
-    torch.manual_seed(1)
-    ids = torch.randint(1, cfg.vocab_size, (2, N))  # [B, N], B = 2
-    print(f"D={cfg.hidden_size}, L={cfg.num_hidden_layers}, H={cfg.num_attention_heads}, d={cfg.head_dim}, "
-          f"V={cfg.vocab_size}; P={P}, N={N}, B=2")
-    greedy_variety(cfg, P, ids, steps, model)
+cfg = preset("gpt2").replace(num_hidden_layers=2)
+P, N, steps = 16, 16, 8
+model = model_with_prefix(cfg, P)
+torch.manual_seed(1)
+ids = torch.randint(1, cfg.vocab_size, (2, N))  # [B, N], B = 2
+print(f"D={cfg.hidden_size}, L={cfg.num_hidden_layers}, H={cfg.num_attention_heads}, d={cfg.head_dim}, "
+      f"V={cfg.vocab_size}; P={P}, N={N}, B=2")
+greedy_variety(cfg, P, ids, steps, model)
 
 
 # %% [markdown]
@@ -108,8 +104,7 @@ def cache_starts_from_prefix(model: GPT2Decoder, ids: torch.Tensor):
     return out
 
 
-if __name__ == "__main__":
-    cache_starts_from_prefix(model, ids)
+cache_starts_from_prefix(model, ids)
 
 
 # %% [markdown]
@@ -138,8 +133,7 @@ def cached_equals_full(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     return cached
 
 
-if __name__ == "__main__":
-    cached_equals_full(model, ids, steps)
+cached_equals_full(model, ids, steps)
 
 
 # %% [markdown]
@@ -175,8 +169,7 @@ def left_padding(model: GPT2Decoder, short: torch.Tensor, long: torch.Tensor, st
     assert gap > 1e-2
 
 
-if __name__ == "__main__":
-    left_padding(model, ids[0, N // 2:], ids[1], steps)
+left_padding(model, ids[0, N // 2:], ids[1], steps)
 
 
 # %% [markdown]
@@ -199,8 +192,7 @@ def sampling(model: GPT2Decoder, ids: torch.Tensor, steps: int, k: int = 20):
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2]) and in_top
 
 
-if __name__ == "__main__":
-    sampling(model, ids, steps)
+sampling(model, ids, steps)
 
 
 # %% [markdown]
@@ -227,9 +219,8 @@ def trace_example(B=8, N=7, P=5, layers=3):
     return prompt_step, cached_step
 
 
-if __name__ == "__main__":
-    prompt_step, cached_step = trace_example()
-    print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = P+N)")))
+prompt_step, cached_step = trace_example()
+print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T = P+N)")))
 
 
 # %% [markdown]
@@ -272,8 +263,7 @@ def two_prefixes_one_batch(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     return mixed
 
 
-if __name__ == "__main__":
-    two_prefixes_one_batch(model, ids, steps)
+two_prefixes_one_batch(model, ids, steps)
 
 
 # %% [markdown]

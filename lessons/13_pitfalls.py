@@ -30,8 +30,6 @@
 # %%
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +40,6 @@ from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, SoftPrompt
 from minigpt_ptv2.trace import dims_for, side_by_side
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 def tiny_encoder(seed: int = 0, **changes) -> BertEncoder:
@@ -91,8 +88,7 @@ def positions_under_a_prefix(P=8):
     return gap
 
 
-if __name__ == "__main__":
-    positions_under_a_prefix()
+positions_under_a_prefix()
 
 
 # %% [markdown]
@@ -124,8 +120,7 @@ def pooling_a_virtual_token(P=3, N=6):
     return gap
 
 
-if __name__ == "__main__":
-    pooling_a_virtual_token()
+pooling_a_virtual_token()
 
 
 # %% [markdown]
@@ -156,8 +151,7 @@ def prefixed_queries(B=2, H=4, N=7, P=5, d=6):
     return gap
 
 
-if __name__ == "__main__":
-    prefixed_queries()
+prefixed_queries()
 
 
 # %% [markdown]
@@ -190,8 +184,7 @@ def zero_is_not_off(P=5, N=7):
     return share, zero_gap, masked_gap
 
 
-if __name__ == "__main__":
-    zero_is_not_off()
+zero_is_not_off()
 
 
 # %% [markdown]
@@ -254,8 +247,7 @@ def repeat_vs_expand(B=16, P=20):
     return {name: (nbytes, n_flops) for name, (_, nbytes, n_flops, _) in found.items()}
 
 
-if __name__ == "__main__":
-    repeat_vs_expand(B=4 if QUICK else 16)
+repeat_vs_expand(B=16)
 
 
 # %% [markdown]
@@ -286,8 +278,7 @@ def two_by_ten_init(n_tokens=20, n_embd=24, B=2, N=5):
         print(f"SoftPrompt, at construction: {type(e).__name__}: {e}")
 
 
-if __name__ == "__main__":
-    two_by_ten_init()
+two_by_ten_init()
 
 
 # %% [markdown]
@@ -362,9 +353,8 @@ def every_layer_or_only_the_input(P=3, N=5):
     assert list(counts.values()) == [(1, 0), (0, cfg.num_hidden_layers)]
 
 
-if __name__ == "__main__":
-    two_d_mask()
-    every_layer_or_only_the_input()
+two_d_mask()
+every_layer_or_only_the_input()
 
 
 # %% [markdown]
@@ -443,8 +433,7 @@ def equivalence_breakers():
     return {"gelu": gelu_gap, "eps": eps_gaps, "token_type": type_gap}
 
 
-if __name__ == "__main__":
-    equivalence_breakers()
+equivalence_breakers()
 
 
 # %% [markdown]
@@ -474,9 +463,8 @@ def trace_example(B=8, N=7, P=5, layers=3):
     return traces[0], traces[1]
 
 
-if __name__ == "__main__":
-    zero, masked = trace_example()
-    print(side_by_side(zero, masked, ("zero prefix", "masked prefix")))
+zero, masked = trace_example()
+print(side_by_side(zero, masked, ("zero prefix", "masked prefix")))
 
 
 # %% [markdown]

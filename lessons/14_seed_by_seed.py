@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import torch
 from einops import rearrange
@@ -44,7 +43,6 @@ from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, SoftPrompt, format_report
 from minigpt_ptv2.trace import dims_for, side_by_side
 from minigpt_ptv2.viz import attention_maps
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -109,10 +107,9 @@ def seed_000_ner_example(tok: WordPiece) -> dict:
     return ours
 
 
-if __name__ == "__main__":
-    tok = WordPiece.from_model_dir()
-    seed_000_sentiment_ids(tok)
-    seed_000_ner_example(tok)
+tok = WordPiece.from_model_dir()
+seed_000_sentiment_ids(tok)
+seed_000_ner_example(tok)
 
 
 # %% [markdown]
@@ -176,9 +173,8 @@ def seed_000_two_d_mask(P=4, N=6, H=2):
         assert 0.01 < share(probs) < share(none)
 
 
-if __name__ == "__main__":
-    seed_000_loop()
-    seed_000_two_d_mask()
+seed_000_loop()
+seed_000_two_d_mask()
 
 
 # %% [markdown]
@@ -247,9 +243,8 @@ def seed_001_prefixed_queries(B=2, H=4, N=7, P=5, d=6):
     assert gap <= 1e-6
 
 
-if __name__ == "__main__":
-    seed_001_mlp_width()
-    seed_001_prefixed_queries()
+seed_001_mlp_width()
+seed_001_prefixed_queries()
 
 
 # %% [markdown]
@@ -322,8 +317,7 @@ def seed_001_is_shallow(P=3, N=6, B=2):
     model.detach_prompt()
 
 
-if __name__ == "__main__":
-    seed_001_is_shallow()
+seed_001_is_shallow()
 
 
 # %% [markdown]
@@ -414,9 +408,8 @@ def seed_002_index_device(P=5):
         print("no GPU here: on one, the embedding lookup of a CPU index with CUDA weights raises")
 
 
-if __name__ == "__main__":
-    seed_002_prefix()
-    seed_002_index_device()
+seed_002_prefix()
+seed_002_index_device()
 
 
 # %% [markdown]
@@ -446,8 +439,7 @@ def bidirectional_is_the_easy_case(P=2, N=4):
     assert encoder_keep.shape == (1, 1, 1, P + N) and (mass > 0).all()
 
 
-if __name__ == "__main__":
-    bidirectional_is_the_easy_case()
+bidirectional_is_the_easy_case()
 
 
 # %% [markdown]
@@ -513,9 +505,8 @@ def seed_003_pickle_vs_safetensors(P=20, D=768):
     assert torch.equal(back, prompt.weight)
 
 
-if __name__ == "__main__":
-    seed_003_init_and_repeat()
-    seed_003_pickle_vs_safetensors()
+seed_003_init_and_repeat()
+seed_003_pickle_vs_safetensors()
 
 
 # %% [markdown]
@@ -590,9 +581,8 @@ def seed_003_drops_the_positions(P=7, pad=3):
     assert torch.allclose(kept, alone, atol=1e-5) and (dropped - alone).abs().max() > 1e-2
 
 
-if __name__ == "__main__":
-    seed_003_drops_the_cache(steps=4 if QUICK else 8)
-    seed_003_drops_the_positions()
+seed_003_drops_the_cache(steps=8)
+seed_003_drops_the_positions()
 
 
 # %% [markdown]
@@ -659,9 +649,8 @@ def seed_004_parameter_shares(P=20, lora_rank=8):
     return rows
 
 
-if __name__ == "__main__":
-    seed_004_v1_is_input_only()
-    seed_004_parameter_shares()
+seed_004_v1_is_input_only()
+seed_004_parameter_shares()
 
 
 # %% [markdown]
@@ -689,9 +678,8 @@ def trace_example(B=5, N=9, P=7):
     return cached, dropped
 
 
-if __name__ == "__main__":
-    cached, dropped = trace_example()
-    print(side_by_side(cached, dropped, ("step with the cache", "cache dropped (seed 003)")))
+cached, dropped = trace_example()
+print(side_by_side(cached, dropped, ("step with the cache", "cache dropped (seed 003)")))
 
 
 # %% [markdown]

@@ -20,8 +20,6 @@
 # %%
 from __future__ import annotations
 
-import os
-
 import torch
 
 from minigpt_ptv2 import ShapeTrace, preset
@@ -30,7 +28,6 @@ from minigpt_ptv2.models.llama import LlamaDecoder
 from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, SoftPrompt, hidden_to_kv, parameter_report
 from minigpt_ptv2.trace import dims_for, side_by_side
 
-QUICK = os.environ.get("MINIGPT_PTV2_QUICK", "") not in ("", "0")
 
 
 # %% [markdown]
@@ -53,11 +50,10 @@ def tiny_llama(seed: int = 0, layers: int | None = None) -> LlamaDecoder:
     return model
 
 
-if __name__ == "__main__":
-    model = tiny_llama(layers=2 if QUICK else 3)
-    torch.manual_seed(6)
-    ids = torch.randint(1, model.config.vocab_size, (2, 6 if QUICK else 12))  # [B, N]
-    print(model)
+model = tiny_llama(layers=3)
+torch.manual_seed(6)
+ids = torch.randint(1, model.config.vocab_size, (2, 12))  # [B, N]
+print(model)
 
 
 # %% [markdown]
@@ -84,8 +80,7 @@ def rope_sees_distances():
     print("same distance, same score; move one of them and the score changes")
 
 
-if __name__ == "__main__":
-    rope_sees_distances()
+rope_sees_distances()
 
 
 # %% [markdown]
@@ -117,8 +112,7 @@ def grouped_heads(model: LlamaDecoder):
     assert rows["prefix"]["trainable"] == 16 * big.prefix_width == rows["deep"]["trainable"] // 2
 
 
-if __name__ == "__main__":
-    grouped_heads(model)
+grouped_heads(model)
 
 
 # %% [markdown]
@@ -153,8 +147,7 @@ def prefix_key_positions(model: LlamaDecoder, ids: torch.Tensor):
     assert (out[True, "real"] - out[True, "shifted"]).abs().max() < 1e-4
 
 
-if __name__ == "__main__":
-    prefix_key_positions(model, ids)
+prefix_key_positions(model, ids)
 
 
 # %% [markdown]
@@ -184,8 +177,7 @@ def deep_prompt_positions(model: LlamaDecoder, ids: torch.Tensor):
     assert gap < 1e-4
 
 
-if __name__ == "__main__":
-    deep_prompt_positions(model, ids)
+deep_prompt_positions(model, ids)
 
 
 # %% [markdown]
@@ -211,8 +203,7 @@ def bridge(model: LlamaDecoder, ids: torch.Tensor):
     assert gap <= 1e-5 * max(1.0, float(a.abs().max())) and effect > 1e-2
 
 
-if __name__ == "__main__":
-    bridge(model, ids)
+bridge(model, ids)
 
 
 # %% [markdown]
@@ -239,8 +230,7 @@ def generation(model: LlamaDecoder, steps: int):
     model.detach_prompt()
 
 
-if __name__ == "__main__":
-    generation(model, 6 if QUICK else 16)
+generation(model, 16)
 
 
 # %% [markdown]
@@ -265,9 +255,8 @@ def trace_example(B=6, N=7, P=5, layers=3):
     return prefix, deep
 
 
-if __name__ == "__main__":
-    prefix_trace, deep_trace = trace_example()
-    print(side_by_side(deep_trace, prefix_trace, ("deep hidden-state prompt", "K/V prefix")))
+prefix_trace, deep_trace = trace_example()
+print(side_by_side(deep_trace, prefix_trace, ("deep hidden-state prompt", "K/V prefix")))
 
 
 # %% [markdown]

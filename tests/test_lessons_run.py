@@ -1,16 +1,20 @@
-"""Every lesson runs as a script (in quick mode) and imports without side effects.
+"""Every lesson runs as a script (at the test suite's sizes) and imports without side effects.
 
-Lessons are jupytext "percent" files: run top to bottom as a notebook, or as a script. Each
-section's cell defines its functions and runs them under `if __name__ == "__main__":`, so in a
-notebook the output sits under the section's prose, and importing a lesson (as the shape-trace
-tests do) only defines things. `MINIGPT_PTV2_QUICK=1` asks each lesson
-for smaller sizes; `MINIGPT_PTV2_FIGURES` sends its figures to a folder instead of nowhere.
+Lessons are jupytext "percent" files of plain code: run top to bottom as a notebook, or as a
+script, each section's output under its prose. Two things live outside the cells
+(lessons/run_lesson.py): importing a lesson (as the shape-trace tests and the answers do) runs
+only its definitions, and `run_lesson.py NN --quick` runs it with the small sizes listed in
+lessons/quick.py. `MINIGPT_PTV2_FIGURES` sends its figures to a folder instead of nowhere.
 """
 from __future__ import annotations
 
+import ast
+import builtins
+import math
 import os
 import re
 import subprocess
+import symtable
 import sys
 from pathlib import Path
 
@@ -21,15 +25,19 @@ import torch
 
 from trace_helpers import LESSONS, load_lesson
 
+sys.path.insert(0, str(LESSONS))
+import percent  # noqa: E402  (the lessons' cell format)
+import run_lesson  # noqa: E402  (how a lesson runs and imports)
+
 ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
 
 
-def trace_lesson(path: Path, figures: Path):
-    env = {**os.environ, "MINIGPT_PTV2_QUICK": "1", "MINIGPT_PTV2_FIGURES": str(figures),
+def run_quick(path: Path, figures: Path):
+    env = {**os.environ, "MINIGPT_PTV2_FIGURES": str(figures),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}  # quick-mode tensors are tiny: one thread each, two lessons at a time
-    return subprocess.run([sys.executable, str(path)], cwd=LESSONS.parent, env=env,
-                          capture_output=True, text=True, timeout=240)
+           "OMP_NUM_THREADS": "1"}  # quick-size tensors are tiny: one thread each, two lessons at a time
+    return subprocess.run([sys.executable, str(LESSONS / "run_lesson.py"), str(path), "--quick"],
+                          cwd=LESSONS.parent, env=env, capture_output=True, text=True, timeout=240)
 
 
 class _Runs:
@@ -41,7 +49,7 @@ class _Runs:
 
     def _start(self, path):
         if path not in self.futures:
-            self.futures[path] = self.pool.submit(trace_lesson, path, self.root / path.stem[:2] / "figures")
+            self.futures[path] = self.pool.submit(run_quick, path, self.root / path.stem[:2] / "figures")
 
     def __getitem__(self, path):
         self._start(path)
@@ -97,8 +105,73 @@ def test_lesson_is_a_percent_notebook_with_a_summary(path):
     heads = [h for h in ("## What to remember", "## Check your understanding", "## Try this") if h in text]
     assert heads == ["## What to remember", "## Check your understanding", "## Try this"], heads
     assert text.index("## What to remember") < text.index("## Check your understanding") < text.index("## Try this")
-    assert text.count('if __name__ == "__main__":') >= 3, "the sections run their own cells"
     assert "/work" not in text and "/tmp" not in text
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_lesson_cells_are_plain_code(path):
+    """What a notebook shows is what runs: no script-mode guard, no quick-mode switch in a cell
+    (run_lesson.py and quick.py hold that mechanism)."""
+    for kind, source in percent.cells(path):
+        if kind == "code":
+            assert not re.search(r"\bif\s+__name__\s*==", source), f"{path.name}: a script-mode guard:\n{source[:300]}"
+            assert not re.search(r"\bQUICK\b|_QUICK", source), f"{path.name}: a quick-mode switch:\n{source[:300]}"
+
+
+def test_every_quick_size_names_a_statement_its_lesson_has():
+    table = run_lesson.quick_table()
+    assert set(table) <= {p.name[:2] for p in ALL}, "quick.py names a lesson that does not exist"
+    for path in ALL:
+        tree = ast.parse(path.read_text())
+        run_lesson.quick_replaced(tree, table.get(path.name[:2], {}), path.name)  # raises if one is missing
+    answers = run_lesson.quick_table("ANSWERS")
+    for number, sizes in answers.items():
+        path = LESSONS / "solutions" / f"{number}_solutions.py"
+        run_lesson.quick_replaced(ast.parse(path.read_text()), sizes, path.name)
+
+
+def test_quick_replaces_listed_statements_and_refuses_a_missing_one(tmp_path):
+    tree = ast.parse("B, N = 16, 128  # the sizes\nx = f(B)\n")
+    small = run_lesson.quick_replaced(tree, {"B, N = 16,128": "B, N = 2, 8"}, "x.py")
+    assert ast.unparse(small) == "B, N = (2, 8)\nx = f(B)"
+    with pytest.raises(ValueError, match="x.py: no top-level statement 'B = 3'"):
+        run_lesson.quick_replaced(ast.parse("B = 4\n"), {"B = 3": "B = 1"}, "x.py")
+
+
+def test_importing_runs_definitions_only(tmp_path):
+    f = tmp_path / "99_x.py"
+    f.write_text("import math\nTABLE = {'a': (1, 2)}\ndef g():\n    return math.pi + TABLE['a'][0]\n"
+                 "class C:\n    pass\nprint('ran')\nn = g()\nraise SystemExit\n")
+    module = run_lesson.definitions(f)
+    assert module.g() == math.pi + 1 and isinstance(module.C(), module.C) and not hasattr(module, "n")
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_a_lessons_functions_use_only_what_importing_it_defines(path):
+    """A function that reads a global set by the lesson's running code (a size, a model) works in
+    the notebook but breaks once imported: the answers and the trace tests would call it."""
+    tree = ast.parse(path.read_text())
+    defined = set(dir(builtins))
+    for node in tree.body:
+        if run_lesson.is_definition(node):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, ast.Assign):
+                defined |= {t.id for t in node.targets}
+            else:
+                defined.add(node.name)
+    table = symtable.symtable(path.read_text(), str(path), "exec")
+    missing = {}
+
+    def walk(scope, where):
+        for child in scope.get_children():
+            if child.get_type() == "function":
+                used = {s.get_name() for s in child.get_symbols() if s.is_global() and s.is_referenced()}
+                if used - defined:
+                    missing[f"{where}{child.get_name()}"] = sorted(used - defined)
+            walk(child, f"{where}{child.get_name()}.")
+    walk(table, "")
+    assert not missing, f"{path.name}: functions read globals that only the lesson's run defines: {missing}"
 
 
 def test_lesson_04_compares_with_transformers_only_when_it_is_importable(monkeypatch, capsys):

@@ -3,13 +3,15 @@ lessons/solutions/NN_solutions.py that does it and checks what it finds, and thi
 all. Every lesson also asks 3-5 check-your-understanding questions, each with a collapsed answer."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 
 import pytest
 
 from trace_helpers import LESSONS
+
+sys.path.insert(0, str(LESSONS))
+import run_lesson  # noqa: E402  (loads the answers with the test suite's sizes)
 
 ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
 SOLUTIONS = LESSONS / "solutions"
@@ -30,14 +32,10 @@ def _items(section: str) -> list[str]:
 
 
 def _load(number: str):
+    """The answers, with the small sizes of lessons/quick.py's ANSWERS (see lessons/run_lesson.py)."""
     path = SOLUTIONS / f"{number}_solutions.py"
     assert path.exists(), f"lessons/solutions/{path.name} is missing"
-    if str(SOLUTIONS) not in sys.path:
-        sys.path.insert(0, str(SOLUTIONS))
-    spec = importlib.util.spec_from_file_location(f"solutions_{number}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return run_lesson.answers(number, quick=True)
 
 
 def _cases():
@@ -64,8 +62,7 @@ def test_try_this_items_are_numbered_and_each_has_an_answer(path):
 
 
 @pytest.mark.parametrize("number, item", list(_cases()))
-def test_each_answer_runs(number, item, monkeypatch):
-    monkeypatch.setenv("MINIGPT_PTV2_QUICK", "1")
+def test_each_answer_runs(number, item):
     getattr(_load(number), f"try_{item}")()
 
 

@@ -28,7 +28,6 @@ lesson teaches (a slice off the wrong end, K and V swapped) fails with the step'
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 import re
 import traceback
@@ -54,13 +53,13 @@ def lesson_path(number: str) -> Path:
 
 
 def load_lesson(number: str):
-    """Import a lesson file as a module (lesson names start with a digit, so no plain import).
-    Importing runs only definitions: the lesson's work sits behind `if __name__ == "__main__"`."""
-    path = lesson_path(number)
-    spec = importlib.util.spec_from_file_location(f"lesson_{number}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A lesson's definitions as a module (its functions, classes and constant tables; the lesson's
+    own work is not run): lessons/run_lesson.py's `definitions`, as the answers import a lesson."""
+    import sys
+    if str(LESSONS) not in sys.path:
+        sys.path.insert(0, str(LESSONS))
+    import run_lesson
+    return run_lesson.definitions(lesson_path(number))
 
 _ROW = re.compile(r"^(?P<name>\S+)\s+\[(?P<shape>[\d,\s]*)\](?:\s+\[(?P<letters>[^\]]*)\])?\s*$")
 

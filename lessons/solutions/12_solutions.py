@@ -10,18 +10,18 @@ import torch
 
 from _lesson import cli, load
 
+from minigpt_ptv2 import preset
 from minigpt_ptv2.prompts import KVPrefix
+
+CONFIG = preset("gpt2").replace(num_hidden_layers=2)  # the lesson's section 0: GPT-2 shapes, 2 layers
+P, N, STEPS = 16, 16, 8
 
 
 def _section_0():
-    """The lesson's section-0 sizes (the tiny GPT-2 in quick mode), its model and ids."""
-    from minigpt_ptv2 import preset
-    lesson = load("12")
-    cfg = preset("gpt2-tiny") if lesson.QUICK else preset("gpt2").replace(num_hidden_layers=2)
-    P, N, steps = (3, 6, 5) if lesson.QUICK else (16, 16, 8)
+    """The lesson's section-0 sizes, its model and ids."""
     torch.manual_seed(1)
-    ids = torch.randint(1, cfg.vocab_size, (2, N))  # [B, N]
-    return lesson, cfg, P, N, steps, ids
+    ids = torch.randint(1, CONFIG.vocab_size, (2, N))  # [B, N]
+    return load("12"), CONFIG, P, N, STEPS, ids
 
 
 def try_1() -> dict:

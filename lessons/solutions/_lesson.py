@@ -1,20 +1,19 @@
-"""What the answers share: `load("15")` imports lesson 15 from the folder above (its file name
-starts with a digit, so it cannot be imported by name; importing a lesson runs only its
-definitions), `cli(...)` runs a command in this process, `letters(table)` reads a printed trace."""
+"""What the answers share: `load("15")` gives lesson 15's definitions (its functions, classes and
+constant tables, from the folder above; the lesson's own work is not run: see ../run_lesson.py),
+`cli(...)` runs a command in this process, `letters(table)` reads a printed trace."""
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 LESSONS = Path(__file__).resolve().parents[1]
 
 
 def load(number: str):
-    path = next(LESSONS.glob(f"{number}_*.py"))
-    spec = importlib.util.spec_from_file_location(f"lesson_{number}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    if str(LESSONS) not in sys.path:
+        sys.path.insert(0, str(LESSONS))
+    import run_lesson
+    return run_lesson.definitions(number)
 
 
 def cli(*args) -> str:
