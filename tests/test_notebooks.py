@@ -1,6 +1,8 @@
 """The executed notebooks in lessons/notebooks/ are the lessons as they are: the same cells as the
 .py sources, every code cell run in order with no error, each section's output under its own cell,
-figures as images. Rebuild with `python lessons/make.py notebooks` after changing a lesson."""
+figures as images, and run on what a learner has (the SST-2 sample and the MiniLM shipped with
+the package, no data folder). Rebuild with `python lessons/make.py notebooks` after changing a
+lesson."""
 from __future__ import annotations
 
 import json
@@ -11,6 +13,7 @@ import pytest
 from trace_helpers import LESSONS
 
 sys.path.insert(0, str(LESSONS))
+import make  # noqa: E402  (what a learner's run is)
 import percent  # noqa: E402  (the lessons' cell format)
 
 ALL = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
@@ -60,3 +63,36 @@ def test_percent_cells_read_markdown_and_code():
         f.write_text("# %% [markdown]\nnot a comment\n")
         with pytest.raises(ValueError, match="x.py:2: a markdown cell's lines start with '# '"):
             percent.cells(f)
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_notebook_ran_on_what_a_learner_has(path):
+    """A learner's first run has no data folder: a committed notebook that used one shows numbers
+    the learner will not see. Both what make.py recorded and what the lesson printed must say so."""
+    from minigpt_ptv2.data.sample import FROM_DATA_FOLDER
+    nb = _notebook(path)
+    used = nb["metadata"]["minigpt_ptv2"].get("data")
+    assert used == make.SHIPPED, (f"{path.name}'s notebook ran with data={used!r}: rebuild it without a data folder, "
+                                  f"`python lessons/make.py notebooks {path.name[:2]}`")
+    printed = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                      for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"])
+    assert FROM_DATA_FOLDER not in printed, f"{path.name}'s notebook printed {FROM_DATA_FOLDER!r}"
+
+
+def test_a_learners_run_ignores_a_data_folder_beside_the_checkout(tmp_path, monkeypatch):
+    """make.py's learner environment (MINIGPT_PTV2_DATA=none) hides a data folder that would
+    otherwise be found beside the checkout; a folder named on purpose is still used."""
+    from minigpt_ptv2.data import paths, sst2_or_sample
+    from minigpt_ptv2.data.sample import FROM_DATA_FOLDER, FROM_SAMPLE
+    from minigpt_ptv2.errors import MissingFileError
+    (tmp_path / "sst2").mkdir()
+    for split in ("train", "dev"):
+        (tmp_path / "sst2" / f"{split}.tsv").write_text("sentence\tlabel\na fine film\t1\n")
+    monkeypatch.setattr(paths, "_beside_checkout", lambda: [tmp_path])
+    monkeypatch.delenv(paths.ENV, raising=False)
+    assert sst2_or_sample(None, 1, 1)[2] == FROM_DATA_FOLDER  # found beside the checkout
+    monkeypatch.setenv(paths.ENV, make.learner_env()[paths.ENV])
+    assert sst2_or_sample(None, 1, 1)[2] == FROM_SAMPLE
+    with pytest.raises(MissingFileError, match="MINIGPT_PTV2_DATA=none"):
+        paths.data_dir()
+    assert paths.data_dir(tmp_path) == tmp_path and make.learner_env(tmp_path)[paths.ENV] == str(tmp_path)

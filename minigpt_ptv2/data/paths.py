@@ -6,7 +6,8 @@ Resolution order, first hit wins:
 3. a ``shared/data`` folder beside the repository checkout (the layout of the development and CI
    machines), looked up relative to this file and to the current working directory.
 An explicit path or env var that does not exist is an error, not a silent fallback: a typo should
-never quietly train on a different dataset.
+never quietly train on a different dataset. ``MINIGPT_PTV2_DATA=none`` says there is no data folder,
+even where step 3 would find one: what a fresh install has (the lessons' notebooks are run so).
 
 `text_lines` is how every reader opens a text file: UTF-8, one line at a time, lines ending at
 "\\n" or "\\r\\n" only, so a byte that is not text is reported with the file, the line and the
@@ -25,6 +26,13 @@ from ..errors import InputError, MissingFileError
 from ..lines import decode_line, strip_end
 
 ENV = "MINIGPT_PTV2_DATA"
+NONE = "none"  # MINIGPT_PTV2_DATA=none: no data folder, only what ships in the package
+
+
+def env_data() -> str | None:
+    """The folder MINIGPT_PTV2_DATA names, or None (unset, empty, or "none")."""
+    value = os.environ.get(ENV)
+    return None if not value or value == NONE else value
 
 
 def _beside_checkout() -> list[Path]:
@@ -37,7 +45,10 @@ def _beside_checkout() -> list[Path]:
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     """The dataset root folder (holding ``sst2/`` and ``conll2003/``)."""
-    for source, value in (("--data-dir", explicit), (ENV, os.environ.get(ENV))):
+    if not explicit and os.environ.get(ENV) == NONE:
+        raise MissingFileError(f"no data folder: {ENV}={NONE} (only the data shipped in the package); "
+                               f"pass --data-dir PATH to use one")
+    for source, value in (("--data-dir", explicit), (ENV, env_data())):
         if value:
             path = Path(value).expanduser()
             if not path.is_dir():

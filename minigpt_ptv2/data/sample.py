@@ -8,11 +8,10 @@ Prefer `load_sst2` whenever the data folder is on disk.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import InputError, MissingFileError
-from .paths import ENV
+from .paths import env_data
 from .sst2 import SST2_SPLITS, Example, load_sst2, read_sst2_file
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sst2_sample"  # train.tsv, dev.tsv, SOURCE.md
@@ -34,6 +33,7 @@ def load_sst2_sample(split: str = "train", max_examples: int | None = None) -> l
 
 
 SAMPLE_NOTE = "see minigpt_ptv2/data/sst2_sample/SOURCE.md"
+FROM_DATA_FOLDER, FROM_SAMPLE = "SST-2 from the data folder", "embedded SST-2 sample"  # the `source` strings
 
 
 def sst2_or_sample(data_dir=None, max_train: int | None = None, max_dev: int | None = None):
@@ -43,9 +43,8 @@ def sst2_or_sample(data_dir=None, max_train: int | None = None, max_dev: int | N
     A folder that was asked for (`data_dir`, or $MINIGPT_PTV2_DATA) and is missing is an error,
     never a silent switch to other data: a run that names its data trains on that data or on none."""
     try:
-        return load_sst2("train", data_dir, max_train), load_sst2("dev", data_dir, max_dev), \
-            "SST-2 from the data folder"
+        return load_sst2("train", data_dir, max_train), load_sst2("dev", data_dir, max_dev), FROM_DATA_FOLDER
     except FileNotFoundError:
-        if data_dir is not None or os.environ.get(ENV):
+        if data_dir is not None or env_data():
             raise
-    return load_sst2_sample("train", max_train), load_sst2_sample("dev", max_dev), "embedded SST-2 sample"
+    return load_sst2_sample("train", max_train), load_sst2_sample("dev", max_dev), FROM_SAMPLE
