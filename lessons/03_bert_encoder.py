@@ -98,7 +98,7 @@ assert gap == 0, "the same additions in the same order: bit for bit"
 # is the exact one, with erf; GPT-2 uses the tanh approximation. On [-4, 4] they differ by up
 # to 4.7e-4 per activation: small, but about fifty times the 1e-5 an equivalence test allows.
 #
-# The FFN is *position-wise*: each of the B*N token rows goes through it on its own. A speed
+# The FFN is *position-wise*: each of the `B*N` token rows goes through it on its own. A speed
 # device uses that (`fast/row_blocks.py`, on for a loaded model, off with `fast=False`): on CPU
 # without autograd it runs 1024 rows at a time, so the widest activation, `[B*N, D_ff]`, never
 # exists whole. Our batch has fewer rows than that, so below we turn it on with blocks of a

@@ -154,7 +154,7 @@ future_cannot_change_past(model, ids)
 # ## 4. The loss: position t predicts token t+1
 #
 # With `labels=input_ids`, the model compares the logits at 0..N-2 with the tokens at 1..N-1:
-# B*(N-1) terms, since the last position has no next token. Positions labelled -100 are
+# `B*(N-1)` terms, since the last position has no next token. Positions labelled -100 are
 # ignored; lesson 06 uses that for prompts. An untrained model that predicts uniformly scores
 # ln V; ours starts within a few tenths of it.
 
@@ -174,6 +174,8 @@ next_token_loss(model, ids)
 
 # %% [markdown]
 # ## 5. The KV cache: same tokens, a fraction of the work
+#
+# ![The KV cache as a longer prefix, one key and value a step](../../figures/kv_cache.png)
 #
 # Without a cache, step t recomputes all N+t rows. With it, step t feeds one row and attends to
 # the T = N+t-1 cached keys and values. Same function, so greedy decoding must pick the same
@@ -252,7 +254,7 @@ print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T
 # - GPT-2 blocks are pre-LN with the tanh GELU; the LM head is the token embedding, transposed.
 # - The causal mask lets query i see every earlier key (prefix or cache) and new keys up to i,
 #   so changing a token leaves every earlier position's logits exactly as they were.
-# - The labels are the inputs: position t is scored on token t+1 (B*(N-1) terms); -100 means
+# - The labels are the inputs: position t is scored on token t+1 (`B*(N-1)` terms); -100 means
 #   "no loss here".
 # - A KV cache stores `[B, H, T, d]` keys and values per layer. A new token's keys are simply
 #   concatenated after them: the very same `concat_prefix` a K/V prefix goes through. Decoding
@@ -297,7 +299,7 @@ print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T
 #
 #    <details><summary>Answer</summary>
 #
-#    Without the cache, the 8 steps feed 16, 17, ..., 23 rows: 8*16 + (0+1+...+7) = 128 + 28 = 156.
+#    Without the cache, the 8 steps feed 16, 17, ..., 23 rows: `8*16` + (0+1+...+7) = 128 + 28 = 156.
 #    With it, the first call feeds the 16 prompt rows and each later step one row. The 8th new
 #    token is returned but never fed back (nothing asks for a 9th), so 16 + 7 = 23.
 #

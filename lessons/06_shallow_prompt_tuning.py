@@ -161,7 +161,7 @@ seed_003_bug()
 #
 # These are *almost* the same loss, and the difference is instructive. After the shift by one,
 # the -100 version still contains one real term per row: the last prompt row predicting the
-# first real token (B*N terms instead of B*(N-1)). Slicing drops it (nothing real comes before
+# first real token (`B*N` terms instead of `B*(N-1)`). Slicing drops it (nothing real comes before
 # token 0). Label that token -100 too and the two agree exactly. Neither is wrong; but compare
 # losses with PEFT knowing that its version trains the prompt to predict the first token and
 # ours does not.
@@ -205,7 +205,7 @@ labels_vs_slicing()
 #
 # BERT-base shapes (D=768, H=12, d=64, V=30,522, feed-forward width D_ff = 3,072) with seed
 # 000's numbers B=16, N=128, P=20, three of the twelve layers (so that no two letters share a
-# size; with two, lesson 08's prefix width L*2*D would be 3,072 = D_ff). The prompt joins at the
+# size; with two, lesson 08's prefix width `L*2*D` would be 3,072 = D_ff). The prompt joins at the
 # embeddings, so every layer runs on P+N = 148 rows, and the only slice happens once, at the
 # very end, before the hidden states and the pooler.
 
@@ -266,7 +266,7 @@ print(tr.walk())
 #
 #    One per row: the logits of the last prompt row (position P-1) scored against the first real
 #    token. They train the prompt to predict how every text begins. Slicing the logits to the N
-#    real rows has no row before token 0, so our loss has B*(N-1) = 22 terms.
+#    real rows has no row before token 0, so our loss has `B*(N-1)` = 22 terms.
 #
 #    </details>
 #

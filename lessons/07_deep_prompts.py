@@ -9,6 +9,8 @@
 # 3. **process**: run the frozen layer on all P+N rows;
 # 4. **slice**: keep the last N rows, `[B, N, D]`, for the next layer.
 #
+# ![Inject, process, slice (left) beside a K/V prefix (right)](../../figures/deep_styles.png)
+#
 # (**B** batch size, **N** real tokens, **P** prompt length, **D** hidden size, **L** layers,
 # **H** attention heads of size **d** = D/H.)
 #
@@ -35,7 +37,7 @@ from minigpt_ptv2.prompts import DeepPrompt, SoftPrompt, format_report, paramete
 # ## 1. Seed 000's walk, recorded
 #
 # BERT-base shapes (D=768, H=12, d=64), random weights, three of the twelve layers (all layers
-# look alike; with two, lesson 08's prefix width L*2*D would equal the feed-forward width
+# look alike; with two, lesson 08's prefix width `L*2*D` would equal the feed-forward width
 # D_ff = 3,072, and a table could not tell them apart). The last row of the batch is padded, so
 # the model builds the 4-D keep-mask `[B, 1, 1, P+N]`: the prompt columns are always kept, pad
 # columns never.

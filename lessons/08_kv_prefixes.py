@@ -8,6 +8,8 @@
 #     K = cat(prefix_K, x W_K)   [B, H, P+N, d]        Q = x W_Q   [B, H, N, d]   (no prefix!)
 #     V = cat(prefix_V, x W_V)   [B, H, P+N, d]        scores      [B, H, N, P+N]
 #
+# ![A K/V prefix (right) beside lesson 07's inject, process, slice](../../figures/deep_styles.png)
+#
 # (**B** batch size, **N** real tokens, **P** prefix length, **D** hidden size, **L** layers,
 # **H** attention heads of size **d** = D/H.)
 #
@@ -298,7 +300,7 @@ plot_once_vs_per_row(rows)
 # ## 6. The shapes, recorded
 #
 # BERT-base shapes with seed 000's numbers B=16, N=128, P=20, three layers (so that the table's
-# width L*2*D = 4,608 is no other letter's size; with two layers it would equal the feed-forward
+# width `L*2*D` = 4,608 is no other letter's size; with two layers it would equal the feed-forward
 # width D_ff = 3,072), layer 0 shown. Compare with lesson 07: no `inject`, no `slice`, Q stays
 # `[B, H, N, d]`; only K and V grow, `[B, H, P, d] + [B, H, N, d] -> [B, H, P+N, d]`. With
 # `projection=True` (the MLP) the rows are the same: the MLP is invisible downstream of
@@ -339,7 +341,7 @@ print(tr.walk(0))
 #
 #    <details><summary>Answer</summary>
 #
-#    The table is `[20, 18432]` (`[P, L*2*D]`, 12*2*768 = 18,432). Layer 3's keys are
+#    The table is `[20, 18432]` (`[P, L*2*D]`, `12*2*768` = 18,432). Layer 3's keys are
 #    `[16, 12, 20, 64]` (`[B, H, P, d]`), an `expand`ed view with stride 0 on B: no memory at all.
 #
 #    </details>

@@ -20,6 +20,8 @@
 # (a pre-LN GPT-2 layer applies its first LayerNorm to h first). So a hidden-state prompt
 # *is* a K/V prefix, with K and V tied together through one h. The converse fails: a free K/V
 # prefix has twice the numbers and most choices of it come from no h at all.
+#
+# ![The bridge: K = f(h) W_K, V = f(h) W_V, tied through one h](../../figures/bridge.png)
 
 # %%
 from __future__ import annotations

@@ -84,7 +84,7 @@ first_batch = describe_data(train, dev, source, tok, train_loader)
 # and switches `requires_grad` off for every backbone weight. What is left:
 #
 # - the prefix table `[P, L*2*D]`: P keys and P values per layer and head;
-# - the head `Linear(D, 2)`: D*2 weights + 2 biases.
+# - the head `Linear(D, 2)`: `D*2` weights + 2 biases.
 #
 # "Trainable %" is a ratio, and write-ups use different numerators and denominators: prompt and
 # head over the backbone, or over everything in the model including the prompt (PEFT's
@@ -371,7 +371,7 @@ recipe_effect(tok, train, dev, P, batch_size)
 #
 #    <details><summary>Answer</summary>
 #
-#    P*L*2*D = 20*12*2*768 = 368,640 for the prefix; the head Linear(768, 2) adds 768*2 + 2 =
+#    `P*L*2*D` = `20*12*2*768` = 368,640 for the prefix; the head Linear(768, 2) adds `768*2` + 2 =
 #    1,538.
 #
 #    </details>
@@ -407,8 +407,8 @@ recipe_effect(tok, train, dev, P, batch_size)
 #    <details><summary>Answer</summary>
 #
 #    `backbone` (D 384 vs 768, L 6 vs 12, and the fingerprint): loading refuses with a message
-#    naming each difference. Without it the prefix table [P, 6*2*384] would
-#    not even fit the [P, 12*2*768] one; worse, on a backbone of the same shape but other weights it
+#    naming each difference. Without it the prefix table [P, `6*2*384`] would
+#    not even fit the [P, `12*2*768`] one; worse, on a backbone of the same shape but other weights it
 #    would load silently and steer a network it was never trained for.
 #
 #    </details>

@@ -8,7 +8,7 @@
 #     how much attention do real tokens put on the prefix, in which layer, in which head?
 #
 # The letters: B sentences, N real tokens each (the shorter sentences padded), P prefix
-# entries, L layers, H heads of size d, D = H*d the hidden size; the pretrained MiniLM has
+# entries, L layers, H heads of size d, D = `H*d` the hidden size; the pretrained MiniLM has
 # L=6, H=12, d=32, D=384. With a K/V prefix, a layer's probabilities are `[B, H, N, P+N]`:
 # N real queries (**Nq** = N query rows), and **Nk** = P+N keys, the P prefix keys first. The
 # **prefix mass** of one query is the sum of its first P columns, a number in [0, 1].

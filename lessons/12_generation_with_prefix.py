@@ -9,6 +9,8 @@
 #     cache after the prompt step:  [ prefix K/V (P) | prompt tokens (N) ]          T = P + N
 #     after each new token:         [ prefix K/V (P) | prompt tokens (N) | new ... ]
 #
+# ![The KV cache: a prefix that grows one entry a step](../../figures/kv_cache.png)
+#
 # So nothing special happens at decoding time: the first step attends to the prefix like any
 # forward pass, returns a cache that already contains it, and every later step reads it from
 # there. We check that the cache really starts with the prefix, that cached decoding equals
@@ -323,7 +325,7 @@ two_prefixes_one_batch(model, ids, steps)
 #    <details><summary>Answer</summary>
 #
 #    Without the cache, 12 forward passes of 16, 17, ..., 27 rows (the twelfth token is returned,
-#    never fed back): 12*16 + (0+1+...+11) = 192 + 66 = 258 rows. With the cache, 16 rows, then
+#    never fed back): `12*16` + (0+1+...+11) = 192 + 66 = 258 rows. With the cache, 16 rows, then
 #    11 steps of one row: 27. The P prefix keys add keys to every step, never rows.
 #
 #    </details>

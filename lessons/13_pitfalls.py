@@ -198,7 +198,7 @@ zero_is_not_off()
 # numbers. All three give the same values and the same gradients (up to float rounding: the B
 # rows' contributions are summed at another point, in another order); the costs are memory and
 # work, measured below on BERT-base sizes (L=12, D=768, P=20, MLP width 512; the flat K/V table
-# is L*2*D = 18,432 wide). The work is counted from what the MLP's two `nn.Linear` layers are
+# is `L*2*D` = 18,432 wide). The work is counted from what the MLP's two `nn.Linear` layers are
 # actually fed: 2 * rows * in * out FLOPs per call.
 
 # %%

@@ -11,7 +11,7 @@
 # | seed | what it gets wrong | section |
 # |---|---|---|
 # | 000 | garbled example ids, NER labels one position off; a 2-D mask handed to a layer | 1, 2 |
-# | 001 | an MLP D wide instead of L*2*D; Q prefixed; "every layer" but a shallow prompt, which shifts positions and pools a virtual token | 3, 4 |
+# | 001 | an MLP D wide instead of `L*2*D`; Q prefixed; "every layer" but a shallow prompt, which shifts positions and pools a virtual token | 3, 4 |
 # | 002 | a `repeat` that crashes, a view without a head axis, an index tensor without a device; "hard for BERT" | 5, 6 |
 # | 003 | a `[2, 10]` init; `repeat`; a pickled prompt; a forward that drops the cache and the positions | 7, 8 |
 # | 004 | "P-tuning inserts prompts at multiple layers"; "the fewest parameters", "0.001%", "a few kilobytes" | 9 |
@@ -183,7 +183,7 @@ seed_000_two_d_mask()
 # Seed 001 is a short P-Tuning v2 explainer: the attention formula and a BERT model with a
 # prefix MLP.
 #
-# - **The MLP's output is D wide, not L*2*D.** Its `PrefixEncoder` maps `[P, D]` to `[P, D]`:
+# - **The MLP's output is D wide, not `L*2*D`.** Its `PrefixEncoder` maps `[P, D]` to `[P, D]`:
 #   one input prompt. A P-Tuning v2 (prefix-tuning) MLP has to produce every layer's keys and
 #   values, `[P, L*2*D]`. Below, its class as written next to our `KVPrefix(projection=True)`,
 #   at BERT-base sizes (L=12, D=768), on the meta device (shapes and counts, no memory).
@@ -599,7 +599,7 @@ seed_003_drops_the_positions()
 #   BERT-base while it trains; a prefix MLP about 9% (it can be dropped after training,
 #   lesson 08, section 4). A plain K/V prefix with P=20 trains more numbers than rank-8 LoRA
 #   on W_Q and W_V (arithmetic below; LoRA is not part of this package). And 0.001% is a
-#   statement about model size: P*D / total parameters reaches 1e-5 only for models of
+#   statement about model size: `P*D` / total parameters reaches 1e-5 only for models of
 #   billions of parameters.
 # - **"Tiny checkpoints ... only a few kilobytes."** Not at BERT-base in float32 (as safetensors
 #   writes them): a P=20 soft prompt is 62 KB, and the deep prompts the same module recommends

@@ -86,6 +86,8 @@ rope_sees_distances()
 # %% [markdown]
 # ## 2. Grouped K/V heads: H queries, H_kv keys and values
 #
+# ![H query heads sharing H_kv key/value heads](../../figures/grouped_heads.png)
+#
 # One product makes every head at once: `qkv.weight` is `[D, (H + 2 H_kv) d]`, so x becomes H
 # query heads and H_kv key and value heads. To score, each K/V head is shared by H / H_kv
 # query heads (the explicit path widens it with `repeat_kv`: the `k_repeated` capture point;
@@ -286,12 +288,12 @@ print(side_by_side(deep_trace, prefix_trace, ("deep hidden-state prompt", "K/V p
 #    </details>
 #
 # 2. In LLaMA 3.2 1B (L=16, H=32, H_kv=8, d=64, D=2048), how wide is one row of a K/V prefix table,
-#    and why is it not L*2*D?
+#    and why is it not `L*2*D`?
 #
 #    <details><summary>Answer</summary>
 #
-#    L*2*H_kv*d = 16*2*8*64 = 16,384. The prefix holds keys and values, and there are only H_kv = 8
-#    key/value heads of d = 64 per layer (H_kv*d = 512, not D = 2048): the 32 query heads share them.
+#    `L*2*H_kv*d` = `16*2*8*64` = 16,384. The prefix holds keys and values, and there are only H_kv = 8
+#    key/value heads of d = 64 per layer (`H_kv*d` = 512, not D = 2048): the 32 query heads share them.
 #
 #    </details>
 #

@@ -67,7 +67,7 @@ def try_3() -> list[str]:
     [B, H, P+N, d] in every layer, exactly where the cached step has its cache [B, H, T, d] and
     [B, H, T+1, d]: a K/V prefix is a cache of T = P entries. The difference is the queries:
     N rows (`q` [B, H, N, d], scores [B, H, N, P+N]) instead of one."""
-    out = cli("trace", "--model", "decoder", "--config", "gpt2-tiny", "--method", "prefix", "--B", "2", "--N", "5", "--P", "3")
+    out = cli(*"trace --model decoder --config gpt2-tiny --method prefix --B 2 --N 5 --P 3".split())
     rows = [line for line in out.splitlines()
             if line.startswith(("layer0.attn.prefix", "layer0.attn.k_with", "layer0.attn.v_with",
                                 "layer0.attn.q ", "layer0.attn.scores"))]

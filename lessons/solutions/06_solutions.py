@@ -67,7 +67,7 @@ def try_3() -> dict:
     before its head, so no logits exist for the prompt rows. The mask is square and causal over all
     P+N rows: each real token sees the whole prompt and earlier tokens, and each prompt row sees
     only the prompt rows before it."""
-    out = cli("trace", "--method", "soft", "--model", "decoder", "--config", "gpt2-tiny", "--B", "2", "--N", "5", "--P", "3")
+    out = cli(*"trace --method soft --model decoder --config gpt2-tiny --B 2 --N 5 --P 3".split())
     spelled = letters(out)  # name -> shape in letters, from the printed table
     for name in ("embeddings.out", "mask.keep", "layer0.attn.scores", "shallow.slice", "final.logits"):
         print(f"{name:20s} {spelled[name]}")

@@ -17,7 +17,7 @@ def try_1() -> dict:
     the first inject), `layer0.slice` and `final.last_hidden_state`. The only [L, P, D] is
     `deep.prompts` [3, 20, 768], every layer's prompt at once; each layer broadcasts its own as
     `layer0.prompt` [B, P, D]."""
-    out = cli("trace", "--method", "deep", "--B", "16", "--N", "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0")
+    out = cli(*"trace --method deep --B 16 --N 128 --P 20 --config bert-base --num-layers 3 --layers 0".split())
     spelled = letters(out)
     rows = {k: sorted(n for n, s in spelled.items() if k in s.strip("[]").split(", "))
             for k in ("P+N", "N")}

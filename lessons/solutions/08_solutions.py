@@ -18,7 +18,7 @@ def try_1() -> dict:
     query axis of the scores too. Missing compared with lesson 07: `deep.prompts`, `layer0.prompt`,
     `layer0.inject` and `layer0.slice`; in their place `prefix.table` [P, L*2*D], `prefix.kv`
     [L, 2, H, P, d] and `prefix_k` / `prefix_v` [B, H, P, d]."""
-    out = cli("trace", "--method", "prefix", "--B", "16", "--N", "128", "--P", "20", "--config", "bert-base", "--num-layers", "3", "--layers", "0")
+    out = cli(*"trace --method prefix --B 16 --N 128 --P 20 --config bert-base --num-layers 3 --layers 0".split())
     prefix = letters(out)
     deep = load("07").trace_example(B=2, N=16, P=4, pad=0).names()  # lesson 07's rows (the sizes do not matter)
     deep = {n for n in deep if not n.startswith(("layer1.", "layer2."))}  # layer 0, as in the CLI's table

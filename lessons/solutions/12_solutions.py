@@ -93,7 +93,7 @@ def try_4() -> dict:
     query because a decoder is causal: query i may read all P prefix keys and real keys 0..i
     only, a different set for each i. An encoder's queries all read the same keys, so one row
     [B, 1, 1, P+N] is broadcast over them."""
-    out = cli("trace", "--model", "decoder", "--config", "gpt2-tiny", "--method", "prefix", "--B", "2", "--N", "5", "--P", "3")
+    out = cli(*"trace --model decoder --config gpt2-tiny --method prefix --B 2 --N 5 --P 3".split())
     rows = [line for line in out.splitlines() if "P+N" in line]
     print("\n".join(rows[:6]))
     keep = next(line for line in rows if line.startswith("mask.keep"))

@@ -13,7 +13,7 @@ from _lesson import cli, load
 def try_1() -> int:
     """k_repeated: the keys of the H_kv=2 K/V heads widened to H=4, so each K/V head is read by
     H / H_kv = 2 query heads (heads 0 and 1 read K/V head 0, heads 2 and 3 read K/V head 1)."""
-    out = cli("trace", "--config", "llama-tiny", "--method", "prefix", "--B", "2", "--N", "6", "--P", "4", "--layers", "0")
+    out = cli(*"trace --config llama-tiny --method prefix --B 2 --N 6 --P 4 --layers 0".split())
     row = next(line for line in out.splitlines() if line.startswith("layer0.attn.k_repeated"))
     k = next(line for line in out.splitlines() if line.startswith("layer0.attn.k "))
     print(k, row, sep="\n")

@@ -23,7 +23,7 @@ examples:
   python -m minigpt_ptv2 lessons --out course
   python course/01_notation_and_shapes.py"""
 
-SKIP = ("__init__.py", "make.py", "percent.py")  # the package and build machinery, not the course
+SKIP = ("__init__.py", "make.py", "percent.py", "book.py", "check_book.py")  # build machinery, not the course
 
 
 def add_arguments(p):
