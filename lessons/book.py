@@ -251,9 +251,9 @@ def landing(lessons: list[Lesson], to_html) -> str:
 
 def lesson_page(x: Lesson, exporter, pages: dict, copies: set) -> str:
     import nbformat
-    nb = nbformat.read(str(NOTEBOOKS / (x.source.stem + ".ipynb")), as_version=4)
-    body, _ = exporter.from_notebook_node(nb)
-    body = rewrite_links(body, x.source, pages, x.page, copies)
+    notebook = NOTEBOOKS / (x.source.stem + ".ipynb")
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    body = rewrite_links(body, notebook, pages, x.page, copies)  # links are relative to the notebook
     meta = (f'<p class="meta">Lesson {x.number} &middot; about {x.minutes} min to read'
             + (f" &middot; runs in {html.escape(x.time)}" if x.time else "")
             + f' &middot; <a class="answers" href="{rel(x.answers_page, x.page)}">answers to its exercises</a></p>')

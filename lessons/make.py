@@ -104,16 +104,21 @@ TOTAL = re.compile(r"\*\*[\d,]+ s for the whole course\*\* \(measured on \d+ CPU
 
 def measure_times(numbers=None) -> dict:
     """{NN: seconds}: each lesson run as a script (`python lessons/NN_*.py`), wall time, as a
-    learner's first run; the lessons run one after another, each in a fresh interpreter."""
+    learner's first run; the lessons run one after another, each in a fresh interpreter. The CPU
+    time and the load average are printed beside it: on a busy machine the wall time says more
+    about the others' work than about the lesson's."""
+    import resource
     found = {}
+    print(f"{os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} before the first lesson", flush=True)
     for path in lesson_files(numbers):
-        start = time.perf_counter()
+        start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=learner_env(), capture_output=True, text=True)
-        seconds = time.perf_counter() - start
+        seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode:
             sys.exit(f"error: {path.name} exited {done.returncode}:\n{done.stderr[-2000:]}")
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         found[path.name[:2]] = seconds
-        print(f"{path.name}: {seconds:.1f} s", flush=True)
+        print(f"{path.name}: {seconds:.1f} s wall, {cpu:.1f} s CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
     return found
 
 
@@ -139,6 +144,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="what", required=True)
     nb = sub.add_parser("notebooks", help="execute the lessons into lessons/notebooks/*.ipynb")
     nb.add_argument("numbers", nargs="*", help="lesson numbers (default: all), e.g. 07 15")
+    nb.add_argument("--timeout", type=int, default=600, help="seconds a cell may run before the build fails")
     nb.add_argument("--data-dir", default=None,
                     help="run with this data folder (default: none, as a learner's first run; the notebooks "
                          "record it, and a committed notebook must not have one)")
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
     sub.add_parser("check-book", help="open every page of build/book/ in headless Chromium and check it")
     args = ap.parse_args(argv)
     if args.what == "notebooks":
-        build_notebooks(args.numbers, args.data_dir)
+        build_notebooks(args.numbers, args.data_dir, args.timeout)
         return 0
     if args.what == "times":
         print(write_times(measure_times(args.numbers)))

@@ -6,6 +6,7 @@ lesson."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -96,3 +97,18 @@ def test_a_learners_run_ignores_a_data_folder_beside_the_checkout(tmp_path, monk
     with pytest.raises(MissingFileError, match="MINIGPT_PTV2_DATA=none"):
         paths.data_dir()
     assert paths.data_dir(tmp_path) == tmp_path and make.learner_env(tmp_path)[paths.ENV] == str(tmp_path)
+
+
+def test_times_go_into_the_reading_order_table_and_the_total(tmp_path):
+    readme = tmp_path / "README.md"
+    text = (LESSONS / "README.md").read_text()
+    readme.write_text(text)
+    total = make.write_times({"01": 12.4, "10": 61.6}, readme)
+    written = readme.read_text()
+    rows = dict(re.findall(r"^\| (\d\d) \| `[^`]+` \| .+? \| (\d+) s \|$", written, flags=re.M))
+    assert rows["01"] == "12" and rows["10"] == "62" and len(rows) == len(ALL)
+    assert total in written and f"**{sum(map(int, rows.values())):,} s for the whole course**" in total
+    changed = [new for old, new in zip(text.splitlines(), written.splitlines()) if old != new]
+    assert len(changed) <= 3 and all("| 01 |" in x or "| 10 |" in x or "whole course" in x for x in changed), changed
+    with pytest.raises(SystemExit, match="no reading-order row for lesson 99"):
+        make.write_times({"99": 1.0}, readme)
