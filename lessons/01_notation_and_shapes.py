@@ -109,7 +109,7 @@ def prompt_meets_batch(x, P=20):
     return copied_bytes
 
 
-prompt_meets_batch(x, P)
+joined = prompt_meets_batch(x, P)
 
 
 # %% [markdown]

@@ -117,7 +117,7 @@ def explicit_vs_fused(attn: MultiHeadAttention, x: torch.Tensor, keep: torch.Ten
     return gap
 
 
-explicit_vs_fused(attn, x, keep)
+gap = explicit_vs_fused(attn, x, keep)
 
 
 # %% [markdown]

@@ -217,7 +217,7 @@ def kv_cache(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     return full_rows.rows, cached_rows.rows
 
 
-kv_cache(model, ids, steps)
+rows = kv_cache(model, ids, steps)
 
 
 # %% [markdown]

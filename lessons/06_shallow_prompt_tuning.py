@@ -107,7 +107,7 @@ def pool_after_slicing(model: BertEncoder, P=20, N=16) -> dict:
 
 
 encoder = backbone()
-pool_after_slicing(encoder, P=20)
+cosines = pool_after_slicing(encoder, P=20)
 
 
 # %% [markdown]
@@ -149,7 +149,7 @@ def seed_003_bug(n_tokens=20, n_embd=768, B=4, N=16) -> tuple[str, str]:
     return late, early
 
 
-seed_003_bug()
+found = seed_003_bug()
 
 
 # %% [markdown]

@@ -90,7 +90,7 @@ def what_trains(P=20) -> dict:
     return n
 
 
-what_trains()
+trainable = what_trains()
 
 
 # %% [markdown]
@@ -176,7 +176,7 @@ def two_d_mask_mistake(P=4, N=6, H=2, batches=(16, 1)) -> dict:
     return found
 
 
-two_d_mask_mistake()
+shares = two_d_mask_mistake()
 
 
 # %% [markdown]

@@ -132,7 +132,7 @@ def zero_is_not_off(B=2, N=8, P=4) -> dict:
     return moved
 
 
-zero_is_not_off()
+gaps = zero_is_not_off()
 
 
 # %% [markdown]

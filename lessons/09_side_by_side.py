@@ -108,7 +108,7 @@ enc = BertEncoder(preset("minilm")).eval()
 dec = GPT2Decoder(preset("gpt2-tiny")).eval()
 B, N, P = 8, 64, 20
 bridge_check(enc, torch.randint(0, enc.config.vocab_size, (B, N)), P)  # ids [B, N] < V
-bridge_check(dec, torch.randint(0, dec.config.vocab_size, (B, N)), P)
+gap = bridge_check(dec, torch.randint(0, dec.config.vocab_size, (B, N)), P)
 
 
 # %% [markdown]
@@ -158,7 +158,7 @@ def expressiveness(model: BertEncoder, P: int = 8):
     return a, b
 
 
-expressiveness(enc)
+found = expressiveness(enc)
 
 
 # %% [markdown]

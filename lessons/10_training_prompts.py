@@ -119,7 +119,7 @@ def trainable_percent(model: TaskModel, P: int) -> dict:
 
 
 model = build_task_model("sst2", "prefix", P)
-trainable_percent(model, P)
+counts = trainable_percent(model, P)
 
 
 # %% [markdown]
@@ -181,7 +181,7 @@ def step_cost(model: TaskModel, batch: dict, method: str = "prefix") -> dict:
     return ratios
 
 
-step_cost(model, {k: v[:2] for k, v in first_batch.items()})  # two sentences: the ratios do not depend on B
+passes = step_cost(model, {k: v[:2] for k, v in first_batch.items()})  # two sentences: the ratios do not depend on B
 
 
 # %% [markdown]
@@ -231,7 +231,7 @@ def short_run(model: TaskModel, train_loader, dev_loader, lr=3e-2, seed=0, expec
     return before, after
 
 
-short_run(model, train_loader, dev_loader, expect_gain=0.1)
+accuracy = short_run(model, train_loader, dev_loader, expect_gain=0.1)
 
 
 # %% [markdown]
@@ -345,7 +345,7 @@ def recipe_effect(tok, train, dev, P: int, batch_size: int, seed: int = 0) -> di
     return scores
 
 
-recipe_effect(tok, train, dev, P, batch_size)
+scores = recipe_effect(tok, train, dev, P, batch_size)
 
 
 # %% [markdown]

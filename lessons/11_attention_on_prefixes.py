@@ -87,7 +87,7 @@ def mass_by_hand(maps):
     return mass
 
 
-mass_by_hand(maps)
+mass = mass_by_hand(maps)
 
 
 # %% [markdown]
@@ -232,7 +232,7 @@ def zero_vs_masked(model: BertEncoder, batch: dict, P: int):
     return zero_mass
 
 
-zero_vs_masked(model, batch, P)
+zero_mass = zero_vs_masked(model, batch, P)
 
 
 # %% [markdown]
@@ -397,7 +397,7 @@ def per_token(maps, tok: WordPiece, batch: dict, row: int = 0):
     return tm
 
 
-per_token(after, tok, batch)
+by_token = per_token(after, tok, batch)
 
 
 # %% [markdown]

@@ -67,7 +67,7 @@ torch.manual_seed(1)
 ids = torch.randint(1, cfg.vocab_size, (2, N))  # [B, N], B = 2
 print(f"D={cfg.hidden_size}, L={cfg.num_hidden_layers}, H={cfg.num_attention_heads}, d={cfg.head_dim}, "
       f"V={cfg.vocab_size}; P={P}, N={N}, B=2")
-greedy_variety(cfg, P, ids, steps, model)
+variety = greedy_variety(cfg, P, ids, steps, model)
 
 
 # %% [markdown]
@@ -106,7 +106,7 @@ def cache_starts_from_prefix(model: GPT2Decoder, ids: torch.Tensor):
     return out
 
 
-cache_starts_from_prefix(model, ids)
+cache = cache_starts_from_prefix(model, ids)
 
 
 # %% [markdown]
@@ -135,7 +135,7 @@ def cached_equals_full(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     return cached
 
 
-cached_equals_full(model, ids, steps)
+tokens = cached_equals_full(model, ids, steps)
 
 
 # %% [markdown]
@@ -265,7 +265,7 @@ def two_prefixes_one_batch(model: GPT2Decoder, ids: torch.Tensor, steps: int):
     return mixed
 
 
-two_prefixes_one_batch(model, ids, steps)
+rows = two_prefixes_one_batch(model, ids, steps)
 
 
 # %% [markdown]

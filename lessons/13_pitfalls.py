@@ -88,7 +88,7 @@ def positions_under_a_prefix(P=8):
     return gap
 
 
-positions_under_a_prefix()
+found = positions_under_a_prefix()
 
 
 # %% [markdown]
@@ -120,7 +120,7 @@ def pooling_a_virtual_token(P=3, N=6):
     return gap
 
 
-pooling_a_virtual_token()
+found = pooling_a_virtual_token()
 
 
 # %% [markdown]
@@ -151,7 +151,7 @@ def prefixed_queries(B=2, H=4, N=7, P=5, d=6):
     return gap
 
 
-prefixed_queries()
+found = prefixed_queries()
 
 
 # %% [markdown]
@@ -184,7 +184,7 @@ def zero_is_not_off(P=5, N=7):
     return share, zero_gap, masked_gap
 
 
-zero_is_not_off()
+found = zero_is_not_off()
 
 
 # %% [markdown]
@@ -247,7 +247,7 @@ def repeat_vs_expand(B=16, P=20):
     return {name: (nbytes, n_flops) for name, (_, nbytes, n_flops, _) in found.items()}
 
 
-repeat_vs_expand(B=16)
+cost = repeat_vs_expand(B=16)
 
 
 # %% [markdown]
@@ -433,7 +433,7 @@ def equivalence_breakers():
     return {"gelu": gelu_gap, "eps": eps_gaps, "token_type": type_gap}
 
 
-equivalence_breakers()
+found = equivalence_breakers()
 
 
 # %% [markdown]

@@ -109,7 +109,7 @@ def seed_000_ner_example(tok: WordPiece) -> dict:
 
 tok = WordPiece.from_model_dir()
 seed_000_sentiment_ids(tok)
-seed_000_ner_example(tok)
+labels = seed_000_ner_example(tok)
 
 
 # %% [markdown]
@@ -650,7 +650,7 @@ def seed_004_parameter_shares(P=20, lora_rank=8):
 
 
 seed_004_v1_is_input_only()
-seed_004_parameter_shares()
+shares = seed_004_parameter_shares()
 
 
 # %% [markdown]

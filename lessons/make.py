@@ -75,6 +75,16 @@ def _environment(env: dict):
 
 
 # --- notebooks ---------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a running process so far (Linux's /proc), None where unknown.
+    Unlike wall time it does not grow when other work shares the machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def build_notebooks(numbers=None, data_dir=None, timeout: int = 600) -> list[Path]:
     """Execute each lesson as a notebook, as a learner runs it, and write it with its outputs."""
     _need("nbclient", "notebooks")
@@ -85,16 +95,20 @@ def build_notebooks(numbers=None, data_dir=None, timeout: int = 600) -> list[Pat
     for path in lesson_files(numbers):
         nb = nbformat.reads(json.dumps(percent.notebook(path)), as_version=4)
         start = time.perf_counter()
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
+        cpu = []  # the kernel's CPU time after each cell
+        client.on_cell_executed = lambda **_: cpu.append(cpu_seconds(client.km.provisioner.pid))
         with _environment(learner_env(data_dir)):  # the kernel starts with this environment
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(HERE)}}).execute()
+            client.execute()
         seconds = time.perf_counter() - start
         nb.metadata["minigpt_ptv2"] = {"source": path.name, "seconds": round(seconds, 1),
+                                       "cpu_seconds": round(cpu[-1], 1) if cpu and cpu[-1] is not None else None,
                                        "data": DATA_FOLDER if data_dir else SHIPPED}
         out = NOTEBOOKS / (path.stem + ".ipynb")
         nbformat.write(nb, str(out))
         written.append(out)
-        print(f"{out.relative_to(ROOT)}: executed in {seconds:.0f} s", flush=True)
+        used = nb.metadata["minigpt_ptv2"]["cpu_seconds"]
+        print(f"{out.relative_to(ROOT)}: executed in {seconds:.0f} s ({used} s of CPU)", flush=True)
     return written
 
 

@@ -32,7 +32,7 @@ QUICK = {
         'B, N, steps = 2, 16, 8': 'B, N, steps = 2, 6, 4',
     },
     "06": {
-        'pool_after_slicing(encoder, P=20)': 'pool_after_slicing(encoder, P=4)',
+        'cosines = pool_after_slicing(encoder, P=20)': 'cosines = pool_after_slicing(encoder, P=4)',
         'tr = trace_example(16, 128)': 'tr = trace_example(2, 16)',
     },
     "07": {
@@ -52,7 +52,8 @@ QUICK = {
     },
     "10": {
         'n_train, n_dev, P, batch_size = 640, 200, 16, 8': 'n_train, n_dev, P, batch_size = 8, 8, 4, 8',
-        'short_run(model, train_loader, dev_loader, expect_gain=0.1)': 'short_run(model, train_loader, dev_loader, expect_gain=None)',
+        'accuracy = short_run(model, train_loader, dev_loader, expect_gain=0.1)':
+            'accuracy = short_run(model, train_loader, dev_loader, expect_gain=None)',
     },
     "11": {
         'P, n_train, batch_size = 8, 320, 8': 'P, n_train, batch_size = 4, 8, 8',
@@ -64,14 +65,15 @@ QUICK = {
         'P, N, steps = 16, 16, 8': 'P, N, steps = 3, 6, 5',
     },
     "13": {
-        'repeat_vs_expand(B=16)': 'repeat_vs_expand(B=4)',
+        'cost = repeat_vs_expand(B=16)': 'cost = repeat_vs_expand(B=4)',
     },
     "14": {
         'seed_003_drops_the_cache(steps=8)': 'seed_003_drops_the_cache(steps=4)',
     },
     "15": {
         'model = tiny_llama(layers=3)': 'model = tiny_llama(layers=2)',
-        'ids = torch.randint(1, model.config.vocab_size, (2, 12))': 'ids = torch.randint(1, model.config.vocab_size, (2, 6))',
+        'ids = torch.randint(1, model.config.vocab_size, (2, 12))':
+            'ids = torch.randint(1, model.config.vocab_size, (2, 6))',
         'generation(model, 16)': 'generation(model, 6)',
     },
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,8 +50,11 @@ def test_notebook_was_run_in_order_with_outputs_under_the_sections(path):
     if "save_figure(" in source:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the lesson's figures do not show inline"
     assert nb["metadata"]["minigpt_ptv2"]["source"] == path.name
-    # the lesson ran in full mode, as learners are told to run it, within a minute (on 2 cores)
-    assert nb["metadata"]["minigpt_ptv2"]["seconds"] <= 60
+    # the lesson ran in full, as learners run it, within a minute on 2 cores: its kernel's CPU time
+    # (what it asked of the machine; wall time on a shared machine also measures the others' work)
+    meta = nb["metadata"]["minigpt_ptv2"]
+    used = meta.get("cpu_seconds") or meta["seconds"]
+    assert used <= 60, f"{path.name} took {used} s of CPU (wall {meta['seconds']} s)"
 
 
 def test_percent_cells_read_markdown_and_code():
@@ -112,3 +116,15 @@ def test_times_go_into_the_reading_order_table_and_the_total(tmp_path):
     assert len(changed) <= 3 and all("| 01 |" in x or "| 10 |" in x or "whole course" in x for x in changed), changed
     with pytest.raises(SystemExit, match="no reading-order row for lesson 99"):
         make.write_times({"99": 1.0}, readme)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_cpu_seconds_reads_a_running_process():
+    import os
+    import time
+    start = make.cpu_seconds(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:  # spend 50 ms of CPU
+        pass
+    assert make.cpu_seconds(os.getpid()) >= start + 0.03
+    assert make.cpu_seconds(2 ** 22 + 7) is None  # no such process
