@@ -39,6 +39,7 @@ STYLE = """
 body { max-width: 66rem; margin: 0 auto; padding: 0 1rem 3rem; font-family: system-ui, sans-serif;
        line-height: 1.5; color: #1d1d1d; }
 p, li, dd, blockquote { max-width: 48rem; }
+p:has(> img) { max-width: none; }  /* a figure takes the whole width */
 a { color: #0b5cad; }
 nav.book { display: flex; justify-content: space-between; gap: 1rem; padding: .6rem 0; font-size: .95rem;
            border-bottom: 1px solid #ccc; margin-bottom: 1rem; }
@@ -229,7 +230,7 @@ def landing(lessons: list[Lesson], to_html) -> str:
     rows = []
     for x in lessons:
         rows.append(f'<tr><td>{x.number}</td><td><a href="{rel(x.page, page)}"><strong>{html.escape(x.title)}'
-                    f'</strong></a><br>{to_html(x.summary).strip()[3:-4]}</td>'
+                    f'</strong></a><br>{re.sub(r"^<p>|</p>$", "", to_html(x.summary).strip())}</td>'
                     f'<td class="nowrap">{x.minutes} min</td><td class="nowrap">{html.escape(x.time)}</td>'
                     f'<td><a class="answers" href="{rel(x.answers_page, page)}">answers</a></td></tr>')
     total = sum(x.minutes for x in lessons)
@@ -238,7 +239,8 @@ def landing(lessons: list[Lesson], to_html) -> str:
             f"checked by the code that prints them, and each lesson ends with what to remember, questions "
             f"with hidden answers, and exercises whose answers are worked out and run.</p>"
             + (f'<h2 id="what-you-will-learn">What you will learn</h2>{to_html(learn.group(1))}' if learn else "")
-            + f'<h2 id="the-lessons">The lessons</h2><p>Read in order; about {total} minutes of reading in all. '
+            + f'<h2 id="the-lessons">The lessons</h2><p>Read in order; about {total} minutes of reading in all '
+              f"(prose at {WORDS_PER_MINUTE} words a minute, code at {CODE_LINES_PER_MINUTE} lines a minute). "
               f'"Runs in" is a full run of the lesson on 2 CPU cores.</p>'
               f'<table><tr><th>#</th><th>lesson</th><th>read</th><th>runs in</th><th></th></tr>{"".join(rows)}</table>'
             + '<h2 id="more">More</h2><ul>'

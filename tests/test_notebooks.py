@@ -50,11 +50,12 @@ def test_notebook_was_run_in_order_with_outputs_under_the_sections(path):
     if "save_figure(" in source:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the lesson's figures do not show inline"
     assert nb["metadata"]["minigpt_ptv2"]["source"] == path.name
-    # the lesson ran in full, as learners run it, within a minute on 2 cores: its kernel's CPU time
-    # (what it asked of the machine; wall time on a shared machine also measures the others' work)
+    # the lesson can run in full within a minute on 2 cores: its kernel asked for at most the 120 s
+    # of CPU two cores give in a minute (CPU time, since wall time on a shared machine also measures
+    # the others' work; `make.py times` measures the wall time itself, on a quiet machine)
     meta = nb["metadata"]["minigpt_ptv2"]
-    used = meta.get("cpu_seconds") or meta["seconds"]
-    assert used <= 60, f"{path.name} took {used} s of CPU (wall {meta['seconds']} s)"
+    used = meta["cpu_seconds"] if meta.get("cpu_seconds") is not None else meta["seconds"]
+    assert used <= 2 * 60, f"{path.name} took {used} s of CPU (wall {meta['seconds']} s): more than 2 cores give in a minute"
 
 
 def test_percent_cells_read_markdown_and_code():

@@ -89,7 +89,7 @@ def draw_deep_styles() -> Figure:
             "their outputs are computed and thrown away (hatched). Trains L x [P, D].")
 
     ax = _axes(fig, 122, "K/V prefix (P-Tuning v2), layer i: concatenate keys and values",
-               (-0.2, 14.1), (-1.3, 7.0))
+               (-0.2, 14.2), (-1.3, 7.0))
     rows(ax, 0, 4.3, 0, N, "x [B, N, D]")
     stacks = ((6.6, "Q", 0, "Q = x W_Q   [B, H, N, d]"),
               (4.6, "K", P, "K = cat(prefix_K, x W_K)\n  [B, H_kv, P+N, d]"),
@@ -99,10 +99,10 @@ def draw_deep_styles() -> Figure:
         arrow(ax, 1.1, 3.65, 2.3, middle)
         rows(ax, 2.4, top, n_prefix, N, width=0.9)
         shape(ax, 3.45, middle, text, size=8.5)
-        arrow(ax, 8.5, middle, 9.1, 3.65)
-    box(ax, 9.2, 2.85, 2.9, 1.6, "softmax(Q Kᵀ / √d) V\n\nscores\n[B, H, N, P+N]", colour="#eeeeee", size=8.5)
-    arrow(ax, 12.2, 3.65, 12.8, 3.65)
-    rows(ax, 12.9, 4.3, 0, N, "[B, N, D]\nno slice")
+        arrow(ax, 8.4, middle, 8.9, 3.65)
+    box(ax, 9.0, 2.85, 3.3, 1.6, "softmax(Q Kᵀ / √d) V\n\nscores\n[B, H, N, P+N]", colour="#eeeeee", size=8.5)
+    arrow(ax, 12.4, 3.65, 12.9, 3.65)
+    rows(ax, 13.0, 4.3, 0, N, "[B, N, D]\nno slice")
     caption(ax, -0.3, "Orange rows: prefix_K, prefix_V [B, H_kv, P, d]. Queries, scores' rows and outputs keep\n"
             "N rows: Q is never prefixed. Trains L x 2 x [P, H_kv d]: a key and a value per prompt row.")
     return fig
