@@ -113,16 +113,16 @@ def build_notebooks(numbers=None, data_dir=None, timeout: int = 600) -> list[Pat
 
 
 # --- times --------------------------------------------------------------------------------------------
-TOTAL = re.compile(r"\*\*[\d,]+ s for the whole course\*\* \(measured on \d+ CPU cores?\)")
+TOTAL = re.compile(r"\*\*[\d,]+ s for the whole course\*\* \(measured on \d+ CPU cores?[^)]*\)")
 
 
-def measure_times(numbers=None) -> dict:
-    """{NN: seconds}: each lesson run as a script (`python lessons/NN_*.py`), wall time, as a
+def measure_times(numbers=None) -> tuple[dict, float]:
+    """({NN: seconds}, the mean load average while measuring): each lesson run as a script (`python lessons/NN_*.py`), wall time, as a
     learner's first run; the lessons run one after another, each in a fresh interpreter. The CPU
     time and the load average are printed beside it: on a busy machine the wall time says more
     about the others' work than about the lesson's."""
     import resource
-    found = {}
+    found, loads = {}, []
     print(f"{os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} before the first lesson", flush=True)
     for path in lesson_files(numbers):
         start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -132,12 +132,14 @@ def measure_times(numbers=None) -> dict:
             sys.exit(f"error: {path.name} exited {done.returncode}:\n{done.stderr[-2000:]}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         found[path.name[:2]] = seconds
+        loads.append(os.getloadavg()[0])
         print(f"{path.name}: {seconds:.1f} s wall, {cpu:.1f} s CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
-    return found
+    return found, sum(loads) / len(loads)
 
 
-def write_times(found: dict, readme: Path = HERE / "README.md") -> str:
-    """Put the measured times in the reading-order table and the course total in its sentence."""
+def write_times(found: dict, load: float, readme: Path = HERE / "README.md") -> str:
+    """Put the measured times in the reading-order table, the course total and the load average
+    it was measured under in its sentence (a quiet machine shows about 0 to 1)."""
     text = readme.read_text(encoding="utf-8")
     for number, seconds in found.items():
         text, n = re.subn(rf"^(\| {number} \| `[^`]+` \| .+? \| )[^|]*( \|)$",
@@ -145,7 +147,8 @@ def write_times(found: dict, readme: Path = HERE / "README.md") -> str:
         if n != 1:
             sys.exit(f"error: {readme.name} has no reading-order row for lesson {number}")
     rows = re.findall(r"^\| \d\d \| `[^`]+` \| .+? \| (\d+) s \|$", text, flags=re.M)
-    total = f"**{sum(int(s) for s in rows):,} s for the whole course** (measured on {os.cpu_count()} CPU cores)"
+    total = (f"**{sum(int(s) for s in rows):,} s for the whole course** (measured on {os.cpu_count()} CPU cores, "
+             f"load average {load:.1f})")
     text, n = TOTAL.subn(total, text)
     if n != 1:
         sys.exit(f"error: {readme.name} has no sentence matching {TOTAL.pattern!r} to hold the total")
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
         build_notebooks(args.numbers, args.data_dir, args.timeout)
         return 0
     if args.what == "times":
-        print(write_times(measure_times(args.numbers)))
+        print(write_times(*measure_times(args.numbers)))
         return 0
     if args.what == "book":
         _need("nbconvert", "notebooks")
