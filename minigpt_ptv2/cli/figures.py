@@ -11,9 +11,12 @@ prompt briefly on SST-2 and draws:
     prompt_styles_before_after.png  hidden-state prompt vs K/V prefix, at initialisation vs trained
     decoder_causal_prefix.png       a GPT-2-shaped decoder: prefix columns fully visible, causal triangle
 
+and the pictures of the ideas (viz/diagrams.py, no training): deep_styles.png, bridge.png,
+kv_cache.png, grouped_heads.png.
+
 --quick uses tiny sizes (seconds, for tests); the full run takes a couple of minutes on a CPU.
 --out (figures unless given) is checked before anything is trained: a folder that holds anything
-is refused unless --overwrite, which replaces it whole once the four figures are drawn.
+is refused unless --overwrite, which replaces it whole once every figure is drawn.
 Only the standard library is imported at module level, so `figures --help` answers without torch.
 """
 from __future__ import annotations
@@ -40,12 +43,12 @@ SIZES = {
     "quick": dict(P=4, train=8, epochs=1, batch=8, lr=3e-2, dev=4),
 }
 FILES = ("prefix_mass_kv.png", "attention_kv_heads.png", "prompt_styles_before_after.png",
-         "decoder_causal_prefix.png")
+         "decoder_causal_prefix.png", "deep_styles.png", "bridge.png", "kv_cache.png", "grouped_heads.png")
 
 
 def add_arguments(p):
     p.add_argument("--out", default="figures", help="folder the PNGs are written to (new or empty)")
-    add_overwrite(p, "the four figures", "figures")
+    add_overwrite(p, "the figures", "figures")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
     p.add_argument("--data-dir", default=None,
                    help="folder holding sst2/; None: found automatically, else the SST-2 sample in the package")
@@ -144,7 +147,8 @@ def make_figures(out="figures", quick: bool = False, data_dir=None, model_dir=No
 
 
 def _draw(out: Path, quick: bool, data_dir, model_dir, seed: int, show_progress: bool, log) -> list:
-    """The two brief trainings and the four figures, written into `out`; returns the file names."""
+    """The two brief trainings, the four attention figures and the diagrams, written into `out`;
+    returns the file names."""
     import torch
     from ..data import WordPiece
     from ..models.bert import BertEncoder
@@ -215,7 +219,8 @@ def _draw(out: Path, quick: bool, data_dir, model_dir, seed: int, show_progress:
         title=f"GPT-2 decoder (random gpt2-tiny) with a K/V prefix, layer 0: every token sees "
               f"p0..p{Pd - 1}, then itself and earlier tokens only")
 
-    return list(written)
+    from ..viz.diagrams import save_diagrams
+    return list(written) + [path.name for path in save_diagrams(out)]
 
 
 def run(args) -> int:

@@ -2,10 +2,10 @@
 them, the KV cache as a longer prefix, grouped K/V heads.
 
 Each `draw_*()` returns a matplotlib Figure (no pyplot, no training, well under a second);
-`save_diagrams(folder)` writes all four as PNGs. The checked-in copies live in figures/ and are
-remade by one command:
+`save_diagrams(folder)` writes all four as PNGs. The `figures` command draws them beside its
+attention figures, so the checked-in copies in figures/ are remade by one command:
 
-    python -m minigpt_ptv2.viz.diagrams --out figures
+    python -m minigpt_ptv2 figures --out figures --overwrite
 
 Colours: prompt / prefix rows orange, real-token rows blue, frozen weights grey, rows thrown away
 hatched. A tensor is drawn as a stack of rows (P prompt rows above N real rows), its shape
@@ -13,7 +13,6 @@ written beside it in the notation's letters.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -190,15 +189,3 @@ def save_diagrams(folder, dpi: int = 110) -> list[Path]:
         draw().savefig(folder / name, dpi=dpi, bbox_inches="tight", facecolor="white")
         written.append(folder / name)
     return written
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="draw the pictures of the ideas (no training, a few seconds)")
-    ap.add_argument("--out", default="figures", help="folder the PNGs are written to")
-    for path in save_diagrams(ap.parse_args(argv).out):
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
