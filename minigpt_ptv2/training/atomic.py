@@ -17,6 +17,8 @@ Killed before 2's rename: STEM.json still names the old, untouched weights; the 
 unnamed leftovers that readers ignore and the next save removes. Killed after it: the new pair
 is complete. A JSON that names no weights file (written before this scheme) means
 STEM.safetensors. Readers check the sha256, so a pair mixed by hand is refused, not loaded.
+An exception that arrives just after the rename (Ctrl-C lands between two instructions) finds
+the new pair committed and leaves it whole: it never removes the weights the JSON now names.
 
 A write the machine refuses (a full disk, a file-size limit) removes the new files and raises a
 WriteError naming the folder and the cause: the old pair is untouched, as when killed.
@@ -118,6 +120,10 @@ def _commit_once(folder: Path, stem: str, data: bytes, meta: dict) -> dict:
         write_file(partial, text)
         os.replace(partial, folder / f"{stem}.json")  # the commit point
     except BaseException as e:
+        if _committed(folder, stem, meta):  # Ctrl-C landed just after the rename: the new pair is whole
+            fsync_dir(folder)
+            clean(folder, stem, keep=name)
+            raise
         for path in (partial, folder / name):
             try:
                 os.unlink(path)
@@ -132,6 +138,17 @@ def _commit_once(folder: Path, stem: str, data: bytes, meta: dict) -> dict:
     fsync_dir(folder)
     clean(folder, stem, keep=name)
     return {"meta": meta, "bytes": len(data) + len(text)}
+
+
+def _committed(folder: Path, stem: str, meta: dict) -> bool:
+    """Has STEM.json become `meta` (its weights name and sha256)? An exception (Ctrl-C: Python
+    raises it between two instructions) can arrive after os.replace has renamed the new JSON into
+    place but before the block around it ends: the weights it names must then stay."""
+    try:
+        now = json.loads((folder / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(now, dict) and all(now.get(k) == meta[k] for k in ("weights", "weights_sha256"))
 
 
 def clean(folder: Path, stem: str, keep: str | None) -> None:
