@@ -38,6 +38,7 @@ from pathlib import Path
 from ..errors import InputError, MissingFileError
 from ..lines import check_text
 from ..validate import read_json
+from .bpe_spec import check_added_ids, check_spec
 from .paths import text_lines
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -98,7 +99,8 @@ class ByteLevelBPE:
     """encode(text) -> ids and decode(ids) -> text for a byte-level BPE tokenizer.json."""
 
     def __init__(self, spec: dict, source="tokenizer.json"):
-        model = spec.get("model") or {}
+        check_spec(spec, source)  # each field of the shape read below, else refused by name (bpe_spec.py)
+        model = spec["model"]
         unsupported = [] if model.get("type") == "BPE" else [f"model type {model.get('type')!r}"]
         if spec.get("normalizer"):
             unsupported.append(f"a normalizer ({spec['normalizer'].get('type')})")
@@ -111,8 +113,9 @@ class ByteLevelBPE:
         if unsupported:
             raise InputError(f"{source}: this is not a byte-level BPE tokenizer minigpt_ptv2 reads (GPT-2 style): "
                              f"unsupported {', '.join(unsupported)}")
-        self.splits = [python_regex(p) for p in splits]
+        self.splits = [_compiled(p, source) for p in splits]
         self.vocab = dict(model["vocab"])
+        check_added_ids(self.vocab, spec.get("added_tokens") or [], source)
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
         self.ranks = {pair: r for r, pair in enumerate(merges)}  # pair -> its place in the list
         self.ignore_merges = bool(model.get("ignore_merges"))
@@ -236,6 +239,13 @@ class ByteLevelBPE:
             else:
                 out += bytes(self._unbyte[c] for c in token if c in self._unbyte)
         return out.decode("utf-8", errors="replace")
+
+
+def _compiled(pattern, source) -> re.Pattern:
+    try:
+        return python_regex(pattern)
+    except (re.error, TypeError) as e:
+        raise InputError(f"{source}: the pre_tokenizer's regex does not compile ({e}): {str(pattern)[:60]!r}") from None
 
 
 def _isolate(regex: re.Pattern, text: str) -> list[str]:

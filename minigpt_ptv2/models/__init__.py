@@ -58,9 +58,12 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     if expect is not None and cfg.model_type != expect:
         raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
     arch = architecture(cfg.model_type)
-    model = arch.Model(cfg)
     source = f"the weights in {model_dir}"
-    copy_into(model, arch.state_from_hf(read_state_dict(model_dir), cfg, source), source)
+    ours = arch.state_from_hf(read_state_dict(model_dir), cfg, source)  # a config of 3000 layers beside 3: refused here
+    with torch.device("meta"), _SkipNormalInit():  # shapes without memory: a config.json size the weights do not
+        check_fits(arch.Model(cfg), ours, source)  # have (n_inner 10**9 beside 96) is refused before it is allocated
+    model = arch.Model(cfg)
+    copy_into(model, ours, source)
     model.tokenizer_digest = tokenizer_digest(model_dir)  # part of its fingerprint (core/fingerprint.py)
     model.eval()  # dropout off: equivalence with references is only defined in eval mode
     if dtype is not None or device is not None:
@@ -83,8 +86,18 @@ def save_pretrained(model, out_dir) -> Path:
     return write_folder(out_dir, config, arch.state_to_hf(state, model.config), generation)
 
 
-def copy_into(model: torch.nn.Module, ours: dict, source: str) -> None:
-    """Copy converted tensors into the model, refusing anything missing, unexpected or mis-shaped."""
+class _SkipNormalInit(torch.overrides.TorchFunctionMode):
+    """For a build on the meta device: skip normal_ (nn.Embedding's initialisation). On a meta tensor
+    it imports torch's compiler, seconds once per process, to fill a tensor that holds no numbers."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.nn.init.normal_, torch.Tensor.normal_):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+def check_fits(model: torch.nn.Module, ours: dict, source: str) -> None:
+    """Refuse converted tensors that do not fit the model: anything missing, unexpected or mis-shaped."""
     target = {k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")}
     missing, unexpected = sorted(set(target) - set(ours)), sorted(set(ours) - set(target))
     if missing or unexpected:
@@ -97,6 +110,12 @@ def copy_into(model: torch.nn.Module, ours: dict, source: str) -> None:
         if t.shape != target[k].shape:
             raise InputError(f"shape mismatch for {k}: checkpoint {list(t.shape)} vs model "
                              f"{list(target[k].shape)} (as this package stores them: W [in, out])")
+
+
+def copy_into(model: torch.nn.Module, ours: dict, source: str) -> None:
+    """Copy converted tensors into the model, refusing anything missing, unexpected or mis-shaped."""
+    check_fits(model, ours, source)
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith("prompt.")}
     with torch.no_grad():
         for k, p in target.items():
             p.copy_(ours[k])

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,8 @@ import torch
 from harness import Case, check
 
 from minigpt_ptv2.cli import main
+from minigpt_ptv2.data.bpe import ByteLevelBPE
+from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.training import atomic, save_checkpoint
 from minigpt_ptv2.training.checkpoint import read_checkpoint
 
@@ -89,9 +92,103 @@ def interrupted_just_after_commit(tmp):
     assert torch.equal(tensors["encoder.prompt.embedding.weight"], model.encoder.prompt.embedding.weight)
 
 
+# --- model folders: config.json sizes against the weights; tokenizer.json fields ---------------------
+
+def edited(key, file="config.json", **changes):
+    """Setup: a copy of the world's folder `key` whose JSON `file` has `changes`."""
+    def setup(tmp):
+        shutil.copytree(W[key], tmp / key)
+        config = json.loads((tmp / key / file).read_text())
+        (tmp / key / file).write_text(json.dumps({**config, **changes}))
+    return setup
+
+
+def load(key):
+    from minigpt_ptv2.models import load_pretrained
+    return lambda tmp: load_pretrained(tmp / key)
+
+
+def refused_quickly(run, seconds=1.0, names=()):
+    """A row whose refusal used to come only after a long build: refused by name, within `seconds`."""
+    def timed(tmp):
+        start = time.perf_counter()
+        with pytest.raises(InputError) as info:
+            run(tmp)
+        assert all(n in str(info.value) for n in names), str(info.value)
+        assert time.perf_counter() - start < seconds, f"refused after {time.perf_counter() - start:.1f} s"
+    return timed
+
+
+def bpe_edited(edit):
+    """ByteLevelBPE of the tiny GPT-2's tokenizer.json after edit(spec) (the spec as a dict)."""
+    def run(tmp):
+        spec = json.loads((W["gpt2"] / "tokenizer.json").read_text())
+        edit(spec)
+        return ByteLevelBPE(spec, "tokenizer.json")
+    return run
+
+
+def same_ids_as_tokenizers(edit, text):
+    def run(tmp):
+        from tokenizers import Tokenizer
+        spec = json.loads((W["gpt2"] / "tokenizer.json").read_text())
+        edit(spec)
+        ours = ByteLevelBPE(spec, "tokenizer.json").encode(text)
+        assert ours == Tokenizer.from_str(json.dumps(spec)).encode(text).ids and 279 in ours, ours
+    return run
+
+
+def added(content, id, **flags):
+    return {"id": id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": False, "special": False, **flags}
+
+
 ROWS = [
     Case("a Ctrl-C just after a save's commit point keeps the new checkpoint", interrupted_just_after_commit,
          works=True, was="loss"),
+
+    Row("config.json n_inner 10**9 beside weights of 96", load("gpt2"),
+        ["shape mismatch for layers.0.ffn_in.weight", "[24, 96]", "[24, 1000000000]"], InputError, was="escape",
+        setup=edited("gpt2", n_inner=10**9)),
+    Row("config.json n_embd 2**20 beside weights of 24", load("gpt2"),
+        ["shape mismatch for wte.weight", "[300, 24]", "[300, 1048576]"], InputError, was="escape",
+        setup=edited("gpt2", n_embd=2**20, n_head=1)),
+    Row("config.json n_layer 3000 beside weights of 3: refused before 3000 blocks are built",
+        refused_quickly(load("gpt2"), names=["missing keys", "h.10."]), works=True, was="ugly",
+        setup=edited("gpt2", n_layer=3000)),
+
+    Case("tokenizer.json: model.vocab a list", bpe_edited(lambda s: s["model"].update(vocab=list(s["model"]["vocab"]))),
+         ["tokenizer.json", "model.vocab must be a non-empty object"], InputError, was="escape"),
+    Case("tokenizer.json: no model.vocab", bpe_edited(lambda s: s["model"].pop("vocab")),
+         ["model.vocab must be", "None"], InputError, was="escape"),
+    Case("tokenizer.json: model a string", bpe_edited(lambda s: s.update(model="BPE")),
+         ["field 'model' must be an object", "'BPE' (str)"], InputError, was="escape"),
+    Case("tokenizer.json: an added token a bare string", bpe_edited(lambda s: s.update(added_tokens=["<|endoftext|>"])),
+         ["added_tokens[0] must be an object", "'<|endoftext|>' (str)"], InputError, was="escape"),
+    Case("tokenizer.json: an added token without id", bpe_edited(lambda s: s["added_tokens"][0].pop("id")),
+         ["added_tokens[0] must be an object", "'id'"], InputError, was="escape"),
+    Case("tokenizer.json: normalizer a string", bpe_edited(lambda s: s.update(normalizer="x")),
+         ["field 'normalizer' must be an object", "'x' (str)"], InputError, was="escape"),
+    Case("tokenizer.json: vocabulary ids as strings",
+         bpe_edited(lambda s: s["model"].update(vocab={t: str(i) for t, i in s["model"]["vocab"].items()})),
+         ["model.vocab['<|endoftext|>'] must be a token id", "'0' (str)"], InputError, was="escape"),
+    Case("tokenizer.json: a merge of three symbols",
+         bpe_edited(lambda s: s["model"].update(merges=["a b c", *s["model"]["merges"]])),
+         ["model.merges[0] must be two symbols", "'a b c'"], InputError, was="silent"),
+    Case("tokenizer.json: a negative vocabulary id", bpe_edited(lambda s: s["model"]["vocab"].update({"Ġcat": -5})),
+         ["model.vocab['Ġcat'] must be a token id", "-5"], InputError, was="silent"),
+    Case("tokenizer.json: an added token whose id is not the vocabulary's",
+         bpe_edited(lambda s: s["added_tokens"][0].update(id=5)),
+         ["added token '<|endoftext|>' has id 5", "reads it as 0"], InputError, was="silent"),
+    Case("tokenizer.json: a new added token numbered past the next free id",
+         bpe_edited(lambda s: s["added_tokens"].append(added(" cat", 299, normalized=True))),
+         ["added token ' cat' has id 299", "reads it as 279"], InputError, was="silent"),
+    Case("tokenizer.json: a new added token at the next free id reads as tokenizers reads it",
+         same_ids_as_tokenizers(lambda s: s["added_tokens"].append(added("zz", 279)), "a zz b"), works=True),
+    Case("tokenizer.json: a pre_tokenizer regex that does not compile", bpe_edited(lambda s: s.update(pre_tokenizer={
+        "type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(("}, "behavior": "Isolated"},
+                                              {"type": "ByteLevel", "use_regex": False}]})),
+         ["pre_tokenizer's regex does not compile"], InputError, was="escape"),
 ]
 
 
