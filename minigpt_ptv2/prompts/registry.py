@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import torch
 
@@ -21,10 +22,21 @@ def _resolve(where: str):
 METHODS = {name: (_resolve(m.where), m.defaults, m.about) for name, m in catalog.METHODS.items()}
 
 
-def make_method(name: str, config, P: int, **kw):
-    """Build a prompt method by name (see METHODS); extra keywords go to its constructor."""
+def check_options(name: str, kw: dict, source: str = "make_method") -> None:
+    """Refuse a keyword the method's constructor does not take, naming it and the ones it takes
+    (`source`: where they came from, e.g. a checkpoint.json's method_kwargs)."""
     if name not in METHODS:
         raise InputError(f"unknown prompt method {name!r}; choose one of {sorted(METHODS)}")
+    cls, defaults, _ = METHODS[name]
+    takes = [n for n in list(inspect.signature(cls.__init__).parameters)[3:] if n not in defaults]  # after self, config, P
+    for k in kw:
+        if k not in takes:
+            raise InputError(f"{source}: prompt method {name!r} takes no option {k!r}; its options are {takes}")
+
+
+def make_method(name: str, config, P: int, **kw):
+    """Build a prompt method by name (see METHODS); extra keywords go to its constructor."""
+    check_options(name, kw)
     cls, defaults, _ = METHODS[name]
     return cls(config, P, **{**defaults, **kw})
 

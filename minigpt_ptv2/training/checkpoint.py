@@ -42,6 +42,11 @@ FIELDS = {"format": "str", "task": "str", "method": "str", "P": "int", "method_k
           "backbone": "dict"}
 OPTIONAL = {"version": "int", "labels": "list", "positions": "str", "weights": "str",
             "weights_sha256": "str", "train": "dict", "kept": "dict", "run": "str"}
+# the backbone record (core/fingerprint.py); an older one has "fingerprint" for "weights", no H_kv or d
+BACKBONE = {"model_type": "str", "D": "positive int", "L": "positive int", "H": "positive int",
+            "vocab_size": "positive int"}
+BACKBONE_OPTIONAL = {"H_kv": "positive int", "d": "positive int", "dtype": "str", "weights": "str",
+                     "tokenizer": "str", "fingerprint": "str", "tensors": "dict"}
 
 
 def backbone_of(model):
@@ -134,8 +139,31 @@ def read_meta(ckpt_dir) -> dict:
                          ("positions", catalog.POSITIONS)):
         if field in meta and meta[field] not in known:
             raise InputError(f"{path}: field {field!r} is {meta[field]!r}, not one of {sorted(known)}")
+    _check_agreement(meta, path)
     atomic.named_weights(Path(ckpt_dir), STEM, meta)  # a plain file name of ours, never a path
     return meta
+
+
+def _check_agreement(meta: dict, path: Path) -> None:
+    """What the kinds alone leave open: options the method takes, one position policy, labels that
+    fit the task's head, a backbone record of the kinds fingerprint.py writes (a malformed one was
+    read as another backbone)."""
+    from ..prompts.registry import METHODS, check_options
+    from .tasks import TASKS
+    kwargs = meta["method_kwargs"]
+    if meta["method"] in METHODS:
+        check_options(meta["method"], kwargs, f"{path}: method_kwargs")
+    if kwargs.get("positions", meta.get("positions", "real")) != meta.get("positions", "real"):
+        raise InputError(f"{path}: method_kwargs says positions {kwargs['positions']!r} but field 'positions' "
+                         f"says {meta.get('positions', 'real')!r}{'' if 'positions' in meta else ' (absent: real)'}: "
+                         f"make them agree")
+    labels = meta.get("labels") or []
+    want = len(TASKS[meta["task"]].labels) if meta["task"] in TASKS else 0
+    if not all(isinstance(x, str) and x for x in labels) or (labels and len(labels) != want):
+        raise InputError(f"{path}: field 'labels' must be {want} names (strings), one per class of the "
+                         f"{meta['task']} head, or []; got {str(labels)[:60]}")
+    backbone = {k: v for k, v in meta["backbone"].items() if not (k in ("tokenizer", "tensors") and not v)}
+    require(backbone, f"{path}, backbone", BACKBONE, BACKBONE_OPTIONAL)  # tokenizer null: the folder had none
 
 
 def read_checkpoint(ckpt_dir) -> tuple[dict, dict]:

@@ -33,9 +33,11 @@ import tiny_world
 import torch
 from harness import Case, check
 
+from minigpt_ptv2 import preset
 from minigpt_ptv2.cli import main
 from minigpt_ptv2.data.bpe import ByteLevelBPE
 from minigpt_ptv2.errors import InputError
+from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.training import atomic, save_checkpoint
 from minigpt_ptv2.training.checkpoint import read_checkpoint
 
@@ -92,6 +94,22 @@ def interrupted_just_after_commit(tmp):
     assert torch.equal(tensors["encoder.prompt.embedding.weight"], model.encoder.prompt.embedding.weight)
 
 
+def ck_edited(edit):
+    """Setup: tmp/ck, a copy of the world's prefix checkpoint (positions "shifted") whose
+    checkpoint.json has gone through edit(meta)."""
+    def setup(tmp):
+        shutil.copytree(W["ck"], tmp / "ck")
+        meta = json.loads((tmp / "ck" / "checkpoint.json").read_text())
+        edit(meta)
+        (tmp / "ck" / "checkpoint.json").write_text(json.dumps(meta))
+    return setup
+
+
+def load_ck(tmp):
+    from minigpt_ptv2.training import load_checkpoint
+    return load_checkpoint(tmp / "ck", W["bert"])
+
+
 # --- model folders: config.json sizes against the weights; tokenizer.json fields ---------------------
 
 def edited(key, file="config.json", **changes):
@@ -146,6 +164,37 @@ def added(content, id, **flags):
 ROWS = [
     Case("a Ctrl-C just after a save's commit point keeps the new checkpoint", interrupted_just_after_commit,
          works=True, was="loss"),
+
+    Row("checkpoint.json: method_kwargs with an option the method does not take", load_ck,
+        ["checkpoint.json: method_kwargs", "'prefix' takes no option 'foo'", "'positions'"], InputError,
+        was="escape", setup=ck_edited(lambda m: m["method_kwargs"].update(foo=1))),
+    Row("checkpoint.json: method_kwargs init (a train option, not the method's)", load_ck,
+        ["checkpoint.json: method_kwargs", "takes no option 'init'"], InputError,
+        was="escape", setup=ck_edited(lambda m: m["method_kwargs"].update(init="tokens"))),
+    Row("checkpoint.json: one label name for a two-class head", cli("predict", "{tmp}/ck", "--model-dir", "{bert}",
+                                                                    "--max-length", "32", "a fine film"),
+        ["checkpoint.json: field 'labels' must be 2 names", "sst2"], cli=True, was="escape",
+        setup=ck_edited(lambda m: m.update(labels=["bad"]))),
+    Row("checkpoint.json: three label names for a two-class head", load_ck,
+        ["field 'labels' must be 2 names", "['x', 'y', 'z']"], InputError, was="silent",
+        setup=ck_edited(lambda m: m.update(labels=["x", "y", "z"]))),
+    Row("checkpoint.json: labels that are numbers", load_ck, ["field 'labels' must be 2 names (strings)", "[1, 2]"],
+        InputError, was="silent", setup=ck_edited(lambda m: m.update(labels=[1, 2]))),
+    Row("checkpoint.json: positions real beside method_kwargs positions shifted", load_ck,
+        ["method_kwargs says positions 'shifted'", "field 'positions' says 'real'"], InputError, was="silent",
+        setup=ck_edited(lambda m: m.update(positions="real"))),
+    Row("checkpoint.json: no positions field beside method_kwargs positions shifted", load_ck,
+        ["method_kwargs says positions 'shifted'", "(absent: real)"], InputError, was="silent",
+        setup=ck_edited(lambda m: m.pop("positions"))),
+    Row("checkpoint.json: backbone.weights a number", load_ck,
+        ["checkpoint.json, backbone: field 'weights' must be a string", "5 (int)"], InputError, was="ugly",
+        setup=ck_edited(lambda m: m["backbone"].update(weights=5))),
+    Row("checkpoint.json: backbone.D a string", load_ck,
+        ["checkpoint.json, backbone: field 'D' must be a positive int", '"24" (str)'], InputError, was="ugly",
+        setup=ck_edited(lambda m: m["backbone"].update(D="24"))),
+    Case("make_method with an option the method does not take",
+         lambda tmp: make_method("soft", preset("bert-tiny"), 2, init_std=0.1),
+        ["make_method: prompt method 'soft' takes no option 'init_std'", "'init_range'"], InputError, was="escape"),
 
     Row("config.json n_inner 10**9 beside weights of 96", load("gpt2"),
         ["shape mismatch for layers.0.ffn_in.weight", "[24, 96]", "[24, 1000000000]"], InputError, was="escape",
