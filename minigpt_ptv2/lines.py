@@ -21,6 +21,9 @@ from typing import Iterable, Iterator
 from .errors import InputError
 
 
+UTF16_BOMS, UTF8_BOM = (b"\xff\xfe", b"\xfe\xff"), b"\xef\xbb\xbf"
+
+
 def strip_end(line: str) -> str:
     """A line without its end: one "\\n", then one "\\r" before it (nothing else is an end)."""
     if line.endswith("\n"):
@@ -48,11 +51,34 @@ def decode_line(raw: bytes, source, lineno: int) -> str:
             f"({e.reason}); saved as Latin-1 or Windows-1252? Save it as UTF-8") from None
 
 
+def read_line(raw: bytes, source, lineno: int) -> str:
+    """One line's text without its end (decode_line, strip_end)."""
+    return strip_end(decode_line(raw, source, lineno))
+
+
+def one_record(line: str, source, lineno: int) -> str:
+    """`line`, refusing a carriage return inside it where a line is one record (a dataset row, one
+    sentence to predict): a file whose lines end in "\\r" alone (classic Mac OS) reads as a single
+    line, and would be blamed on whatever that line fails next (the header, a column count) or
+    give one prediction for all its sentences. In running text (`train lm`) a lone "\\r" is text."""
+    if "\r" in line:
+        raise InputError(f"{source}:{lineno}: a carriage return (\\r) without \\n after it, at character "
+                         f"{line.index(chr(13)) + 1}: lines end at \\n or \\r\\n only; are its line ends \\r "
+                         f"alone (classic Mac OS)? Save it with \\n line ends")
+    return line
+
+
 def byte_lines(raw_lines: Iterable[bytes], source) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without its end) for lines of bytes split at b"\\n": what
-    iterating over a file opened in binary mode gives (sys.stdin.buffer too)."""
+    iterating over a file opened in binary mode gives (sys.stdin.buffer too). A UTF-8 byte-order
+    mark before the first line is dropped; a UTF-16 one is named."""
     for lineno, raw in enumerate(raw_lines, start=1):
-        yield lineno, strip_end(decode_line(raw, source, lineno))
+        if lineno == 1 and raw[:2] in UTF16_BOMS:
+            raise InputError(f"{source}:1: the text is UTF-16 (it starts with a UTF-16 byte-order mark); "
+                             f"save it as UTF-8")
+        if lineno == 1 and raw.startswith(UTF8_BOM):  # written by editors on Windows: not part of the text
+            raw = raw[len(UTF8_BOM):]
+        yield lineno, read_line(raw, source, lineno)
 
 
 def check_text(text: str, source) -> str:

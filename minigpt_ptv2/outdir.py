@@ -103,17 +103,29 @@ def _unwritable(p: Path) -> str | None:
     return None if os.access(p, os.W_OK | os.X_OK) else f"no write permission on {p}"
 
 
+def _broken(link: Path) -> str:
+    """Why a symbolic link leads nowhere: its target is missing, or the links go round in a loop."""
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "and the links lead round in a loop"
+    return "which does not exist"
+
+
 def check_place(out, option: str, reads: dict | None = None, staged: bool = True) -> Path:
     """Refuse a place no command may write (module docstring); returns the resolved target.
 
     reads: {how the command names it: path or None} of every folder or file it reads.
     staged: the content is built beside the target and swapped in (`writing`); False for a
     command that writes in place (train)."""
+    if not str(out).strip():
+        raise OutputError(f"{option} is empty ({str(out)!r}): name the folder to write")
     out_path = Path(out)
     for p in (out_path, *out_path.parents):
         if os.path.lexists(p) and not p.exists():
             raise OutputError(f"{option} {out} {'is' if p == out_path else f'is under {p}, which is'} a "
-                              f"symbolic link to {os.readlink(p)}, which does not exist")
+                              f"symbolic link to {os.readlink(p)}, {_broken(p)}")
         if p.exists():
             if not p.is_dir():
                 where = "is" if p == out_path else f"is under {p}, which is"

@@ -32,11 +32,11 @@ def add_arguments(p):
                    help="HF-format GPT-2 / LLaMA-style folder (default: the one the checkpoint was trained on)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens to add at most")
     p.add_argument("--do-sample", action="store_true", help="sample each token instead of taking the most likely")
-    p.add_argument("--temperature", type=temperature, default=1.0,
-                   help="with --do-sample: logits / T, T in [0.001, 1000] (below, sampling is greedy decoding in "
+    p.add_argument("--temperature", type=temperature, default=None,
+                   help="with --do-sample: logits / T (default 1), T in [0.001, 1000] (below, sampling is greedy decoding in "
                         "all but name and the logits overflow; above, uniform noise)")
     p.add_argument("--top-k", type=positive_int, default=None, help="with --do-sample: only the k most likely tokens")
-    p.add_argument("--seed", type=seed, default=0, help="with --do-sample: the sampling generator's seed")
+    p.add_argument("--seed", type=seed, default=None, help="with --do-sample: the sampling generator's seed (default 0)")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
     add_allow_other_backbone(p)
     add_device(p)
@@ -50,6 +50,7 @@ def run(args) -> int:
         raise InputError("generate needs a checkpoint (generate CKPT TEXT) or --model-dir DIR for the bare model")
     if not args.text:
         raise InputError("TEXT is empty: give the text to continue")
+    check_sampling_options(args)
     import torch
     from ..data.bpe import ByteLevelBPE
     from ..training.lm import check_tokenizer, load_decoder, load_lm_checkpoint
@@ -62,10 +63,10 @@ def run(args) -> int:
     tok = ByteLevelBPE.from_model_dir(model_dir)
     check_tokenizer(tok, model)
     ids = tok.encode(args.text, add_special_tokens=True)
-    generator = torch.Generator(device=args.device).manual_seed(args.seed) if args.do_sample else None
+    generator = torch.Generator(device=args.device).manual_seed(args.seed or 0) if args.do_sample else None
     input_ids = torch.tensor([ids], device=args.device)  # [1, N]
     out = model.generate(input_ids, args.max_new_tokens, attention_mask=torch.ones_like(input_ids),
-                         do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
+                         do_sample=args.do_sample, temperature=args.temperature or 1.0, top_k=args.top_k,
                          eos_token_id=None if args.ignore_eos else "config", generator=generator)[0, len(ids):].tolist()
     continuation = tok.decode(out)
     if args.json:
@@ -76,3 +77,15 @@ def run(args) -> int:
     else:
         print(args.text + continuation)
     return 0
+
+
+def check_sampling_options(args) -> None:
+    """Refuse --temperature, --top-k or --seed without --do-sample: greedy decoding would ignore
+    them, and the text would look like a sample (transformers only warns; a warning scrolls past)."""
+    from ..errors import InputError
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
+                                                         ("seed", args.seed)) if v is not None]
+    if given and not args.do_sample:
+        raise InputError(f"{', '.join(given)} only act{'' if len(given) > 1 else 's'} when sampling: without --do-sample generate decodes "
+                         f"greedily and would ignore {'them' if len(given) > 1 else 'it'}: add --do-sample or drop "
+                         f"{', '.join(g.split()[0] for g in given)}")

@@ -64,7 +64,7 @@ def read_texts(args) -> list[str]:
     """The sentences, one per argument or per line of --file or standard input: lines end at "\\n"
     or "\\r\\n" only, and a byte that is not UTF-8 is named (minigpt_ptv2/lines.py)."""
     from ..data.paths import text_lines
-    from ..lines import byte_lines
+    from ..lines import byte_lines, one_record
     if args.text and args.file:
         raise InputError("give sentences as arguments or with --file, not both")
     if args.text:
@@ -73,12 +73,12 @@ def read_texts(args) -> list[str]:
                 raise InputError(f"sentence argument {i + 1} is empty" + (" (only whitespace)" if t else ""))
         return [t.strip() for t in args.text]
     if args.file and args.file != "-":
-        lines = [line for _, line in text_lines(Path(args.file), "--file")]
+        lines = [one_record(line, args.file, n) for n, line in text_lines(Path(args.file), "--file")]
     else:
         if sys.stdin.isatty() and args.file != "-":
             raise InputError("no sentences: pass them as arguments, with --file, or on standard input")
         raw = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode("utf-8", "surrogateescape"))
-        lines = [line for _, line in byte_lines(raw, "standard input")]
+        lines = [one_record(line, "standard input", n) for n, line in byte_lines(raw, "standard input")]
     texts = [t.strip() for t in lines if t.strip()]
     if not texts:
         raise InputError("no sentences to predict (all lines were empty)")

@@ -225,7 +225,7 @@ def run(args) -> int:
     if args.task != "lm":  # train lm has its own rule (two tokens: one to read, one to predict)
         check_max_length(args.max_length, name="--max-length")  # the rule eval and predict apply too
     kw = run_arguments(args)
-    out = args.resume or args.out or f"runs/{kw['task']}-{kw['method']}"
+    out = next((o for o in (args.resume, args.out) if o is not None), f"runs/{kw['task']}-{kw['method']}")  # "" is refused
     info, device = distributed.setup(args.device)
     common = dict(out_dir=out, device=device, progress=not (args.no_progress or args.json),
                   resume=args.resume is not None, overwrite=args.overwrite,

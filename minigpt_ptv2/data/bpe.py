@@ -137,13 +137,16 @@ class ByteLevelBPE:
         """The regexes that cut a text into pieces, and whether a space is put before the text."""
         steps = (pre or {}).get("pretokenizers", [pre]) if (pre or {}).get("type") == "Sequence" else [pre]
         splits, prefix_space, byte_level = [], False, False
-        for step in steps:
-            kind = (step or {}).get("type")
+        for step in steps if isinstance(steps, list) else [steps]:
+            if step is not None and not isinstance(step, dict):
+                unsupported.append(f"pre_tokenizer step {str(step)[:40]!r} (not an object)")
+                continue
+            kind, pattern = (step or {}).get("type"), (step or {}).get("pattern")
             if kind == "ByteLevel":
                 byte_level, prefix_space = True, bool(step.get("add_prefix_space"))
                 splits += [GPT2_PATTERN] if step.get("use_regex", True) else []
-            elif (kind == "Split" and "Regex" in step.get("pattern", {}) and step.get("behavior") == "Isolated"
-                  and not step.get("invert")):
+            elif (kind == "Split" and isinstance(pattern, dict) and isinstance(pattern.get("Regex"), str)
+                  and step.get("behavior") == "Isolated" and not step.get("invert")):
                 splits.append(step["pattern"]["Regex"])
             else:
                 unsupported.append(f"pre_tokenizer {kind!r}")

@@ -17,6 +17,7 @@ import re
 from typing import NamedTuple
 
 from ..errors import InputError
+from ..lines import one_record
 from .paths import check_max_examples, data_file, text_lines
 
 # Fixed label order, "O" = 0, then B-/I- pairs per type. This is the order of the widely used
@@ -51,7 +52,7 @@ def read_conll_file(path: str | os.PathLike, max_examples: int | None = None) ->
     tags: list[str] = []
     columns = None  # (how many, the line that set it): the first word line's
     for lineno, line in text_lines(path):
-        line = line.strip(" \t")
+        line = one_record(line, path, lineno).strip(" \t")
         fields = COLUMN_GAP.split(line) if line else []
         if not fields:  # sentence boundary
             if words:

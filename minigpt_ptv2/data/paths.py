@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, MissingFileError
-from ..lines import decode_line, strip_end
+from ..lines import byte_lines
 
 ENV = "MINIGPT_PTV2_DATA"
 NONE = "none"  # MINIGPT_PTV2_DATA=none: no data folder, only what ships in the package
@@ -71,10 +71,6 @@ def data_file(relative: str, explicit: str | os.PathLike | None = None) -> Path:
     return path
 
 
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
 def check_regular_file(path: Path, what: str = "dataset file") -> None:
     """Refuse what is not a regular file, saying what it is: missing, a folder, or a pipe or
     device (`--text-file /dev/stdin`), which can be read only once."""
@@ -95,14 +91,8 @@ def text_lines(path: str | os.PathLike, what: str = "dataset file") -> Iterator[
     Lines end at "\\n" or "\\r\\n" only, and a byte that is not text is named (minigpt_ptv2/lines.py)."""
     path = Path(path)
     check_regular_file(path, what)
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):  # a binary file splits at b"\n" only
-            if lineno == 1 and raw[:2] in _UTF16_BOMS:
-                raise InputError(f"{path}:1: the file is UTF-16 (it starts with a UTF-16 byte-order "
-                                 f"mark); save it as UTF-8")
-            if lineno == 1 and raw.startswith(_UTF8_BOM):
-                raw = raw[len(_UTF8_BOM):]
-            yield lineno, strip_end(decode_line(raw, path, lineno))
+    with open(path, "rb") as f:  # a binary file splits at b"\n" only
+        yield from byte_lines(f, path)
 
 
 def check_max_examples(max_examples) -> None:

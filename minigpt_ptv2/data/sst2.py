@@ -14,6 +14,7 @@ import os
 from typing import NamedTuple
 
 from ..errors import InputError
+from ..lines import one_record
 from .paths import check_max_examples, data_file, text_lines
 
 SST2_LABELS = ["negative", "positive"]  # label id -> name
@@ -43,7 +44,7 @@ def read_sst2_file(path: str | os.PathLike, max_examples: int | None = None) -> 
     check_max_examples(max_examples)
     examples: list[Example] = []
     expected = " or ".join("'" + "<TAB>".join(h) + "'" for h in HEADERS)
-    lines = text_lines(path)
+    lines = ((n, one_record(line, path, n)) for n, line in text_lines(path))
     lineno, header = next(lines, (0, ""))
     if not header.strip():
         what = "empty file" if lineno == 0 else "blank first line"
@@ -61,6 +62,9 @@ def read_sst2_file(path: str | os.PathLike, max_examples: int | None = None) -> 
         text, label = fields
         if label not in ("0", "1"):
             raise InputError(f"{path}:{lineno}: label must be 0 or 1, got {label!r}")
+        if not text.strip():
+            raise InputError(f"{path}:{lineno}: the sentence is empty{' (only whitespace)' if text else ''}: "
+                             f"give it a text or delete the row")
         examples.append(Example(text.strip(), int(label)))
     if not examples:
         raise InputError(f"{path}: no examples after the header")

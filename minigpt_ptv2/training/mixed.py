@@ -24,7 +24,7 @@ from ..errors import InputError, InputTypeError
 from ..progress import progress
 from ..prompts.mixed import MixedPrompts
 from .heads import Head
-from .predict import clean_texts, limits, model_rows, records
+from .predict import check_stride_used, clean_texts, limits, model_rows, records
 from .tasks import get_task
 
 
@@ -109,6 +109,7 @@ class MixedPredictor:
                  stride: int | None = None, names: tuple[str, str] = ("max_length", "stride")):
         self.model, self.tok, self.device = model.eval(), tokenizer, device
         self.members = {}
+        check_stride_used([get_task(meta["task"]) for meta in model.metas.values()], stride, names[1])
         for name, meta in model.metas.items():
             task = get_task(meta["task"])
             ml, st = limits(meta, model.encoder, max_length, stride, names)

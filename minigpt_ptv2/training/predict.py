@@ -43,6 +43,7 @@ class Predictor:
         """Tokens per forward row (default: the checkpoint's training value), within the model's
         position table, and the windows' overlap (default: half of max_length - 2). Refused at
         once, by `names` (the CLI passes its flags), rather than at the first long text."""
+        check_stride_used([self.task], stride, names[1])
         self.max_length, self.stride = limits(self.meta, self.model.encoder, max_length, stride, names)
 
     @classmethod
@@ -83,6 +84,15 @@ def limits(meta: dict, encoder, max_length: int | None = None, stride: int | Non
     max_length = check_max_length(max_length, encoder, names[0])
     room = max_length - 2
     return max_length, default_stride(room) if stride is None else check_stride(stride, room, names[1])
+
+
+def check_stride_used(tasks, stride: int | None, name: str = "stride") -> None:
+    """Refuse a stride where no task reads windows (it would be ignored without a word): a
+    sentence classifier reads each text as one row, cut at max_length."""
+    if stride is not None and all(t.kind == "sequence" for t in tasks):
+        raise InputError(f"{name} {stride} does nothing for {'/'.join(sorted({t.name for t in tasks}))}: only a "
+                         f"token-tagging (CoNLL) checkpoint reads a long text in overlapping windows; a sentence "
+                         f"is classified on its first max_length tokens: drop {name}")
 
 
 def model_rows(task, tok: WordPiece, texts: list[str], max_length: int, stride: int) -> list[dict]:

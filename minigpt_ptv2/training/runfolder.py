@@ -102,13 +102,13 @@ def check_start(out_dir, args: dict, resume: bool, overwrite: bool, info, reads:
     if resume and (out_dir is None or overwrite):
         raise InputError("resume continues the run in out_dir: give out_dir, and not overwrite")
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and resume:
+    if out is not None and resume:  # the place as given: Path("") would be "."
+        outdir.check_place(out_dir, "--resume", reads, staged=False)
         saved = run_state.load_meta(out)["extra"]["args"]
-        outdir.check_place(out, "--resume", reads, staged=False)
         check_resume(out)
         check_same(saved, args, out)
     elif out is not None and info.is_main:
-        check_out(out, overwrite, reads)
+        check_out(out_dir, overwrite, reads)
     return out
 
 

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -110,6 +109,38 @@ def load_ck(tmp):
     return load_checkpoint(tmp / "ck", W["bert"])
 
 
+# --- the command line and text ------------------------------------------------------------------------
+
+def symlinks(*pairs):
+    """Setup: symbolic links (name, target) in tmp, e.g. ("loop", "loop")."""
+    return lambda tmp: [os.symlink(target, tmp / name) for name, target in pairs]
+
+
+def tsv(text: bytes):
+    """Setup: tmp/train.tsv holding `text`."""
+    return lambda tmp: (tmp / "train.tsv").write_bytes(text)
+
+
+def read_tsv(tmp):
+    from minigpt_ptv2.data.sst2 import read_sst2_file
+    return read_sst2_file(tmp / "train.tsv")
+
+
+def predicted_from_stdin(data: bytes, texts: list):
+    """A row that works: predict reads `data` on standard input and predicts exactly `texts`."""
+    def run(tmp):
+        out = io.StringIO()
+        with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert cli("predict", "{ck}", "--model-dir", "{bert}", "--max-length", "32", "--json")(tmp) == 0
+        assert [p["text"] for p in json.loads(out.getvalue())["predictions"]] == texts, out.getvalue()
+    return run
+
+
+TRAIN = ("train", "sst2", "prefix", "--model-dir", "{bert}", "--data-dir", "{data}", "--epochs", "1",
+         "--max-length", "32", "--no-progress")
+
+
 # --- model folders: config.json sizes against the weights; tokenizer.json fields ---------------------
 
 def edited(key, file="config.json", **changes):
@@ -126,15 +157,17 @@ def load(key):
     return lambda tmp: load_pretrained(tmp / key)
 
 
-def refused_quickly(run, seconds=1.0, names=()):
-    """A row whose refusal used to come only after a long build: refused by name, within `seconds`."""
-    def timed(tmp):
-        start = time.perf_counter()
-        with pytest.raises(InputError) as info:
+def refused_unbuilt(run, names=()):
+    """A row whose refusal used to come only after a long build (3000 blocks: seconds): refused by
+    name without a model being built at all."""
+    from minigpt_ptv2.models.gpt2 import GPT2Decoder
+
+    def unbuilt(tmp):
+        with mock.patch.object(GPT2Decoder, "__init__", side_effect=AssertionError("a model was built")), \
+                pytest.raises(InputError) as info:
             run(tmp)
         assert all(n in str(info.value) for n in names), str(info.value)
-        assert time.perf_counter() - start < seconds, f"refused after {time.perf_counter() - start:.1f} s"
-    return timed
+    return unbuilt
 
 
 def bpe_edited(edit):
@@ -196,6 +229,33 @@ ROWS = [
          lambda tmp: make_method("soft", preset("bert-tiny"), 2, init_std=0.1),
         ["make_method: prompt method 'soft' takes no option 'init_std'", "'init_range'"], InputError, was="escape"),
 
+    Case("predict --stride on a sentence-classifier checkpoint", cli("predict", "{ck}", "--model-dir", "{bert}",
+                                                                    "--max-length", "32", "--stride", "29", "a film"),
+         ["--stride 29 does nothing for sst2", "drop --stride"], cli=True, was="silent"),
+    Case("generate --temperature without --do-sample", cli("generate", "--model-dir", "{gpt2}", "the cat",
+                                                          "--temperature", "0.5"),
+         ["--temperature 0.5 only acts when sampling", "add --do-sample or drop --temperature"], cli=True, was="silent"),
+    Case("generate --top-k and --seed without --do-sample", cli("generate", "--model-dir", "{gpt2}", "the cat",
+                                                               "--top-k", "3", "--seed", "5"),
+         ["--top-k 3, --seed 5 only act when sampling", "drop --top-k, --seed"], cli=True, was="silent"),
+    Case("export-peft into an empty OUT ''", cli("export-peft", "{ck}", ""), ["OUT is empty ('')"], cli=True, was="ugly"),
+    Case("train --out '' (was: trained into the default runs/sst2-prefix)", cli(*TRAIN, "--out", ""),
+         ["--out is empty ('')"], cli=True, was="silent"),
+    Row("export-peft into a symbolic link to itself", cli("export-peft", "{ck}", "loop"),
+        ["OUT loop is a symbolic link to loop", "lead round in a loop"], cli=True, was="ugly",
+        setup=symlinks(("loop", "loop"))),
+    Row("export-peft under a symbolic link that leads into itself", cli("export-peft", "{ck}", "loop2/out"),
+        ["under loop2", "lead round in a loop"], cli=True, was="ugly", setup=symlinks(("loop2", "loop2/x"))),
+    Row("an SST-2 file with CR-only line ends", read_tsv, ["train.tsv:1: a carriage return", "at character 15",
+                                                           "\\r alone"], InputError, was="ugly",
+        setup=tsv(b"sentence\tlabel\ra fine film\t1\ra dull film\t0\r")),
+    Row("an SST-2 row whose sentence is only spaces", read_tsv, ["train.tsv:3: the sentence is empty (only whitespace)"],
+        InputError, was="silent", setup=tsv(b"sentence\tlabel\na fine film\t1\n   \t1\n")),
+    Case("standard input starting with a UTF-8 byte-order mark", predicted_from_stdin(
+        b"\xef\xbb\xbfa film\nb film\n", ["a film", "b film"]), works=True, was="silent"),
+    Case("standard input whose first line is only a byte-order mark", predicted_from_stdin(
+        b"\xef\xbb\xbf\na film\n", ["a film"]), works=True, was="silent"),
+
     Row("config.json n_inner 10**9 beside weights of 96", load("gpt2"),
         ["shape mismatch for layers.0.ffn_in.weight", "[24, 96]", "[24, 1000000000]"], InputError, was="escape",
         setup=edited("gpt2", n_inner=10**9)),
@@ -203,7 +263,7 @@ ROWS = [
         ["shape mismatch for wte.weight", "[300, 24]", "[300, 1048576]"], InputError, was="escape",
         setup=edited("gpt2", n_embd=2**20, n_head=1)),
     Row("config.json n_layer 3000 beside weights of 3: refused before 3000 blocks are built",
-        refused_quickly(load("gpt2"), names=["missing keys", "h.10."]), works=True, was="ugly",
+        refused_unbuilt(load("gpt2"), names=["missing keys", "h.10."]), works=True, was="ugly",
         setup=edited("gpt2", n_layer=3000)),
 
     Case("tokenizer.json: model.vocab a list", bpe_edited(lambda s: s["model"].update(vocab=list(s["model"]["vocab"]))),
@@ -234,6 +294,13 @@ ROWS = [
          ["added token ' cat' has id 299", "reads it as 279"], InputError, was="silent"),
     Case("tokenizer.json: a new added token at the next free id reads as tokenizers reads it",
          same_ids_as_tokenizers(lambda s: s["added_tokens"].append(added("zz", 279)), "a zz b"), works=True),
+    Case("tokenizer.json: a pre_tokenizer Sequence whose steps are strings", bpe_edited(lambda s: s.update(
+        pre_tokenizer={"type": "Sequence", "pretokenizers": ["ByteLevel"]})),
+         ["not a byte-level BPE tokenizer minigpt_ptv2 reads", "pre_tokenizer step 'ByteLevel' (not an object)"], InputError, was="escape"),
+    Case("tokenizer.json: a Split pre_tokenizer whose pattern is a string", bpe_edited(lambda s: s.update(
+        pre_tokenizer={"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": "x", "behavior": "Isolated"},
+                                                             {"type": "ByteLevel", "use_regex": False}]})),
+         ["pre_tokenizer 'Split'"], InputError, was="escape"),
     Case("tokenizer.json: a pre_tokenizer regex that does not compile", bpe_edited(lambda s: s.update(pre_tokenizer={
         "type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(("}, "behavior": "Isolated"},
                                               {"type": "ByteLevel", "use_regex": False}]})),
