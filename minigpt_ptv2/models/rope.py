@@ -32,6 +32,7 @@ from ..core.rotary import SCALINGS, check_scaling
 from ..errors import InputError
 
 DEFAULT_THETA = 10000.0
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 COMMON = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
 
 
@@ -89,8 +90,18 @@ def _settings(hf: dict, name: str | None, source) -> tuple[float, dict | None]:
         if top is not None and inner is not None and top != inner:
             raise InputError(f"{where}: original_max_position_embeddings is {inner} there and {top} at the top "
                              f"level (transformers reads the top level's): keep one")
-        scaling["original_max_position_embeddings"] = top or inner or hf.get("max_position_embeddings", 2048)
-    return theta, check_scaling(scaling, where)
+        given = top if top is not None else inner  # 0 is given (and refused), not absent
+        scaling["original_max_position_embeddings"] = given if given is not None else hf.get("max_position_embeddings",
+                                                                                             2048)
+    check_scaling(scaling, where)
+    # an angle is position x inv_freq / factor with inv_freq <= 1 (a positions field that is not a
+    # number is refused with the other fields)
+    positions = hf.get("max_position_embeddings", 2048)
+    if isinstance(positions, (int, float)) and not positions / scaling["factor"] < FLOAT32_MAX:
+        raise InputError(f"{where}: factor {scaling['factor']} is so small that the rescaled angles (position / "
+                         f"factor, up to {positions} positions) overflow float32 to inf, and every logit is NaN: "
+                         f"the factor is a context-length ratio, e.g. 2 or 8")
+    return theta, scaling
 
 
 def _one(hf: dict, obj: dict, key: str, where: str, default):

@@ -51,7 +51,11 @@ class Row(Case):
 
 @pytest.fixture(scope="module", autouse=True)
 def world(tmp_path_factory):
-    W.update(tiny_world.build(tmp_path_factory.mktemp("round2")))
+    from minigpt_ptv2.models import save_pretrained
+    from minigpt_ptv2.models.llama import LlamaDecoder
+    root = tmp_path_factory.mktemp("round2")
+    W.update(tiny_world.build(root))
+    W["llama"] = save_pretrained(LlamaDecoder(preset("llama-tiny").replace(vocab_size=300)), root / "llama")
 
 
 def cli(*argv):
@@ -150,6 +154,10 @@ def edited(key, file="config.json", **changes):
         config = json.loads((tmp / key / file).read_text())
         (tmp / key / file).write_text(json.dumps({**config, **changes}))
     return setup
+
+
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 32, "rope_theta": 10000.0}
 
 
 def load(key):
@@ -256,6 +264,15 @@ ROWS = [
     Case("standard input whose first line is only a byte-order mark", predicted_from_stdin(
         b"\xef\xbb\xbf\na film\n", ["a film"]), works=True, was="silent"),
 
+    Row("llama3 rope with original_max_position_embeddings 0 (was read as max_position_embeddings)", load("llama"),
+        ["rope_parameters: original_max_position_embeddings must be a positive int, got 0"], InputError,
+        was="silent", setup=edited("llama", rope_parameters=LLAMA3 | {"original_max_position_embeddings": 0})),
+    Row("linear rope with factor 1e-300 (angles overflow, every logit NaN)", load("llama"),
+        ["rope_parameters: factor 1e-300 is so small", "overflow float32"], InputError, was="silent",
+        setup=edited("llama", rope_parameters={"rope_type": "linear", "factor": 1e-300, "rope_theta": 10000.0})),
+    Row("linear rope with factor 0.5 loads (a context shrunk, not overflowing)", lambda tmp: load("llama")(tmp),
+        works=True, setup=edited("llama", rope_parameters={"rope_type": "linear", "factor": 0.5, "rope_theta": 1e4})),
+
     Row("config.json n_inner 10**9 beside weights of 96", load("gpt2"),
         ["shape mismatch for layers.0.ffn_in.weight", "[24, 96]", "[24, 1000000000]"], InputError, was="escape",
         setup=edited("gpt2", n_inner=10**9)),
@@ -300,7 +317,7 @@ ROWS = [
     Case("tokenizer.json: a Split pre_tokenizer whose pattern is a string", bpe_edited(lambda s: s.update(
         pre_tokenizer={"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": "x", "behavior": "Isolated"},
                                                              {"type": "ByteLevel", "use_regex": False}]})),
-         ["pre_tokenizer 'Split'"], InputError, was="escape"),
+         ["pre_tokenizer 'Split'"], InputError),
     Case("tokenizer.json: a pre_tokenizer regex that does not compile", bpe_edited(lambda s: s.update(pre_tokenizer={
         "type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(("}, "behavior": "Isolated"},
                                               {"type": "ByteLevel", "use_regex": False}]})),
