@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 
 
 UTF16_BOMS, UTF8_BOM = (b"\xff\xfe", b"\xfe\xff"), b"\xef\xbb\xbf"
@@ -84,7 +84,10 @@ def byte_lines(raw_lines: Iterable[bytes], source) -> Iterator[tuple[int, str]]:
 def check_text(text: str, source) -> str:
     """A str that can be written as UTF-8, as every tokenizer needs. A lone surrogate U+DC80..U+DCFF
     is how Python hands over a byte that was not UTF-8 (a command-line argument): named as that
-    byte; any other lone surrogate as itself."""
+    byte; any other lone surrogate as itself. Anything but a str (bytes, None) is refused by type."""
+    if not isinstance(text, str):
+        raise InputTypeError(f"{source} must be a str, got {type(text).__name__}"
+                             + (" (decode the bytes first: data.decode('utf-8'))" if isinstance(text, bytes) else ""))
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import InputError, MissingFileError, NonFiniteError
+from .errors import InputError, InputTypeError, MissingFileError, NonFiniteError
 
 # name -> (accepted Python types, description). bool is excluded from int on purpose: JSON's
 # `true` is not a length.
@@ -78,3 +78,35 @@ def check_finite(tensors: dict, source) -> None:
             raise NonFiniteError(f"{source}: tensor {name!r} holds {n_nan} NaN and "
                                  f"{int(bad.sum()) - n_nan} infinite values (of {t.numel()}); a file "
                                  f"written by a run that diverged, or corrupted")
+
+
+def token_id_list(ids, source: str = "ids") -> list[int]:
+    """Token ids to decode (a list, a tuple or a 1-D tensor of ints >= 0) as a list of ints, each
+    refused by position otherwise: a float was truncated, -1 read as the last token, a string split
+    into characters. An id past the vocabulary is left to the tokenizer, which skips it as the
+    tokenizers library does (a model's embedding table may hold more rows than its tokenizer ids)."""
+    import numbers
+    if isinstance(ids, (str, bytes)) or not (isinstance(ids, (list, tuple)) or hasattr(ids, "tolist")):
+        raise InputTypeError(f"{source} must be a list or a 1-D tensor of token ids, got {type(ids).__name__}")
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if not isinstance(ids, list):  # a 0-d tensor
+        raise InputTypeError(f"{source} must be a list or a 1-D tensor of token ids, got a single id {ids!r}")
+    for n, i in enumerate(ids):
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < 2 ** 32:
+            raise InputError(f"{source}[{n}] must be a token id (an int in [0, 2**32)), got {i!r} "
+                             f"({type(i).__name__})")
+    return [int(i) for i in ids]
+
+
+def check_device_name(device, name: str = "device") -> None:
+    """A device a model can be moved to here: cpu, or cuda where CUDA is available; refused by
+    `name` (the CLI's --device, load_pretrained's device) otherwise."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"{name} {device!r} is not a device (try cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"{name} {device}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"{name} {device}: only cpu and cuda are supported")

@@ -317,7 +317,7 @@ def test_cli_shows_grouped_kv_heads_on_the_llama_decoder(capsys):
     (["--config", "bert-tiny", "--layers", "3"], "layer 3 is outside 0..2 (L=3)"),
     (["--config", "bert-tiny", "--layers", "one"], "expected indices like"),
     (["--config", "bert-tiny", "--B", "0"], "argument --B: must be a positive integer, got 0"),  # the parser's
-    (["--config", "bert-tiny", "--N", "70"], "position table has 64 rows"),
+    (["--config", "bert-tiny", "--N", "70"], "--N 70: the model has 64 positions"),
     (["--config", "bert-tiny", "--N", "4", "--pad", "4"], "--pad must be in [0, N=4)"),
 ])
 def test_cli_user_errors_are_one_line(capsys, argv, message):

@@ -153,15 +153,8 @@ def add_json(p) -> None:
 
 
 def check_device(device: str) -> str:
-    import torch
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"--device {device!r} is not a device (try cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {device}: only cpu and cuda are supported")
+    from ..validate import check_device_name
+    check_device_name(device, "--device")
     return device
 
 

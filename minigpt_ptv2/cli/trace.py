@@ -30,7 +30,8 @@ def add_arguments(p):
     p.add_argument("--model", choices=["encoder", "decoder"], default=None,
                    help="model kind (default: the kind of --config)")
     p.add_argument("--B", type=batch_size, default=16, help="batch size")
-    p.add_argument("--N", type=int_range(1, 65_536), default=128, help="real tokens per sequence")
+    p.add_argument("--N", type=int_range(1, 65_536), default=None,
+                   help="real tokens per sequence (default: 128, or as many as the model's positions hold)")
     p.add_argument("--P", type=prompt_length, default=20, help="prompt / prefix length")
     p.add_argument("--num-layers", type=int_range(1, 1000), default=None,
                    help="override the preset's L (fewer layers run faster; shapes per layer are the same)")
@@ -145,7 +146,14 @@ def run(args) -> int:
         cfg = cfg.replace(num_hidden_layers=args.num_layers)
     L = cfg.num_hidden_layers
     layers = parse_layers(args.layers, L)
-    tr = run_trace(cfg, args.method, args.B, args.N, args.P, layers, args.pad, args.positions,
+    shift = args.P if args.positions == "shifted" and args.method != "none" else 0
+    room = cfg.max_position_embeddings - shift  # real tokens the position table holds
+    N = min(128, room) if args.N is None else args.N
+    if N > room:
+        raise InputError(f"--N {N}: the model has {cfg.max_position_embeddings} positions"
+                         f"{f', {shift} of them taken by the prompt under --positions shifted' if shift else ''}: "
+                         f"give --N {room} or less")
+    tr = run_trace(cfg, args.method, args.B, N, args.P, layers, args.pad, args.positions,
                    args.fused, args.seed)
     kind = kind_of(cfg)
     name = args.config or DEFAULT_CONFIG[args.model or "encoder"]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..errors import InputError, MissingFileError
 from ..lines import check_text
-from ..validate import read_json
+from ..validate import read_json, token_id_list
 from .bpe_spec import check_added_ids, check_spec
 from .paths import text_lines
 
@@ -231,9 +231,8 @@ class ByteLevelBPE:
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Ids (list or 1-D tensor) back to text; bytes that are not valid UTF-8 become U+FFFD."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         out = bytearray()
-        for i in map(int, ids):
+        for i in token_id_list(ids, "decode: ids"):
             if skip_special_tokens and i in self.special:
                 continue
             token = self.id_to_token.get(i, "")

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from ..core.checks import check_max_length
 from ..errors import InputError, InputTypeError, MissingFileError
-from ..validate import read_json, require
+from ..validate import read_json, require, token_id_list
 from .paths import text_lines
 from .windows import default_stride, word_windows
 
@@ -131,7 +131,7 @@ class WordPiece:
         holds). A text that fits gives one row, the one ``word_rows`` would give."""
         room = _room(max_length)
         stride = default_stride(room) if stride is None else stride
-        encodings = self._tok.encode_batch([list(w) for w in _texts(word_lists, "word lists")],
+        encodings = self._tok.encode_batch([list(w) for w in _texts(word_lists, words=True)],
                                            is_pretokenized=True, add_special_tokens=False)
         rows = []
         for i, enc in enumerate(encodings):
@@ -174,13 +174,11 @@ class WordPiece:
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Ids (list or 1-D tensor) back to text; WordPiece '##' pieces are glued back on."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+        return self._tok.decode(token_id_list(ids, "decode: ids"), skip_special_tokens=skip_special_tokens)
 
     def tokens(self, ids) -> list[str]:
         """Ids to vocabulary strings, e.g. ['[CLS]', 'sun', '##dar', ...]: for looking, not decoding."""
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        return [self._tok.id_to_token(i) for i in ids]
+        return [self._tok.id_to_token(i) for i in token_id_list(ids, "tokens: ids")]
 
 
 def _room(max_length: int) -> int:
@@ -189,10 +187,21 @@ def _room(max_length: int) -> int:
     return check_max_length(max_length) - 2
 
 
-def _texts(texts, what: str = "strings") -> list:
+def _texts(texts, words: bool = False) -> list:
+    """The batch as a list whose items are each a str (words: a list of word strings), refused by
+    position otherwise: the tokenizers library raised a TypeError of its own, and a str where a
+    word list belongs was read as a list of one-character words."""
+    what = "word lists" if words else "strings"
     if isinstance(texts, str):
-        raise InputTypeError(f"pass a list of {what} (a batch), e.g. [text]")
-    return list(texts)
+        raise InputTypeError(f"pass a list of {what} (a batch), e.g. [{'text.split()' if words else 'text'}]")
+    texts = list(texts)
+    for n, t in enumerate(texts):
+        ok = isinstance(t, (list, tuple)) and all(isinstance(w, str) for w in t) if words else isinstance(t, str)
+        if not ok:
+            hint = ": split each text into its words, e.g. text.split()" if words and isinstance(t, str) else ""
+            raise InputTypeError(f"item {n} of the batch must be {'a list of word strings' if words else 'a str'}, "
+                                 f"got {type(t).__name__} {str(t)[:40]!r}{hint}")
+    return texts
 
 
 def _from_vocab(model_dir: Path) -> Tokenizer:

@@ -13,11 +13,13 @@ Adding one is that module, one line in ARCHITECTURES, and its tests (README, "Ex
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
+from ..validate import check_device_name
 from ..core.config import TOKEN_IDS, DecoderConfig
 from .hf_files import read_config, read_generation_ids, read_state_dict, tokenizer_digest, write_folder
 
@@ -52,6 +54,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     expect: refuse a folder of another model_type. fast: turn on the speed devices of fast/
     (equal outputs, measured in benchmarks/); fast=False gives the plain teaching model.
     """
+    check_load_arguments(model_dir, device, dtype)
     model_dir = Path(model_dir)
     hf = {**read_config(model_dir), **read_generation_ids(model_dir)}  # transformers' precedence for bos/eos/pad
     cfg = config_from_hf(hf, model_dir / "config.json")
@@ -72,6 +75,19 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
         from ..fast import enable
         enable(model)
     return model
+
+
+def check_load_arguments(model_dir, device, dtype) -> None:
+    """load_pretrained's arguments, refused by name before anything is read (they failed deep in
+    pathlib or torch)."""
+    if not isinstance(model_dir, (str, os.PathLike)):
+        raise InputTypeError(f"load_pretrained: model_dir must be a folder path (str or Path), got "
+                             f"{type(model_dir).__name__}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputTypeError(f"load_pretrained: dtype must be a floating torch dtype such as torch.float16, got "
+                             f"{dtype!r} ({type(dtype).__name__})")
+    if device is not None:
+        check_device_name(device, "load_pretrained: device")
 
 
 def save_pretrained(model, out_dir) -> Path:

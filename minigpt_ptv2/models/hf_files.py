@@ -143,6 +143,9 @@ def write_folder(out_dir, config: dict, tensors: dict, generation: dict | None =
     renamed over the old one)."""
     from safetensors.torch import save_file
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a folder: a model is saved as a folder (config.json, "
+                         f"model.safetensors); name a new or existing folder")
     out.mkdir(parents=True, exist_ok=True)
     files = [("model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"})),
              ("config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))]

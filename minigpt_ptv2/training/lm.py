@@ -69,8 +69,8 @@ def load_decoder(model_dir):
     from ..models import load_pretrained
     model = load_pretrained(model_dir)
     if not isinstance(model, CausalLM):
-        raise InputError(f"{model_dir} holds a {model.config.model_type!r} model, not a decoder: causal-LM prompt "
-                         f"training needs a GPT-2 or LLaMA-style folder")
+        raise InputError(f"{model_dir} holds a {model.config.model_type!r} model, not a decoder: generating text "
+                         f"and training a prompt on text (generate, train lm) need a GPT-2 or LLaMA-style folder")
     return model
 
 

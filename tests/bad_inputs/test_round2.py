@@ -145,6 +145,36 @@ TRAIN = ("train", "sst2", "prefix", "--model-dir", "{bert}", "--data-dir", "{dat
          "--max-length", "32", "--no-progress")
 
 
+# --- the API: arguments of the wrong type ---------------------------------------------------------------
+
+def bpe():
+    return ByteLevelBPE.from_model_dir(W["gpt2"])
+
+
+def wordpiece():
+    from minigpt_ptv2.data import WordPiece
+    return WordPiece.from_model_dir(W["bert"])
+
+
+def assert_equal(a, b):
+    assert a == b, (a, b)
+
+
+def saved_over_file(tmp):
+    from minigpt_ptv2.models import load_pretrained, save_pretrained
+    (tmp / "text.txt").write_text("notes")
+    try:
+        save_pretrained(load_pretrained(W["bert"]), tmp / "text.txt")
+    finally:
+        assert (tmp / "text.txt").read_text() == "notes"
+        (tmp / "text.txt").unlink()  # the row's snapshot is taken before it was written
+
+
+def loaded(**kw):
+    from minigpt_ptv2.models import load_pretrained
+    return lambda tmp: load_pretrained(kw.pop("model_dir", W["bert"]), **kw)
+
+
 # --- model folders: config.json sizes against the weights; tokenizer.json fields ---------------------
 
 def edited(key, file="config.json", **changes):
@@ -246,6 +276,13 @@ ROWS = [
     Case("generate --top-k and --seed without --do-sample", cli("generate", "--model-dir", "{gpt2}", "the cat",
                                                                "--top-k", "3", "--seed", "5"),
          ["--top-k 3, --seed 5 only act when sampling", "drop --top-k, --seed"], cli=True, was="silent"),
+    Case("generate on an encoder folder: named for generating, not only for training",
+         cli("generate", "--model-dir", "{bert}", "the cat"), ["holds a 'bert' model, not a decoder",
+                                                               "generating text"], cli=True, was="ugly"),
+    Case("trace on a 64-position preset without --N (the default 128 did not fit, --N unnamed)",
+         lambda tmp: assert_equal(main(["trace", "--config", "bert-tiny", "--B", "1"]), 0), works=True, was="ugly"),
+    Case("trace --N past the position table", cli("trace", "--config", "gpt2-tiny", "--N", "100"),
+         ["--N 100: the model has 64 positions", "--N 64 or less"], cli=True),
     Case("export-peft into an empty OUT ''", cli("export-peft", "{ck}", ""), ["OUT is empty ('')"], cli=True, was="ugly"),
     Case("train --out '' (was: trained into the default runs/sst2-prefix)", cli(*TRAIN, "--out", ""),
          ["--out is empty ('')"], cli=True, was="silent"),
@@ -272,6 +309,35 @@ ROWS = [
         setup=edited("llama", rope_parameters={"rope_type": "linear", "factor": 1e-300, "rope_theta": 10000.0})),
     Row("linear rope with factor 0.5 loads (a context shrunk, not overflowing)", lambda tmp: load("llama")(tmp),
         works=True, setup=edited("llama", rope_parameters={"rope_type": "linear", "factor": 0.5, "rope_theta": 1e4})),
+
+    Case("save_pretrained into an existing file", saved_over_file, ["text.txt is a file, not a folder"], InputError,
+         was="escape"),
+    Case("load_pretrained(None)", loaded(model_dir=None), ["load_pretrained: model_dir must be a folder path",
+                                                           "NoneType"], was="escape"),
+    Case("load_pretrained(dtype='float16')", loaded(dtype="float16"),
+         ["load_pretrained: dtype must be a floating torch dtype", "'float16' (str)"], was="escape"),
+    Case("load_pretrained(device='gpu')", loaded(device="gpu"), ["load_pretrained: device 'gpu' is not a device"],
+         InputError, was="escape"),
+    Case("ByteLevelBPE.encode(bytes)", lambda tmp: bpe().encode(b"the cat"),
+         ["text to encode must be a str, got bytes", "decode the bytes first"], was="escape"),
+    Case("ByteLevelBPE.encode(None)", lambda tmp: bpe().encode(None), ["must be a str, got NoneType"], was="escape"),
+    Case("ByteLevelBPE.decode a negative id (was: dropped)", lambda tmp: bpe().decode([-1, 5]),
+         ["decode: ids[0] must be a token id", "-1 (int)"], InputError, was="silent"),
+    Case("ByteLevelBPE.decode a float id (was: truncated)", lambda tmp: bpe().decode([1.7]),
+         ["decode: ids[0] must be a token id", "1.7 (float)"], InputError, was="silent"),
+    Case("ByteLevelBPE.decode a string", lambda tmp: bpe().decode("abc"),
+         ["decode: ids must be a list or a 1-D tensor of token ids, got str"], was="escape"),
+    Case("ByteLevelBPE.decode an id past the vocabulary is skipped, as the tokenizers library does",
+         lambda tmp: assert_equal(bpe().decode([10 ** 6, 5]), bpe().decode([5])), works=True),
+    Case("WordPiece.encode([None])", lambda tmp: wordpiece().encode([None]),
+         ["item 0 of the batch must be a str", "NoneType"], was="escape"),
+    Case("WordPiece.encode([bytes])", lambda tmp: wordpiece().encode([b"abc"]),
+         ["item 0 of the batch must be a str", "bytes"], was="escape"),
+    Case("WordPiece.decode([-1])", lambda tmp: wordpiece().decode([-1]), ["decode: ids[0] must be a token id", "-1"],
+         InputError, was="escape"),
+    Case("WordPiece.word_windows of texts, not word lists (was: each character a word)",
+         lambda tmp: wordpiece().word_windows(["a b"]),
+         ["item 0 of the batch must be a list of word strings", "text.split()"], was="silent"),
 
     Row("config.json n_inner 10**9 beside weights of 96", load("gpt2"),
         ["shape mismatch for layers.0.ffn_in.weight", "[24, 96]", "[24, 1000000000]"], InputError, was="escape",
