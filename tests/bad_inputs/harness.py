@@ -62,6 +62,12 @@ class Case:
         return self.id
 
 
+@dataclass
+class Row(Case):
+    """A Case whose bad input is written by setup(tmp) before the snapshot is taken."""
+    setup: Callable = lambda tmp: None
+
+
 def snapshot(root: Path) -> dict:
     """path -> sha256 of every file under root (what 'nothing written, nothing lost' compares)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()

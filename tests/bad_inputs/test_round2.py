@@ -22,15 +22,12 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 from unittest import mock
 
 import pytest
 import tiny_world
 import torch
-from harness import Case, check
+from harness import Case, Row, check
 
 from minigpt_ptv2 import preset
 from minigpt_ptv2.cli import main
@@ -44,11 +41,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 W: dict = {}
 
 
-@dataclass
-class Row(Case):
-    setup: Callable = lambda tmp: None  # writes the bad input before the snapshot
-
-
 @pytest.fixture(scope="module", autouse=True)
 def world(tmp_path_factory):
     from minigpt_ptv2.models import save_pretrained
@@ -59,19 +51,9 @@ def world(tmp_path_factory):
 
 
 def cli(*argv):
-    """A row running `main` in the row's folder; {tmp} is that folder, {bert}, {ck}, ... the world's."""
-    def run(tmp):
-        old = os.getcwd()
-        os.chdir(tmp)
-        try:
-            return main([a.format(tmp=tmp, **W) for a in argv])
-        finally:
-            os.chdir(old)
-    return run
-
-
-def copy(key, to):
-    return lambda tmp: shutil.copytree(W[key], tmp / to)
+    """A row running `main` (in the row's folder: test_round2 moves there); {tmp} is that folder,
+    {bert}, {ck}, ... the world's."""
+    return lambda tmp: main([a.format(tmp=tmp, **W) for a in argv])
 
 
 # --- checkpoints and run folders ---------------------------------------------------------------------
