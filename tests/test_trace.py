@@ -194,6 +194,27 @@ def test_table_prints_header_numbers_and_letters_and_filters_layers():
     assert layer_of("layer11.attn.k") == 11 and layer_of("final.pooler") is None
 
 
+def test_table_collapses_layers_that_repeat_the_first_and_keeps_every_row():
+    tr = ShapeTrace(dims={"B": 2, "N": 5, "P": 3, "P+N": 8, "D": 24})
+    tr.add("embeddings.out", torch.zeros(2, 5, 24))
+    for i in range(4):
+        tr.add(f"layer{i}.attn.q", torch.zeros(2, 5, 24))
+        tr.add(f"layer{i}.out", torch.zeros(2, 8 if i == 2 else 5, 24))  # layer 2 differs: printed in full
+    tr.add("final.last_hidden_state", torch.zeros(2, 5, 24))
+    assert tr.table(collapse_repeats=True).splitlines() == [
+        "name                     shape       letters",
+        "embeddings.out           [2, 5, 24]  [B, N, D]",
+        "layer0.attn.q            [2, 5, 24]  [B, N, D]",
+        "layer0.out               [2, 5, 24]  [B, N, D]",
+        "layer1: the same 2 rows as layer0, layer by layer (not repeated here)",
+        "layer2.attn.q            [2, 5, 24]  [B, N, D]",
+        "layer2.out               [2, 8, 24]  [B, P+N, D]",
+        "layer3: the same 2 rows as layer0, layer by layer (not repeated here)",
+        "final.last_hidden_state  [2, 5, 24]  [B, N, D]",
+    ]
+    assert len(tr.rows) == 10 and len(parse_table(tr.table())) == 10  # only the printed view shortens
+
+
 def test_side_by_side_lines_rows_up_by_name_and_marks_what_only_one_trace_has():
     left = ShapeTrace(dims={"B": 2, "N": 5, "P": 3, "P+N": 8, "D": 24})
     right = ShapeTrace()  # no letters: numbers

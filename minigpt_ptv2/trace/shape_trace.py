@@ -111,15 +111,20 @@ class ShapeTrace(Capture):
         """Spell a shape with this trace's letters, e.g. (16, 12, 148, 64) -> '[B, H, P+N, d]'."""
         return spell(shape, self.dims, name)
 
-    def table(self, layers=None, letters: bool = True) -> str:
+    def table(self, layers=None, letters: bool = True, collapse_repeats: bool = False) -> str:
         """A printable table: name, shape in numbers, and (when dims are known) in letters.
 
         layers: show only these layer indices (rows outside the layer loop are always shown).
+        collapse_repeats: print a layer whose rows repeat the first layer's exactly (the same
+            names after `layerI.`, the same shapes) as one line saying so, instead of row by row.
+            Only the printed view shortens: `rows` keeps every row.
         """
         rows = [(n, s) for n, s in self.rows
                 if layers is None or layer_of(n) is None or layer_of(n) in layers]
         if not rows:
             return "(nothing recorded)"
+        if collapse_repeats:
+            return self._collapsed(rows, letters)
         spell = letters and bool(self.dims)
         nums = [fmt(shape) for _, shape in rows]
         w_name = max(len("name"), *(len(n) for n, _ in rows))
@@ -129,6 +134,36 @@ class ShapeTrace(Capture):
             spelled = self.letters(shape, name) if spell else ""
             lines.append(f"{name:<{w_name}}  {num:<{w_num}}  {spelled}".rstrip())
         return "\n".join(lines)
+
+    def _collapsed(self, rows: list, letters: bool) -> str:
+        """The table of `rows`, each later layer that repeats the first one's rows as one line."""
+        blocks = []  # [(layer or None, rows)]: runs of consecutive rows of one layer
+        for name, shape in rows:
+            i = layer_of(name)
+            if blocks and i is not None and blocks[-1][0] == i:
+                blocks[-1][1].append((name, shape))
+            else:
+                blocks.append((i, [(name, shape)]))
+
+        def pattern(i, block):  # the block's rows with the layer number taken out of each name
+            return [(name[len(f"layer{i}."):], shape) for name, shape in block]
+
+        first = next(((i, pattern(i, b)) for i, b in blocks if i is not None), None)
+        kept, notes, run = [], {}, []  # notes: index into kept -> "layers a..b repeat ..."
+        for i, block in blocks + [(None, [])]:
+            if i is not None and i != first[0] and pattern(i, block) == first[1]:
+                run.append(i)
+                continue
+            if run:
+                span = f"layer{run[0]}" if len(run) == 1 else f"layer{run[0]}..layer{run[-1]}"
+                notes[len(kept)] = (f"{span}: the same {len(first[1])} rows as layer{first[0]}, "
+                                    f"layer by layer (not repeated here)")
+                run = []
+            kept += block
+        table = ShapeTrace(dims=self.dims, rows=kept).table(letters=letters).splitlines()
+        for at in sorted(notes, reverse=True):
+            table.insert(at + 1, notes[at])  # + 1: the header line
+        return "\n".join(table)
 
     def walk(self, layer: int = 0) -> str:
         """The walk of lessons 06-08 for one layer, in numbers: how the prompt meets the real tokens.
