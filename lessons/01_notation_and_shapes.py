@@ -153,7 +153,7 @@ def every_layer_alike(tr: ShapeTrace, layers: int):
 
 
 trace = trace_example(B, N)
-print(trace.table())
+print(trace.table(collapse_repeats=True))
 every_layer_alike(trace, 3)
 
 

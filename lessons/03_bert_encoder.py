@@ -218,7 +218,7 @@ def trace_example(B=2, N=5, pad=2) -> ShapeTrace:
     return tr
 
 
-print(trace_example().table())
+print(trace_example().table(collapse_repeats=True))
 
 
 # %% [markdown]

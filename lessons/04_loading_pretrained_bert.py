@@ -254,7 +254,7 @@ def trace_example(model_dir=None, B=2, N=8) -> ShapeTrace:
     return tr
 
 
-print(trace_example(model_dir, B=2, N=8).table())
+print(trace_example(model_dir, B=2, N=8).table(collapse_repeats=True))
 
 
 # %% [markdown]

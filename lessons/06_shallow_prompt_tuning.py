@@ -221,7 +221,7 @@ def trace_example(B=16, N=128, P=20, layers=3) -> ShapeTrace:
 
 
 tr = trace_example(16, 128)
-print(tr.table())
+print(tr.table(collapse_repeats=True))
 print(tr.walk())
 
 
