@@ -65,6 +65,10 @@ def by_hand(attn: MultiHeadAttention, x: torch.Tensor, keep: torch.Tensor | None
     return out, probs
 
 
+# %% [markdown]
+# Now random weights and inputs at BERT-base sizes, and `by_hand` against the module.
+
+# %%
 def make_inputs(B=16, N=128, D=768, H=12):
     """A module with random weights, x [B, N, D], and keep [B, 1, 1, N] with the last row half padded."""
     torch.manual_seed(0)

@@ -129,6 +129,15 @@ def gelu_gap() -> float:
     return gap
 
 
+with torch.no_grad():
+    layer_by_hand(model, x)
+    gelu_gap()
+
+
+# %% [markdown]
+# The feed-forward block in blocks of rows, against all rows at once:
+
+# %%
 def row_blocks_agree(model: BertEncoder, ids: torch.Tensor) -> float:
     rows = ids.numel() // 5  # B*N // 5 rows per block: five blocks and a remainder
     plain = model(ids).last_hidden_state  # [B, N, D]
@@ -144,8 +153,6 @@ def row_blocks_agree(model: BertEncoder, ids: torch.Tensor) -> float:
 
 
 with torch.no_grad():
-    layer_by_hand(model, x)
-    gelu_gap()
     row_blocks_agree(model, ids)
 
 

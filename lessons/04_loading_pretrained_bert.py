@@ -17,9 +17,7 @@
 # %%
 from __future__ import annotations
 
-import os
 import re
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +26,8 @@ from minigpt_ptv2 import BertEncoder, ShapeTrace
 from minigpt_ptv2.models import bert, config_from_hf, copy_into
 from minigpt_ptv2.models.hf_files import read_config, read_state_dict
 from minigpt_ptv2.pretrained import default_model_dir
+
+from _course import quiet_transformers  # importing the reference library offline and silently: plumbing
 
 
 
@@ -185,15 +185,8 @@ def compare_with_transformers(model: BertEncoder, model_dir, batch: dict, atol: 
                               check: bool = True) -> dict | None:
     """max |ours - transformers| over real tokens at every stage ("embeddings", "layer 0", ...,
     "pooler"), or None when transformers is not installed. check=True asserts each is < atol."""
-    for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                       ("TRANSFORMERS_VERBOSITY", "error")):
-        os.environ.setdefault(var, value)  # a local folder: no network, no progress bars
-    try:
-        with warnings.catch_warnings():  # tqdm's notice in a notebook without ipywidgets: no bars are drawn here
-            warnings.filterwarnings("ignore", message="IProgress not found")
-            import transformers
-    except ImportError:
-        print("transformers is not installed: skipping the comparison (pip install transformers)")
+    transformers = quiet_transformers()  # offline, no progress bars; None if not installed
+    if transformers is None:
         return None
     ref = transformers.BertModel.from_pretrained(str(model_dir)).eval()
     with torch.no_grad():
@@ -215,6 +208,10 @@ def compare_with_transformers(model: BertEncoder, model_dir, batch: dict, atol: 
     return gaps
 
 
+# %% [markdown]
+# The claims above, asserted, with this process's threads and then single-threaded.
+
+# %%
 def check_the_claims(gaps: dict):
     layers = [gap for stage, gap in gaps.items() if stage.startswith("layer")]
     assert gaps["embeddings"] == 0.0, "the embeddings run the same operations in the same order"

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from einops import rearrange
@@ -29,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from minigpt_ptv2 import BertEncoder, MultiHeadAttention, ShapeTrace, preset
 from minigpt_ptv2.prompts import KVPrefix
-from minigpt_ptv2.viz import save_figure
+
+from _course import best_time, plot_cost, print_cost_table  # timing, a table, a figure: plumbing
 
 
 
@@ -186,15 +186,6 @@ mlp_and_inference_form()
 # noisy: they are printed for this run, not asserted.
 
 # %%
-def best_time(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def prefix_variants(prefix: KVPrefix) -> dict:
     """The three ways to get a batch of prefixes [B, L, 2, H, P, d] from the MLP."""
     c = prefix.config
@@ -217,6 +208,11 @@ def prefix_variants(prefix: KVPrefix) -> dict:
     return {"once + expand": once, "per row": per_row, "repeat": repeat}
 
 
+# %% [markdown]
+# For each B, each way's FLOPs (counted), the bytes its result holds, and its best time; the
+# table and the figure are drawn by `print_cost_table` and `plot_cost` (`lessons/_course.py`).
+
+# %%
 def once_vs_per_row(batches=(1, 8, 32), P=20, repeat=5) -> list:
     torch.manual_seed(0)
     prefix = KVPrefix(preset("bert-base"), P, projection=True).eval()
@@ -227,7 +223,7 @@ def once_vs_per_row(batches=(1, 8, 32), P=20, repeat=5) -> list:
             out, flops = {}, {}
             for name, f in ways.items():
                 with FlopCounterMode(display=False) as counter:
-                    out[name] = f(B)
+                    out[name] = f(B)  # [B, L, 2, H, P, d]
                 flops[name] = counter.get_total_flops()
             drift = (out["once + expand"] - out["per row"]).abs().max().item()
             assert torch.equal(out["once + expand"], out["repeat"]) and drift < 1e-5
@@ -237,19 +233,17 @@ def once_vs_per_row(batches=(1, 8, 32), P=20, repeat=5) -> list:
             del out
             t = {name: best_time(lambda f=f: f(B), repeat) for name, f in ways.items()}
             rows.append((B, flops, mem, t, drift))
-    w = max(7 * len(rows), 20)  # one column group per measure
-    head = "".join(f"{B:>7}" for B, *_ in rows).rjust(w)
-    print(f"{'':15}{'MLP GFLOP, B =':>{w}}   {'memory MiB, B =':>{w}}   {'ms on this run, B =':>{w}}")
-    print(f"{'':15}{head}   {head}   {head}")
-    for name in ways:
-        print(f"{name:15}" + "".join(f"{r[1][name] / 1e9:>7.2f}" for r in rows).rjust(w)
-              + "   " + "".join(f"{r[2][name] / 2**20:>7.1f}" for r in rows).rjust(w)
-              + "   " + "".join(f"{r[3][name] * 1e3:>7.1f}" for r in rows).rjust(w))
-    print(f"values, max |once - per row|: {', '.join(f'B={r[0]} {r[4]:.1e}' for r in rows)}; "
-          f"once == repeat exactly")
+    print_cost_table(rows, ways)
     return rows
 
 
+rows = once_vs_per_row((1, 8, 32), repeat=5)
+plot_cost(rows, ("once + expand", "per row", "repeat"),
+          "Computing the prefix MLP once + expand, per row, or once + repeat (BERT-base sizes, P=20)",
+          "08_once_vs_per_row.png")
+
+
+# %%
 def same_gradients(B=8, P=20) -> dict:
     """Backpropagate one loss through each variant: the MLP's gradients agree."""
     torch.manual_seed(0)
@@ -269,31 +263,7 @@ def same_gradients(B=8, P=20) -> dict:
     return gaps
 
 
-def plot_once_vs_per_row(rows):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(12, 3.6))
-    axes = fig.subplots(1, 3)
-    Bs = [r[0] for r in rows]
-    panels = ((1, 1e-9, "GFLOP (counted)", "MLP FLOPs per forward\n(repeat = once + expand)"),
-              (2, 2 ** -20, "MiB (result storage)", "memory the batch of prefixes takes\n(repeat = per row)"),
-              (3, 1e3, "ms (best of a few)", "time, on this run\n(noisy: not asserted)"))
-    styles = {"once + expand": ("o", "-"), "per row": ("s", "--"), "repeat": ("^", ":")}
-    for ax, (k, scale, ylabel, title) in zip(axes, panels):
-        for name, (marker, line) in styles.items():
-            ax.plot(Bs, [r[k][name] * scale for r in rows], marker=marker, linestyle=line, label=name,
-                    markersize=7 if name == "repeat" else 5)
-        ax.set(xlabel="batch size B", ylabel=ylabel, title=title, xticks=Bs, ylim=(0, None))
-        ax.title.set_fontsize(9)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Computing the prefix MLP once + expand, per row, or once + repeat (BERT-base sizes, P=20)",
-                 fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, "08_once_vs_per_row.png")
-
-
-rows = once_vs_per_row((1, 8, 32), repeat=5)
 same_gradients(B=8)
-plot_once_vs_per_row(rows)
 
 
 # %% [markdown]

@@ -26,14 +26,14 @@
 # %%
 from __future__ import annotations
 
-import time
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from minigpt_ptv2 import GPT2Decoder, BertEncoder, ShapeTrace, preset
 from minigpt_ptv2.prompts import DeepPrompt, hidden_to_kv
 from minigpt_ptv2.trace import dims_for, side_by_side
+
+from _course import interleaved_times  # a stopwatch: plumbing
 
 
 # %% [markdown]
@@ -200,21 +200,11 @@ def counted_flops(model, ids: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def time_forward(model, ids: torch.Tensor, methods: dict, repeat: int = 3) -> dict:
-    """Best of `repeat` wall-clock seconds per method, the methods interleaved so that a burst of
-    load elsewhere on the machine hits both."""
-    best = dict.fromkeys(methods, float("inf"))
-    with torch.no_grad():
-        for _ in range(repeat):
-            for name, method in methods.items():
-                model.attach(method)
-                start = time.perf_counter()
-                model(ids)
-                best[name] = min(best[name], time.perf_counter() - start)
-    model.detach_prompt()
-    return best
+# %% [markdown]
+# The cost of each style, by the formula and by the counter, then timed (the methods in turn, best
+# of three: `interleaved_times`, `lessons/_course.py`).
 
-
+# %%
 def cost(model: BertEncoder, B: int, N: int, P: int, repeat: int = 3) -> float:
     cfg = model.config
     torch.manual_seed(3)
@@ -228,7 +218,9 @@ def cost(model: BertEncoder, B: int, N: int, P: int, repeat: int = 3) -> float:
     model.detach_prompt()
     ratio = formula["hidden-state"] / formula["K/V prefix"]
     assert ratio > 1 and abs(ratio - (P + N) / N) < 0.01 * ratio
-    t = time_forward(model, ids, methods, repeat)
+    with torch.no_grad():
+        t = interleaved_times({name: lambda m=m: model.attach(m)(ids) for name, m in methods.items()}, repeat)
+    model.detach_prompt()
     print(f"B={B}, N={N:3d}, P={P:2d}: GFLOPs hidden-state {formula['hidden-state'] / 1e9:.3g}, "
           f"K/V {formula['K/V prefix'] / 1e9:.3g} (counted = formula; ratio {ratio:.2f}, (P+N)/N = "
           f"{(P + N) / N:.2f}) | this run: {t['hidden-state'] * 1e3:4.0f} ms vs {t['K/V prefix'] * 1e3:4.0f} ms "
