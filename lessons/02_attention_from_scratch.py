@@ -125,7 +125,7 @@ gap = explicit_vs_fused(attn, x, keep)
 
 
 # %% [markdown]
-# ## 3. The mask: why "most negative float", not minus infinity
+# ## 3. The mask: why "most negative float", not minus infinity (pitfall 8)
 #
 # A boolean keep-mask `[B, 1, Nq, Nk]` says who may look at whom; `additive_mask` turns it into
 # 0 / very-negative numbers added to the scores. If a whole row is masked (it happens: a fully

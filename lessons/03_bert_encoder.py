@@ -53,7 +53,8 @@ assert 0.064 < shares["one layer"] < 0.066
 #
 # Each token's vector is word + token type + position, then LayerNorm (and dropout). With a
 # single segment every token has token type 0, and that row is *still added*: forgetting it is
-# a classic reason a re-implementation disagrees with the checkpoint. Rebuilt by hand with the
+# a classic reason a re-implementation disagrees with the checkpoint (pitfall 8, lesson 13's
+# index). Rebuilt by hand with the
 # same additions in the same order, the embeddings equal the module's bit for bit.
 #
 # From here on the lesson uses a model with random weights and MiniLM's shapes (D=384, L=6,
@@ -96,7 +97,8 @@ assert gap == 0, "the same additions in the same order: bit for bit"
 #
 # D_ff is the feed-forward width: 4D in BERT (3072 in BERT-base, 1536 in MiniLM). BERT's GELU
 # is the exact one, with erf; GPT-2 uses the tanh approximation. On [-4, 4] they differ by up
-# to 4.7e-4 per activation: small, but about fifty times the 1e-5 an equivalence test allows.
+# to 4.7e-4 per activation: small, but about fifty times the 1e-5 an equivalence test allows
+# (pitfall 8).
 #
 # The FFN is *position-wise*: each of the `B*N` token rows goes through it on its own. A speed
 # device uses that (`fast/row_blocks.py`, on for a loaded model, off with `fast=False`): on CPU
@@ -187,7 +189,8 @@ with torch.no_grad():
 # ## 5. Dropout is off in eval mode
 #
 # BERT's config has dropout 0.1. In `train()` mode two identical forward passes differ; after
-# `eval()` they agree exactly. Equivalence tests, inference and traces all run in eval mode.
+# `eval()` they agree exactly. Equivalence tests, inference and traces all run in eval mode
+# (pitfall 8).
 
 # %%
 def dropout_only_in_training(model: BertEncoder, ids: torch.Tensor):

@@ -59,7 +59,8 @@ sd, cfg = look_inside(model_dir)  # used by section 2
 # `models/bert.py` lists every tensor of ours and where BERT's checkpoint keeps it (`bert.keys`);
 # a checkpoint key it does not name must be ignored on purpose, with a reason (`bert.IGNORED`).
 # Anything else is an error, never silently dropped. The right column says where each tensor
-# lands: matrices are transposed to `[in, out]`, and query, key and value become the three
+# lands: matrices are transposed to `[in, out]` (a forgotten transpose of a square matrix loads
+# without an error: pitfall 8), and query, key and value become the three
 # column blocks of `qkv` (D columns each). Saving (`save_pretrained`) reads the same table
 # backwards.
 #

@@ -26,7 +26,7 @@ from minigpt_ptv2.prompts import SoftPrompt, pad_labels
 
 
 # %% [markdown]
-# ## 1. Where the prompt goes, and where the real tokens sit
+# ## 1. Where the prompt goes, and where the real tokens sit (pitfall 1)
 #
 # `SoftPrompt` holds `weight [P, D]`. The encoder adds token-type row 0 to it, puts it in front
 # of the real tokens' embeddings *before* LayerNorm (as PEFT does), and extends the padding

@@ -118,7 +118,7 @@ grouped_heads(model)
 
 
 # %% [markdown]
-# ## 3. What position does a prefix key have?
+# ## 3. What position does a prefix key have? (pitfall 9)
 #
 # A key is turned when it is made, and a cache keeps it turned. A K/V prefix, though, is handed
 # to the layers ready-made. Two choices, both offered (`KVPrefix(rotate_keys=...)`):

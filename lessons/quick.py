@@ -64,9 +64,6 @@ QUICK = {
         'cfg = preset("gpt2").replace(num_hidden_layers=2)': 'cfg = preset("gpt2-tiny")',
         'P, N, steps = 16, 16, 8': 'P, N, steps = 3, 6, 5',
     },
-    "13": {
-        'cost = repeat_vs_expand(B=16)': 'cost = repeat_vs_expand(B=4)',
-    },
     "14": {
         'seed_003_drops_the_cache(steps=8)': 'seed_003_drops_the_cache(steps=4)',
     },
