@@ -2,9 +2,10 @@
 # # Lesson 14 — Seed by seed: what each tutorial gets wrong
 #
 # This project started from five popular tutorials on P-Tuning v2 and prompt tuning, the
-# *seeds*, numbered 000 to 004 (`lessons/README.md` says what each one is). Lesson 13 lists
-# the eight general pitfalls; here we go through the seeds one at a time, and every mistake we
-# name is run: the seed's own lines where they are plain PyTorch, and where they lean on
+# *seeds*, numbered 000 to 004 (`lessons/README.md` says what each one is). Lesson 13 indexes
+# the ten general pitfalls, each explained where it first comes up; here we go through the seeds
+# one at a time, and every mistake we name is run (a general pitfall is linked to where it is
+# explained, not explained again): the seed's own lines where they are plain PyTorch, and where they lean on
 # HuggingFace's `BertModel` or `GPT2LMHeadModel`, the same computation on this package's
 # models, with what the HF model does spelled out.
 #
@@ -72,6 +73,7 @@ SUNDAR_WORDS = ["Sundar", "Pichai", "works", "for", "Google", "in", "California"
 SUNDAR_TAGS = ["B-PER", "I-PER", "O", "O", "B-ORG", "O", "B-LOC", "O"]
 
 
+# %%
 def seed_000_sentiment_ids(tok: WordPiece) -> list[int]:
     theirs = SEED_000_SENTIMENT["input_ids"]
     try:
@@ -122,14 +124,6 @@ labels = seed_000_ner_example(tok)
 # heads read `pooler_output`, BERT's dense + tanh over the same [CLS]: both are common, but
 # compare like with like.)
 #
-# **The mistake: a 2-D mask handed to a single layer.** It extends the padding mask to
-# `[B, P+N]` (ones for the prompt) and passes it to `layer(...)`, trusting that "the
-# transformers library internally creates the 4D attention mask". It is the *model's* forward
-# that does that; a layer adds what it is given to its scores `[B, H, P+N, P+N]`
-# (transformers' BERT attention: `attn_weights + attention_mask`). At the seed's B=16 that
-# crashes; at B=1 it runs and only down-weights the pads, by e relative to each kept key
-# (lesson 13, section 7 says for which B it runs, and what it does then).
-
 # %%
 @torch.no_grad()
 def seed_000_loop(P=3, N=6, B=2):
@@ -153,6 +147,16 @@ def seed_000_loop(P=3, N=6, B=2):
     assert gap < 1e-5
 
 
+seed_000_loop()
+
+
+# %% [markdown]
+# **The mistake: a 2-D mask handed to a single layer** (pitfall 7, explained and measured in
+# [lesson 07 §4](07_deep_prompts.py#4-seed-000s-mask-mistake-a-2-d-mask-where-the-layer-needs-4-d-pitfall-7)):
+# it extends the padding mask to `[B, P+N]` and passes it to `layer(...)`, trusting that "the
+# transformers library internally creates the 4D attention mask". Its own lines, at its B=16 and at B=1:
+
+# %%
 def seed_000_two_d_mask(P=4, N=6, H=2):
     torch.manual_seed(0)
     for B in (16, 1):
@@ -173,7 +177,6 @@ def seed_000_two_d_mask(P=4, N=6, H=2):
         assert 0.01 < share(probs) < share(none)
 
 
-seed_000_loop()
 seed_000_two_d_mask()
 
 
@@ -187,10 +190,9 @@ seed_000_two_d_mask()
 #   one input prompt. A P-Tuning v2 (prefix-tuning) MLP has to produce every layer's keys and
 #   values, `[P, L*2*D]`. Below, its class as written next to our `KVPrefix(projection=True)`,
 #   at BERT-base sizes (L=12, D=768), on the meta device (shapes and counts, no memory).
-# - **Q prefixed in the formula.** It concatenates the prefix to the queries as well as the
-#   keys and values. Then attention returns P+N rows for a residual stream of N, and the N rows
-#   that fit are exactly what K/V-only attention gives: the prefix queries change nothing but
-#   the shape (lesson 08, section 2, on a real layer).
+# - **Q prefixed in the formula** (pitfall 3, explained in
+#   [lesson 08 §2](08_kv_prefixes.py#2-q-is-never-prefixed-pitfall-3)): run below with its own
+#   order `[X W; P]`.
 
 # %%
 class Seed001PrefixEncoder(nn.Module):
@@ -224,6 +226,10 @@ def seed_001_mlp_width(P=20, B=16):
     assert theirs.shape == (B, P, D) and ours.shape == (P, L * 2 * D)
 
 
+seed_001_mlp_width()
+
+
+# %%
 def seed_001_prefixed_queries(B=2, H=4, N=7, P=5, d=6):
     torch.manual_seed(0)
     q, k, v = torch.randn(3, B, H, N, d)  # X W_Q, X W_K, X W_V, split into heads
@@ -243,7 +249,6 @@ def seed_001_prefixed_queries(B=2, H=4, N=7, P=5, d=6):
     assert gap <= 1e-6
 
 
-seed_001_mlp_width()
 seed_001_prefixed_queries()
 
 
@@ -258,11 +263,12 @@ seed_001_prefixed_queries()
 # find three consequences of that one line:
 #
 # - the prompt enters once: the forward equals our `SoftPrompt(positions="shifted")`, whose trace
-#   has one `shallow.prompt` row and no per-layer `inject` (lesson 07, section 5);
-# - BERT numbers the P+N rows 0..P+N-1, so the real tokens sit at P..P+N-1 and the longest input
-#   is the position table's length minus P (512 - P on BERT; 64 - P here) (pitfall 1);
-# - `last_hidden_state[:, 0]` is the first virtual token, not [CLS], which sits at row P
-#   (pitfall 2).
+#   has one `shallow.prompt` row and no per-layer `inject` (pitfall 7,
+#   [lesson 07 §5](07_deep_prompts.py#5-seed-001s-mistake-every-layer-in-the-text-one-layer-in-the-code-pitfall-7));
+# - the real tokens sit at P..P+N-1, so the longest input is the position table's length minus
+#   P (pitfall 1, [lesson 06 §1](06_shallow_prompt_tuning.py#1-where-the-prompt-goes-and-where-the-real-tokens-sit-pitfall-1));
+# - `last_hidden_state[:, 0]` is the first virtual token, not [CLS] (pitfall 2,
+#   [lesson 06 §2](06_shallow_prompt_tuning.py#2-pool-after-slicing-pitfall-2)).
 
 # %%
 def seed_001_forward(model: BertEncoder, prefix_encoder: Seed001PrefixEncoder, input_ids, attention_mask):
@@ -283,6 +289,7 @@ def seed_001_forward(model: BertEncoder, prefix_encoder: Seed001PrefixEncoder, i
     return x  # [B, P+N, D]; the seed classifies x[:, 0]
 
 
+# %%
 @torch.no_grad()
 def seed_001_is_shallow(P=3, N=6, B=2):
     cfg = preset("bert-tiny")
@@ -333,7 +340,8 @@ seed_001_is_shallow()
 #   D axis must still be split into heads, as (H, d), the order the layer splits its own keys;
 #   `(d, H)` has the same shape, raises nothing, and scatters the numbers over the wrong heads.
 #   (If `d_kv` means the head size d, the MLP makes H times too few numbers.)
-# - **`repeat` over the batch**: B copies where `expand` makes a view (pitfall 5).
+# - **`repeat` over the batch**: B copies where `expand` makes a view (pitfall 5,
+#   [lesson 08 §5](08_kv_prefixes.py#5-compute-once-then-expand-pitfall-5-measured)).
 # - **`torch.arange(n)` without a device.** The indices are built on the CPU whatever device the
 #   weights are on; on a GPU the lookup then fails ("Expected all tensors to be on the same
 #   device"). This machine may have no GPU, so we show the cause: the class built on the `meta`
@@ -362,6 +370,7 @@ class Seed002Prefix(nn.Module):
         return prompts  # [L, 2 (K/V), B, n, d_kv]
 
 
+# %%
 @torch.no_grad()
 def seed_002_prefix(P=5, B=4):
     cfg = preset("bert-tiny")  # D=24, L=3, H=4, d=6
@@ -389,6 +398,10 @@ def seed_002_prefix(P=5, B=4):
     assert torch.equal(right, kv) and not torch.equal(wrong, kv)
 
 
+seed_002_prefix()
+
+
+# %%
 def seed_002_index_device(P=5):
     cfg = preset("bert-tiny")
     D, L = cfg.hidden_size, cfg.num_hidden_layers
@@ -408,7 +421,6 @@ def seed_002_index_device(P=5):
         print("no GPU here: on one, the embedding lookup of a CPU index with CUDA weights raises")
 
 
-seed_002_prefix()
 seed_002_index_device()
 
 
@@ -449,10 +461,10 @@ bidirectional_is_the_easy_case()
 # HF's GPT-2.
 #
 # - **`initialize_soft_prompt` builds a `[2, 10]` tensor** whatever `n_tokens` and the
-#   embedding size, and assigns it as the `nn.Embedding(n_tokens, n_embd)`'s weight: no error,
-#   and `num_embeddings` still says n_tokens. The first forward fails (pitfall 6; lesson 06,
-#   section 3). Below at GPT-2's D=768, n_tokens=20.
-# - **`repeat` over the batch** for the soft prompt: B copies of `[P, D]` (pitfall 5).
+#   embedding size (pitfall 6, [lesson 06 §3](06_shallow_prompt_tuning.py#3-seed-003s-initialisation-bug-pitfall-6)).
+#   Below with its own lines, at GPT-2's D=768, n_tokens=20.
+# - **`repeat` over the batch** for the soft prompt: B copies of `[P, D]` (pitfall 5,
+#   [lesson 08 §5](08_kv_prefixes.py#5-compute-once-then-expand-pitfall-5-measured)).
 # - **It saves the prompt with `torch.save` and loads it with `torch.load`**: a pickle of the
 #   whole `nn.Embedding` module. Since PyTorch 2.6, `torch.load` refuses it by default
 #   (`weights_only=True`); forcing `weights_only=False` runs whatever calls the file contains
@@ -480,6 +492,10 @@ def seed_003_init_and_repeat(n_tokens=20, n_embd=768, B=8, N=5):
     assert repeated.untyped_storage().nbytes() == B * expanded.untyped_storage().nbytes()
 
 
+seed_003_init_and_repeat()
+
+
+# %%
 def seed_003_pickle_vs_safetensors(P=20, D=768):
     prompt = nn.Embedding(P, D)
     buf = io.BytesIO()
@@ -505,7 +521,6 @@ def seed_003_pickle_vs_safetensors(P=20, D=768):
     assert torch.equal(back, prompt.weight)
 
 
-seed_003_init_and_repeat()
 seed_003_pickle_vs_safetensors()
 
 
@@ -564,6 +579,10 @@ def seed_003_drops_the_cache(P=7, N=9, steps=6):
     assert right != seq
 
 
+seed_003_drops_the_cache(steps=8)
+
+
+# %%
 @torch.no_grad()
 def seed_003_drops_the_positions(P=7, pad=3):
     model = random_gpt2_with_soft_prompt(P)
@@ -581,7 +600,6 @@ def seed_003_drops_the_positions(P=7, pad=3):
     assert torch.allclose(kept, alone, atol=1e-5) and (dropped - alone).abs().max() > 1e-2
 
 
-seed_003_drops_the_cache(steps=8)
 seed_003_drops_the_positions()
 
 
@@ -625,6 +643,10 @@ def seed_004_v1_is_input_only(P=3, N=5):
         assert (at_input, in_layers) == ((1, 0) if name == "ptuning-lstm" else (0, cfg.num_hidden_layers))
 
 
+seed_004_v1_is_input_only()
+
+
+# %%
 def seed_004_parameter_shares(P=20, lora_rank=8):
     cfg = preset("bert-base")
     rows = parameter_report(cfg, P, ["soft", "ptuning-mlp", "ptuning-lstm", "deep", "prefix", "prefix-mlp"])
@@ -649,7 +671,6 @@ def seed_004_parameter_shares(P=20, lora_rank=8):
     return rows
 
 
-seed_004_v1_is_input_only()
 shares = seed_004_parameter_shares()
 
 
