@@ -15,17 +15,20 @@
 # K/V prefix are `[B, H_kv, P, d]`. And one question no tutorial answers: under RoPE every key
 # carries its position, so *what position does a prefix key have?* We answer it here, with
 # numbers, on a tiny random LLaMA-style decoder (no pretrained one can be fetched offline;
-# tests/test_llama.py proves our decoder equal to transformers' `LlamaForCausalLM`).
+# tests/test_llama.py proves our decoder equal to transformers' `LlamaForCausalLM`). Section 7
+# adds the third deep style, a gated prefix that starts as the frozen model, exactly.
 
 # %%
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from minigpt_ptv2 import ShapeTrace, preset
 from minigpt_ptv2.core.rotary import Rotary, rotate_half
 from minigpt_ptv2.models.llama import LlamaDecoder
-from minigpt_ptv2.prompts import DeepPrompt, KVPrefix, SoftPrompt, hidden_to_kv, parameter_report
+from minigpt_ptv2.prompts import (DeepPrompt, GatedPrefix, KVPrefix, SoftPrompt, freeze_backbone, hidden_to_kv,
+                                  parameter_report)
 from minigpt_ptv2.trace import dims_for, side_by_side
 
 
@@ -236,7 +239,107 @@ generation(model, 16)
 
 
 # %% [markdown]
-# ## 7. The shapes, recorded
+# ## 7. A gated prefix: zero is not off, a gate at 0 is (pitfall 10)
+#
+# The third deep style, LLaMA-Adapter's zero-init gated prefix (`GatedPrefix`, PEFT's adaption
+# prompt). A K/V prefix (lesson 08) is *joined*: its P keys and the tokens' own keys share one
+# softmax. That is why no prefix can leave the model as it was: a key of zeros scores
+# q . 0 = 0, and exp(0) = 1 is an ordinary weight. For one query whose real keys sum to
+# Z = sum exp(score), P zero keys shrink every real weight by the same factor Z / (Z + P)
+# (pitfall 4, lesson 08 §3). With zero values the context is then the frozen one times that factor.
+#
+# The gated prefix reads its keys under a softmax of their own and adds the result, scaled by a
+# learnable gate g per layer that starts at 0 (`core/prefix.py`'s `Prefix(k, v, gate=g)`):
+#
+#     tokens' read   softmax(q K^T / sqrt(d)) V              [B, H, N, d]  untouched
+#     prefix read    g * softmax(q K_p^T / sqrt(d)) V_p      [B, H, N, d]  its own softmax
+#     context        tokens' read + prefix read              [B, H, N, d]
+#
+# Its rows are `[P, D]` per layer, turned into `K_p, V_p [B, H_kv, P, d]` by the layer's own
+# projection. First the joined prefix of zeros, on layer 0 of the lesson's decoder:
+
+# %%
+@torch.no_grad()
+def zero_prefix_is_not_off(model: LlamaDecoder, ids: torch.Tensor, P: int = 4) -> float:
+    frozen = model(ids, output_attentions=True)
+    prefix = KVPrefix(model.config, P)
+    nn.init.zeros_(prefix.embedding.weight)  # every layer's K and V: [B, H_kv, P, d] of zeros
+    joined = model.attach(prefix)(ids, output_attentions=True)
+    model.detach_prompt()
+    before, after = frozen.attentions[0], joined.attentions[0]  # [B, H, N, N], [B, H, N, P+N]
+    kept = after[..., P:].sum(-1, keepdim=True)  # [B, H, N, 1]: Z / (Z + P), what the text keeps
+    assert torch.allclose(after[..., P:], before * kept, atol=1e-6)  # every real weight times Z / (Z + P)
+    print(f"layer 0, P={P} zero keys: the real keys keep {kept.mean():.3f} of a query's attention on average "
+          f"({kept.min():.3f} to {kept.max():.3f}); each real weight is the frozen one times that share")
+    gap = float((joined.logits - frozen.logits).abs().max())
+    print(f"zero K/V prefix vs the frozen model: logits max |diff| {gap:.3f}")
+    assert gap > 1e-2
+    return gap
+
+
+zero_gap = zero_prefix_is_not_off(model, ids)
+
+
+# %% [markdown]
+# Now a fresh gated prefix: rows drawn from N(0, 1), far from zero, and every gate at 0. The
+# prefix read is g times something, so at g = 0 it is exactly zero, and the model is the frozen
+# one bit for bit, on the fused path and on the explicit one. Open a gate and it is not.
+
+# %%
+@torch.no_grad()
+def gate_at_zero_is_off(model: LlamaDecoder, ids: torch.Tensor, P: int = 4) -> float:
+    gated = GatedPrefix(model.config, P)  # rows [L, P, D], gates [L] = 0
+    for explicit in (False, True):  # the fused kernel, then the path that builds the probabilities
+        frozen = model(ids, output_attentions=explicit).logits  # [B, N, V]
+        with_gate = model.attach(gated)(ids, output_attentions=explicit).logits  # [B, N, V]
+        model.detach_prompt()
+        print(f"gates {gated.gates.tolist()}, rows of std {gated.rows.std():.2f}, explicit path {explicit}: "
+              f"torch.equal(frozen, gated) = {torch.equal(frozen, with_gate)}")
+        assert torch.equal(frozen, with_gate)
+    gated.gates.fill_(0.5)
+    opened = float((model.attach(gated)(ids).logits - frozen).abs().max())
+    model.detach_prompt()
+    print(f"gates at 0.5: logits max |diff| {opened:.3f}")
+    assert opened > 1e-2
+    return opened
+
+
+open_gap = gate_at_zero_is_off(model, ids)
+
+
+# %% [markdown]
+# Training opens the gate. At g = 0 the rows get no gradient (their read is multiplied by 0),
+# but g does: d context / d g = softmax(q K_p^T / sqrt(d)) V_p, not 0. So the first steps move
+# the gates off 0, and the rows learn after them. A few steps of next-token loss on the lesson's
+# batch, the decoder frozen (a fresh copy, so the sections above and below are untouched):
+
+# %%
+def training_opens_the_gate(ids: torch.Tensor, P: int = 4, steps: int = 8) -> list:
+    model = tiny_llama(layers=3)
+    gated = GatedPrefix(model.config, P)
+    freeze_backbone(model.attach(gated))  # only model.prompt.* trains: rows [L, P, D] and gates [L]
+    opt = torch.optim.AdamW(gated.parameters(), lr=5e-2, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        if step == 0:
+            print(f"step 0: |grad| of the rows {gated.rows.grad.abs().max():.1e}, "
+                  f"of the gates {[f'{g:.1e}' for g in gated.gates.grad.abs().tolist()]}")
+            assert not gated.rows.grad.any() and gated.gates.grad.all()
+        opt.step()
+        losses.append(loss.item())
+        print(f"step {step}: loss {loss.item():.4f}, gates {[round(g, 3) for g in gated.gates.tolist()]}")
+    assert (gated.gates.abs() > 0.01).all() and losses[-1] < 0.95 * losses[0]  # every gate open, the loss down
+    return losses
+
+
+losses = training_opens_the_gate(ids)
+
+
+# %% [markdown]
+# ## 8. The shapes, recorded
 #
 # llama-tiny, layer 0, B=6, N=7, P=5 (every letter a different size), a deep prompt and a K/V
 # prefix: queries keep all H=4 heads; keys, values and the prefix have H_kv=2; the explicit path
@@ -274,6 +377,9 @@ print(side_by_side(deep_trace, prefix_trace, ("deep hidden-state prompt", "K/V p
 #   purpose (`rotate_keys=True`) it sits just before the text, and the policies agree.
 # - Hidden-state prompt rows are turned like any row; the bridge holds with
 #   K = RoPE(RMSNorm(h) W_K).
+# - Under one softmax a zero prefix is not off: P zero keys leave the text Z / (Z + P) of each
+#   query's attention. A gated prefix reads its keys under a softmax of their own, times a gate
+#   g that starts at 0: at the start the model is the frozen one exactly, and training opens g.
 #
 # ## Check your understanding
 #
@@ -333,3 +439,5 @@ print(side_by_side(deep_trace, prefix_trace, ("deep hidden-state prompt", "K/V p
 #    is twice as large? [`try_3`]
 # 4. In section 3, measure the logits' gap between "real" and "shifted" for P = 1, 4 and 16 under
 #    `rotate_keys=False`: does it grow with P? [`try_4`]
+# 5. Give a fresh `GatedPrefix(model.config, 4)` rows of zeros and every gate 1: do the logits
+#    change? Compare with section 7's zero K/V prefix. [`try_5`]

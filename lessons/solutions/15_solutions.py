@@ -74,6 +74,35 @@ def try_4() -> dict:
     return gaps
 
 
+def try_5() -> dict:
+    """Rows of zeros make K_p = 0 and V_p = 0 (the LLaMA-style projections have no biases), so the
+    gated read is g * softmax(0) @ 0 = 0 whatever the gate: the model stays the frozen one, bit for
+    bit on the fused path, to float rounding on the explicit one (it sums [gated | tokens] in one
+    product, in another order). Section 7's joined zero prefix moved the logits by several units:
+    there, zero KEYS take weight from the real keys; here the prefix's own softmax takes nothing
+    from them, and zero VALUES add nothing."""
+    from minigpt_ptv2.prompts import GatedPrefix
+    model = load("15").tiny_llama(layers=3)
+    torch.manual_seed(6)
+    ids = torch.randint(1, model.config.vocab_size, (2, 12))  # [B, N], the lesson's batch
+    gated = GatedPrefix(model.config, 4)
+    gaps = {}
+    with torch.no_grad():
+        gated.rows.zero_()  # [L, P, D]
+        gated.gates.fill_(1.0)  # [L]: every gate wide open
+        for explicit in (False, True):
+            frozen = model(ids, output_attentions=explicit).logits  # [B, N, V]
+            out = model.attach(gated)(ids, output_attentions=explicit).logits
+            model.detach_prompt()
+            gaps["explicit" if explicit else "fused"] = float((out - frozen).abs().max())
+            if not explicit:
+                assert torch.equal(out, frozen)
+    print(f"zero rows, gates at 1: logits max |diff| from the frozen model, fused {gaps['fused']:.1e}, "
+          f"explicit {gaps['explicit']:.1e}")
+    assert gaps["explicit"] < 1e-4  # logits of size ~10 summed in another order: fp32 rounding, ~1e-5
+    return gaps
+
+
 if __name__ == "__main__":
     for name in sorted(n for n in dir() if n.startswith("try_")):
         print(f"--- {name}")
