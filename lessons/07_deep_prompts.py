@@ -179,7 +179,7 @@ shares = two_d_mask_mistake()
 
 
 # %% [markdown]
-# ## 5. Seed 001's mistake: "every layer" in the text, one layer in the code (pitfall 7)
+# ## 5. Seed 001's mistake: every layer in the text, one layer in the code (pitfall 7)
 #
 # Seed 001 describes prefixes "in the input of each Transformer layer", but its code
 # concatenates the prompt to the *input embeddings* once, then calls the model: that is

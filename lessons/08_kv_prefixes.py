@@ -169,7 +169,7 @@ mlp_and_inference_form()
 #
 # The prefix does not depend on the input, so the MLP should run once per forward pass, on
 # `[P, D]`, and the result be broadcast over the batch with `expand` (a view, no copy: shown in
-# [lesson 01 §3](01_notation_and_shapes.py#3-a-prompt-is-p-d-the-batch-needs-b-p-d)). Two common
+# [lesson 01 §3](01_notation_and_shapes.ipynb#3.-A-prompt-is-%5BP,-D%5D;-the-batch-needs-%5BB,-P,-D%5D)). Two common
 # alternatives:
 #
 # - **per row**: feed `[B, P]` prefix indices through embedding and MLP (the indices repeated B

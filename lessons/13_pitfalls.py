@@ -13,16 +13,16 @@
 #
 # | # | pitfall | what goes wrong | shown and run in |
 # |---|---|---|---|
-# | 1 | positions under a prefix | HF and PEFT number the real tokens P..P+N-1 behind a prefix: other outputs, and the longest input shrinks to the position table's length minus P | [lesson 06 §1](06_shallow_prompt_tuning.py#1-where-the-prompt-goes-and-where-the-real-tokens-sit-pitfall-1); seed 001's version in [lesson 14 §4](14_seed_by_seed.py#4-seed-001-its-model-is-a-shallow-prompt) |
-# | 2 | pooling a virtual token | after a prompt is prepended, row 0 is a prompt row; [CLS] sits at row P until the P rows are sliced off | [lesson 06 §2](06_shallow_prompt_tuning.py#2-pool-after-slicing-pitfall-2) |
-# | 3 | prefixing the queries | P+N output rows for a residual of N; the N that fit are what K/V-only attention gives | [lesson 08 §2](08_kv_prefixes.py#2-q-is-never-prefixed-pitfall-3) |
-# | 4 | a zero prefix is not "no prefix" | zero keys score 0, not minus infinity, and take attention from the real keys; only a masked prefix is off | [lesson 08 §3](08_kv_prefixes.py#3-a-zero-prefix-is-not-a-no-op-a-masked-prefix-is-pitfall-4); as attention in [lesson 11](11_attention_on_prefixes.py); from the inside in [§1 below](#1-zero-vs-masked-from-the-inside-pitfall-4) |
-# | 5 | `repeat` (or an MLP run per row) where `expand` does | B copies of the prefix, or B times the MLP's work, for the same values and gradients | [lesson 08 §5](08_kv_prefixes.py#5-compute-once-then-expand-pitfall-5-measured) |
-# | 6 | a hard-coded `[2, 10]` prompt initialisation | the weight is replaced by a `2 x 10` matrix without an error; the first forward fails far from the cause | [lesson 06 §3](06_shallow_prompt_tuning.py#3-seed-003s-initialisation-bug-pitfall-6) |
-# | 7 | a 2-D mask handed to a layer; "every layer" in the text, the input layer in the code | it crashes, or at B = 1 only divides the pads' weight by e; a shallow prompt joins the input once | [lesson 07 §4](07_deep_prompts.py#4-seed-000s-mask-mistake-a-2-d-mask-where-the-layer-needs-4-d-pitfall-7) and [§5](07_deep_prompts.py#5-seed-001s-mistake-every-layer-in-the-text-one-layer-in-the-code-pitfall-7) |
-# | 8 | small differences that break equivalence with a reference | the mask constant ([lesson 02 §3](02_attention_from_scratch.py#3-the-mask-why-most-negative-float-not-minus-infinity-pitfall-8)), token-type row 0 ([lesson 03 §2](03_bert_encoder.py#2-embeddings-three-tables-one-layernorm)), the GELU flavour ([§3](03_bert_encoder.py#3-one-layer-post-layernorm)), dropout ([§5](03_bert_encoder.py#5-dropout-is-off-in-eval-mode)), the weight layout ([lesson 04 §2](04_loading_pretrained_bert.py#2-the-table-of-names-and-loading-by-hand)) | LayerNorm eps, a forgotten transpose and the mask constant in fp16 in [§2 below](#2-three-breakers-no-other-lesson-runs-pitfall-8) |
-# | 9 | positions under rotary embeddings | a K/V prefix key carries no rotation unless you give it one; a hidden-state prompt's rows turn at whatever positions they get | [lesson 15 §3](15_modern_decoder_rope_and_gqa.py#3-what-position-does-a-prefix-key-have-pitfall-9) |
-# | 10 | "starts equal to the frozen model" under one softmax | any prefix joined to the keys takes attention; only a gate on a separately normalised prefix makes the start exact | [lesson 15 §7](15_modern_decoder_rope_and_gqa.py#7-a-gated-prefix-zero-is-not-off-a-gate-at-0-is-pitfall-10) |
+# | 1 | positions under a prefix | HF and PEFT number the real tokens P..P+N-1 behind a prefix: other outputs, and the longest input shrinks to the position table's length minus P | [lesson 06 §1](06_shallow_prompt_tuning.ipynb#1.-Where-the-prompt-goes,-and-where-the-real-tokens-sit-(pitfall-1)); seed 001's version in [lesson 14 §4](14_seed_by_seed.ipynb#4.-Seed-001:-its-model-is-a-shallow-prompt) |
+# | 2 | pooling a virtual token | after a prompt is prepended, row 0 is a prompt row; [CLS] sits at row P until the P rows are sliced off | [lesson 06 §2](06_shallow_prompt_tuning.ipynb#2.-Pool-after-slicing-(pitfall-2)) |
+# | 3 | prefixing the queries | P+N output rows for a residual of N; the N that fit are what K/V-only attention gives | [lesson 08 §2](08_kv_prefixes.ipynb#2.-Q-is-never-prefixed-(pitfall-3)) |
+# | 4 | a zero prefix is not "no prefix" | zero keys score 0, not minus infinity, and take attention from the real keys; only a masked prefix is off | [lesson 08 §3](08_kv_prefixes.ipynb#3.-A-zero-prefix-is-not-a-no-op;-a-masked-prefix-is-(pitfall-4)); as attention in [lesson 11](11_attention_on_prefixes.ipynb); from the inside in [§1 below](#1.-Zero-vs-masked,-from-the-inside-(pitfall-4)) |
+# | 5 | `repeat` (or an MLP run per row) where `expand` does | B copies of the prefix, or B times the MLP's work, for the same values and gradients | [lesson 08 §5](08_kv_prefixes.ipynb#5.-Compute-once,-then-expand-(pitfall-5),-measured) |
+# | 6 | a hard-coded `[2, 10]` prompt initialisation | the weight is replaced by a `2 x 10` matrix without an error; the first forward fails far from the cause | [lesson 06 §3](06_shallow_prompt_tuning.ipynb#3.-Seed-003's-initialisation-bug-(pitfall-6)) |
+# | 7 | a 2-D mask handed to a layer; "every layer" in the text, the input layer in the code | it crashes, or at B = 1 only divides the pads' weight by e; a shallow prompt joins the input once | [lesson 07 §4](07_deep_prompts.ipynb#4.-Seed-000's-mask-mistake:-a-2-D-mask-where-the-layer-needs-4-D-(pitfall-7)) and [§5](07_deep_prompts.ipynb#5.-Seed-001's-mistake:-every-layer-in-the-text,-one-layer-in-the-code-(pitfall-7)) |
+# | 8 | small differences that break equivalence with a reference | the GELU flavour, LayerNorm eps, the weight layout's transpose, token-type row 0, dropout, the mask constant: each fails a comparison at 1e-5 | mask constant: [lesson 02 §3](02_attention_from_scratch.ipynb#3.-The-mask:-why-%22most-negative-float%22,-not-minus-infinity-(pitfall-8)); token-type row 0: [lesson 03 §2](03_bert_encoder.ipynb#2.-Embeddings:-three-tables,-one-LayerNorm); GELU: [lesson 03 §3](03_bert_encoder.ipynb#3.-One-layer,-post-LayerNorm); dropout: [lesson 03 §5](03_bert_encoder.ipynb#5.-Dropout-is-off-in-eval-mode); weight layout: [lesson 04 §2](04_loading_pretrained_bert.ipynb#2.-The-table-of-names,-and-loading-by-hand); eps, a forgotten transpose and the mask constant in fp16: [§2 below](#2.-Three-breakers-no-other-lesson-runs-(pitfall-8)) |
+# | 9 | positions under rotary embeddings | a K/V prefix key carries no rotation unless you give it one; a hidden-state prompt's rows turn at whatever positions they get | [lesson 15 §3](15_modern_decoder_rope_and_gqa.ipynb#3.-What-position-does-a-prefix-key-have?-(pitfall-9)) |
+# | 10 | "starts equal to the frozen model" under one softmax | any prefix joined to the keys takes attention; only a gate on a separately normalised prefix makes the start exact | [lesson 15 §7](15_modern_decoder_rope_and_gqa.ipynb#7.-A-gated-prefix:-zero-is-not-off,-a-gate-at-0-is-(pitfall-10)) |
 #
 # Two things run here: pitfall 4 seen in the trace, and the three equivalence breakers no other
 # lesson runs.
@@ -106,6 +106,10 @@ def layer_norm_eps_gap(scales=(1.0, 1e-3)) -> list:
     return gaps
 
 
+eps_gaps = layer_norm_eps_gap()
+
+
+# %%
 def forgotten_transpose(D=24) -> float:
     """A BERT (nn.Linear) weight [out, in] loaded into a layer that computes v W + b, untransposed."""
     torch.manual_seed(0)
@@ -119,6 +123,10 @@ def forgotten_transpose(D=24) -> float:
     return gap
 
 
+forgotten_transpose()
+
+
+# %%
 def mask_constant_in_fp16():
     """fp32's most negative float, cast to fp16, is -inf; the mask built in fp16 stays finite."""
     half = torch.tensor(torch.finfo(torch.float32).min).to(torch.float16)
@@ -129,8 +137,6 @@ def mask_constant_in_fp16():
     assert torch.isinf(half) and torch.isfinite(in_dtype)
 
 
-eps_gaps = layer_norm_eps_gap()
-forgotten_transpose()
 mask_constant_in_fp16()
 
 

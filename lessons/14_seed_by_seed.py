@@ -152,7 +152,7 @@ seed_000_loop()
 
 # %% [markdown]
 # **The mistake: a 2-D mask handed to a single layer** (pitfall 7, explained and measured in
-# [lesson 07 §4](07_deep_prompts.py#4-seed-000s-mask-mistake-a-2-d-mask-where-the-layer-needs-4-d-pitfall-7)):
+# [lesson 07 §4](07_deep_prompts.ipynb#4.-Seed-000's-mask-mistake:-a-2-D-mask-where-the-layer-needs-4-D-(pitfall-7))):
 # it extends the padding mask to `[B, P+N]` and passes it to `layer(...)`, trusting that "the
 # transformers library internally creates the 4D attention mask". Its own lines, at its B=16 and at B=1:
 
@@ -191,7 +191,7 @@ seed_000_two_d_mask()
 #   values, `[P, L*2*D]`. Below, its class as written next to our `KVPrefix(projection=True)`,
 #   at BERT-base sizes (L=12, D=768), on the meta device (shapes and counts, no memory).
 # - **Q prefixed in the formula** (pitfall 3, explained in
-#   [lesson 08 §2](08_kv_prefixes.py#2-q-is-never-prefixed-pitfall-3)): run below with its own
+#   [lesson 08 §2](08_kv_prefixes.ipynb#2.-Q-is-never-prefixed-(pitfall-3))): run below with its own
 #   order `[X W; P]`.
 
 # %%
@@ -264,11 +264,11 @@ seed_001_prefixed_queries()
 #
 # - the prompt enters once: the forward equals our `SoftPrompt(positions="shifted")`, whose trace
 #   has one `shallow.prompt` row and no per-layer `inject` (pitfall 7,
-#   [lesson 07 §5](07_deep_prompts.py#5-seed-001s-mistake-every-layer-in-the-text-one-layer-in-the-code-pitfall-7));
+#   [lesson 07 §5](07_deep_prompts.ipynb#5.-Seed-001's-mistake:-every-layer-in-the-text,-one-layer-in-the-code-(pitfall-7)));
 # - the real tokens sit at P..P+N-1, so the longest input is the position table's length minus
-#   P (pitfall 1, [lesson 06 §1](06_shallow_prompt_tuning.py#1-where-the-prompt-goes-and-where-the-real-tokens-sit-pitfall-1));
+#   P (pitfall 1, [lesson 06 §1](06_shallow_prompt_tuning.ipynb#1.-Where-the-prompt-goes,-and-where-the-real-tokens-sit-(pitfall-1)));
 # - `last_hidden_state[:, 0]` is the first virtual token, not [CLS] (pitfall 2,
-#   [lesson 06 §2](06_shallow_prompt_tuning.py#2-pool-after-slicing-pitfall-2)).
+#   [lesson 06 §2](06_shallow_prompt_tuning.ipynb#2.-Pool-after-slicing-(pitfall-2))).
 
 # %%
 def seed_001_forward(model: BertEncoder, prefix_encoder: Seed001PrefixEncoder, input_ids, attention_mask):
@@ -341,7 +341,7 @@ seed_001_is_shallow()
 #   `(d, H)` has the same shape, raises nothing, and scatters the numbers over the wrong heads.
 #   (If `d_kv` means the head size d, the MLP makes H times too few numbers.)
 # - **`repeat` over the batch**: B copies where `expand` makes a view (pitfall 5,
-#   [lesson 08 §5](08_kv_prefixes.py#5-compute-once-then-expand-pitfall-5-measured)).
+#   [lesson 08 §5](08_kv_prefixes.ipynb#5.-Compute-once,-then-expand-(pitfall-5),-measured)).
 # - **`torch.arange(n)` without a device.** The indices are built on the CPU whatever device the
 #   weights are on; on a GPU the lookup then fails ("Expected all tensors to be on the same
 #   device"). This machine may have no GPU, so we show the cause: the class built on the `meta`
@@ -461,10 +461,10 @@ bidirectional_is_the_easy_case()
 # HF's GPT-2.
 #
 # - **`initialize_soft_prompt` builds a `[2, 10]` tensor** whatever `n_tokens` and the
-#   embedding size (pitfall 6, [lesson 06 §3](06_shallow_prompt_tuning.py#3-seed-003s-initialisation-bug-pitfall-6)).
+#   embedding size (pitfall 6, [lesson 06 §3](06_shallow_prompt_tuning.ipynb#3.-Seed-003's-initialisation-bug-(pitfall-6))).
 #   Below with its own lines, at GPT-2's D=768, n_tokens=20.
 # - **`repeat` over the batch** for the soft prompt: B copies of `[P, D]` (pitfall 5,
-#   [lesson 08 §5](08_kv_prefixes.py#5-compute-once-then-expand-pitfall-5-measured)).
+#   [lesson 08 §5](08_kv_prefixes.ipynb#5.-Compute-once,-then-expand-(pitfall-5),-measured)).
 # - **It saves the prompt with `torch.save` and loads it with `torch.load`**: a pickle of the
 #   whole `nn.Embedding` module. Since PyTorch 2.6, `torch.load` refuses it by default
 #   (`weights_only=True`); forcing `weights_only=False` runs whatever calls the file contains
