@@ -15,6 +15,7 @@ from minigpt_ptv2.core.attention import MultiHeadAttention, additive_mask, conca
 from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.core.masks import build_keep
 from minigpt_ptv2.core.prompt_rows import keys_in_front
+from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.trace import ShapeTrace
 from tolerances import EXACT, FP32_ULPS, PROB_SUM
 
@@ -41,7 +42,8 @@ def random_prefix(b, h, p, d):
 
 # --- explicit == fused ----------------------------------------------------------------------
 
-CASES = ["plain", "padding", "prefix", "prefix+padding", "causal", "prefix+causal+padding"]
+CASES = ["plain", "padding", "prefix", "prefix+padding", "causal", "prefix+causal+padding",
+         "prefix+causal+padding+window"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -54,7 +56,7 @@ def test_explicit_and_fused_paths_agree(case):
     key_mask = padded_key_mask([9, 6, 2], n) if "padding" in case else torch.ones(b, n, dtype=torch.bool)
     if prefix is not None:
         key_mask = keys_in_front(key_mask, p)  # [B, P+N]
-    keep = build_keep(key_mask, n, causal="causal" in case)
+    keep = build_keep(key_mask, n, causal="causal" in case, window=4 if "window" in case else None)
     assert (keep is None) == (case in ("plain", "prefix")), "each case exercises what its name says"
     with torch.no_grad():
         fused, no_probs, kv_f = attn(x, keep=keep, prefix=prefix, need_weights=False, use_cache=True)
@@ -63,6 +65,21 @@ def test_explicit_and_fused_paths_agree(case):
     assert probs.shape == (b, H, n, key_mask.shape[1])
     assert max_diff(fused, explicit) <= FP32_ULPS, case  # SDPA's kernel vs softmax step by step
     assert torch.equal(kv_f[0], kv_e[0]) and torch.equal(kv_f[1], kv_e[1])  # one projection: exact
+
+
+def test_a_sliding_window_keeps_the_last_W_columns_of_each_query_itself_included():
+    """Query q (a column of the keys, counted over prefix and pads too, as transformers counts its
+    cache) sees key k when q - W < k <= q: a band under the diagonal, on top of the key mask."""
+    P, N, W = 2, 5, 3
+    key_mask = keys_in_front(padded_key_mask([5, 3], N), P)  # [2, P+N]
+    keep = build_keep(key_mask, N, causal=True, window=W)  # [2, 1, N, P+N]
+    for b in range(2):
+        for i in range(N):
+            q = P + i  # the query's own column
+            want = [bool(key_mask[b, k]) and q - W < k <= q for k in range(P + N)]
+            assert keep[b, 0, i].tolist() == want, (b, i)
+    with pytest.raises(InputError, match="sliding window .* causal"):
+        build_keep(key_mask, N, window=W)
 
 
 def test_explicit_probabilities_are_the_textbook_formula():

@@ -16,6 +16,10 @@
 
 A layer passes prefix and gated to its attention as they are: it reads nothing in them.
 
+    layer.sliding_window   None, or W: the layer's queries see only the last W key columns,
+                           themselves included (Mistral; Qwen2's upper layers). The layer loop
+                           builds `keep` with it (masks.build_keep); the layer does nothing more.
+
 A layer also answers two questions about hidden rows h [1, P, D] that are not tokens:
 
     layer.kv_from_hidden(h, positions [1, P] or None) -> (K, V) [1, H_kv, P, d]
@@ -54,6 +58,8 @@ class LayerOutput(NamedTuple):
 
 class Layer(nn.Module):
     """Base class of every architecture's block: the methods above, nothing else assumed."""
+
+    sliding_window: int | None = None  # W (masks.py), or None: every earlier key column
 
     def forward(self, x: torch.Tensor, *, keep=None, prefix=None, gated=None, positions=None,
                 need_weights: bool = False, use_cache: bool = False) -> LayerOutput:

@@ -1,22 +1,35 @@
-"""Who may attend to whom: boolean keep-masks built once per forward pass.
+"""Who may attend to whom: boolean keep-masks built once per forward pass (one per window in use).
 
 A keep-mask is `[B, 1, Nq, Nk]` with True where a query may look at a key. Keys are laid out
 as `[prefix or cache | new tokens]`, queries are the new tokens. `attention.additive_mask`
 turns it into the additive form in the compute dtype.
+
+A sliding window (Mistral, Qwen2's upper layers) lets a query see only the last W key columns,
+itself included: key column k is kept for the query in column q when q - W < k <= q. Columns,
+not positions, as transformers counts them: a K/V prefix's P entries and a left-padded row's
+pads are columns like any other (transformers keeps both in its cache, and PEFT's prefix too), so
+a query W or more columns past a prefix entry no longer sees it, and a KV cache is simply the
+columns seen so far. transformers' sliding-window cache drops the columns no query can reach any more;
+this one keeps them and masks them out, which computes the same.
 """
 from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
 
-def build_keep(key_mask: torch.Tensor, n_query: int, causal: bool = False) -> torch.Tensor | None:
+
+def build_keep(key_mask: torch.Tensor, n_query: int, causal: bool = False,
+               window: int | None = None) -> torch.Tensor | None:
     """key_mask [B, Nk] -> keep [B, 1, Nq, Nk] (or [B, 1, 1, Nk] when not causal).
 
     Causal: the Nq queries are the *last* Nq keys, so query i sees every earlier key (prefix,
-    cache) and new keys up to itself. Returns None when nothing is masked, so the fused path
-    can skip the mask entirely.
+    cache) and new keys up to itself; with a `window` W, only the last W of those columns.
+    Returns None when nothing is masked, so the fused path can skip the mask entirely.
     """
     B, Nk = key_mask.shape
+    if window is not None and not causal:
+        raise InputError(f"a sliding window (W={window}) is a causal mask: it needs causal=True")
     if not causal:
         if bool(key_mask.all()):
             return None
@@ -25,4 +38,6 @@ def build_keep(key_mask: torch.Tensor, n_query: int, causal: bool = False) -> to
     q_pos = torch.arange(n_query, device=key_mask.device)[:, None] + first  # [Nq, 1]
     k_pos = torch.arange(Nk, device=key_mask.device)[None, :]  # [1, Nk]
     causal_keep = k_pos <= q_pos  # [Nq, Nk]
+    if window is not None:
+        causal_keep = causal_keep & (k_pos > q_pos - window)  # [Nq, Nk]: the last W columns, itself included
     return key_mask[:, None, None, :] & causal_keep  # [B, 1, Nq, Nk]

@@ -32,7 +32,8 @@ def run_layers(layers, x, key_mask, *, deep=None, prefix=None, gated=None, causa
     """Run every layer over x [B, N, D] (the layer contract is in layer.py).
 
     key_mask:  [B, Nk] (True = a real key): the P virtual entries first when there is a prompt,
-               or the T cached keys first when decoding.
+               or the T cached keys first when decoding. Each layer's keep-mask is built from it
+               and the layer's `sliding_window` (masks.py; None for most layers).
     deep:      L x [B, P, D] hidden-state prompts, or None.
     prefix:    L x Prefix(K, V) [B, H_kv, P, d]: a K/V prefix, or the keys cached so far; or None.
     gated:     L x (Prefix(K, V, gate) or None): a gated prefix, read apart (None: not in that
@@ -50,8 +51,15 @@ def run_layers(layers, x, key_mask, *, deep=None, prefix=None, gated=None, causa
     record("mask", "keys", key_mask)  # [B, P+N]
     if keep is not None:
         record("mask", "keep", keep)  # [B, 1, Nq, Nk]
-        if n_query == 1 and bool(keep.all()):  # a decoding step that may see every key:
-            keep = None  # no mask to build per layer, and the fused kernel runs unmasked
+
+    def unmasked_step(keep):  # a decoding step that may see every key: the fused kernel runs unmasked
+        return None if keep is not None and n_query == 1 and bool(keep.all()) else keep
+    keeps = {None: unmasked_step(keep)}  # sliding window -> keep-mask, built once for the layers using it
+
+    def keep_for(window):
+        if window not in keeps:
+            keeps[window] = unmasked_step(build_keep(key_mask, n_query, causal, window))  # [B, 1, Nq, Nk]
+        return keeps[window]
     rows_positions = positions_in_front(deep_positions, positions) if deep is not None else positions
 
     attentions, presents = [], ([] if use_cache else None)
@@ -61,13 +69,13 @@ def run_layers(layers, x, key_mask, *, deep=None, prefix=None, gated=None, causa
             P = deep[i].shape[1]
             prompt = record(f"layer{i}", "prompt", deep[i])  # [B, P, D]
             x = record(f"layer{i}", "inject", in_front(prompt, x))  # [B, P+N, D]
-            out = layer(x, keep=keep, gated=g, positions=rows_positions, need_weights=need_weights,
-                        use_cache=use_cache)  # [B, P+N, D]
+            out = layer(x, keep=keep_for(layer.sliding_window), gated=g, positions=rows_positions,
+                        need_weights=need_weights, use_cache=use_cache)  # [B, P+N, D]
             record(f"layer{i}", "out", out.hidden)
             x = record(f"layer{i}", "slice", drop_front(out.hidden, P))  # [B, N, D]
         else:  # K/V prefix (or cached keys), gated prefix, or no prompt at all
-            out = layer(x, keep=keep, prefix=prefix[i] if prefix is not None else None, gated=g,
-                        positions=positions, need_weights=need_weights, use_cache=use_cache)  # [B, N, D]
+            out = layer(x, keep=keep_for(layer.sliding_window), prefix=prefix[i] if prefix is not None else None,
+                        gated=g, positions=positions, need_weights=need_weights, use_cache=use_cache)  # [B, N, D]
             x = record(f"layer{i}", "out", out.hidden)
         probs = out.probs
         if probs is not None and gated is not None and g is None:  # no gated prefix here: it gets weight 0
