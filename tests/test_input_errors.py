@@ -197,3 +197,30 @@ def test_mask_values_other_than_0_and_1_in_any_dtype(model, dtype):
     mask[0, 1] = 2
     with raises(ValueError, "attention_mask must hold 0/1", "2"):
         model(ids_for(model, 2, 5), attention_mask=mask)
+
+
+def test_each_config_class_declares_its_own_field_kinds_and_one_it_forgot_is_refused_by_name():
+    """core/config.py names no architecture's field: a subclass states the kind of each field it
+    adds (field_kinds), and one it does not is a mistake in the class, refused when first built."""
+    from dataclasses import dataclass
+
+    from minigpt_ptv2.core.config import kinds_of
+    from minigpt_ptv2.models.llama import LlamaConfig
+
+    assert kinds_of(LlamaConfig)["rope_theta"] == "positive" and kinds_of(GPT2Config)["vocab_size"] == "size"
+
+    @dataclass(frozen=True)
+    class Forgetful(LlamaConfig):
+        window: int = 4
+
+    with pytest.raises(TypeError, match="Forgetful declares no kind for its field 'window'"):
+        Forgetful()
+
+    @dataclass(frozen=True)
+    class Declared(LlamaConfig):
+        window: int = 4
+        field_kinds = {"window": "size"}
+
+    assert Declared().window == 4
+    with pytest.raises(ValueError, match="window must be positive, got 0"):
+        Declared(window=0)

@@ -12,12 +12,13 @@ import torch
 
 from minigpt_ptv2.core.rotary import Rotary, rotate_half
 from minigpt_ptv2.models import load_pretrained
-from minigpt_ptv2.models.llama import LlamaConfig, LlamaDecoder, RMSNorm, config_from_hf
+from minigpt_ptv2.models.llama import LlamaConfig, LlamaDecoder, RMSNorm
 from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.trace import ShapeTrace, dims_for
 from tolerances import FP32_KERNELS, FP32_REL, FP32_ULPS
 
 transformers = pytest.importorskip("transformers")
+config_from_hf = LlamaDecoder.config_from_hf
 import reference as R  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

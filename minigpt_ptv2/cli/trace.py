@@ -50,7 +50,7 @@ def add_arguments(p):
 def kind_of(cfg) -> str:
     """"decoder" for a causal architecture, else "encoder" (the registry's model class says)."""
     from ..models import architecture
-    return "decoder" if architecture(cfg.model_type).Model.causal else "encoder"
+    return "decoder" if architecture(cfg.model_type).causal else "encoder"
 
 
 def resolve_config(config: str | None, model: str | None):

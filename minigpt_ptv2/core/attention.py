@@ -12,8 +12,9 @@ H_kv is the number of key/value heads: H in BERT and GPT-2, fewer under grouped-
 stay at H_kv heads; the groups are widened to H only to score (`repeat_kv`).
 
 The module knows no architecture. What differs between models comes in as arguments: whether
-Q/K/V have biases, and `rotary`, a function applied to Q and K with their rows' positions
-(rotary position embeddings) for models that encode positions inside attention.
+Q/K/V and the output projection have biases (each on its own: Qwen2 has the first, not the
+second), and `rotary`, a function applied to Q and K with their rows' positions (rotary position
+embeddings) for models that encode positions inside attention.
 """
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int | None = None,
-                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0, scope: str = "attn"):
+                 head_dim: int | None = None, qkv_bias: bool = True, output_bias: bool = True,
+                 dropout: float = 0.0, scope: str = "attn"):
         super().__init__()
         H, H_kv = num_heads, num_kv_heads or num_heads
         if head_dim is None:
@@ -144,8 +146,8 @@ class MultiHeadAttention(nn.Module):
         if H % H_kv != 0:
             raise InputError(f"num_kv_heads={H_kv} must divide num_heads={H}")
         self.num_heads, self.num_kv_heads, self.head_dim = H, H_kv, head_dim  # H, H_kv, d
-        self.qkv = Linear(hidden_size, (H + 2 * H_kv) * head_dim, bias)  # x -> [Q | K | V]
-        self.output = Linear(H * head_dim, hidden_size, bias)
+        self.qkv = Linear(hidden_size, (H + 2 * H_kv) * head_dim, qkv_bias)  # x -> [Q | K | V]
+        self.output = Linear(H * head_dim, hidden_size, output_bias)
         self.dropout = dropout
         self.scope = scope  # trace name, e.g. "layer3.attn"
 

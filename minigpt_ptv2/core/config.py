@@ -1,6 +1,6 @@
 """What every architecture's configuration has in common, and how its fields are checked.
 
-Each architecture (models/bert.py, models/gpt2.py, models/llama.py) defines its own frozen
+Each architecture (models/bert.py, models/gpt2.py, models/llama.py, ...) defines its own frozen
 dataclass on top of `ModelConfig`, with HuggingFace's field names so a `config.json` maps onto it
 one key at a time. The core and the prompt methods read only what is defined here: the notation
 letters (`dims()`: D, L, H, H_kv, d), the vocabulary, the position limit and the prefix width;
@@ -10,7 +10,10 @@ several: generation stops at any of them) and pad.
 Every field is checked for its kind and range (`check_fields`), both when a config is built in
 Python and, naming the file and the file's own spelling of the field, when it comes from a
 `config.json`: "384" (a string) is not a width, JSON's `true` is not a head count (Python would
-take it as 1), and a NaN LayerNorm eps would turn every output into NaN.
+take it as 1), and a NaN LayerNorm eps would turn every output into NaN. Each config class says
+the kinds of the fields it adds, in its own `field_kinds` (a name from KINDS below, or that
+name + " or null"); this module names no architecture's fields. A field without a declared kind
+is a mistake in the class, refused by name the first time the class is built.
 """
 from __future__ import annotations
 
@@ -18,42 +21,54 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import InputError
-from ..validate import require
+from ..validate import _json_repr
 
-_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-          "head_dim", "max_position_embeddings", "intermediate_size", "type_vocab_size")
-# field -> its kind (validate.KINDS)
-FIELD_KINDS = {
-    **dict.fromkeys(_SIZES, "int"),
-    **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                     "attention_dropout", "rope_theta"), "number"),
-    **dict.fromkeys(("tie_word_embeddings", "attention_bias", "mlp_bias"), "bool"),
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")  # DecoderConfig's: an id >= 0 or None; eos also a list
+
+# kind -> (accepted Python types, test or None, what the test asks, how the kind is described).
+# bool is never an int or a number here: JSON's `true` is not a length.
+KINDS = {
+    "size": ((int,), lambda x: x > 0, "positive", "an int"),
+    "count": ((int,), lambda x: x >= 0, ">= 0", "an int"),
+    "positive": ((int, float), lambda x: x > 0, "> 0", "a number"),
+    "probability": ((int, float), lambda x: 0 <= x < 1, "in [0, 1)", "a number"),
+    "flag": ((bool,), None, None, "true or false"),
+    "object": ((dict,), None, None, "an object {...}"),
+    "names": ((list, tuple), lambda x: all(isinstance(n, str) for n in x), "a list of strings", "a list [...]"),
+    "token id": None,  # an id >= 0 (or null): _check_token_id
+    "token ids": None,  # eos: an id, or a non-empty list of them (or null)
 }
-TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")  # an id >= 0 or None; eos also a list of them
-_RANGES = {  # field: (test, what it must be)
-    **dict.fromkeys(_SIZES, (lambda x: x > 0, "positive")),
-    **dict.fromkeys(("layer_norm_eps", "rms_norm_eps", "rope_theta"), (lambda x: x > 0, "> 0")),
-    **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"),
-                    (lambda x: 0 <= x < 1, "in [0, 1)")),
-}
 
 
-def check_fields(values: dict, source: str, spelled: dict | None = None) -> None:
-    """Refuse a field of the wrong kind, a non-finite number or one out of range. `spelled` maps
-    our field name to the name the file uses (GPT-2's n_embd for hidden_size), for the message."""
-    spelled = spelled or {}
+def kinds_of(cls) -> dict:
+    """Every field's declared kind: each class's own `field_kinds`, from the base up."""
+    return {name: kind for c in reversed(cls.__mro__) for name, kind in vars(c).get("field_kinds", {}).items()}
+
+
+def check_fields(cls, values: dict, source: str, spelled: dict | None = None) -> None:
+    """Refuse a field of `cls` of the wrong kind, a non-finite number or one out of range.
+    `spelled` maps our field name to the name the file uses (GPT-2's n_embd for hidden_size),
+    for the message."""
+    spelled, declared = spelled or {}, kinds_of(cls)
     for name, value in values.items():
-        if name in TOKEN_IDS:
-            _check_token_id(spelled.get(name, name), value, source, many=name == "eos_token_id")
-        kind = FIELD_KINDS.get(name)
-        if kind is None:
+        if name not in declared:
+            raise TypeError(f"{cls.__name__} declares no kind for its field {name!r}: add it to field_kinds")
+        kind, shown = declared[name], spelled.get(name, name)
+        nullable = kind.endswith(" or null")
+        kind = kind.removesuffix(" or null")
+        if kind.startswith("token id"):
+            _check_token_id(shown, value, source, many=kind == "token ids")
             continue
-        shown = spelled.get(name, name)
-        require({shown: value}, source, {shown: kind})
-        if kind == "number" and not math.isfinite(value):
+        if value is None and nullable:
+            continue
+        types, test, wanted, desc = KINDS[kind]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InputError(f"{source}: field {shown!r} must be {desc}{' or null' if nullable else ''}, "
+                             f"got {_json_repr(value)}")
+        if types == (int, float) and not math.isfinite(value):
             raise InputError(f"{source}: field {shown!r} must be a finite number, got {value}")
-        if name in _RANGES and not _RANGES[name][0](value):
-            raise InputError(f"{source}: {shown} must be {_RANGES[name][1]}, got {value}")
+        if test is not None and not test(value):
+            raise InputError(f"{source}: {shown} must be {wanted}, got {value!r}")
 
 
 def _check_token_id(shown: str, value, source: str, many: bool) -> None:
@@ -77,9 +92,11 @@ class ModelConfig:
     intermediate_size: int = 3072  # D_ff
 
     model_type = "none"  # a class attribute: "bert", "gpt2", "llama" (the registry's key)
+    field_kinds = {name: "size" for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                             "max_position_embeddings", "intermediate_size")}
 
     def __post_init__(self):
-        check_fields({f.name: getattr(self, f.name) for f in fields(self)}, type(self).__name__)
+        check_fields(type(self), {f.name: getattr(self, f.name) for f in fields(self)}, type(self).__name__)
         D, H = self.hidden_size, self.num_attention_heads
         if D % H and not self.free_head_dim:
             raise InputError(f"num_attention_heads={H} does not divide hidden_size={D}: "
@@ -127,6 +144,8 @@ class DecoderConfig(ModelConfig):
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
+
+    field_kinds = {"bos_token_id": "token id", "eos_token_id": "token ids", "pad_token_id": "token id"}
 
     def __post_init__(self):
         if isinstance(self.eos_token_id, list):  # as JSON gives it; a tuple keeps the config immutable

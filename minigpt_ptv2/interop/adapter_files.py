@@ -49,7 +49,7 @@ def save_adapter(out_dir, method, model=None, task_type: str | None = None, head
     peft_type = form["peft_type"]
     _check_positions(method.positions, peft_type, allow_position_change)
     from ..models import architecture
-    causal = architecture(config.model_type).Model.causal  # a decoder's adapter is a causal LM's
+    causal = architecture(config.model_type).causal  # a decoder's adapter is a causal LM's
     task_type = task_type or ("CAUSAL_LM" if causal else "FEATURE_EXTRACTION")
     if head is not None and task_type not in HEAD_TASK_TYPES.values():
         raise InputError(f"a classifier head needs task_type SEQ_CLS or TOKEN_CLS, got {task_type}")

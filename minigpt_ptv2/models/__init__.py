@@ -1,14 +1,15 @@
 """The architectures, one module each (its config, blocks, model and checkpoint converter), and
 the registry that picks one by a folder's `model_type`.
 
-    load_pretrained("path/to/folder")            # BERT, GPT-2 or LLaMA, by config.json
+    load_pretrained("path/to/folder")            # BERT, GPT-2, LLaMA, Qwen2 or Mistral, by config.json
     save_pretrained(model, "out/folder")         # a folder transformers loads (AutoModel...)
     build(config)                                # a model with random weights
 
-An architecture module provides: `Config` and `Model` (the classes), `config_from_hf(dict, source)`,
-`config_to_hf(config)`, `state_from_hf(state_dict, config, source)`, `state_to_hf(state, config)`
-and `peft_adaption_prompt(config)` (where PEFT's adaption prompt lives in its HF model, or a refusal).
-Adding one is that module, one line in ARCHITECTURES, and its tests (README, "Extending").
+An architecture module provides `Model`, its model class, which answers the registry's questions
+as class methods (models/hf_model.py): `config_class`, `config_from_hf`, `config_to_hf`,
+`state_from_hf`, `state_to_hf`, `peft_adaption_prompt`. A variant of an architecture (qwen2.py,
+mistral.py) subclasses its model and overrides only what differs. Adding one is that module, one
+line in ARCHITECTURES, and one line in the tests' table (README, "Extending").
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ ARCHITECTURES = {"bert": "bert", "gpt2": "gpt2", "llama": "llama"}
 
 
 def architecture(model_type: str):
-    """The module of an architecture, by its model_type."""
+    """The model class of an architecture, by its model_type (its module's `Model`)."""
     if model_type not in ARCHITECTURES:
         raise InputError(f"unsupported model_type {model_type!r}: minigpt_ptv2 knows {sorted(ARCHITECTURES)}")
-    return importlib.import_module(f".{ARCHITECTURES[model_type]}", __name__)
+    return importlib.import_module(f".{ARCHITECTURES[model_type]}", __name__).Model
 
 
 def config_from_hf(hf: dict, source="config.json"):
@@ -45,7 +46,7 @@ def config_from_hf(hf: dict, source="config.json"):
 
 def build(config):
     """A model with random weights for `config` (any architecture's config)."""
-    return architecture(config.model_type).Model(config)
+    return architecture(config.model_type)(config)
 
 
 def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=None, fast: bool = True):
@@ -60,12 +61,12 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     cfg = config_from_hf(hf, model_dir / "config.json")
     if expect is not None and cfg.model_type != expect:
         raise InputError(f"{model_dir} holds a {cfg.model_type!r} model but {expect!r} was expected")
-    arch = architecture(cfg.model_type)
+    Model = architecture(cfg.model_type)
     source = f"the weights in {model_dir}"
-    ours = arch.state_from_hf(read_state_dict(model_dir), cfg, source)  # a config of 3000 layers beside 3: refused here
+    ours = Model.state_from_hf(read_state_dict(model_dir), cfg, source)  # a config of 3000 layers beside 3: refused here
     with torch.device("meta"), _SkipNormalInit():  # shapes without memory: a config.json size the weights do not
-        check_fits(arch.Model(cfg), ours, source)  # have (n_inner 10**9 beside 96) is refused before it is allocated
-    model = arch.Model(cfg)
+        check_fits(Model(cfg), ours, source)  # have (n_inner 10**9 beside 96) is refused before it is allocated
+    model = Model(cfg)
     copy_into(model, ours, source)
     model.tokenizer_digest = tokenizer_digest(model_dir)  # part of its fingerprint (core/fingerprint.py)
     model.eval()  # dropout off: equivalence with references is only defined in eval mode
@@ -95,11 +96,11 @@ def save_pretrained(model, out_dir) -> Path:
     that transformers loads with outputs equal to ours. The attached prompt is not part of it.
     A decoder's bos / eos / pad ids go into config.json and generation_config.json (which
     transformers' generate reads first), so that it stops where ours does."""
-    arch = architecture(model.config.model_type)
+    Model = architecture(model.config.model_type)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("prompt.")}
-    config = arch.config_to_hf(model.config)
+    config = Model.config_to_hf(model.config)
     generation = {k: config.get(k) for k in TOKEN_IDS} if isinstance(model.config, DecoderConfig) else None
-    return write_folder(out_dir, config, arch.state_to_hf(state, model.config), generation)
+    return write_folder(out_dir, config, Model.state_to_hf(state, model.config), generation)
 
 
 class _SkipNormalInit(torch.overrides.TorchFunctionMode):

@@ -24,7 +24,7 @@ from ..core.linear import Linear
 from ..core.transformer import Transformer
 from ..errors import InputError, InputTypeError
 from .hf_config import build
-from .hf_files import FromPretrained
+from .hf_model import HFModel
 from .keymap import Key, to_hf, to_ours
 
 
@@ -38,6 +38,8 @@ class BertConfig(ModelConfig):
     pad_token_id: int = 0
 
     model_type = "bert"
+    field_kinds = {"layer_norm_eps": "positive", "hidden_dropout_prob": "probability",
+                   "attention_probs_dropout_prob": "probability", "type_vocab_size": "size", "pad_token_id": "token id"}
 
 
 @dataclass
@@ -102,8 +104,9 @@ class BertLayer(Layer):
         return self.kv_from_hidden(h)  # post-LN: the bare projection is what the layer reads anyway
 
 
-class BertEncoder(FromPretrained, Transformer):
+class BertEncoder(HFModel, Transformer):
     config_class = BertConfig  # what it is built from (and what from_pretrained expects)
+    hf_architecture = "BertModel"
     takes_token_types = True
 
     def __init__(self, config: BertConfig, prompt=None):
@@ -156,10 +159,42 @@ class BertEncoder(FromPretrained, Transformer):
         return EncoderOutput(record("final", "last_hidden_state", h), record("final", "pooler", pooled),
                              tuple(out.attentions) if output_attentions else None)
 
+    # --- checkpoints, as the registry asks for them (models/hf_model.py): the functions below ------
+    @classmethod
+    def checkpoint_keys(cls, cfg):
+        return keys(cfg)
+
+    @classmethod
+    def state_from_hf(cls, sd, cfg, source="the weights"):
+        return state_from_hf(sd, cfg, source)
+
+    @classmethod
+    def state_to_hf(cls, state, cfg):
+        return state_to_hf(state, cfg)
+
+    @classmethod
+    def config_from_hf(cls, hf, source="config.json"):
+        return config_from_hf(hf, source)
+
+    @classmethod
+    def config_to_hf(cls, cfg):
+        return config_to_hf(cfg)
+
+    @classmethod
+    def peft_adaption_prompt(cls, cfg):
+        """PEFT's adaption prompt (LLaMA-Adapter) is written for decoders (llama, mistral, gpt2): it
+        knows no BERT module, so a gated prefix on BERT has no PEFT adapter."""
+        raise InputError("PEFT's adaption prompt exists for llama, mistral and gpt2 models only, not for BERT: "
+                         "a gated prefix on BERT has no PEFT adapter")
+
 
 # --- checkpoints: HF BertModel <-> ours -------------------------------------------------------------
 
 STRIP = ("bert.",)
+# config.json fields checked below (refused unless they say what this encoder computes), and
+# those transformers writes for BERT that an encoder without an LM head never reads
+CHECKED = ("position_embedding_type", "hidden_act", "is_decoder", "add_cross_attention")
+NOT_READ = ("bos_token_id", "eos_token_id", "tie_word_embeddings", "classifier_dropout")
 IGNORED = [
     (r"embeddings\.position_ids", "a buffer of 0..511, not a weight"),
     (r"cls\..*", "a pre-training head (MLM/NSP), not part of the encoder"),
@@ -205,7 +240,7 @@ def config_from_hf(hf: dict, source="config.json") -> BertConfig:
         if hf.get(flag):
             raise InputError(f"{source}: BERT configs with {flag}=True are not supported (this encoder is "
                              f"bidirectional, without cross-attention)")
-    return build(BertConfig, hf, source)
+    return build(BertConfig, hf, source, read=CHECKED + NOT_READ)
 
 
 def config_to_hf(cfg: BertConfig) -> dict:
@@ -244,10 +279,3 @@ def legacy_v1_state(tensors: dict, source: str) -> dict:
 
 
 Config, Model = BertConfig, BertEncoder  # what the registry (models/__init__.py) builds
-
-
-def peft_adaption_prompt(cfg: BertConfig):
-    """PEFT's adaption prompt (LLaMA-Adapter) is written for decoders (llama, mistral, gpt2): it
-    knows no BERT module, so a gated prefix on BERT has no PEFT adapter."""
-    raise InputError("PEFT's adaption prompt exists for llama, mistral and gpt2 models only, not for BERT: "
-                     "a gated prefix on BERT has no PEFT adapter")

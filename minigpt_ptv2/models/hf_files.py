@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import TOKEN_IDS, check_fields
+from ..core.config import TOKEN_IDS, DecoderConfig, check_fields
 from ..errors import InputError, MissingFileError
 from ..validate import check_finite, read_json, require
 
@@ -133,7 +133,7 @@ def read_generation_ids(model_dir: Path) -> dict:
     if not path.is_file():
         return {}
     ids = {k: read_json(inside(model_dir, GENERATION_CONFIG, model_dir)).get(k) for k in TOKEN_IDS}
-    check_fields(ids, str(path))
+    check_fields(DecoderConfig, ids, str(path))
     return ids
 
 
@@ -162,12 +162,3 @@ def write_folder(out_dir, config: dict, tensors: dict, generation: dict | None =
                 os.unlink(tmp)
     return out
 
-
-class FromPretrained:
-    """`Model.from_pretrained(folder)` for every architecture: load_pretrained, refusing a folder
-    that holds another model_type than the class's own (`config_class.model_type`)."""
-
-    @classmethod
-    def from_pretrained(cls, model_dir, device=None, dtype=None, fast: bool = True):
-        from . import load_pretrained
-        return load_pretrained(model_dir, expect=cls.config_class.model_type, device=device, dtype=dtype, fast=fast)

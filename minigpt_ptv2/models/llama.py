@@ -31,8 +31,9 @@ from ..core.linear import Linear
 from ..core.rotary import Rotary
 from ..errors import InputError, InputTypeError
 from .hf_config import build, token_ids
-from .hf_files import FromPretrained
+from .hf_model import HFModel
 from .keymap import AdaptionPromptKeys, Key, to_hf, to_ours
+from .rope import FIELDS as ROPE_FIELDS
 from .rope import rope_from_hf
 
 
@@ -62,6 +63,9 @@ class LlamaConfig(DecoderConfig):
 
     model_type = "llama"
     free_head_dim = True
+    field_kinds = {"num_key_value_heads": "size or null", "head_dim": "size or null", "rms_norm_eps": "positive",
+                   "rope_theta": "positive", "rope_scaling": "object or null", "tie_word_embeddings": "flag",
+                   "attention_bias": "flag", "mlp_bias": "flag", "attention_dropout": "probability"}
 
     def __post_init__(self):
         if self.head_dim is None:
@@ -71,6 +75,12 @@ class LlamaConfig(DecoderConfig):
         super().__post_init__()
         if self.head_dim % 2:
             raise InputError(f"head_dim={self.head_dim} must be even: rotary positions turn its features in pairs")
+
+    def biases(self) -> tuple[bool, bool, bool]:
+        """Which projections carry a bias: (Q/K/V, attention output, feed-forward). LLaMA: attention_bias
+        for the first two, mlp_bias for the third. A variant whose biases are fixed overrides this
+        (and then reads neither field, as transformers does)."""
+        return self.attention_bias, self.attention_bias, self.mlp_bias
 
 
 class RMSNorm(nn.Module):
@@ -92,19 +102,24 @@ class RMSNorm(nn.Module):
 
 
 class LlamaBlock(Layer):
-    """Pre-RMSNorm: x = x + Attn(RMSNorm(x)) with RoPE on Q and K; x = x + SwiGLU(RMSNorm(x))."""
+    """Pre-RMSNorm: x = x + Attn(RMSNorm(x)) with RoPE on Q and K; x = x + SwiGLU(RMSNorm(x)).
+
+    Reads from its config: hidden_size, intermediate_size, num_attention_heads, num_key_value_heads,
+    head_dim, rms_norm_eps, attention_dropout, biases() (attention_bias, mlp_bias), and, unless the
+    model hands it its Rotary, rope_theta and rope_scaling."""
 
     def __init__(self, cfg: LlamaConfig, index: int = 0, rotary: Rotary | None = None):
         super().__init__()
         D, D_ff = cfg.hidden_size, cfg.intermediate_size
+        qkv_bias, output_bias, ffn_bias = cfg.biases()
         self.attn_norm = RMSNorm(D, cfg.rms_norm_eps)
         self.attn = MultiHeadAttention(D, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
-                                       bias=cfg.attention_bias, dropout=cfg.attention_dropout,
+                                       qkv_bias=qkv_bias, output_bias=output_bias, dropout=cfg.attention_dropout,
                                        scope=f"layer{index}.attn")
         self.rotary = rotary or Rotary(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)  # the model's blocks share one
         self.ffn_norm = RMSNorm(D, cfg.rms_norm_eps)
-        self.ffn_in = Linear(D, 2 * D_ff, cfg.mlp_bias)  # x -> [gate | up], one product
-        self.ffn_out = Linear(D_ff, D, cfg.mlp_bias)  # down
+        self.ffn_in = Linear(D, 2 * D_ff, ffn_bias)  # x -> [gate | up], one product
+        self.ffn_out = Linear(D_ff, D, ffn_bias)  # down
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """SwiGLU, position-wise: [B, N, D] -> gate, up [B, N, D_ff] -> down(silu(gate) * up) [B, N, D]."""
@@ -129,8 +144,24 @@ class LlamaBlock(Layer):
         return k, v  # [1, H_kv, P, d] each
 
 
-class LlamaDecoder(FromPretrained, CausalLM):
+# --- checkpoints: HF LlamaForCausalLM <-> ours (the model's class methods below) -------------------
+
+IGNORED = [
+    (r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq|rotary_emb\.inv_freq",
+     "RoPE frequencies, recomputed from rope_theta (older checkpoints saved them)"),
+    (r"lm_head\.weight", "tied to embed_tokens.weight (checked equal)"),
+]
+# config.json fields that would make this decoder compute something else: refused by name
+UNSUPPORTED = {
+    "hidden_act": ("silu", "SwiGLU with SiLU"),
+    "pretraining_tp": (1, "the plain (not tensor-parallel-sliced) projections"),
+}
+
+
+class LlamaDecoder(HFModel, CausalLM):
     config_class = LlamaConfig  # what it is built from (and what from_pretrained expects)
+    block_class = LlamaBlock  # what each of the L layers is: a variant with another block names it here
+    hf_architecture, hf_prefix, hf_ignored = "LlamaForCausalLM", "model.", IGNORED
     position_style = "rotary"
 
     def __init__(self, config: LlamaConfig, prompt=None):
@@ -140,7 +171,7 @@ class LlamaDecoder(FromPretrained, CausalLM):
         super().__init__(config)
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)  # HF: embed_tokens
         self.rotary = Rotary(config.head_dim, config.rope_theta, config.rope_scaling)  # no weights: RoPE is a formula
-        self.layers = nn.ModuleList(LlamaBlock(config, i, self.rotary) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(self.block_class(config, i, self.rotary) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         # An LM head of its own [V, D], or none: tied models read logits off the embeddings.
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
@@ -164,94 +195,87 @@ class LlamaDecoder(FromPretrained, CausalLM):
     def lm_head_weight(self):
         return self.tok_embeddings.weight if self.lm_head is None else self.lm_head.weight  # [V, D]
 
-
-# --- checkpoints: HF LlamaForCausalLM <-> ours --------------------------------------------------------
-
-STRIP = ("model.",)
-IGNORED = [
-    (r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq|rotary_emb\.inv_freq",
-     "RoPE frequencies, recomputed from rope_theta (older checkpoints saved them)"),
-    (r"lm_head\.weight", "tied to embed_tokens.weight (checked equal)"),
-]
-# config.json fields that would make this decoder compute something else: refused by name
-UNSUPPORTED = {
-    "hidden_act": ("silu", "SwiGLU with SiLU"),
-    "pretraining_tp": (1, "the plain (not tensor-parallel-sliced) projections"),
-}
-
-
-def keys(cfg: LlamaConfig) -> list[Key]:
-    """Every tensor of ours and where HF's LlamaForCausalLM keeps it (nn.Linear [out, in]:
-    transposed; q/k/v fused into qkv, gate/up into ffn_in)."""
-    H, H_kv, d, D_ff = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
-    table = [Key("tok_embeddings.weight", ("embed_tokens.weight",)), Key("norm.weight", ("norm.weight",))]
-    if not cfg.tie_word_embeddings:
-        table.append(Key("lm_head.weight", ("lm_head.weight",)))  # [V, D] in both (a torch nn.Linear)
-    for i in range(cfg.num_hidden_layers):
-        hf, ours = f"layers.{i}.", f"layers.{i}."
-        table += [Key(ours + "attn_norm.weight", (hf + "input_layernorm.weight",)),
-                  Key(ours + "ffn_norm.weight", (hf + "post_attention_layernorm.weight",))]
-        for w in ("weight", "bias") if cfg.attention_bias else ("weight",):
+    # --- checkpoints: HF LlamaForCausalLM <-> ours (models/hf_model.py) --------------------------
+    @classmethod
+    def checkpoint_keys(cls, cfg: LlamaConfig) -> list[Key]:
+        """Every tensor of ours and where HF's LlamaForCausalLM keeps it (nn.Linear [out, in]:
+        transposed; q/k/v fused into qkv, gate/up into ffn_in), biases where cfg.biases() has them."""
+        H, H_kv, d, D_ff = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
+        qkv_bias, output_bias, ffn_bias = cfg.biases()
+        table = [Key("tok_embeddings.weight", ("embed_tokens.weight",)), Key("norm.weight", ("norm.weight",))]
+        if not cfg.tie_word_embeddings:
+            table.append(Key("lm_head.weight", ("lm_head.weight",)))  # [V, D] in both (a torch nn.Linear)
+        for i in range(cfg.num_hidden_layers):
+            hf, ours = f"layers.{i}.", f"layers.{i}."
+            table += [Key(ours + "attn_norm.weight", (hf + "input_layernorm.weight",)),
+                      Key(ours + "ffn_norm.weight", (hf + "post_attention_layernorm.weight",))]
             table += [Key(ours + f"attn.qkv.{w}", tuple(hf + f"self_attn.{n}_proj.{w}" for n in "qkv"),
-                          transpose=True, sizes=(H * d, H_kv * d, H_kv * d)),
-                      Key(ours + f"attn.output.{w}", (hf + f"self_attn.o_proj.{w}",), transpose=True)]
-        for w in ("weight", "bias") if cfg.mlp_bias else ("weight",):
-            table += [Key(ours + f"ffn_in.{w}", (hf + f"mlp.gate_proj.{w}", hf + f"mlp.up_proj.{w}"),
-                          transpose=True, sizes=(D_ff, D_ff)),
-                      Key(ours + f"ffn_out.{w}", (hf + f"mlp.down_proj.{w}",), transpose=True)]
-    return table
+                          transpose=True, sizes=(H * d, H_kv * d, H_kv * d)) for w in _with_bias(qkv_bias)]
+            table += [Key(ours + f"attn.output.{w}", (hf + f"self_attn.o_proj.{w}",), transpose=True)
+                      for w in _with_bias(output_bias)]
+            for w in _with_bias(ffn_bias):
+                table += [Key(ours + f"ffn_in.{w}", (hf + f"mlp.gate_proj.{w}", hf + f"mlp.up_proj.{w}"),
+                              transpose=True, sizes=(D_ff, D_ff)),
+                          Key(ours + f"ffn_out.{w}", (hf + f"mlp.down_proj.{w}",), transpose=True)]
+        return table
+
+    @classmethod
+    def state_from_hf(cls, sd: dict, cfg: LlamaConfig, source: str = "the weights") -> dict:
+        if cfg.tie_word_embeddings:
+            head, emb = sd.get("lm_head.weight"), sd.get("model.embed_tokens.weight", sd.get("embed_tokens.weight"))
+            if head is not None and emb is not None and not torch.equal(head, emb):
+                raise InputError(f"{source}: tie_word_embeddings is true but lm_head.weight differs from "
+                                 f"embed_tokens.weight")
+            ignored = IGNORED
+        else:
+            ignored = IGNORED[:1]  # an untied head is a weight of its own: it must be there
+        return to_ours(sd, cls.checkpoint_keys(cfg), (cls.hf_prefix,), ignored, source)
+
+    @classmethod
+    def state_to_hf(cls, state: dict, cfg: LlamaConfig) -> dict:
+        table = cls.checkpoint_keys(cfg)
+        out = to_hf(state, [k for k in table if k.ours != "lm_head.weight"], prefix=cls.hf_prefix)
+        if not cfg.tie_word_embeddings:
+            out["lm_head.weight"] = state["lm_head.weight"].contiguous()
+        return out
+
+    @classmethod
+    def config_from_hf(cls, hf: dict, source="config.json") -> LlamaConfig:
+        """A HuggingFace config.json -> our config (cls.config_class); refuse what this decoder would
+        compute differently."""
+        for field, (want, what) in UNSUPPORTED.items():
+            if hf.get(field, want) != want:
+                raise InputError(f"{source}: {field}={hf[field]!r} is not supported: this decoder implements "
+                                 f"{what} ({field}={want!r})")
+        theta, scaling = rope_from_hf(hf, source)  # every spelling transformers reads, or refused (rope.py)
+        return build(cls.config_class, {**hf, **token_ids(hf), "rope_theta": theta, "rope_scaling": scaling}, source,
+                     read=(*UNSUPPORTED, *ROPE_FIELDS))
+
+    @classmethod
+    def config_to_hf(cls, cfg: LlamaConfig) -> dict:
+        fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "rope_theta", "rope_scaling")}
+        rope = {"rope_type": "default", **(cfg.rope_scaling or {}), "rope_theta": cfg.rope_theta}
+        return {"model_type": cfg.model_type, "architectures": [cls.hf_architecture], "hidden_act": "silu",
+                "rope_parameters": rope, **fields}
+
+    @classmethod
+    def peft_adaption_prompt(cls, cfg: LlamaConfig) -> AdaptionPromptKeys:
+        """PEFT's adaption prompt on LlamaForCausalLM (and MistralForCausalLM, read the same way):
+        k_proj and v_proj on the rows as they are (no RMSNorm, no RoPE), and the gated read through
+        o_proj, as the paper does: join="context". Refused where PEFT computes something else: with an
+        output bias it applies o_proj, bias and all, to its read, so b_O is added twice (even at gate 0);
+        with head_dim * H != D its K/V heads come out wrong (it takes H_kv as H divided by D / (H_kv d))."""
+        H, d, D = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
+        if cfg.biases()[1]:
+            raise InputError(f"PEFT's adaption prompt on {cfg.model_type} passes its read through o_proj with o_proj's "
+                             f"bias, so with attention_bias=true it adds that bias a second time: not the same model")
+        if H * d != D:
+            raise InputError(f"PEFT's adaption prompt on {cfg.model_type} assumes H*d = D, here {H}*{d} != {D}")
+        return AdaptionPromptKeys("model.layers.{i}.self_attn", "self_attn", join="context")
 
 
-def state_from_hf(sd: dict, cfg: LlamaConfig, source: str = "the weights") -> dict:
-    if cfg.tie_word_embeddings:
-        head, emb = sd.get("lm_head.weight"), sd.get("model.embed_tokens.weight", sd.get("embed_tokens.weight"))
-        if head is not None and emb is not None and not torch.equal(head, emb):
-            raise InputError(f"{source}: tie_word_embeddings is true but lm_head.weight differs from "
-                             f"embed_tokens.weight")
-        ignored = IGNORED
-    else:
-        ignored = IGNORED[:1]  # an untied head is a weight of its own: it must be there
-    return to_ours(sd, keys(cfg), STRIP, ignored, source)
+def _with_bias(bias: bool) -> tuple[str, ...]:
+    return ("weight", "bias") if bias else ("weight",)
 
 
-def state_to_hf(state: dict, cfg: LlamaConfig) -> dict:
-    table = keys(cfg)
-    out = to_hf(state, [k for k in table if k.ours != "lm_head.weight"], prefix="model.")
-    if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = state["lm_head.weight"].contiguous()
-    return out
-
-
-def config_from_hf(hf: dict, source="config.json") -> LlamaConfig:
-    """A HuggingFace Llama config.json -> LlamaConfig; refuse what this decoder would compute differently."""
-    for field, (want, what) in UNSUPPORTED.items():
-        if hf.get(field, want) != want:
-            raise InputError(f"{source}: {field}={hf[field]!r} is not supported: this decoder implements "
-                             f"{what} ({field}={want!r})")
-    theta, scaling = rope_from_hf(hf, source)  # every spelling transformers reads, or refused (rope.py)
-    return build(LlamaConfig, {**hf, **token_ids(hf), "rope_theta": theta, "rope_scaling": scaling}, source)
-
-
-def config_to_hf(cfg: LlamaConfig) -> dict:
-    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "rope_theta", "rope_scaling")}
-    rope = {"rope_type": "default", **(cfg.rope_scaling or {}), "rope_theta": cfg.rope_theta}
-    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu",
-            "rope_parameters": rope, **fields}
-
-
-Config, Model = LlamaConfig, LlamaDecoder  # what the registry (models/__init__.py) builds
-
-
-def peft_adaption_prompt(cfg: LlamaConfig) -> AdaptionPromptKeys:
-    """PEFT's adaption prompt on LlamaForCausalLM: k_proj and v_proj on the rows as they are (no
-    RMSNorm, no RoPE), and the gated read through o_proj, as the paper does: join="context".
-    Refused where PEFT computes something else: with attention_bias it applies o_proj, bias and
-    all, to its read, so b_O is added twice (even at gate 0); with head_dim * H != D its K/V heads
-    come out wrong (it takes H_kv as H divided by D / (H_kv d))."""
-    H, d, D = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
-    if cfg.attention_bias:
-        raise InputError("PEFT's adaption prompt on LLaMA passes its read through o_proj with o_proj's bias, so "
-                         "with attention_bias=true it adds that bias a second time: not the same model")
-    if H * d != D:
-        raise InputError(f"PEFT's adaption prompt on LLaMA assumes H*d = D, here {H}*{d} != {D}")
-    return AdaptionPromptKeys("model.layers.{i}.self_attn", "self_attn", join="context")
+Model = LlamaDecoder  # what the registry (models/__init__.py) builds

@@ -34,6 +34,9 @@ from ..errors import InputError
 DEFAULT_THETA = 10000.0
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 COMMON = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
+# the top-level config.json fields rope_from_hf reads (or refuses by name)
+FIELDS = ("rope_parameters", "rope_scaling", "rope_theta", "rope_type", "partial_rotary_factor",
+          "original_max_position_embeddings")
 
 
 def rope_from_hf(hf: dict, source) -> tuple[float, dict | None]:

@@ -143,6 +143,15 @@ CASES = [
     Row("legacy linear rope_scaling now reads", lambda tmp: load(tmp).generate(IDS, 2), works=True,
         setup=folder(config={"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}})),
 
+    # --- config.json fields nothing here reads: named, never skipped ----------------------------------
+    Row("config.json: a field no part of the package reads", load,
+        ["config.json", "'final_logit_softcapping'", "not read by this package's llama model"], InputError,
+        was="silent", setup=folder(config={"final_logit_softcapping": 30.0})),
+    Row("GPT-2 config.json: embd_pdrop apart from resid_pdrop", load, ["embd_pdrop=0.3", "resid_pdrop"],
+        InputError, was="silent", setup=folder("gpt2", config={"embd_pdrop": 0.3})),
+    Row("config.json: attention_bias a string", load, ["config.json", "'attention_bias'", "true or false"],
+        InputError, setup=folder(config={"attention_bias": "yes"})),
+
     # --- sampling settings and prompts that cannot work ------------------------------------------------
     Row("temperature inf with top_k 1", lambda tmp: load(tmp).generate(IDS, 2, do_sample=True, temperature=math.inf,
                                                                        top_k=1),
