@@ -25,7 +25,7 @@ from ..core.config import TOKEN_IDS, DecoderConfig
 from .hf_files import read_config, read_generation_ids, read_state_dict, tokenizer_digest, write_folder
 
 # model_type (config.json) -> module in this package
-ARCHITECTURES = {"bert": "bert", "gpt2": "gpt2", "llama": "llama"}
+ARCHITECTURES = {"bert": "bert", "gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
 
 
 def architecture(model_type: str):

@@ -63,6 +63,7 @@ class LlamaConfig(DecoderConfig):
 
     model_type = "llama"
     free_head_dim = True
+    fixed_biases = None  # a class attribute (not a field): (Q/K/V, output, feed-forward) when fixed; see biases()
     field_kinds = {"num_key_value_heads": "size or null", "head_dim": "size or null", "rms_norm_eps": "positive",
                    "rope_theta": "positive", "rope_scaling": "object or null", "tie_word_embeddings": "flag",
                    "attention_bias": "flag", "mlp_bias": "flag", "attention_dropout": "probability"}
@@ -75,12 +76,20 @@ class LlamaConfig(DecoderConfig):
         super().__post_init__()
         if self.head_dim % 2:
             raise InputError(f"head_dim={self.head_dim} must be even: rotary positions turn its features in pairs")
+        if self.fixed_biases and (self.attention_bias or self.mlp_bias):
+            raise InputError(f"{self.model_type} has no attention_bias or mlp_bias: its biases are fixed "
+                             f"(Q/K/V, output, feed-forward: {self.fixed_biases})")
 
     def biases(self) -> tuple[bool, bool, bool]:
         """Which projections carry a bias: (Q/K/V, attention output, feed-forward). LLaMA: attention_bias
-        for the first two, mlp_bias for the third. A variant whose biases are fixed overrides this
-        (and then reads neither field, as transformers does)."""
-        return self.attention_bias, self.attention_bias, self.mlp_bias
+        for the first two, mlp_bias for the third; a variant whose biases are fixed says them in
+        `fixed_biases` (and then has neither field, as in transformers)."""
+        return self.fixed_biases or (self.attention_bias, self.attention_bias, self.mlp_bias)
+
+    def layer_window(self, i: int) -> int | None:
+        """Layer i's sliding window W (core/masks.py), or None: it sees every earlier column. LLaMA
+        has none; a variant with one (Mistral, Qwen2) overrides this."""
+        return None
 
 
 class RMSNorm(nn.Module):
@@ -105,8 +114,8 @@ class LlamaBlock(Layer):
     """Pre-RMSNorm: x = x + Attn(RMSNorm(x)) with RoPE on Q and K; x = x + SwiGLU(RMSNorm(x)).
 
     Reads from its config: hidden_size, intermediate_size, num_attention_heads, num_key_value_heads,
-    head_dim, rms_norm_eps, attention_dropout, biases() (attention_bias, mlp_bias), and, unless the
-    model hands it its Rotary, rope_theta and rope_scaling."""
+    head_dim, rms_norm_eps, attention_dropout, biases() (attention_bias, mlp_bias), layer_window(index)
+    and, unless the model hands it its Rotary, rope_theta and rope_scaling."""
 
     def __init__(self, cfg: LlamaConfig, index: int = 0, rotary: Rotary | None = None):
         super().__init__()
@@ -120,6 +129,7 @@ class LlamaBlock(Layer):
         self.ffn_norm = RMSNorm(D, cfg.rms_norm_eps)
         self.ffn_in = Linear(D, 2 * D_ff, ffn_bias)  # x -> [gate | up], one product
         self.ffn_out = Linear(D_ff, D, ffn_bias)  # down
+        self.sliding_window = cfg.layer_window(index)  # W or None: the layer loop masks by it (core/layer.py)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """SwiGLU, position-wise: [B, N, D] -> gate, up [B, N, D_ff] -> down(silu(gate) * up) [B, N, D]."""
@@ -253,7 +263,8 @@ class LlamaDecoder(HFModel, CausalLM):
 
     @classmethod
     def config_to_hf(cls, cfg: LlamaConfig) -> dict:
-        fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "rope_theta", "rope_scaling")}
+        dropped = ("model_type", "rope_theta", "rope_scaling", *(("attention_bias", "mlp_bias") if cfg.fixed_biases else ()))
+        fields = {k: v for k, v in cfg.to_dict().items() if k not in dropped}
         rope = {"rope_type": "default", **(cfg.rope_scaling or {}), "rope_theta": cfg.rope_theta}
         return {"model_type": cfg.model_type, "architectures": [cls.hf_architecture], "hidden_act": "silu",
                 "rope_parameters": rope, **fields}
