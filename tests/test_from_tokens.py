@@ -13,6 +13,7 @@ from minigpt_ptv2 import BertEncoder, GPT2Decoder
 from minigpt_ptv2.core.capture import Capture
 from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.models import build
+from architectures import ARCHS
 from minigpt_ptv2.models.presets import preset
 from minigpt_ptv2.prompts import make_method
 from minigpt_ptv2.prompts.from_tokens import layer_inputs
@@ -77,11 +78,11 @@ def test_soft_prompt_holds_the_tokens_word_embeddings(model):
     assert torch.equal(soft.weight, model.input_embeddings().weight[ids[0, rows]])
 
 
-@pytest.mark.parametrize("name", ["bert-tiny", "gpt2-tiny", "llama-tiny"])
-def test_deep_and_prefix_started_from_one_text_give_the_same_outputs(name):
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_deep_and_prefix_started_from_one_text_give_the_same_outputs(arch):
     """The bridge end to end: the deep prompt's rows and the prefix's K/V are the same prompt
     (under RoPE too: the prefix's keys are turned to the prompt rows' positions, as the bridge does)."""
-    model = build(preset(name)).eval()
+    model = build(ARCHS[arch].tiny).eval()
     ids, rows = text(model)
     batch = torch.randint(5, model.config.vocab_size, (3, 9))  # [B, N]
     outs = []

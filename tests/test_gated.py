@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from architectures import ARCHS
 from minigpt_ptv2 import ShapeTrace, preset
 from minigpt_ptv2.core.attention import MultiHeadAttention
 from minigpt_ptv2.core.prefix import Prefix
@@ -24,14 +25,13 @@ from minigpt_ptv2.prompts.mixed import MixedPrompts
 from tolerances import FP32_KERNELS, FP32_ULPS
 
 P, B, N = 4, 3, 7
-ARCHS = {"bert": "bert-tiny", "gpt2": "gpt2-tiny", "llama": "llama-tiny"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.py
 
 
 def tiny(arch: str, seed: int = 0):
     torch.manual_seed(seed)
-    return build(preset(ARCHS[arch])).eval()
+    return build(ARCHS[arch].tiny).eval()
 
 
 def batch(model, seed: int = 1):

@@ -16,6 +16,7 @@ import json
 import pytest
 import torch
 
+from architectures import ARCHS as TABLE, DECODERS
 from minigpt_ptv2 import preset
 from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.models import build
@@ -30,12 +31,12 @@ ROW_EQUAL = 1e-5
 # How far two different prompts move the same row: the test could not tell rows apart below this.
 DIFFERENT = 1e-2
 FAMILIES = {"kv": ("prefix", "prefix-mlp"), "hidden": ("deep", "deep-mlp"), "input": ("soft", "ptuning-mlp")}
-ARCHS = ("bert-tiny", "gpt2-tiny", "llama-tiny")
+ARCHS = sorted(TABLE)  # every architecture (tests/architectures.py)
 
 
 def _model(arch: str):
     torch.manual_seed(0)
-    return build(preset(arch)).eval()
+    return build(TABLE[arch].tiny).eval()
 
 
 def _members(config, family: str, sizes=(3, 5), **kw) -> dict:
@@ -91,7 +92,7 @@ def test_each_row_of_a_mixed_batch_equals_its_prompt_alone(arch, family):
 
 def test_rotated_prefix_keys_mix_too():
     """rotate_keys=True: each member's keys sit at -P_m..-1 in the mixed batch, as alone (right-aligned)."""
-    model = _model("llama-tiny")
+    model = _model("llama")
     members = _members(model.config, "kv", sizes=(2, 6), rotate_keys=True)
     ids, mask = _batch(model.config)
     tasks = ["task1", "task0", "task0", "task1", "task0"]
@@ -101,7 +102,7 @@ def test_rotated_prefix_keys_mix_too():
         assert (mixed[i] - alone[t][i])[mask[i].bool()].abs().max() <= ROW_EQUAL
 
 
-@pytest.mark.parametrize("arch", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("arch", DECODERS)
 def test_cached_generation_of_a_mixed_batch_equals_each_prompt_alone(arch):
     model = _model(arch)
     members = _members(model.config, "kv")
@@ -252,7 +253,7 @@ def test_predict_cli_refuses_an_untagged_line_and_a_clash_of_names(two_checkpoin
 
 
 def test_a_members_mask_is_read_when_rows_are_chosen_and_dtypes_never_mix_silently():
-    model = _model("bert-tiny")
+    model = _model("bert")
     members = _members(model.config, "kv")
     ids, mask = _batch(model.config)
     mixed = MixedPrompts(model.config, members)

@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from architectures import ARCHS as TABLE
 from minigpt_ptv2 import ShapeTrace, preset
 from minigpt_ptv2.core.layer import Layer
 from minigpt_ptv2.errors import InputError
@@ -32,7 +33,7 @@ from minigpt_ptv2.training.recompute import (disable_grad_checkpoint, enable_gra
 from method_contract import move_off_start
 from tolerances import EXACT
 
-ARCHS = ["bert", "gpt2", "llama"]
+ARCHS = sorted(TABLE)  # every architecture (tests/architectures.py)
 ALL_METHODS = [*sorted(METHODS), "head-only", "full"]
 P, B, N = 3, 3, 7
 
@@ -43,8 +44,8 @@ def tiny(arch: str, method: str, seed: int = 0):
     """A tiny random model with dropout on (LLaMA has none by default: 0.1 on its attention), the
     method attached and moved off its start (so every tensor of it has a gradient to compare: a
     gated prefix's rows get none at g = 0), the backbone frozen unless `full`, a trainable 3-way head."""
-    cfg = preset(f"{arch}-tiny")
-    if arch == "llama":
+    cfg = TABLE[arch].tiny
+    if "attention_dropout" in cfg.to_dict():  # LLaMA-style decoders have none by default
         cfg = cfg.replace(attention_dropout=0.1)
     torch.manual_seed(seed)
     model = build(cfg)
