@@ -1,6 +1,6 @@
 """Every command that writes a folder, against every kind of folder it may be pointed at.
 
-The table: each writer (train, train lm, import-peft, export-peft, export-hf, figures, lessons,
+The table: each writer (train, train lm, import-peft for an encoder and a decoder, export-peft, export-hf, figures, lessons,
 demo) x each target (empty, holds a checkpoint, holds a model, is the input folder, is a file, is
 read-only). A refusal is exit 2, one line "error: ..." naming the folder, no model loaded and
 nothing changed byte for byte; an empty folder is written; with --overwrite the old content is
@@ -52,6 +52,8 @@ WRITERS = {  # name -> (argv for world w and target out, the input a target may 
                                  "--out", out], "gpt2", {"checkpoint.json", "checkpoint.safetensors"}),
     "import-peft": (lambda w, out: ["import-peft", w["adapter"], out, "--model-dir", w["bert"]], "adapter",
                     {"checkpoint.json", "checkpoint.safetensors"}),
+    "import-peft lm": (lambda w, out: ["import-peft", w["lm_adapter"], out, "--model-dir", w["gpt2"]], "lm_adapter",
+                       {"checkpoint.json", "checkpoint.safetensors"}),
     "export-peft": (lambda w, out: ["export-peft", w["ck"], out, "--model-dir", w["bert"]], "ck",
                     {"adapter_config.json", "adapter_model.safetensors"}),
     "export-hf": (lambda w, out: ["export-hf", w["full"], out, "--model-dir", w["bert"]], "bert",

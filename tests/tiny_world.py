@@ -3,7 +3,7 @@ HF folder with a vocab.txt, an SST-2 folder of eight sentences, a prefix checkpo
 (positions="shifted"), a `full` checkpoint, the PEFT adapter exported from the prefix one, and
 a tiny GPT-2 folder with a byte-level BPE tokenizer.json and a text file.
 
-    world = build(tmp_path)      # {"bert", "data", "ck", "full", "adapter", ["gpt2", "text"]} -> Path
+    world = build(tmp_path)      # {"bert", "data", "ck", "full", "adapter", ["gpt2", "text", "lm_adapter"]} -> Path
 """
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def build(root: Path, decoder: bool = True) -> dict:
     world.update(ck=root / "ck", full=root / "full", adapter=root / "adapter")
     if decoder:
         world["gpt2"] = gpt2(root / "gpt2")
+        from minigpt_ptv2.interop import save_adapter
+        from minigpt_ptv2.models import load_pretrained
+        from minigpt_ptv2.prompts import KVPrefix
+        decoder = load_pretrained(world["gpt2"])
+        world["lm_adapter"] = root / "lm_adapter"  # a CAUSAL_LM prefix-tuning adapter for it
+        save_adapter(world["lm_adapter"], KVPrefix(decoder.config, 2, positions="shifted"), decoder)
         world["text"] = root / "text.txt"
         world["text"].write_text(TEXT, encoding="utf-8")
     return world

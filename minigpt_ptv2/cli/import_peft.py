@@ -5,14 +5,19 @@ from ..catalog import TASKS
 from ._shared import add_json, add_model_dir, add_overwrite, print_json, setup_help, size_text
 
 NAME = "import-peft"
-HELP = "turn a PEFT prefix/prompt-tuning adapter into a checkpoint that eval and predict use"
+HELP = "turn a PEFT prefix/prompt-tuning adapter into a checkpoint that eval, predict or generate use"
 DESCRIPTION = """\
 Read a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) made for the same
 backbone and write our checkpoint: PREFIX_TUNING becomes method 'prefix', PROMPT_TUNING and
 P_TUNING become 'soft' (both store the final prompt, so any MLP is already folded in). The
 prompt keeps PEFT's position convention (positions='shifted': real tokens at P..P+N-1).
 
-A checkpoint needs a task head, and most adapters have none. The head comes from exactly one of:
+For a decoder (--model-dir holding a GPT-2, LLaMA, Qwen2 or Mistral model) a CAUSAL_LM adapter
+becomes an 'lm' checkpoint, as `train lm` writes it, that `generate CKPT TEXT` uses: the output is
+the decoder's own LM head, so --task, --head-from, --random-head and --allow-pooling-change do not
+apply and are refused.
+
+An encoder's checkpoint needs a task head, and most adapters have none. The head comes from exactly one of:
   the adapter itself    SEQ_CLS (-> sst2) / TOKEN_CLS (-> conll) adapters carry PEFT's classifier
   --head-from CKPT      the head of one of our checkpoints for the same task (e.g. the one a
                         prompt-only adapter was exported from)
@@ -30,7 +35,8 @@ predict use by default: 128, or what the model's position table leaves beside th
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 import-peft runs/sst2-prefix-peft runs/sst2-imported
-  python -m minigpt_ptv2 import-peft my-adapter runs/imported --task sst2 --head-from runs/sst2-soft"""
+  python -m minigpt_ptv2 import-peft my-adapter runs/imported --task sst2 --head-from runs/sst2-soft
+  python -m minigpt_ptv2 import-peft my-lm-adapter runs/lm-imported --model-dir my-gpt2"""
 
 
 def add_arguments(p):
@@ -56,8 +62,9 @@ def run(args) -> int:
     if args.json:
         print_json(info)
         return 0
+    head = "for generate" if info["head"] is None else f"head from {info['head']}"
     print(f"{info['task']} checkpoint, method {info['method']} (P={info['P']}, positions='shifted'), "
-          f"head from {info['head']}: {info['path']} ({size_text(info['bytes'])})")
+          f"{head}: {info['path']} ({size_text(info['bytes'])})")
     if info["head"] == "random":
         print("warning: the head is untrained; train it before trusting eval or predict")
     if info["pooling_changed"]:

@@ -1,5 +1,7 @@
 """A PEFT prefix- or prompt-tuning adapter folder -> one of our checkpoints ("prefix" or "soft",
-positions="shifted"), with its task head from the adapter, from one of our checkpoints, or new."""
+positions="shifted"): for an encoder, a task checkpoint with its head from the adapter, from one
+of our checkpoints, or new; for a decoder, an "lm" checkpoint (as `train lm` writes) that
+`generate` uses, with the decoder's own LM head."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,7 +68,11 @@ def _import(adapter_dir, out_dir, task, model_dir, head_from, random_head, allow
     from ..models import load_pretrained
     from ..training.checkpoint import save_checkpoint
     from ..training.tasks import TASKS, build_task_model, get_task
-    encoder = load_pretrained(model_dir, expect="bert")
+    encoder = load_pretrained(model_dir)
+    if encoder.causal:
+        options = {"--task": task is not None, "--head-from": head_from is not None, "--random-head": random_head,
+                   "--allow-pooling-change": allow_pooling_change}
+        return _import_lm(adapter_dir, out_dir, encoder, model_dir, [o for o, given in options.items() if given])
     ad = load_adapter(adapter_dir, encoder.config)
     task_type = ad.peft_config.get("task_type")
     kind = ad.peft_config["peft_type"]
@@ -117,12 +123,50 @@ def _import(adapter_dir, out_dir, task, model_dir, head_from, random_head, allow
         record["pooling_changed"] = True  # PEFT's classifier read virtual token 0; ours reads [CLS]
     if replaced:
         record["adapter_classifier"] = "replaced"
-    table, shift = encoder.config.max_position_embeddings, model.encoder.prompt.position_offset()
-    if table - shift < 3:
-        raise InputError(f"{adapter_dir}: its {shift} virtual tokens take {shift} of the model's {table} positions "
-                         f"(PEFT's positions, 'shifted'), leaving no room for [CLS], [SEP] and a token")
-    max_length = min(DEFAULT_MAX_LENGTH, table - shift)  # what eval and predict can read by default
+    max_length = _max_length(adapter_dir, encoder, model.encoder.prompt, "[CLS], [SEP] and a token", 3)
     info = save_checkpoint(model, out_dir, task=task, method=ad.method_name, P=ad.method.num_virtual,
                            labels=t.labels, extra={"imported_from": record, "train": {"max_length": max_length}})
     return {**info, "task": task, "method": ad.method_name, "P": ad.method.num_virtual, "head": source,
             "pooling_changed": allow_pooling_change, "adapter_classifier_replaced": replaced}
+
+
+def _max_length(adapter_dir, model, prompt, what: str, least: int) -> int:
+    """The token limit a checkpoint records: 128, or what the P shifted positions leave of the table."""
+    table, shift = model.config.max_position_embeddings, prompt.position_offset()
+    if table - shift < least:
+        raise InputError(f"{adapter_dir}: its {shift} virtual tokens take {shift} of the model's {table} positions "
+                         f"(PEFT's positions, 'shifted'), leaving no room for {what}")
+    return min(DEFAULT_MAX_LENGTH, table - shift)
+
+
+def _import_lm(adapter_dir, out_dir, decoder, model_dir, options: list) -> dict:
+    """A CAUSAL_LM prefix- or prompt-tuning adapter -> an "lm" checkpoint over `decoder`, recording
+    model_dir as `train lm` does, so that `generate CKPT TEXT` needs nothing else. No task head: the
+    decoder's LM head is the output, so the head options are refused by name."""
+    from ..catalog import LM_TASK
+    from ..prompts import freeze_backbone
+    from ..training.checkpoint import save_checkpoint
+    from ..training.lm import LMTaskModel
+    name = f"a {decoder.config.model_type!r} decoder"
+    if options:
+        raise InputError(f"{options[0]} does not apply to {model_dir}, which holds {name}: its adapters import "
+                         f"as {LM_TASK!r} checkpoints, read through the decoder's own LM head")
+    ad = load_adapter(adapter_dir, decoder.config)
+    kind, task_type = ad.peft_config["peft_type"], ad.peft_config.get("task_type")
+    if ad.method_name not in ("prefix", "soft"):
+        raise InputError(f"{adapter_dir}: peft_type {kind} is not imported into checkpoints: import-peft turns "
+                         f"PREFIX_TUNING, PROMPT_TUNING and P_TUNING adapters into {LM_TASK!r} checkpoints (load "
+                         f"this one with interop.load_adapter)")
+    if task_type not in (None, "CAUSAL_LM"):
+        raise InputError(f"{adapter_dir} is a {task_type} adapter, but {model_dir} holds {name}: an {LM_TASK!r} "
+                         f"checkpoint imports a CAUSAL_LM adapter")
+    decoder.attach(ad.method)
+    model = LMTaskModel(decoder)
+    freeze_backbone(model, ("decoder.prompt.",))
+    max_length = _max_length(adapter_dir, decoder, ad.method, "a token", 1)
+    record = {"peft_type": kind, "task_type": task_type, "head": None, "adapter": Path(adapter_dir).name}
+    P = ad.method.num_virtual
+    info = save_checkpoint(model, out_dir, task=LM_TASK, method=ad.method_name, P=P, extra={
+        "imported_from": record, "train": {"max_length": max_length, "model_dir": str(Path(model_dir).resolve())}})
+    return {**info, "task": LM_TASK, "method": ad.method_name, "P": P, "head": None, "pooling_changed": False,
+            "adapter_classifier_replaced": False}

@@ -47,6 +47,9 @@ def tiny_bert(tmp_path_factory):
     transformers.BertModel(transformers.BertConfig(
         vocab_size=120, hidden_size=D, num_hidden_layers=L, num_attention_heads=4, intermediate_size=40,
         max_position_embeddings=64)).save_pretrained(TINY["bert"])
+    TINY["gpt2"] = tmp_path_factory.mktemp("gpt2")
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=130, n_embd=D, n_layer=L, n_head=4,
+                                                         n_positions=64)).save_pretrained(TINY["gpt2"])
 
 
 @dataclass
@@ -129,6 +132,26 @@ def _export_nan(tmp):
 
 
 PROMPT_SEQ_CLS = adapter("PROMPT_TUNING", "SEQ_CLS", head=True)
+
+
+def lm_adapter(method="prefix", task_type=None):
+    """tmp/adapter: our export of a prompt on the tiny GPT-2 (CAUSAL_LM), task_type rewritten if given."""
+    def setup(tmp):
+        from minigpt_ptv2.models import load_pretrained
+        from minigpt_ptv2.prompts import GatedPrefix
+        decoder = load_pretrained(TINY["gpt2"])
+        prompt = (KVPrefix(decoder.config, P, positions="shifted") if method == "prefix"
+                  else GatedPrefix(decoder.config, P, join="output"))
+        save_adapter(tmp / "adapter", prompt, decoder)
+        if task_type:
+            path = tmp / "adapter" / PEFT_CONFIG
+            path.write_text(json.dumps({**json.loads(path.read_text()), "task_type": task_type}))
+    return setup
+
+
+def cli_imp_lm(*extra):
+    return lambda tmp: main(["import-peft", str(tmp / "adapter"), str(tmp / "out"), "--model-dir",
+                             str(TINY["gpt2"]), *extra])
 
 ROWS = [
     # --- rule 3: no result from a broken number ------------------------------------------------
@@ -215,6 +238,18 @@ ROWS = [
                                                        "--model-dir", str(TINY["bert"])]),
         ["positions='real'", "--allow-position-change"], cli=True, setup=checkpoint(method="prefix")),
     Row("bridge: prompt for another model", _bridge_other_config, ["L: prompt 5 vs model 3"], InputError),
+
+    # --- decoders: an adapter becomes an lm checkpoint, without a task head ----------------------
+    Row("cli: a decoder's adapter with --random-head", cli_imp_lm("--random-head"),
+        ["--random-head does not apply", "'gpt2' decoder", "'lm' checkpoints"], cli=True, was="ugly",
+        setup=lm_adapter()),
+    Row("cli: a decoder's adapter with --task sst2", cli_imp_lm("--task", "sst2"),
+        ["--task does not apply", "'gpt2' decoder"], cli=True, was="ugly", setup=lm_adapter()),
+    Row("cli: a SEQ_CLS adapter on a decoder", cli_imp_lm(), ["is a SEQ_CLS adapter", "imports a CAUSAL_LM adapter"],
+        cli=True, was="ugly", setup=lm_adapter(task_type="SEQ_CLS")),
+    Row("cli: an adaption prompt into an lm checkpoint", cli_imp_lm(),
+        ["peft_type ADAPTION_PROMPT", "PREFIX_TUNING, PROMPT_TUNING and P_TUNING"], cli=True, was="ugly",
+        setup=lm_adapter("gated")),
 ]
 
 
