@@ -4,13 +4,9 @@ A keep-mask is `[B, 1, Nq, Nk]` with True where a query may look at a key. Keys 
 as `[prefix or cache | new tokens]`, queries are the new tokens. `attention.additive_mask`
 turns it into the additive form in the compute dtype.
 
-A sliding window (Mistral, Qwen2's upper layers) lets a query see only the last W key columns,
-itself included: key column k is kept for the query in column q when q - W < k <= q. Columns,
-not positions, as transformers counts them: a K/V prefix's P entries and a left-padded row's
-pads are columns like any other (transformers keeps both in its cache, and PEFT's prefix too), so
-a query W or more columns past a prefix entry no longer sees it, and a KV cache is simply the
-columns seen so far. transformers' sliding-window cache drops the columns no query can reach any more;
-this one keeps them and masks them out, which computes the same.
+A sliding window W (Mistral, Qwen2) keeps key column k for the query in column q when
+q - W < k <= q. Columns, as transformers counts them: prefix entries and left pads count too, and
+a KV cache keeps every column (masked out once out of reach, where transformers drops them).
 """
 from __future__ import annotations
 

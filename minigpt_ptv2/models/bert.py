@@ -159,27 +159,6 @@ class BertEncoder(HFModel, Transformer):
         return EncoderOutput(record("final", "last_hidden_state", h), record("final", "pooler", pooled),
                              tuple(out.attentions) if output_attentions else None)
 
-    # --- checkpoints, as the registry asks for them (models/hf_model.py): the functions below ------
-    @classmethod
-    def checkpoint_keys(cls, cfg):
-        return keys(cfg)
-
-    @classmethod
-    def state_from_hf(cls, sd, cfg, source="the weights"):
-        return state_from_hf(sd, cfg, source)
-
-    @classmethod
-    def state_to_hf(cls, state, cfg):
-        return state_to_hf(state, cfg)
-
-    @classmethod
-    def config_from_hf(cls, hf, source="config.json"):
-        return config_from_hf(hf, source)
-
-    @classmethod
-    def config_to_hf(cls, cfg):
-        return config_to_hf(cfg)
-
     @classmethod
     def peft_adaption_prompt(cls, cfg):
         """PEFT's adaption prompt (LLaMA-Adapter) is written for decoders (llama, mistral, gpt2): it
@@ -278,4 +257,9 @@ def legacy_v1_state(tensors: dict, source: str) -> dict:
     return out
 
 
+# What the registry asks of the model class (models/hf_model.py): the functions above, which stay
+# functions of the module as well (lesson 04 calls them).
+BertEncoder.checkpoint_keys, BertEncoder.state_from_hf = staticmethod(keys), staticmethod(state_from_hf)
+BertEncoder.state_to_hf, BertEncoder.config_to_hf = staticmethod(state_to_hf), staticmethod(config_to_hf)
+BertEncoder.config_from_hf = staticmethod(config_from_hf)
 Config, Model = BertConfig, BertEncoder  # what the registry (models/__init__.py) builds
