@@ -51,14 +51,17 @@ QUICK = {
         'shapes = ((128, 20), (32, 64))': 'shapes = ((16, 4), (8, 16))',
     },
     "10": {
-        'n_train, n_dev, P, batch_size = 640, 200, 16, 8': 'n_train, n_dev, P, batch_size = 8, 8, 4, 8',
-        'accuracy = short_run(model, train_loader, dev_loader, expect_gain=0.1)':
-            'accuracy = short_run(model, train_loader, dev_loader, expect_gain=None)',
+        'n_train, n_heldout, P, batch_size = 480, 200, 16, 16': 'n_train, n_heldout, P, batch_size = 8, 8, 4, 8',
+        'accuracy = short_run(model, train_loader, heldout_loader, expect_gain=0.1)':
+            'accuracy = short_run(model, train_loader, heldout_loader, expect_gain=None)',
+        'scores = recipe_effect(tok, train, heldout, P, batch_size)':
+            'scores = recipe_effect(tok, train, heldout, P, batch_size, seeds=(0,))',
     },
     "11": {
-        'P, n_train, batch_size = 8, 320, 8': 'P, n_train, batch_size = 4, 8, 8',
-        '_, after = before_and_after(model, tok, batch, P, n_train, batch_size)':
-            '_, after = before_and_after(model, tok, batch, P, n_train, batch_size, check=False)',
+        'P, n_train, n_dev, batch_size = 8, 1200, 200, 16': 'P, n_train, n_dev, batch_size = 4, 8, 8, 8',
+        'task_model, before, start = train_prefix(model, tok, batch, P, n_train, n_dev, batch_size)':
+            'task_model, before, start = train_prefix(model, tok, batch, P, n_train, n_dev, batch_size, check=False)',
+        'after = mass_moved(model, batch, before, start)': 'after = mass_moved(model, batch, before, start, check=False)',
     },
     "12": {
         'cfg = preset("gpt2").replace(num_hidden_layers=2)': 'cfg = preset("gpt2-tiny")',
