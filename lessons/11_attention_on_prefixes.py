@@ -25,7 +25,7 @@ from minigpt_ptv2.trace import dims_for
 from minigpt_ptv2.training import TrainConfig, build_task_model, fit, get_task, set_seed
 from minigpt_ptv2.viz import attention_maps, key_labels, prefix_mass, save_figure, token_mass
 
-from _attention_help import PARTS, attention_parts, head_shares, head_title, plot_parts, value_norms
+from _course import PARTS, attention_parts, head_shares, head_title, plot_parts, value_norms  # counting: plumbing
 
 
 SENTENCES = ["a warm , funny and moving film", "the plot makes no sense at all",
@@ -107,7 +107,7 @@ mass = mass_by_hand(maps)
 # (measured below), so the weight parked there adds almost nothing to the token's update. Read every
 # attention picture with that in mind: a bright [CLS] column mostly means "this head is idle
 # here", not "this head reads the sentence summary". (How the shares are counted, row by row,
-# is bookkeeping: `attention_parts` and `value_norms` in `lessons/_attention_help.py`.)
+# is bookkeeping: `attention_parts` and `value_norms` in `lessons/_course.py`.)
 
 # %%
 def attention_sink(model: BertEncoder, batch: dict, prefixed):

@@ -9,12 +9,19 @@ drawing a figure, importing an optional reference library quietly. A lesson name
     quiet_transformers()                  lesson 04: `transformers`, offline and silent, or None
     print_cost_table(rows, names)         lesson 08: FLOPs, memory and time per batch size
     plot_cost(rows, names, title, file)   lesson 08: the same three measures as a figure
+    attention_parts(maps) [L, H, 5]       lesson 11: a real token's attention on the prefix, [CLS], [SEP],
+                                          itself and the other words (PARTS), over real query rows
+    value_norms(model, batch) [L, 3]      lesson 11: value-vector lengths of [CLS], [SEP] and the words
+    plot_parts(tables, title)             lesson 11: those shares as stacked bars per layer
+    head_shares(maps, layer) [H, 6]       lesson 11: one layer's heads by role (ROLES), and head_title
 """
 from __future__ import annotations
 
 import os
 import time
 import warnings
+
+import torch
 
 
 def best_time(fn, repeat: int) -> float:
@@ -92,3 +99,85 @@ def plot_cost(rows: list, names, title: str, file_name: str) -> None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, file_name)
+
+
+# --- lesson 11: where a real token's attention goes, counted part by part --------------------
+PARTS = ("prefix", "[CLS]", "[SEP]", "itself", "other words")
+ROLES = ("prefix", "[CLS] sink", "[SEP] sink", "attends to itself", "previous token", "next token")
+
+
+def attention_parts(maps) -> torch.Tensor:
+    """[L, H, 5]: the share of a real token's attention on each of PARTS, averaged over the real
+    query rows of the batch. A [CLS] or [SEP] query's own column counts as [CLS] / [SEP]."""
+    L, B = maps.probs.shape[:2]
+    P = maps.P
+    total, rows = 0, 0
+    for row in range(B):
+        n = int(maps.query_mask[row].sum())
+        m = torch.stack([maps.matrix(layer, row) for layer in range(L)])  # [L, H, n, P+n]
+        words = torch.arange(1, n - 1)  # the rows (and columns) of the sentence's own words
+        itself = torch.zeros(m.shape[:3])  # [L, H, n]
+        itself[..., words] = m[..., words, P + words]
+        parts = torch.stack([m[..., :P].sum(-1), m[..., P], m[..., P + n - 1], itself], -1)  # [L, H, n, 4]
+        parts = torch.cat([parts, 1 - parts.sum(-1, keepdim=True)], -1)  # [L, H, n, 5]: the rest is other words
+        total, rows = total + parts.sum(2), rows + n
+    return total / rows  # [L, H, 5]
+
+
+def value_norms(model, batch: dict) -> torch.Tensor:
+    """[L, 3]: mean length of the value vectors of [CLS], [SEP] and the words, per layer."""
+    from minigpt_ptv2 import ShapeTrace
+    lengths = batch["attention_mask"].sum(1)  # [B]
+    with torch.no_grad(), ShapeTrace(keep=("attn.v",)) as tr:
+        model(batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = []
+    for i in range(model.config.num_hidden_layers):
+        norms = tr.tensors[f"layer{i}.attn.v"].norm(dim=-1)  # [B, H, N]
+        sep = torch.stack([norms[b, :, n - 1] for b, n in enumerate(lengths)])  # [B, H]
+        words = torch.cat([norms[b, :, 1:n - 1].flatten() for b, n in enumerate(lengths)])
+        out.append(torch.stack([norms[:, :, 0].mean(), sep.mean(), words.mean()]))
+    return torch.stack(out)  # [L, 3]
+
+
+def plot_parts(tables: dict, title: str):
+    """Stacked bars per layer, one panel per table ([L, 5] shares): a matplotlib Figure."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4.2 * len(tables) + 1.4, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(tables), sharey=True, squeeze=False)[0]
+    colours = ("tab:blue", "tab:red", "tab:orange", "tab:green", "0.7")
+    for ax, (name, t) in zip(axes, tables.items()):
+        bottom = torch.zeros(t.shape[0])
+        for j, (part, colour) in enumerate(zip(PARTS, colours)):
+            ax.bar(range(t.shape[0]), t[:, j].numpy(), bottom=bottom.numpy(), color=colour, label=part)
+            bottom += t[:, j]
+        ax.set_xticks(range(t.shape[0]), [f"L{i}" for i in range(t.shape[0])])
+        ax.set_xlabel("layer")
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("share of a real token's attention")
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="key")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def head_shares(maps, layer: int) -> torch.Tensor:
+    """[H, 6]: per head of `layer`, the share of the real queries' attention (over the batch) on
+    each of ROLES: the prefix, [CLS], [SEP], the token itself, the previous and the next token."""
+    P, total, rows = maps.P, 0, 0
+    for row in range(maps.probs.shape[1]):
+        m = maps.matrix(layer, row)  # [H, n, P+n]
+        n = m.shape[1]
+        i = torch.arange(n)
+        shift = lambda k: torch.where((i + k >= 0) & (i + k < n), m[:, i, P + (i + k).clamp(0, n - 1)], 0)  # noqa: E731
+        words = (i > 0) & (i < n - 1)  # a [CLS] or [SEP] query's own column counts as [CLS] / [SEP]
+        parts = torch.stack([m[..., :P].sum(-1), m[..., P], m[..., P + n - 1], shift(0) * words,
+                             shift(-1) * (i > 1), shift(1) * (i < n - 2)], -1)  # [H, n, 6]
+        total, rows = total + parts.sum(1), rows + n
+    return total / rows  # [H, 6]
+
+
+def head_title(h: int, share: torch.Tensor, P: int) -> str:
+    """'head 3: prefix 41% over 8 keys; [CLS] sink 30%': the prefix's share, then the largest
+    other part (or "spread out" when none takes a quarter)."""
+    j = int(share[1:].argmax()) + 1
+    other = f"{ROLES[j]} {share[j]:.0%}" if share[j] >= 0.25 else "the rest spread out"
+    return f"head {h}: prefix {share[0]:.0%} over {P} keys; {other}"

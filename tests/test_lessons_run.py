@@ -119,7 +119,7 @@ def test_lesson_cells_are_plain_code(path):
 
 
 MAX_CELL_LINES = 45  # "about 40": a cell a reader takes in at once; plumbing goes to lessons/_course.py
-LONG_CELLS_ALLOWED = ("10", "11")  # these two lessons are being shortened; drop them from here when they are
+LONG_CELLS_ALLOWED = ()  # lessons allowed long cells while they are rewritten (none now)
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
