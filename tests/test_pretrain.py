@@ -22,8 +22,9 @@ from minigpt_ptv2.data.bpe_train import count_words, train_bpe, write_tokenizer
 from minigpt_ptv2.data.sample import load_sst2_sample
 from minigpt_ptv2.errors import InputError
 from minigpt_ptv2.models import load_pretrained
+from minigpt_ptv2.outdir import OutputError
 from minigpt_ptv2.training import pretrain as pt
-from minigpt_ptv2.training.steer import sample_sentences, sentiment_texts
+from minigpt_ptv2.training.steer import sample_sentences, sentiment_texts, speak
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads cost more than they give
 
@@ -143,7 +144,7 @@ def test_the_command_writes_the_folder_and_replaces_it_only_when_told(tmp_path, 
     assert code == 0 and json.loads(printed)["config"]["steps"] == 3
     first = (out / "model.safetensors").read_bytes()
     code, _, err = cli(["pretrain", "--out", out, *TINY_ARGS])
-    assert code == 2 and f"--out {out} already holds files" in err
+    assert code == 2 and f"--out {out} already holds a model" in err
     code, printed, _ = cli(["pretrain", "--out", out, *TINY_ARGS, "--seed", "1", "--overwrite"])
     assert code == 0 and "held-out perplexity" in printed and (out / "model.safetensors").read_bytes() != first
 
@@ -154,7 +155,8 @@ def test_the_command_writes_the_folder_and_replaces_it_only_when_told(tmp_path, 
     (["--arch", "llama", "--hidden", "12", "--heads", "4"], "even size"),
     (["--context", "1"], "context must be at least 2"),
     (["--steps", "0"], "must be a positive integer"),
-    (["--lr", "nan"], "must be a positive number"),
+    (["--lr", "nan"], "must be a finite number"),
+    (["--dropout", "1"], "must be in [0, 1)"),
     (["--arch", "bert"], "invalid choice: 'bert'"),
 ])
 def test_the_command_refuses_bad_arguments_before_any_work(tmp_path, monkeypatch, argv, message):
@@ -179,6 +181,11 @@ def test_decoder_dir_builds_once_then_reuses_and_refuses_other_settings(tmp_path
     assert (folder / "model.safetensors").stat().st_mtime_ns == built  # reused, not rebuilt
     with pytest.raises(InputError, match="pretrained with other settings"):
         pt.decoder_dir(tmp_path / "d", TINY._replace(seed=5))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a decoder")
+    with pytest.raises(OutputError, match="already holds 1 entry"):  # outdir.py's rule, as for every writer
+        pt.decoder_dir(tmp_path / "mine", TINY, show_progress=False)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 # ---------------------------------------------------------------- steering helpers
@@ -199,3 +206,15 @@ def test_sampled_sentences_end_at_a_newline_and_repeat_for_a_seed(tmp_path):
     assert all(t.startswith("the film") for t in sample_sentences(model, tok, 3, start="the film", max_new_tokens=5))
     with pytest.raises(InputError, match="max_new_tokens must be in 1..23"):
         sample_sentences(model, tok, 2, max_new_tokens=24)
+
+
+def test_speak_writes_words_and_the_cache_changes_none_of_them(tmp_path):
+    _, _, model, tok = tiny_run(tmp_path, TINY._replace(steps=1))
+    with torch.no_grad():  # wide weights: every token then depends on all before it, so a broken cache shows
+        for p in model.parameters():
+            p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(p.numel()))
+    said = speak(model, tok, "the film", max_new_tokens=6, n=3, seed=1)
+    assert said["greedy"] == said["greedy, no cache"] and said["sampled"] == said["sampled, no cache"]
+    assert len(said["sampled"]) == 3 and len(set(said["sampled"])) > 1  # three draws, not one thrice
+    assert all(isinstance(t, str) and t.startswith("the film") and "\n" not in t
+               for t in [said["greedy"], *said["sampled"]])

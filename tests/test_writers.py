@@ -1,14 +1,15 @@
 """Every command that writes a folder, against every kind of folder it may be pointed at.
 
-The table: each writer (train, train lm, import-peft for an encoder and a decoder, export-peft, export-hf, figures, lessons,
-demo) x each target (empty, holds a checkpoint, holds a model, is the input folder, is a file, is
-read-only). A refusal is exit 2, one line "error: ..." naming the folder, no model loaded and
-nothing changed byte for byte; an empty folder is written; with --overwrite the old content is
+The table: each writer (train, train lm, import-peft for an encoder and a decoder, export-peft,
+export-hf, figures, lessons, demo, pretrain) x each target (empty, holds a checkpoint, holds a
+model, is the input folder, is a file, is read-only). A refusal is exit 2, one line "error: ..."
+naming the folder, no model loaded and nothing changed byte for byte; an empty folder is written; with --overwrite the old content is
 replaced whole (nothing of it stays beside the new files), except that train (which writes in
 place, training/runfolder.py) never deletes files that are not its own; a folder the command
 reads is refused with or without --overwrite.
 
-Everything runs on tiny inputs (tests/tiny_world.py). figures and demo run their real checks
+Everything runs on tiny inputs (tests/tiny_world.py); pretrain trains a one-layer decoder for
+three steps on 240 of the sample's sentences. figures and demo run their real checks
 and their real guard, but their minutes of training and drawing are replaced by a stub that
 writes the same file names (tests/test_plots.py and tests/test_demo.py run the real work).
 After the table: what "atomic" means (outdir.py's swap, a failed write, a killed swap), train's
@@ -39,6 +40,8 @@ from minigpt_ptv2 import outdir  # noqa: E402
 from minigpt_ptv2.cli import demo as demo_cmd  # noqa: E402
 from minigpt_ptv2.cli import figures as figures_cmd  # noqa: E402
 from minigpt_ptv2.cli import main  # noqa: E402
+from minigpt_ptv2.data.sample import SAMPLE_DIR, load_sst2_sample  # noqa: E402
+from minigpt_ptv2.training import pretrain as pretrain_module  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
@@ -63,6 +66,9 @@ WRITERS = {  # name -> (argv for world w and target out, the input a target may 
     "lessons": (lambda w, out: ["lessons", "--out", out], "lessons", {"README.md", "notebooks", "solutions"}),
     "demo": (lambda w, out: ["demo", "--quick", "--model-dir", w["bert"], "--data-dir", w["data"], "--out", out],
              "bert", {"sst2_prefix", "prefix_attention.png"}),
+    "pretrain": (lambda w, out: ["pretrain", "--layers", "1", "--hidden", "16", "--heads", "2", "--vocab-size", "300",
+                                 "--context", "24", "--batch-size", "4", "--steps", "3", "--no-progress", "--out", out],
+                 "sample", {"config.json", "model.safetensors", "tokenizer.json", "pretrain.json"}),
 }
 IN_PLACE = {"train", "train lm"}  # write in place: never delete files that are not a run's own
 
@@ -74,7 +80,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def stub_work(monkeypatch):
-    """figures' and demo's training and drawing, replaced by files of the same names."""
+    """figures' and demo's training and drawing, replaced by files of the same names; pretrain's
+    text cut to 240 sentences (its real training, on them)."""
     def draw(out, *args):
         for name in figures_cmd.FILES:
             (out / name).write_bytes(b"\x89PNG new " + name.encode())
@@ -85,6 +92,8 @@ def stub_work(monkeypatch):
         (out / "sst2_prefix" / "checkpoint.json").write_text("{}")
         (out / "prefix_attention.png").write_bytes(b"\x89PNG new")
         return 0
+    rows = [e.text for e in load_sst2_sample("train", 240)]
+    monkeypatch.setattr(pretrain_module, "sst2_sentences", lambda *a: (rows[:200], rows[200:]))
     monkeypatch.setattr(figures_cmd, "_draw", draw)
     monkeypatch.setattr(demo_cmd, "tour", tour)
 
@@ -142,6 +151,8 @@ def setup(state: str, name: str, world: dict, tmp: Path, stack) -> tuple[dict, P
         key = WRITERS[name][1]
         if key == "lessons":  # the course the command copies, where it ships
             return world, LESSONS
+        if key == "sample":  # the text pretrain trains on, where it ships
+            return world, SAMPLE_DIR
         out = shutil.copytree(world[key], tmp / "in")
         world = {**world, key: out}
     return world, out
@@ -162,7 +173,7 @@ def test_a_writer_refuses_a_target_before_any_work(name, state, world, tmp_path,
     monkeypatch.setattr(models, "load_pretrained", no_model)
     with contextlib.ExitStack() as stack:
         w, out = setup(state, name, world, tmp_path, stack)
-        watched = [tmp_path, LESSONS] if out == LESSONS else [tmp_path]
+        watched = [tmp_path, out] if out in (LESSONS, SAMPLE_DIR) else [tmp_path]
         before = [snapshot(p) for p in watched]
         code, message = run(WRITERS[name][0](w, out))
         assert code == 2 and message.startswith("error: ") and len(message.splitlines()) == 1, (code, message)
@@ -203,7 +214,7 @@ def test_overwrite_replaces_the_old_content_whole(name, state, world, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no sibling left
 
 
-@pytest.mark.parametrize("name", [n for n in WRITERS if n != "lessons"])
+@pytest.mark.parametrize("name", [n for n in WRITERS if n not in ("lessons", "pretrain")])
 def test_a_folder_the_writer_reads_is_refused_even_with_overwrite(name, world, tmp_path):
     w, out = setup("input", name, world, tmp_path, None)
     before = snapshot(tmp_path)
@@ -212,14 +223,15 @@ def test_a_folder_the_writer_reads_is_refused_even_with_overwrite(name, world, t
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["figures", "demo", "lessons"])
+@pytest.mark.parametrize("command", ["figures", "demo", "lessons", "pretrain"])
 def test_the_default_folder_and_its_rule_are_in_the_help(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--overwrite" in text and "refused" in text and {"figures": "(the default figures too)",
                                                            "demo": "(the default runs/demo too)",
-                                                           "lessons": "(the default minigpt_ptv2_lessons too)"}[
+                                                           "lessons": "(the default minigpt_ptv2_lessons too)",
+                                                           "pretrain": "(the default runs/decoder too)"}[
         command] in text
 
 

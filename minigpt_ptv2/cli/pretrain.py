@@ -1,7 +1,7 @@
 """`pretrain`: a small decoder trained from scratch on the shipped SST-2 sentences, as a HF folder."""
 from __future__ import annotations
 
-from ._shared import add_json, positive_float, positive_int, print_json, setup_help
+from ._shared import add_json, add_overwrite, fraction, positive_float, positive_int, print_json, setup_help
 
 NAME = "pretrain"
 HELP = "pretrain a small GPT-2 / LLaMA-style decoder from scratch on the shipped SST-2 sentences (offline)"
@@ -17,7 +17,10 @@ AutoModelForCausalLM and AutoTokenizer open it too; `train lm --model-dir` and `
 The text is one sentence per line, and the newline is the end-of-sentence token (the model's
 bos_token_id and eos_token_id): a generation starts from a newline and stops at the next one, and
 `train lm` reads a file of one sentence per line in the same format. Each training window of
---context tokens starts at a sentence's newline. Deterministic for a --seed on one machine."""
+--context tokens starts anywhere in that stream, as `train lm`'s blocks do. A progress bar shows
+the steps and the running loss. Deterministic for a --seed on one machine and thread count.
+The defaults were measured (benchmarks/pretrain_trials.py): about a minute on 2 CPU cores.
+Lessons get the same folder from training.pretrain.decoder_dir(), which builds it once."""
 EPILOG = """\
 examples:
   python -m minigpt_ptv2 pretrain                                  # runs/decoder, the defaults
@@ -30,8 +33,8 @@ def add_arguments(p):
     from ..catalog import DECODER_ARCHS, PretrainConfig  # plain data: no torch at import
     C = PretrainConfig._field_defaults
     setup_help(p, DESCRIPTION, EPILOG)
-    p.add_argument("--out", default="runs/decoder", help="folder to write (created; must be empty)")
-    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    p.add_argument("--out", default="runs/decoder", help="folder to write (created; new or empty)")
+    add_overwrite(p, "the new decoder", "runs/decoder")
     p.add_argument("--arch", choices=DECODER_ARCHS, default=C["arch"], help="GPT-2 (learned positions, LayerNorm, GELU) "
                                                                   "or LLaMA-style (RoPE, RMSNorm, SwiGLU)")
     p.add_argument("--layers", type=positive_int, default=C["layers"], help="L")
@@ -45,19 +48,25 @@ def add_arguments(p):
     p.add_argument("--steps", type=positive_int, default=C["steps"], help="optimizer steps")
     p.add_argument("--lr", type=positive_float, default=C["lr"],
                    help="peak learning rate (warm-up over 5%% of the steps, then cosine decay to a tenth)")
+    p.add_argument("--dropout", type=fraction, default=C["dropout"],
+                   help="dropout on attention and hidden states while training, in [0, 1)")
     p.add_argument("--seed", type=int, default=C["seed"], help="seed for the weights and the windows")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json(p)
 
 
 def run(args) -> int:
+    from .. import outdir
     from ..catalog import PretrainConfig
-    from ..training.pretrain import check_config, check_out_dir, pretrain
+    from ..training.pretrain import check_config, pretrain
     cfg = check_config(PretrainConfig(arch=args.arch, layers=args.layers, hidden=args.hidden, heads=args.heads,
-                         vocab_size=args.vocab_size, context=args.context, batch_size=args.batch_size,
-                         steps=args.steps, lr=args.lr, seed=args.seed))
-    check_out_dir(args.out, args.overwrite)  # before the work, not after it
-    summary, _, _ = pretrain(cfg, args.out, show_progress=not (args.no_progress or args.json))
+                                      vocab_size=args.vocab_size, context=args.context, batch_size=args.batch_size,
+                                      steps=args.steps, lr=args.lr, dropout=args.dropout,
+                                      seed=args.seed))
+    from ..data.sample import SAMPLE_DIR
+    reads = {"the shipped SST-2 sample": SAMPLE_DIR}
+    with outdir.writing(args.out, "--out", reads, args.overwrite) as stage:  # checked before the work
+        summary, _, _ = pretrain(cfg, stage, show_progress=not (args.no_progress or args.json))
     if args.json:
         print_json({**summary, "out": args.out})
         return 0

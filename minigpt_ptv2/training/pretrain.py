@@ -1,7 +1,7 @@
 """Pretrain a small decoder from scratch on sentences, offline: what `pretrain` runs.
 
     sentences --train_bpe--> tokenizer --encode--> \\n s1 \\n s2 \\n ... \\n   (one token stream)
-      --windows of T tokens, each starting at a sentence's newline--> AdamW, warm-up, cosine decay
+      --windows of T tokens, drawn anywhere in the stream--> AdamW, warm-up, cosine decay
       --> a HuggingFace-format folder: config.json, model.safetensors, tokenizer.json (+ pretrain.json)
 
 One sentence per line, and the newline is the end-of-sentence token. Its id is the model's
@@ -9,13 +9,17 @@ bos_token_id and eos_token_id, so everything downstream speaks the same format w
 special token: `train lm` reads a file of one sentence per line as exactly this stream, a
 generation starts from the newline and `generate` stops at the next one.
 
-Every training window starts at a sentence's newline, so position 0 always holds the newline, as
-it does when a generation starts from it. The held-out perplexity is measured the same way, one
-sentence at a time: exp(mean NLL) of the sentence's tokens and its closing newline, given the
-opening newline.
+A training window starts at any token, as `train lm`'s blocks do (it cuts the stream where the
+block length falls): a decoder that only ever saw a newline at position 0 meets a block that
+starts mid-sentence as something new, and a prompt trained on such blocks would spend itself on
+repairing that. A generation starts
+from a newline, which the windows hold at every position too. The held-out perplexity is
+measured one sentence at a time: exp(mean NLL) of the sentence's tokens and its closing newline,
+given the opening newline, as a generation reads it.
 
 The run is deterministic for a seed on one machine and thread count: the initial weights come
 from torch's generator seeded by `seed`, and the windows from a generator of their own.
+`decoder_dir()` is the lessons' way in: the defaults' folder, built once and then only looked up.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import outdir
 from ..catalog import DECODER_ARCHS, PretrainConfig
 from ..data.bpe import ByteLevelBPE, bytes_to_chars
 from ..data.bpe_train import train_bpe, write_tokenizer
@@ -69,7 +74,7 @@ def check_config(cfg: PretrainConfig) -> PretrainConfig:
 
 
 def model_config(cfg: PretrainConfig, eol: int):
-    """Our config for the architecture; the newline's id is bos and eos (GPT-2's config has the fields)."""
+    """Our config for the architecture; the newline's id is bos and eos (generate stops at it)."""
     D, L, H = cfg.hidden, cfg.layers, cfg.heads
     if cfg.arch == "gpt2":
         from ..models.gpt2 import GPT2Config
@@ -80,7 +85,7 @@ def model_config(cfg: PretrainConfig, eol: int):
     from ..models.llama import LlamaConfig
     return LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=D, num_hidden_layers=L, num_attention_heads=H,
                        intermediate_size=(8 * D // 3 + 7) // 8 * 8, max_position_embeddings=cfg.context,
-                       tie_word_embeddings=True, attention_dropout=cfg.dropout)
+                       tie_word_embeddings=True, attention_dropout=cfg.dropout, bos_token_id=eol, eos_token_id=eol)
 
 
 def sst2_sentences() -> tuple[list[str], list[str]]:
@@ -93,14 +98,13 @@ def sst2_sentences() -> tuple[list[str], list[str]]:
     return train + kept, held
 
 
-def stream(tok: ByteLevelBPE, sentences: list[str]) -> tuple[list[int], list[int]]:
-    """(ids of \\n s1 \\n s2 ... \\n, where each sentence's opening newline sits)."""
+def stream(tok: ByteLevelBPE, sentences: list[str]) -> list[int]:
+    """The ids of \\n s1 \\n s2 ... \\n: every sentence between two newlines."""
     eol = tok.encode(NEWLINE)
-    ids, starts = [], []
+    ids = []
     for s in sentences:
-        starts.append(len(ids))
         ids += eol + tok.encode(s)
-    return ids + eol, starts
+    return ids + eol
 
 
 def init_weights(model, std: float = 0.02) -> None:
@@ -161,10 +165,9 @@ def pretrain(cfg: PretrainConfig, out_dir=None, show_progress: bool = True, sent
     vocab, merges = train_bpe(train, cfg.vocab_size)
     tok = ByteLevelBPE({"model": {"type": "BPE", "vocab": vocab, "merges": [" ".join(m) for m in merges]},
                         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False}}, "the trained BPE")
-    ids, starts = stream(tok, train)
+    ids = stream(tok, train)
     eol = tok.encode(NEWLINE)[0]
-    starts = [s for s in starts if s + cfg.context <= len(ids)]  # a full window fits
-    if not starts:
+    if len(ids) < cfg.context:
         raise InputError(f"the text gives {len(ids)} tokens: too few for one window of {cfg.context}")
     set_seed(cfg.seed)
     model = build(model_config(cfg, eol).replace(vocab_size=len(vocab)))
@@ -176,14 +179,13 @@ def pretrain(cfg: PretrainConfig, out_dir=None, show_progress: bool = True, sent
                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     data = torch.tensor(ids)  # [tokens]
     offsets = torch.arange(cfg.context)  # [T]
-    first = torch.tensor(starts)  # [windows]
     pick = torch.Generator().manual_seed(cfg.seed)
     losses = []
     bar = progress(range(cfg.steps), "pretrain", enabled=show_progress, unit="step")
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = schedule(step, cfg)
-        rows = first[torch.randint(len(first), (cfg.batch_size,), generator=pick)]  # [B]
+        rows = torch.randint(len(ids) - cfg.context + 1, (cfg.batch_size,), generator=pick)  # [B]: where each starts
         x = data[rows[:, None] + offsets]  # [B, T]
         loss = model(x, labels=x).loss  # predicts x[:, 1:] from x[:, :-1]
         opt.zero_grad(set_to_none=True)
@@ -221,33 +223,31 @@ def save(model, vocab, merges, summary: dict, out_dir) -> Path:
     return out
 
 
-def check_out_dir(out_dir, overwrite: bool) -> Path:
-    """The one check before a folder is written: it may not exist yet, or be empty, or be
-    overwritten on purpose (--overwrite); a file in its place is refused."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} already holds files: choose an empty folder, or pass --overwrite")
-    return out
-
-
 DEFAULT_DIR = Path("runs") / "decoder"
 
 
 def decoder_dir(out_dir=DEFAULT_DIR, cfg: PretrainConfig = PretrainConfig(), show_progress: bool = True) -> Path:
     """The folder of a decoder pretrained with `cfg` (the defaults: what `pretrain` writes), built
-    if it is not there yet. A folder that holds another run (another config) is refused by name,
-    never silently replaced or used."""
+    if it is not there yet: what a lesson calls to get a decoder that speaks.
+
+        folder = decoder_dir()                      # runs/decoder: about a minute the first time
+        decoder, tok = load_decoder(folder), ByteLevelBPE.from_model_dir(folder)
+
+    Cached, it costs reading pretrain.json (milliseconds). A folder that holds another run (other
+    settings) is refused by name, never silently replaced or used; a folder that holds anything
+    else is refused as `pretrain` refuses it (outdir.py)."""
     out = Path(out_dir)
     record = out / "pretrain.json"
     if record.is_file():
-        done = json.loads(record.read_text())
+        try:
+            done = json.loads(record.read_text())
+        except ValueError:
+            done = {}
         if done.get("config") != check_config(cfg)._asdict():
             raise InputError(f"{out} holds a decoder pretrained with other settings ({record}): "
                              f"pass another folder, or delete this one to rebuild it")
         if all((out / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json")):
             return out
-    check_out_dir(out, overwrite=False)
-    pretrain(cfg, out, show_progress=show_progress)
+    with outdir.writing(out, "out_dir") as stage:
+        pretrain(cfg, stage, show_progress=show_progress)
     return out

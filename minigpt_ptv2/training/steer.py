@@ -1,5 +1,8 @@
 """Steering a frozen decoder with a trained prompt, and measuring it with a frozen classifier.
 
+    folder = decoder_dir()                                      # pretrain's decoder, built once, then cached
+    decoder, tok = load_decoder(folder), ByteLevelBPE.from_model_dir(folder)
+    speak(decoder, tok, "the film is")                          # words: greedy and sampled, cache or not
     pos, neg = sentiment_texts("runs/steering")                 # one sentence per line, by label
     summary, _ = train_lm("prefix", pos, decoder_dir(), ...)    # a prompt on the positive sentences
     decoder, _ = load_lm_checkpoint(summary["checkpoint"]["path"])
@@ -58,9 +61,44 @@ def sample_sentences(decoder, tok, n: int, seed: int = 0, temperature: float = 1
     generator = torch.Generator().manual_seed(seed)
     out = decoder.generate(ids, max_new_tokens, attention_mask=torch.ones_like(ids), do_sample=True,
                            temperature=temperature, top_k=top_k, eos_token_id=eol[0], generator=generator)
+    return _texts(out, len(prompt), tok, start)
+
+
+@torch.no_grad()
+def speak(decoder, tok, start: str = "the film is", max_new_tokens: int = 12, n: int = 3, seed: int = 0,
+          temperature: float = 1.0, top_k: int | None = 40) -> dict:
+    """What the decoder writes after a newline and `start`, as words, four ways:
+
+        {"greedy": text, "greedy, no cache": text, "sampled": [n texts], "sampled, no cache": [n texts]}
+
+    Greedy takes the likeliest token at every step; sampled draws from the top_k at `temperature`,
+    the n rows from one generator seeded by `seed`. "no cache" recomputes the whole sequence at
+    every step instead of reading the KV cache: the texts come out the same, since the cache only
+    saves work (a difference would be a bug). A text stops at the first newline (the end of a
+    sentence), which is not shown; `start` is."""
+    eol = tok.encode(NEWLINE)
+    prompt = eol + tok.encode(start)
+    ids = torch.tensor([prompt])  # [1, N]
+    rows = ids.expand(n, -1)  # [n, N]
+    words = {}
+    for cache in (True, False):
+        late = "" if cache else ", no cache"
+        greedy = decoder.generate(ids, max_new_tokens, attention_mask=torch.ones_like(ids), use_cache=cache,
+                                  eos_token_id=eol[0])
+        sampled = decoder.generate(rows, max_new_tokens, attention_mask=torch.ones_like(rows), do_sample=True,
+                                   temperature=temperature, top_k=top_k, use_cache=cache, eos_token_id=eol[0],
+                                   generator=torch.Generator().manual_seed(seed))
+        words["greedy" + late] = _texts(greedy, len(prompt), tok, start)[0]
+        words["sampled" + late] = _texts(sampled, len(prompt), tok, start)
+    return words
+
+
+def _texts(ids: torch.Tensor, skip: int, tok, start: str) -> list[str]:
+    """ids [B, N + new] -> `start` + the new tokens of each row as text, up to its first newline."""
+    eol = tok.encode(NEWLINE)[0]
     texts = []
-    for row in out[:, len(prompt):].tolist():  # [n, new]
-        end = row.index(eol[0]) if eol[0] in row else len(row)
+    for row in ids[:, skip:].tolist():  # [B, new]
+        end = row.index(eol) if eol in row else len(row)
         texts.append((start + tok.decode(row[:end])).strip())
     return texts
 
