@@ -19,7 +19,8 @@ bos_token_id and eos_token_id): a generation starts from a newline and stops at 
 `train lm` reads a file of one sentence per line in the same format. Each training window of
 --context tokens starts anywhere in that stream, as `train lm`'s blocks do. A progress bar shows
 the steps and the running loss. Deterministic for a --seed on one machine and thread count.
-The defaults were measured (benchmarks/pretrain_trials.py): about a minute on 2 CPU cores.
+The defaults were measured (benchmarks/pretrain_trials.py): about a minute of CPU (67 s on one
+thread; a busy machine stretches the wall time several-fold), held-out perplexity about 300.
 Lessons get the same folder from training.pretrain.decoder_dir(), which builds it once."""
 EPILOG = """\
 examples:
