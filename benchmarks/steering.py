@@ -96,6 +96,13 @@ def same_prompt(out: Path, method: str, P: int, settings: dict) -> bool:
         all(meta.get("train", {}).get(k) == v for k, v in settings.items())
 
 
+def shown(value):
+    """A path inside the repository as a relative one: the results name no machine's folders."""
+    if isinstance(value, (str, Path)) and str(value).startswith(str(ROOT)):
+        return str(Path(value).relative_to(ROOT))
+    return value
+
+
 def spread(values: list[float]) -> dict:
     return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values)}
@@ -165,8 +172,8 @@ def run(a) -> dict:
                 results[f"{method}/{label}"].append({"seed": seed, **measure(decoder, seed)})
                 print(f"seed {seed} {method}/{label}: judged positive {results[f'{method}/{label}'][-1]['positive']:.3f}"
                       f" (no prompt: {results['none'][-1]['positive']:.3f})", flush=True)
-    return {"settings": {k: v for k, v in vars(a).items() if k not in ("replot", "json", "figure", "trials")},
-            "decoder": {"folder": str(folder), **{k: pretrained.get(k) for k in (
+    return {"settings": {k: shown(v) for k, v in vars(a).items() if k not in ("replot", "json", "figure", "trials")},
+            "decoder": {"folder": shown(folder.resolve()), **{k: pretrained.get(k) for k in (
                 "config", "parameters", "vocab_size", "held_out_perplexity", "held_out_sentences", "seconds",
                 "threads")}},
             "judge": judge_facts, "prompts": trained,
