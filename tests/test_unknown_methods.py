@@ -8,12 +8,15 @@ whose additions the seam does carry (a scale folded into its values) is exported
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from minigpt_ptv2 import preset
 from minigpt_ptv2.errors import InputError
+from minigpt_ptv2.core.prefix import Prefix
 from minigpt_ptv2.interop import save_adapter
 from minigpt_ptv2.interop.peft_layout import PEFT_WEIGHTS
 from minigpt_ptv2.models import build
@@ -153,3 +156,49 @@ def test_export_refuses_a_gated_prefix_whose_read_its_rows_and_gates_do_not_make
         save_adapter(tmp_path, GatedWithScale(gpt2.config, P, join="output"), gpt2)
     save_adapter(tmp_path, GatedPrefix(gpt2.config, P, join="output"), gpt2)  # the method itself is written
     assert (tmp_path / PEFT_WEIGHTS).exists()
+
+
+# Every field of Prefix besides K and V, read from the dataclass: a field added later is enrolled here.
+EXTRA_FIELDS = [f.name for f in dataclasses.fields(Prefix) if f.name not in ("k", "v")]
+
+
+def off_default(p: Prefix, name: str) -> Prefix:
+    """p with field `name` set to something other than its default, whatever the field holds."""
+    default = {f.name: f.default for f in dataclasses.fields(Prefix)}[name]
+    return p.replace(**{name: torch.ones(1) if default is None else f"{default}-other"})
+
+
+class KVPrefixWithField(KVPrefix):
+    """A KVPrefix handing over prefixes with one more field set (the field named by `field`)."""
+    field = None
+
+    def kv_prefix(self, batch_size, layers=None):
+        return [off_default(p, self.field) for p in super().kv_prefix(batch_size)]
+
+
+@pytest.mark.parametrize("name", EXTRA_FIELDS)
+def test_a_prefix_setting_more_than_k_and_v_is_never_taken_as_a_pair(gpt2, tmp_path, name):
+    """Unpacking, PEFT export and MixedPrompts ask Prefix.plain, which reads the dataclass's fields,
+    so none of them drops a field it was not written for (each listed the fields it knew before)."""
+    cfg = gpt2.config
+    plain = KVPrefix(cfg, P).kv_prefix(1)[0]
+    other = off_default(plain, name)
+    assert plain.plain and not other.plain
+    with pytest.raises(TypeError, match=f"more than K and V.*{name}"):
+        k, v = other
+    method = KVPrefixWithField(cfg, P, positions="shifted")
+    method.field = name
+    with pytest.raises(InputError, match=r"KVPrefixWithField hands layer 0 more than a Prefix\(K, V\)"):
+        save_adapter(tmp_path, method, gpt2)
+    assert not (tmp_path / PEFT_WEIGHTS).exists()
+    mixed = MixedPrompts(cfg, {"plain": KVPrefix(cfg, P), "more": KVPrefixWithField(cfg, P)})
+    mixed.members["more"].field = name
+    with pytest.raises(InputError, match=r"member 'more' \(KVPrefixWithField\) hands layer 0 a prefix with more"):
+        mixed.use_rows(["plain", "more"]).kv_prefix(2)
+
+
+def test_a_kv_prefix_subclass_must_say_its_inference_form(gpt2):
+    """for_inference builds a plain KVPrefix: from a subclass that would drop what the subclass adds."""
+    assert type(KVPrefix(gpt2.config, P).for_inference()) is KVPrefix
+    with pytest.raises(TypeError, match="KVPrefixWithScale is a subclass of KVPrefix: override for_inference"):
+        KVPrefixWithScale(gpt2.config, P).for_inference()

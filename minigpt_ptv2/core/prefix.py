@@ -9,15 +9,13 @@
 
 A prompt method hands the model one Prefix (or None) per layer (core/prompt_method.py); the
 layer contract passes them on (core/layer.py); attention reads them (core/attention.py); a KV
-cache keeps them (core/cache.py): the joined ones grow with every token, the gated ones are
-kept apart, as they were, because they are never part of the tokens' own keys.
+cache keeps them (core/cache.py): joined ones grow with each token, gated ones are kept apart.
 
 Why two ways to read: under one softmax, any prefix takes probability mass from the real
-tokens, even a prefix of zeros (its keys score 0, and exp(0) = 1 is a real weight; pitfall 4),
-so no value of a joined prefix leaves the model as it was, except keys at minus infinity.
-A gated read cannot take anything from the tokens: their softmax is untouched, and the prefix
-adds g * softmax(q K_p^T / sqrt(d)) V_p on top. At g = 0 that is exactly nothing, whatever
-the prefix holds: a model with a fresh gated prefix IS the frozen model (pitfall 10).
+tokens, even a prefix of zeros (its keys score 0, and exp(0) = 1 is a real weight; pitfall 4):
+no joined prefix leaves the model as it was, except keys at minus infinity. A gated read takes
+nothing from the tokens' softmax and adds g * softmax(q K_p^T / sqrt(d)) V_p on top: at g = 0,
+exactly nothing, whatever the prefix holds (a fresh gated prefix IS the frozen model; pitfall 10).
 
 The other fields say how a gated prefix is read:
 
@@ -54,17 +52,23 @@ class Prefix:
         return self.gate is not None
 
     @property
+    def plain(self) -> bool:
+        """Nothing but K and V: seams taking a prefix as a pair ask this, so a new field is refused there."""
+        return all(getattr(self, f.name) is None if f.default is None else getattr(self, f.name) == f.default
+                   for f in dataclasses.fields(self) if f.name not in ("k", "v"))
+
+    @property
     def length(self) -> int:  # P
         return self.k.shape[2]
 
     def replace(self, **changes) -> "Prefix":
         return dataclasses.replace(self, **changes)
 
-    # A joined prefix is still the (K, V) pair it generalises: `k, v = prefix`, `prefix[0]`. A gated
-    # one is not a pair, and says so rather than lose its gate to an unpacking.
+    # A plain prefix is still the (K, V) pair it generalises (`k, v = prefix`); any other says it is not.
     def _pair(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.gated or self.keep is not None:
-            raise InputTypeError("a gated prefix is not a (K, V) pair: read its .k, .v, .gate and .keep")
+        if not self.plain:
+            raise InputTypeError(f"a prefix that sets more than K and V is not a (K, V) pair: read .k, .v and "
+                                 f"{', '.join(f.name for f in dataclasses.fields(self)[2:])}")
         return self.k, self.v
 
     def __iter__(self):

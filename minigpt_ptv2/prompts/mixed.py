@@ -141,12 +141,11 @@ class MixedPrompts(PromptMethod):
             return None
         per = self._answers(layers)  # M x L x Prefix(K, V) [1, H_kv, P_m, d]
         for (name, m), prefixes in zip(self.members.items(), per):
-            plain = [p is not None and type(p) is Prefix and not p.gated and p.keep is None and p.join == "context"
-                     for p in prefixes]
+            plain = [p is not None and type(p) is Prefix and p.plain for p in prefixes]
             if not all(plain):
                 i = plain.index(False)
                 raise InputError(f"member {name!r} ({type(m).__name__}) hands layer {i} "
-                                 f"{'no prefix' if prefixes[i] is None else 'a gated prefix'}: MixedPrompts "
+                                 f"{'no prefix' if prefixes[i] is None else 'a prefix with more than K and V'}: MixedPrompts "
                                  f"gathers a joined Prefix(K, V) for every layer only, so the member would "
                                  f"not compute what it computes alone")
         return [Prefix(self._gather([p[i].k for p in per], batch_size, p_axis=2),  # [B, H_kv, P, d]

@@ -24,7 +24,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 from ..core.capture import record
 from ..core.layer import kv_from_rows
 from ..core.prefix import Prefix
@@ -100,7 +100,7 @@ class KVPrefix(PromptMethod):
         self.only_answers("kv_prefix", layers)
         prefixes = self.kv_prefix(1, layers=layers)
         for i, p in enumerate(prefixes):
-            if p is None or type(p) is not Prefix or p.gated or p.keep is not None:
+            if p is None or type(p) is not Prefix or not p.plain:
                 raise InputError(f"{name} hands layer {i} {'no prefix' if p is None else 'more than a Prefix(K, V)'}: "
                                  f"PEFT's prefix tuning holds one plain K/V prefix per layer, nothing else")
         kv = torch.stack([torch.stack([p.k[0], p.v[0]]) for p in prefixes])  # [L, 2, H_kv, P, d]
@@ -109,6 +109,8 @@ class KVPrefix(PromptMethod):
     @torch.no_grad()
     def for_inference(self) -> "KVPrefix":
         """The inference form: only the final per-layer K/V are kept (no MLP), as a plain table."""
+        if type(self) is not KVPrefix:  # a plain KVPrefix would drop what a subclass adds
+            raise InputTypeError(f"{type(self).__name__} is a subclass of KVPrefix: override for_inference")
         w = self.embedding.weight
         out = KVPrefix(self.config, self.num_virtual, projection=False, positions=self.positions,
                        rotate_keys=self.rotate_prefix_keys)
