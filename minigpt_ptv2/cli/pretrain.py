@@ -1,7 +1,7 @@
 """`pretrain`: a small decoder trained from scratch on the shipped SST-2 sentences, as a HF folder."""
 from __future__ import annotations
 
-from ._shared import add_json, add_overwrite, fraction, positive_float, positive_int, print_json, setup_help
+from ._shared import add_json, add_overwrite, fraction, positive_float, positive_int, print_json, seed, setup_help
 
 NAME = "pretrain"
 HELP = "pretrain a small GPT-2 / LLaMA-style decoder from scratch on the shipped SST-2 sentences (offline)"
@@ -51,7 +51,7 @@ def add_arguments(p):
                    help="peak learning rate (warm-up over 5%% of the steps, then cosine decay to a tenth)")
     p.add_argument("--dropout", type=fraction, default=C["dropout"],
                    help="dropout on attention and hidden states while training, in [0, 1)")
-    p.add_argument("--seed", type=int, default=C["seed"], help="seed for the weights and the windows")
+    p.add_argument("--seed", type=seed, default=C["seed"], help="seed for the weights and the windows")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json(p)
 

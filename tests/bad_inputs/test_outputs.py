@@ -333,6 +333,8 @@ ROWS = [
     Row("train --seed 2**70", cli(*TRAIN, "--seed", str(2**70)), ["argument --seed", "got 1180591620717411303424"],
         cli=True, was="escape"),
     Row("figures --seed -1", cli(*FIGURES, "--seed", "-1"), ["argument --seed"], cli=True, was="escape"),
+    Row("pretrain --seed -1", cli("pretrain", "--out", "{tmp}/dec", "--steps", "1", "--seed", "-1"),
+        ["argument --seed", "from 0 to 4,294,967,295", "got -1"], cli=True, was="held"),  # was refused, after reading
     Row("trace --seed 10**20", cli("trace", "--seed", "1" + "0" * 20), ["argument --seed"], cli=True, was="escape"),
     Row("generate --temperature 1e-45", cli(*GENERATE, "--temperature", "1e-45"),
         ["argument --temperature", "in [0.001, 1000]", "greedy decoding in all but name"], cli=True, was="ugly"),
