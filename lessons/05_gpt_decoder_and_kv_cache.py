@@ -25,10 +25,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from _course import RUNS, print_speech
 from minigpt_ptv2 import GPT2Decoder, ShapeTrace, preset
 from minigpt_ptv2.core.capture import Capture
 from minigpt_ptv2.core.masks import build_keep
+from minigpt_ptv2.data.bpe import ByteLevelBPE
 from minigpt_ptv2.trace import dims_for, side_by_side
+from minigpt_ptv2.training.lm import load_decoder
+from minigpt_ptv2.training.pretrain import decoder_dir
+from minigpt_ptv2.training.steer import speak
 from minigpt_ptv2.viz import save_figure
 
 
@@ -249,6 +254,42 @@ print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T
 
 
 # %% [markdown]
+# ## 7. A decoder that speaks
+#
+# Random weights write random token ids. The package can pretrain a small decoder from scratch,
+# offline, on the SST-2 sample's 3,000 sentences (`python -m minigpt_ptv2 pretrain`, one sentence
+# a line, the newline as the start and end of a sentence). The first lesson that needs it builds
+# it, **about a minute of CPU once**, into `runs/decoder` beside the lessons; after that it loads
+# in a blink. It is a LLaMA-style decoder (RMSNorm, RoPE, SwiGLU; lesson 15 takes it apart), not
+# a GPT-2, but the cache and the causal mask are the same. With 4 layers of D=64 and a held-out
+# perplexity of about 300 per token, it writes SST-2-sounding words, not fluent English.
+#
+# `steer.speak` starts from a newline and a few words and writes up to 12 tokens four ways:
+# greedy and sampled (top 40, temperature 1, seed 0), each with and without the KV cache. The
+# texts must be equal with and without the cache, as in section 5: the cache only saves work.
+
+# %%
+folder = decoder_dir(RUNS / "decoder")  # built the first time (about a minute), then read from runs/decoder
+decoder, tok = load_decoder(folder), ByteLevelBPE.from_model_dir(folder)
+c = decoder.config
+print(f"{type(decoder).__name__}: L={c.num_hidden_layers}, D={c.hidden_size}, H={c.num_attention_heads}, "
+      f"V={c.vocab_size}, {sum(p.numel() for p in decoder.parameters()):,} parameters")
+
+
+def what_it_writes(decoder, tok, starts: list[str]) -> dict:
+    said = {start: speak(decoder, tok, start, max_new_tokens=12, n=3, seed=0) for start in starts}
+    for start, texts in said.items():
+        print(f"after '{start}':")
+        print_speech(texts)
+        assert texts["greedy"] == texts["greedy, no cache"], "the cache must not change the greedy text"
+        assert texts["sampled"] == texts["sampled, no cache"], "nor the sampled ones (same seed)"
+    return said
+
+
+said = what_it_writes(decoder, tok, ["the film is", "it 's a"])
+
+
+# %% [markdown]
 # ## What to remember
 #
 # - GPT-2 blocks are pre-LN with the tanh GELU; the LM head is the token embedding, transposed.
@@ -259,6 +300,8 @@ print(side_by_side(prompt_step, cached_step, ("prompt step", "one cached step (T
 # - A KV cache stores `[B, H, T, d]` keys and values per layer. A new token's keys are simply
 #   concatenated after them: the very same `concat_prefix` a K/V prefix goes through. Decoding
 #   `steps` tokens feeds N + steps - 1 rows instead of N + (N+1) + ... + (N+steps-1).
+# - A decoder with trained weights writes words, greedy or sampled, and the cache changes none of
+#   them (`decoder_dir()` builds the course's small one once and caches it).
 #
 # ## Check your understanding
 #

@@ -17,18 +17,25 @@
 # full recomputation, and that left padding does not change what a row generates.
 #
 # The other letters: N prompt tokens per row, L layers, D hidden size (D = H * d), V vocabulary
-# size (the logits are `[B, N, V]`). No pretrained GPT-2 can be fetched offline, so the decoder
-# has random weights: the tokens are meaningless, but every equality below is exact behaviour,
-# not luck.
+# size (the logits are `[B, N, V]`). No pretrained GPT-2 can be fetched offline, so sections
+# 0-6 use random weights: the tokens are meaningless, but every equality is exact behaviour,
+# not luck. Section 7 then trains a prefix on the course's small pretrained decoder and shows
+# what it writes, in words.
 
 # %%
 from __future__ import annotations
 
 import torch
 
+from _course import RUNS, print_speech, sentence_batch
 from minigpt_ptv2 import GPT2Decoder, ShapeTrace, preset
+from minigpt_ptv2.data import load_sst2_sample
+from minigpt_ptv2.data.bpe import ByteLevelBPE
 from minigpt_ptv2.prompts import KVPrefix
 from minigpt_ptv2.trace import dims_for, side_by_side
+from minigpt_ptv2.training.lm import load_decoder
+from minigpt_ptv2.training.pretrain import decoder_dir
+from minigpt_ptv2.training.steer import speak
 
 
 
@@ -269,6 +276,67 @@ rows = two_prefixes_one_batch(model, ids, steps)
 
 
 # %% [markdown]
+# ## 7. A prefix on a decoder that speaks
+#
+# Everything above holds for any weights. Now the same on the course's small pretrained decoder
+# (lesson 05, section 7: a LLaMA-style L=4, D=64 decoder trained from scratch on the SST-2
+# sample's sentences; `decoder_dir()` builds it, about a minute of CPU, if no earlier lesson has).
+# We train a K/V prefix of P=10 entries on the sample's *positive* sentences with the decoder
+# frozen: lesson 10's step with the next-token loss of lesson 05 (`labels` = the tokens, -100 on
+# padding), a sentence read as `newline, sentence, newline` as in pretraining. This is what
+# `python -m minigpt_ptv2 train lm prefix --text-file positive.txt` does at a larger budget.
+
+# %%
+def train_prefix(decoder, tok, sentences: list[str], P: int, steps: int, lr: float = 1e-2, seed: int = 0):
+    torch.manual_seed(seed)
+    prefix = KVPrefix(decoder.config, P)  # table [P, L*2*H_kv*d]
+    decoder.requires_grad_(False).attach(prefix)  # the decoder frozen, the prefix trains
+    optimizer = torch.optim.AdamW(prefix.parameters(), lr=lr)
+    limit = decoder.config.max_position_embeddings  # a sentence longer than the positions is cut
+    held = sentence_batch(tok, sentences[:64], limit)  # ids, mask, labels [64, N]: never trained on
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        before = decoder(held[0], attention_mask=held[1], labels=held[2]).loss
+    for step in range(steps):
+        pick = torch.randint(64, len(sentences), (16,), generator=g).tolist()
+        ids, mask, labels = sentence_batch(tok, [sentences[i] for i in pick], limit)  # [16, N] each
+        loss = decoder(ids, attention_mask=mask, labels=labels).loss  # next-token loss, one number
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        after = decoder(held[0], attention_mask=held[1], labels=held[2]).loss
+    print(f"{steps} steps, P={P} ({prefix.num_trainable():,} numbers trained, decoder frozen): held-out "
+          f"loss {before:.3f} -> {after:.3f} nats per token")
+    return prefix.eval(), before.item(), after.item()
+
+
+folder = decoder_dir(RUNS / "decoder")  # the course's pretrained decoder (lesson 05)
+decoder, tok = load_decoder(folder), ByteLevelBPE.from_model_dir(folder)
+positive = [e.text for e in load_sst2_sample("train") if e.label == 1]
+print("no prefix, after 'the film is':")
+print_speech(speak(decoder, tok, "the film is", n=3, seed=0))
+prefix, before, after = train_prefix(decoder, tok, positive, P=10, steps=60)
+
+
+# %% [markdown]
+# The held-out loss falls a little: the prefix has learned something about how the positive
+# sentences are written. What does the decoder write with it attached? The prefix is the first
+# P entries of the cache (section 1), so the cached and the recomputed texts must still be equal.
+
+# %%
+def writes_with_prefix(decoder, tok, start: str) -> dict:
+    said = speak(decoder, tok, start, n=3, seed=0)  # the prefix is attached
+    print(f"with the trained prefix (P={decoder.prompt.num_virtual}), after '{start}':")
+    print_speech(said)
+    assert said["greedy"] == said["greedy, no cache"] and said["sampled"] == said["sampled, no cache"]
+    return said
+
+
+said = writes_with_prefix(decoder, tok, "the film is")
+
+
+# %% [markdown]
 # ## What to remember
 #
 # - On a decoder, a K/V prefix *is* the first P entries of the KV cache: after the prompt step
@@ -281,6 +349,9 @@ rows = two_prefixes_one_batch(model, ids, steps)
 # - Rows of one batch can carry different prefixes (different tasks, different P): pad each to
 #   the longest, right-aligned, and mask the padding per row. One frozen backbone then serves
 #   many tasks in one forward pass, and each row is what its task's prefix gives alone.
+# - On a pretrained decoder, a prefix trained by next-token loss on some sentences changes what
+#   the frozen model writes, and the cache still changes nothing. Whether it writes *positive*
+#   text is a question for a judge: lesson 16.
 #
 # ## Check your understanding
 #

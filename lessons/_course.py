@@ -14,14 +14,23 @@ drawing a figure, importing an optional reference library quietly. A lesson name
     value_norms(model, batch) [L, 3]      lesson 11: value-vector lengths of [CLS], [SEP] and the words
     plot_parts(tables, title)             lesson 11: those shares as stacked bars per layer
     head_shares(maps, layer) [H, 6]       lesson 11: one layer's heads by role (ROLES), and head_title
+    RUNS, TINY_DECODER                    lessons 05, 12, 15, 16: where the pretrained decoder is cached, and
+                                          the test suite's stand-in for it (quick.py: seconds to build)
+    print_speech(said)                    lessons 05, 12, 15, 16: what steer.speak returns, one text a line
+    sentence_batch(tok, sentences, n)     lessons 12, 16: sentences as a decoder reads them, padded, with labels
+    quick_judge(steps)                    lesson 16: a K/V prefix on MiniLM trained on SST-2 for a few
+                                          steps (lesson 10's step), as a function texts -> labels
 """
 from __future__ import annotations
 
 import os
 import time
 import warnings
+from pathlib import Path
 
 import torch
+
+from minigpt_ptv2.catalog import PretrainConfig
 
 
 def best_time(fn, repeat: int) -> float:
@@ -181,3 +190,67 @@ def head_title(h: int, share: torch.Tensor, P: int) -> str:
     j = int(share[1:].argmax()) + 1
     other = f"{ROLES[j]} {share[j]:.0%}" if share[j] >= 0.25 else "the rest spread out"
     return f"head {h}: prefix {share[0]:.0%} over {P} keys; {other}"
+
+
+# --- the pretrained decoder (lessons 05, 12, 15, 16) -----------------------------------------------
+RUNS = Path(__file__).resolve().parent.parent / "runs"  # beside the lessons' folder, wherever a lesson runs from
+# the test suite's decoder (quick.py): one layer, 300 symbols, 3 steps; built in seconds, it writes noise
+TINY_DECODER = PretrainConfig(layers=1, hidden=16, heads=2, vocab_size=300, context=32, batch_size=4, steps=3)
+
+
+def print_speech(said: dict) -> None:
+    """steer.speak's four ways, greedy then sampled, saying whether the cache changed any text."""
+    same = said["greedy"] == said["greedy, no cache"] and said["sampled"] == said["sampled, no cache"]
+    print(f"  greedy:  {said['greedy']}")
+    for text in said["sampled"]:
+        print(f"  sampled: {text}")
+    print(f"  the same texts with and without the KV cache: {same}")
+
+
+def sentence_batch(tok, sentences: list[str], max_length: int) -> tuple:
+    """Sentences as the pretrained decoder reads them (newline, sentence, newline, cut to
+    max_length tokens), right-padded: ids [B, N], attention_mask [B, N], labels [B, N] (the ids,
+    -100 on padding: no loss there)."""
+    from minigpt_ptv2.training.pretrain import NEWLINE
+    eol = tok.encode(NEWLINE)
+    rows = [(eol + tok.encode(s) + eol)[:max_length] for s in sentences]
+    N = max(len(r) for r in rows)
+    ids = torch.tensor([r + eol * (N - len(r)) for r in rows])  # [B, N]
+    mask = torch.tensor([[1] * len(r) + [0] * (N - len(r)) for r in rows])  # [B, N]
+    return ids, mask, ids.masked_fill(mask == 0, -100)  # labels [B, N]
+
+
+def quick_judge(steps: int = 40, P: int = 16, batch_size: int = 16, n_heldout: int = 200, seed: int = 0):
+    """A small SST-2 judge: a K/V prefix and head on the frozen MiniLM, trained for `steps` batches
+    of short training sentences exactly as lesson 10 writes the step. Returns (judge, held-out
+    accuracy), judge(texts) -> ["positive" or "negative" per text]."""
+    from minigpt_ptv2.data import SST2_LABELS, WordPiece, load_sst2_sample
+    from minigpt_ptv2.training import build_task_model, task_loss
+    torch.manual_seed(seed)
+    tok = WordPiece.from_model_dir()
+    rows = [e for e in load_sst2_sample("train") if len(e.text.split()) <= 20]  # short: a quick step
+    train, heldout = rows[n_heldout:], rows[:n_heldout]
+    model = build_task_model("sst2", "prefix", P)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        pick = [train[i] for i in torch.randint(len(train), (batch_size,), generator=g).tolist()]
+        enc = tok.encode([e.text for e in pick], max_length=64)
+        logits = model(enc["input_ids"], enc["attention_mask"], task="sst2")  # [B, 2]
+        task_loss(logits, torch.tensor([e.label for e in pick])).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+    @torch.no_grad()
+    def judge(texts: list[str]) -> list[str]:
+        labels = []
+        for i in range(0, len(texts), 64):
+            enc = tok.encode(texts[i:i + 64], max_length=64)
+            labels += model(enc["input_ids"], enc["attention_mask"], task="sst2").argmax(-1).tolist()  # [B]
+        return [SST2_LABELS[y] for y in labels]
+
+    said = judge([e.text for e in heldout])
+    accuracy = sum(s == SST2_LABELS[e.label] for s, e in zip(said, heldout)) / len(heldout)
+    return judge, accuracy

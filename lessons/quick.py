@@ -30,6 +30,8 @@ QUICK = {
     "05": {
         'model = random_gpt2(preset("gpt2").replace(num_hidden_layers=4))': 'model = random_gpt2(preset("gpt2-tiny"))',
         'B, N, steps = 2, 16, 8': 'B, N, steps = 2, 6, 4',
+        'folder = decoder_dir(RUNS / "decoder")':
+            'from _course import TINY_DECODER; folder = decoder_dir(RUNS / "decoder-tiny-05", TINY_DECODER, show_progress=False)',
     },
     "06": {
         'cosines = pool_after_slicing(encoder, P=20)': 'cosines = pool_after_slicing(encoder, P=4)',
@@ -67,6 +69,10 @@ QUICK = {
     "12": {
         'cfg = preset("gpt2").replace(num_hidden_layers=2)': 'cfg = preset("gpt2-tiny")',
         'P, N, steps = 16, 16, 8': 'P, N, steps = 3, 6, 5',
+        'folder = decoder_dir(RUNS / "decoder")':
+            'from _course import TINY_DECODER; folder = decoder_dir(RUNS / "decoder-tiny-12", TINY_DECODER, show_progress=False)',
+        'prefix, before, after = train_prefix(decoder, tok, positive, P=10, steps=60)':
+            'prefix, before, after = train_prefix(decoder, tok, positive, P=3, steps=3)',
     },
     "14": {
         'seed_003_drops_the_cache(steps=8)': 'seed_003_drops_the_cache(steps=4)',
