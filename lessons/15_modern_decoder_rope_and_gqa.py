@@ -15,7 +15,8 @@
 # K/V prefix are `[B, H_kv, P, d]`. And one question no tutorial answers: under RoPE every key
 # carries its position, so *what position does a prefix key have?* We answer it here, with
 # numbers, on a tiny random LLaMA-style decoder (no pretrained one can be fetched offline;
-# tests/test_llama.py proves our decoder equal to transformers' `LlamaForCausalLM`). Section 7
+# tests/test_llama.py proves our decoder equal to transformers' `LlamaForCausalLM`); section 6
+# ends with the course's own small pretrained one, which writes words. Section 7
 # adds the third deep style, a gated prefix that starts as the frozen model, exactly.
 
 # %%
@@ -24,12 +25,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from _course import RUNS, print_speech
 from minigpt_ptv2 import ShapeTrace, preset
 from minigpt_ptv2.core.rotary import Rotary, rotate_half
+from minigpt_ptv2.data.bpe import ByteLevelBPE
 from minigpt_ptv2.models.llama import LlamaDecoder
 from minigpt_ptv2.prompts import (DeepPrompt, GatedPrefix, KVPrefix, SoftPrompt, freeze_backbone, hidden_to_kv,
                                   parameter_report)
 from minigpt_ptv2.trace import dims_for, side_by_side
+from minigpt_ptv2.training.lm import load_decoder
+from minigpt_ptv2.training.pretrain import decoder_dir
+from minigpt_ptv2.training.steer import speak
 
 
 
@@ -236,6 +242,39 @@ def generation(model: LlamaDecoder, steps: int):
 
 
 generation(model, 16)
+
+
+# %% [markdown]
+# ### The same, on a LLaMA-style decoder that speaks
+#
+# The course's pretrained decoder (lesson 05, section 7; built here, about a minute of CPU once,
+# if no earlier lesson has) is this very class, `LlamaDecoder`, at L=4, D=64, H=H_kv=4, d=16,
+# with a 4,000-symbol tokenizer. With a deep hidden-state prompt of P=4 random rows attached
+# (untrained: it only shows that the prompt rows take part), it writes words, greedy and
+# sampled; the cache and the recomputation agree on every text, as they must.
+
+# %%
+def speaking_llama(folder, start: str = "the film is") -> dict:
+    decoder, tok = load_decoder(folder), ByteLevelBPE.from_model_dir(folder)
+    c = decoder.config
+    print(f"{type(decoder).__name__}: L={c.num_hidden_layers}, D={c.hidden_size}, H={c.num_attention_heads}, "
+          f"H_kv={c.num_key_value_heads}, d={c.head_dim}, V={c.vocab_size}")
+    torch.manual_seed(0)
+    prompts = {"no prompt": None, "a random deep prompt, P=4": DeepPrompt(c, 4, init_std=1.0).eval()}
+    said = {}
+    for name, prompt in prompts.items():
+        if prompt is not None:
+            decoder.attach(prompt)  # rows [L, P, D] drawn from N(0, 1): large enough to move the text
+        said[name] = speak(decoder, tok, start, n=2, seed=0)  # greedy and sampled, cache and none
+        print(f"{name}, after '{start}':")
+        print_speech(said[name])
+        assert said[name]["greedy"] == said[name]["greedy, no cache"]
+        assert said[name]["sampled"] == said[name]["sampled, no cache"]
+    return said
+
+
+folder = decoder_dir(RUNS / "decoder")  # the course's pretrained decoder
+said = speaking_llama(folder)
 
 
 # %% [markdown]

@@ -82,6 +82,8 @@ QUICK = {
         'ids = torch.randint(1, model.config.vocab_size, (2, 12))':
             'ids = torch.randint(1, model.config.vocab_size, (2, 6))',
         'generation(model, 16)': 'generation(model, 6)',
+        'folder = decoder_dir(RUNS / "decoder")':
+            'from _course import TINY_DECODER; folder = decoder_dir(RUNS / "decoder-tiny-15", TINY_DECODER, show_progress=False)',
     },
 }
 
