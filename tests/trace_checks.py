@@ -482,3 +482,16 @@ def bridge_matches(seen, P: int) -> None:
     if not close(got, want):
         fail(f"layer0.out under the bridged prefix is not layer0.slice under the deep prompt "
              f"(gap {gap(got, want):.3g}) ({where}; the deep side: core/stack.py: run_layers)")
+
+
+# --- lesson 16: what a prompt on a decoder is trained on -------------------------------------------
+def next_token_loss(seen, labels: torch.Tensor, loss: torch.Tensor, what: str, call: int = 0) -> None:
+    """The loss is cross-entropy of the recorded logits at 0..N-2 against the labels at 1..N-1
+    (position t predicts token t+1), positions labelled -100 (padding) not scored."""
+    logits = seen("final.logits", call)  # [B, N, V]
+    scored = labels[:, 1:] != -100  # [B, N-1]
+    want = F.cross_entropy(logits[:, :-1][scored].double(), labels[:, 1:][scored])
+    if not close(loss.detach().reshape(1), want.reshape(1)):
+        fail(f"{what}: the loss is {float(loss):.4f}, expected {float(want):.4f} = cross-entropy of logits[:, :-1] "
+             f"against labels[:, 1:] (position t predicts token t+1), label -100 not scored "
+             f"(core/causal_lm.py: CausalLM.forward)")
