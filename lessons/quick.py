@@ -100,4 +100,5 @@ ANSWERS = {
     "08": {"BATCHES, REPEAT = (1, 8, 32, 128), 3": "BATCHES, REPEAT = (1, 128), 1"},
     "12": {'CONFIG = preset("gpt2").replace(num_hidden_layers=2)': 'CONFIG = preset("gpt2-tiny")',
            "P, N, STEPS = 16, 16, 8": "P, N, STEPS = 3, 6, 5"},
+    "16": {"SMALL_DECODER = False": "SMALL_DECODER = True", "STEPS, N_DEV = 60, 100": "STEPS, N_DEV = 3, 8"},
 }
