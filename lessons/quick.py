@@ -88,7 +88,7 @@ QUICK = {
     "16": {
         'folder = decoder_dir(RUNS / "decoder")':
             'from _course import TINY_DECODER; folder = decoder_dir(RUNS / "decoder-tiny-16", TINY_DECODER, show_progress=False)',
-        'judge, accuracy = quick_judge(steps=25)': 'judge, accuracy = quick_judge(steps=2, n_heldout=8)',
+        'judge, accuracy = quick_judge(steps=30)': 'judge, accuracy = quick_judge(steps=2, n_heldout=8, expect=None)',
         'gaps = preferences(folder, checkpoints, tok)': 'gaps = preferences(folder, checkpoints, tok, n=4)',
         'shares = judged(folder, checkpoints, tok, judge)': 'shares = judged(folder, checkpoints, tok, judge, n=4)',
     },

@@ -18,7 +18,7 @@ from minigpt_ptv2.training.steer import sample_sentences
 
 SMALL_DECODER = False  # the test suite uses the quick runs' stand-in (lessons/_course.py: TINY_DECODER)
 STEPS, N_DEV = 60, 100  # lesson 12's train_prefix steps; dev sentences of each label
-JUDGE_STEPS = 25  # the lesson's judge
+JUDGE_STEPS = 30  # the lesson's judge
 
 
 def _decoder():
