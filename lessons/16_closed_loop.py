@@ -147,10 +147,24 @@ shares = judged(folder, checkpoints, tok, judge)
 # sqrt(0.25 / 80) = 0.056, and a prompt trained with another seed writes other sentences. `python
 # benchmarks/steering.py` (several minutes) trains the judge with `train sst2 prefix`'s
 # defaults, and the four prompts for 5 epochs, for three seeds, samples 200 sentences under each, and writes
-# `benchmarks/steering_results.json` and `benchmarks/steering.png`. This section reads the results
-# if they are there, and draws the shares with their spread over seeds.
+# `benchmarks/steering_results.json` and `benchmarks/steering.png`. This section draws this
+# lesson's shares, then reads the benchmark's results if they are there and draws them with their
+# spread over seeds.
 
 # %%
+def plot_shares(rows: dict, title: str, file_name: str) -> None:
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.subplots()
+    for i, (c, per) in enumerate(rows.items()):
+        color = "0.6" if c == "none" else "#2a7f3f" if c.endswith("positive") else "#b8402e"
+        ax.bar(i, statistics.mean(per), color=color, alpha=0.8)
+        ax.scatter([i] * len(per), per, color="k", s=12, zorder=3)  # one dot a seed
+    ax.set(xticks=range(len(rows)), ylim=(0, 1), ylabel="share judged positive", title=title)
+    ax.set_xticklabels(list(rows), fontsize=8)
+    save_figure(fig, file_name)
+
+
 def benchmark(path) -> tuple[dict, int] | None:
     if not path.is_file():
         print(f"no {path.name} yet: `python benchmarks/steering.py` makes it (several minutes)")
@@ -161,20 +175,12 @@ def benchmark(path) -> tuple[dict, int] | None:
         sd = statistics.stdev(per) if len(per) > 1 else 0.0
         print(f"{c:16} judged positive {statistics.mean(per):.2f} ± {sd:.2f} over {len(per)} seeds "
               f"(min {min(per):.2f}, max {max(per):.2f}): {', '.join(f'{x:.2f}' for x in per)}")
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 3.4))
-    ax = fig.subplots()
-    for i, (c, per) in enumerate(rows.items()):
-        color = "0.6" if c == "none" else "#2a7f3f" if c.endswith("positive") else "#b8402e"
-        ax.bar(i, statistics.mean(per), color=color, alpha=0.8)
-        ax.scatter([i] * len(per), per, color="k", s=12, zorder=3)  # one dot a seed
-    ax.set(xticks=range(len(rows)), ylim=(0, 1), ylabel="share judged positive",
-           title=f"{res['settings']['samples']} sentences per bar and seed; dots: the seeds")
-    ax.set_xticklabels(list(rows), fontsize=8)
-    save_figure(fig, "16_steering.png")
-    return rows, res["settings"]["samples"]
+    n = res["settings"]["samples"]
+    plot_shares(rows, f"benchmark: {n} sentences per bar and seed; dots: the seeds", "16_steering.png")
+    return rows, n
 
 
+plot_shares({c: [v] for c, v in shares.items()}, "this lesson: one seed, 80 sentences a bar", "16_shares.png")
 seeds = benchmark(RUNS.parent / "benchmarks" / "steering_results.json")  # python benchmarks/steering.py
 
 
