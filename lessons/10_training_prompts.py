@@ -43,8 +43,8 @@ SHORT = 12  # the training sentences this lesson learns from have at most this m
 # %% [markdown]
 # ## 1. Data: a few hundred short sentences of SST-2
 #
-# SST-2 is read in place from the data folder (`MINIGPT_PTV2_DATA`, or `shared/data` beside
-# the checkout). Without it the lesson uses the sample of real SST-2 sentences shipped in the
+# Where a data folder exists (`MINIGPT_PTV2_DATA`, or `shared/data` beside the checkout), SST-2
+# is read in place there. Without one, the lesson uses the sample of real SST-2 sentences shipped in the
 # package (minigpt_ptv2/data/sst2_sample/SOURCE.md says where they come from). The WordPiece
 # vocabulary has V = 30,522 entries.
 #
