@@ -18,6 +18,7 @@ drawing a figure, importing an optional reference library quietly. A lesson name
                                           the test suite's stand-in for it (quick.py: seconds to build)
     print_speech(said)                    lessons 05, 12, 15, 16: what steer.speak returns, one text a line
     sentence_batch(tok, sentences, n)     lessons 12, 16: sentences as a decoder reads them, padded, with labels
+                                          (the package's, training/pretrain.py, named here for the lessons)
     quick_judge(steps)                    lesson 16: a K/V prefix on MiniLM trained on SST-2 for a few
                                           steps (lesson 10's step), as a function texts -> labels
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 
 from minigpt_ptv2.catalog import PretrainConfig
+from minigpt_ptv2.training.pretrain import sentence_batch  # noqa: F401  (lessons 12 and 16 import it from here)
 
 
 def best_time(fn, repeat: int) -> float:
@@ -205,19 +207,6 @@ def print_speech(said: dict) -> None:
     for text in said["sampled"]:
         print(f"  sampled: {text}")
     print(f"  the same texts with and without the KV cache: {same}")
-
-
-def sentence_batch(tok, sentences: list[str], max_length: int) -> tuple:
-    """Sentences as the pretrained decoder reads them (newline, sentence, newline, cut to
-    max_length tokens), right-padded: ids [B, N], attention_mask [B, N], labels [B, N] (the ids,
-    -100 on padding: no loss there)."""
-    from minigpt_ptv2.training.pretrain import NEWLINE
-    eol = tok.encode(NEWLINE)
-    rows = [(eol + tok.encode(s) + eol)[:max_length] for s in sentences]
-    N = max(len(r) for r in rows)
-    ids = torch.tensor([r + eol * (N - len(r)) for r in rows])  # [B, N]
-    mask = torch.tensor([[1] * len(r) + [0] * (N - len(r)) for r in rows])  # [B, N]
-    return ids, mask, ids.masked_fill(mask == 0, -100)  # labels [B, N]
 
 
 def quick_judge(steps: int = 30, P: int = 16, batch_size: int = 16, n_heldout: int = 200, seed: int = 0,

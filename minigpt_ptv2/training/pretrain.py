@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import outdir
 from ..catalog import DECODER_ARCHS, PretrainConfig
@@ -128,27 +127,31 @@ def schedule(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
 
 
+def sentence_batch(tok: ByteLevelBPE, sentences: list[str], max_length: int | None = None) -> tuple:
+    """Sentences as the decoder reads them (newline, sentence, newline; cut to max_length tokens),
+    right-padded: ids [B, N], attention_mask [B, N], labels [B, N] (the ids, -100 on padding: no
+    loss there). CausalLM's loss then scores position t against token t+1."""
+    eol = tok.encode(NEWLINE)
+    rows = [(eol + tok.encode(s) + eol)[:max_length] for s in sentences]
+    N = max(len(r) for r in rows)
+    ids = torch.tensor([r + eol * (N - len(r)) for r in rows])  # [B, N]
+    mask = torch.tensor([[1] * len(r) + [0] * (N - len(r)) for r in rows])  # [B, N]
+    return ids, mask, ids.masked_fill(mask == 0, -100)  # labels [B, N]
+
+
 @torch.no_grad()
 def held_out_nll(model, tok: ByteLevelBPE, sentences: list[str], batch_size: int = 64) -> tuple[float, int, list[str]]:
     """(summed NLL, predicted tokens, sentences scored) over the sentences, each read as \\n sentence \\n
     from its newline; a sentence longer than the model's positions is left out (and not counted)."""
-    eol = tok.encode(NEWLINE)
     limit = model.config.max_position_embeddings
     scored = [s for s in sentences if len(tok.encode(s)) + 2 <= limit]
-    rows = [eol + tok.encode(s) + eol for s in scored]
     was_training, total, count = model.training, 0.0, 0
     model.eval()
-    for i in range(0, len(rows), batch_size):
-        part = rows[i:i + batch_size]
-        N = max(map(len, part))
-        ids = torch.zeros(len(part), N, dtype=torch.long)  # [B, N]
-        mask = torch.zeros(len(part), N, dtype=torch.long)  # [B, N]
-        for r, row in enumerate(part):
-            ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
-        logits = model(ids, attention_mask=mask).logits[:, :-1]  # [B, N-1, V]: position t predicts t+1
-        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, N-1]
-        total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"))
-        count += int((labels != -100).sum())
+    for i in range(0, len(scored), batch_size):
+        ids, mask, labels = sentence_batch(tok, scored[i:i + batch_size])  # [B, N] each
+        n = int((labels[:, 1:] != -100).sum())  # tokens predicted (position t predicts t+1)
+        total += float(model(ids, attention_mask=mask, labels=labels).loss) * n  # the loss is their mean
+        count += n
     model.train(was_training)
     return total, count, scored
 
