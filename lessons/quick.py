@@ -56,8 +56,8 @@ QUICK = {
         'n_train, n_heldout, P, batch_size = 480, 200, 16, 16': 'n_train, n_heldout, P, batch_size = 8, 8, 4, 8',
         'accuracy = short_run(model, train_loader, heldout_loader, expect_gain=0.1)':
             'accuracy = short_run(model, train_loader, heldout_loader, expect_gain=None)',
-        'scores = recipe_effect(tok, train, heldout, P, batch_size)':
-            'scores = recipe_effect(tok, train, heldout, P, batch_size, seeds=(0,))',
+        'scores = recipe_effect(tok, train, heldout, P, batch_size=8)':
+            'scores = recipe_effect(tok, train, heldout, P, batch_size=8, seeds=(0,))',
         'beyond_spread = verdict(scores)': 'beyond_spread = verdict(scores, check=False)',
     },
     "11": {
