@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
+import unicodedata
 
 import pytest
 from test_train_lm import TEXT, UNICODE, bpe
 from tokenizers import AddedToken
 from tokenizers.processors import RobertaProcessing, TemplateProcessing
 
+from minigpt_ptv2.data import bpe as bpe_module
 from minigpt_ptv2.data.bpe import ByteLevelBPE, merge, merge_plain
 from minigpt_ptv2.errors import InputError
 
@@ -77,3 +80,18 @@ def test_a_lone_surrogate_is_named_not_a_codec_traceback(tokenizers):
     ours = ByteLevelBPE(json.loads(tokenizers["gpt2"].to_str()))
     with pytest.raises(InputError, match=r"byte 0xe9 \(character 4\) is not UTF-8"):
         ours.encode("caf\udce9")
+
+
+@pytest.mark.parametrize("kind", ["L", "N"])
+def test_the_letter_and_number_classes_hold_exactly_their_categorys_code_points(kind):
+    """\\p{L} and \\p{N} spelled out as [...] classes (bpe._class) against unicodedata: every 7th
+    code point, and both sides of both ends of every run the class matches, where an off-by-one
+    in the spans would show."""
+    everything = "".join(map(chr, range(0x110000)))
+    one = re.compile(f"[{bpe_module._class(kind)}]")
+    runs = list(re.finditer(f"{one.pattern}+", everything))
+    assert len(runs) > 100, "a class of a handful of runs is not Unicode's letters or numbers"
+    edges = {cp for r in runs for cp in (r.start() - 1, r.start(), r.end() - 1, r.end())}
+    points = sorted((set(range(0, 0x110000, 7)) | edges) & set(range(0x110000)))
+    wrong = [hex(cp) for cp in points if (unicodedata.category(chr(cp))[0] == kind) != bool(one.match(chr(cp)))]
+    assert not wrong, f"\\p{{{kind}}} disagrees with unicodedata at {wrong[:10]}"

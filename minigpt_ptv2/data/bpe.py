@@ -46,19 +46,26 @@ GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
+@functools.lru_cache(maxsize=1)
+def _categories() -> str:
+    """Every code point's general category, 2 characters each, in code point order."""
+    return "".join(map(unicodedata.category, map(chr, range(0x110000))))
+
+
 @functools.lru_cache(maxsize=None)
 def _class(kind: str) -> str:
-    """The inside of a [...] character class for \\p{L} (letters) or \\p{N} (numbers)."""
+    """The inside of a [...] character class for \\p{L} (letters) or \\p{N} (numbers).
+
+    Every code point's general category is two characters ("Lu", "Nd", "Cn", ...), and only the
+    first is upper case, so in the categories of all code points joined into one string the runs
+    of (kind, any) pairs are exactly the runs of code points of that kind. Joined and searched in
+    C, that takes a tenth of a second instead of the two of a Python loop over 1,114,112 points."""
     if kind == "s":
         return WHITE_SPACE
-    spans, start = [], None
-    for i in range(0x110001):
-        inside = i < 0x110000 and unicodedata.category(chr(i))[0] == kind
-        if inside and start is None:
-            start = i
-        elif not inside and start is not None:
-            spans.append(re.escape(chr(start)) + ("" if i - 1 == start else "-" + re.escape(chr(i - 1))))
-            start = None
+    spans = []
+    for run in re.finditer(f"(?:{kind}.)+", _categories()):
+        first, last = run.start() // 2, run.end() // 2 - 1  # code points: each category starts at an even index
+        spans.append(re.escape(chr(first)) + ("" if last == first else "-" + re.escape(chr(last))))
     return "".join(spans)
 
 
