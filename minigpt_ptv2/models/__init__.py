@@ -22,6 +22,7 @@ import torch
 from ..errors import InputError, InputTypeError
 from ..validate import check_device_name
 from ..core.config import TOKEN_IDS, DecoderConfig
+from ..core.meta import shapes_only
 from .hf_files import read_config, read_generation_ids, read_state_dict, tokenizer_digest, write_folder
 
 # model_type (config.json) -> module in this package
@@ -64,7 +65,7 @@ def load_pretrained(model_dir, expect: str | None = None, device=None, dtype=Non
     Model = architecture(cfg.model_type)
     source = f"the weights in {model_dir}"
     ours = Model.state_from_hf(read_state_dict(model_dir), cfg, source)  # a config of 3000 layers beside 3: refused here
-    with torch.device("meta"), _SkipNormalInit():  # shapes without memory: a config.json size the weights do not
+    with shapes_only():  # shapes without memory: a config.json size the weights do not
         check_fits(Model(cfg), ours, source)  # have (n_inner 10**9 beside 96) is refused before it is allocated
     model = Model(cfg)
     copy_into(model, ours, source)
@@ -101,16 +102,6 @@ def save_pretrained(model, out_dir) -> Path:
     config = Model.config_to_hf(model.config)
     generation = {k: config.get(k) for k in TOKEN_IDS} if isinstance(model.config, DecoderConfig) else None
     return write_folder(out_dir, config, Model.state_to_hf(state, model.config), generation)
-
-
-class _SkipNormalInit(torch.overrides.TorchFunctionMode):
-    """For a build on the meta device: skip normal_ (nn.Embedding's initialisation). On a meta tensor
-    it imports torch's compiler, seconds once per process, to fill a tensor that holds no numbers."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in (torch.nn.init.normal_, torch.Tensor.normal_):
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **(kwargs or {}))
 
 
 def check_fits(model: torch.nn.Module, ours: dict, source: str) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import importlib
 import inspect
 
-import torch
 
 from .. import catalog
+from ..core.meta import shapes_only
 from ..errors import InputError
 
 
@@ -44,7 +44,7 @@ def make_method(name: str, config, P: int, **kw):
 def backbone_parameters(config) -> int:
     """Parameters of the plain backbone for `config`, counted without allocating memory."""
     from ..models import build
-    with torch.device("meta"):
+    with shapes_only():
         model = build(config)
     return sum(p.numel() for p in model.parameters())
 
@@ -54,7 +54,7 @@ def parameter_report(config, P: int, methods=None) -> list[dict]:
     total = backbone_parameters(config)
     rows = []
     for name in methods or METHODS:
-        with torch.device("meta"):
+        with shapes_only():
             n = make_method(name, config, P).num_trainable()
         rows.append({"method": name, "trainable": n, "percent": 100.0 * n / total, "backbone": total})
     return rows
