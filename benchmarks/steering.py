@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--lr-prefix", type=float, default=1e-2)
     p.add_argument("--lr-deep", type=float, default=1e-2)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lam", type=float, default=0.0,
+                   help="weight of the discriminative term (training/contrast.py): 0 trains each prompt alone with "
+                        "train lm (the LM loss only); > 0 trains the positive and negative prompts against each other")
+    p.add_argument("--contrast-batch-size", type=int, default=16, help="sentences per batch when --lam > 0")
     p.add_argument("--max-length", type=int, default=64, help="train lm's block of tokens")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=40)
@@ -115,6 +119,7 @@ def run(a) -> dict:
     from minigpt_ptv2.training.predict import Predictor
     from minigpt_ptv2.data.sample import load_sst2_sample
     from minigpt_ptv2.training.pretrain import decoder_dir, held_out_nll
+    from minigpt_ptv2.training.contrast import train_contrast
     from minigpt_ptv2.training.steer import sample_sentences, sentiment_texts, share_positive
 
     torch.set_num_threads(a.threads)
@@ -134,21 +139,24 @@ def run(a) -> dict:
     dev = load_sst2_sample("dev")
     dev_by_label = {name: [e.text for e in dev if e.label == label] for label, name in ((1, "positive"), (0, "negative"))}
 
-    def preference(decoder) -> float:
-        """Mean NLL per token of the negative dev sentences minus the positive ones', each read from
-        its newline: > 0 when the decoder finds positive sentences likelier."""
+    def dev_nll(decoder) -> dict:
+        """Mean NLL per token of the positive and of the negative dev sentences, each read from its
+        newline. Their difference (negative - positive) is the preference: > 0 when the decoder
+        finds positive sentences likelier; a class's own is what a prompt costs in fluency."""
         nll = {}
         for name, sentences in dev_by_label.items():
             total, count, _ = held_out_nll(decoder, tok, sentences)
             nll[name] = total / count
-        return nll["negative"] - nll["positive"]
+        return nll
 
     def measure(decoder, seed) -> dict:
         said = sample_sentences(decoder, tok, a.samples, seed=seed, **sampling)
         verdict = share_positive(judge, said)
         verdict["copied"] = sum(s in seen for s in said if s) / max(1, verdict["n"])
         verdict["examples"] = [s for s in said if s][:6]
-        verdict["dev_preference"] = preference(decoder)
+        nll = dev_nll(decoder)
+        verdict["dev_preference"] = nll["negative"] - nll["positive"]
+        verdict["dev_nll"] = nll
         return verdict
 
     results = {c: [] for c in CONDITIONS if c == "none" or c.split("/")[0] in a.methods}
@@ -157,11 +165,17 @@ def run(a) -> dict:
     for seed in a.seeds:
         results["none"].append({"seed": seed, **measure(bare, seed)})
         for method in a.methods:
+            if a.lam > 0:  # the two prompts against each other: one run writes both
+                pair = root / f"{method}-contrast-seed{seed}"
+                done = train_contrast(method, folder, pair, P=a.P, lam=a.lam, epochs=a.epochs, lr=lr[method],
+                                      batch_size=a.contrast_batch_size, seed=seed, overwrite=True, progress=False,
+                                      held_out=[(e.text, e.label) for e in dev])
+                trained[f"{method}/contrast/{seed}"] = {k: done[k] for k in ("history", "held_out", "seconds")}
             for label, path in texts.items():
-                out = root / f"{method}-{label}-seed{seed}"
+                out = root / f"{method}-{label}-seed{seed}" if a.lam == 0 else pair / label
                 settings = {"epochs": a.epochs, "lr": lr[method], "seed": seed, "batch_size": a.batch_size,
                             "max_length": a.max_length, "model_dir": str(folder.resolve())}
-                if not (a.reuse and same_prompt(out, method, a.P, settings)):
+                if a.lam == 0 and not (a.reuse and same_prompt(out, method, a.P, settings)):
                     summary, _ = train_lm(method, path, folder, P=a.P, epochs=a.epochs, lr=lr[method],
                                           batch_size=a.batch_size, max_length=a.max_length, seed=seed,
                                           out_dir=out, overwrite=True, progress=False)
@@ -185,14 +199,25 @@ def run(a) -> dict:
 
 def table(res: dict) -> str:
     lines = ["| condition | judged positive, mean ± sd over seeds | min–max | per seed | empty | copied | "
-             "preference (nats) |", "|---|---:|---:|---|---:|---:|---:|"]
+             "preference (nats) | own class's dev NLL (nats/token) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
     for c, r in res["conditions"].items():
         s = r["positive"]
         per = ", ".join(f"{x['positive']:.2f}" for x in r["per_seed"])
         lines.append(f"| {LABELS[c].replace(chr(10), ' ')} | {s['mean']:.2f} ± {s['sd']:.2f} (n={len(r['per_seed'])}) "
                      f"| {s['min']:.2f}–{s['max']:.2f} | {per} | {r['empty']} | {r['copied']['mean']:.2f} | "
-                     f"{statistics.mean(x['dev_preference'] for x in r['per_seed']):+.4f} |")
+                     f"{statistics.mean(x['dev_preference'] for x in r['per_seed']):+.4f} | {own_nll(c, r)} |")
     return "\n".join(lines)
+
+
+def own_nll(condition: str, r: dict) -> str:
+    """The mean NLL per token of the prompt's own class's dev sentences (both classes' for no
+    prompt): what steering costs in fluency. Results made before it was measured have none."""
+    rows = [x["dev_nll"] for x in r["per_seed"] if "dev_nll" in x]
+    if not rows:
+        return "–"
+    label = condition.split("/")[-1]
+    names = ["positive", "negative"] if label == "none" else [label]
+    return " / ".join(f"{statistics.mean(x[n] for x in rows):.4f}" for n in names)
 
 
 def plot(res: dict, path) -> None:
@@ -250,6 +275,8 @@ def main(argv=None) -> int:
                     "copied": {c: round(r["copied"]["mean"], 3) for c, r in res["conditions"].items()},
                     "dev_preference": {c: [round(x["dev_preference"], 3) for x in r["per_seed"]]
                                        for c, r in res["conditions"].items()},
+                    "dev_nll": {c: [{k: round(v, 4) for k, v in x["dev_nll"].items()} for x in r["per_seed"]]
+                                for c, r in res["conditions"].items()},
                     "prompts": res["prompts"],
                     "examples": {c: r["per_seed"][0]["examples"][:3] for c, r in res["conditions"].items()},
                     "seconds": round(res["seconds"], 1)}

@@ -100,15 +100,16 @@ def _check(method: str, P: int, lam: float, epochs: int, batch_size: int, lr: fl
 
 
 def train_contrast(method: str, model_dir, out_dir, *, P: int = 10, lam: float = 1.0, epochs: int = 3,
-                   lr: float | None = None, batch_size: int = 16, seed: int = 0, sentences=None,
+                   lr: float | None = None, batch_size: int = 16, seed: int = 0, sentences=None, held_out=None,
                    method_kwargs: dict | None = None, dropout: bool = False, overwrite: bool = False,
                    progress: bool = True) -> dict:
     """Train a positive and a negative prompt of `method` on the frozen decoder in `model_dir`
     with the loss above; write out_dir/positive and out_dir/negative (train lm checkpoints).
 
     sentences: [(text, label)] with label 1 positive, 0 negative; the shipped SST-2 sample's
-    training rows by default. Returns {"positive": path, "negative": path, "history": [...],
-    "seconds": ...}: per epoch the mean of each term and the training accuracy of Bayes' rule."""
+    training rows by default. held_out: more such pairs, scored once after training. Returns
+    {"positive": path, "negative": path, "history": [...], "held_out": {...} or None, "seconds"}:
+    per epoch the mean of each term and the training accuracy of Bayes' rule; the same on held_out."""
     _check(method, P, lam, epochs, batch_size, lr)
     if sentences is None:
         sentences = [(e.text, e.label) for e in load_sst2_sample("train")]
@@ -146,6 +147,7 @@ def train_contrast(method: str, model_dir, out_dir, *, P: int = 10, lam: float =
                     sums[k] += parts[k] / len(batches)
             history.append({"epoch": epoch + 1, **sums})
         seconds = time.perf_counter() - t0
+        scored = score(decoder, tok, held_out, lam) if held_out else None
         settings = {"objective": "contrast", "lam": lam, "epochs": epochs, "lr": lr, "seed": seed,
                     "batch_size": batch_size, "dropout": dropout, "sentences": len(sentences),
                     "model_dir": str(Path(model_dir).resolve())}
@@ -155,5 +157,21 @@ def train_contrast(method: str, model_dir, out_dir, *, P: int = 10, lam: float =
                             method_kwargs=method_kwargs, extra={"backbone": backbone, "train": settings,
                                                                 "history": history})
     out = Path(out_dir)
-    return {c: out / c for c in CLASSES} | {"history": history, "seconds": seconds}
+    return {c: out / c for c in CLASSES} | {"history": history, "held_out": scored, "seconds": seconds}
+
+
+@torch.no_grad()
+def score(decoder, tok, sentences, lam: float, batch_size: int = 50) -> dict:
+    """The two terms and Bayes' rule's accuracy on [(text, label)] (decoder with its pair attached),
+    without dropout: how well the two prompts tell sentences they never trained on apart."""
+    was_training, sums = decoder.training, {"lm": 0.0, "disc": 0.0, "accuracy": 0.0}
+    decoder.eval()
+    for i in range(0, len(sentences), batch_size):
+        rows = sentences[i:i + batch_size]
+        ids, mask, labels = sentence_batch(tok, [t for t, _ in rows], decoder.config.max_position_embeddings)
+        _, parts = contrast_loss(decoder, ids, mask, labels, torch.tensor([y for _, y in rows]), lam)  # [B, N] each
+        for k in sums:
+            sums[k] += parts[k] * len(rows) / len(sentences)  # a mean over sentences (lm: of batch means)
+    decoder.train(was_training)
+    return sums
 
