@@ -123,7 +123,8 @@ def test_the_two_prompts_are_train_lm_checkpoints_that_load_and_generate(tiny_fo
     out = train_contrast(method, tiny_folder, tmp_path / "pair", P=2, lam=1.0, epochs=2, batch_size=8, lr=0.1,
                          sentences=SENTENCES, held_out=SENTENCES[:5], progress=False)
     assert len(out["history"]) == 2 and all(h["disc"] > 0 for h in out["history"])
-    assert out["held_out"]["disc"] > 0 and out["held_out"]["accuracy"] in {k / 5 for k in range(6)}  # of 5 sentences
+    held = out["held_out"]
+    assert held["disc"] > 0 and min(abs(held["accuracy"] - k / 5) for k in range(6)) < 1e-6  # a share of 5 sentences
     prompts = {}
     for c in CLASSES:
         decoder, meta = load_lm_checkpoint(out[c])
