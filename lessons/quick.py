@@ -91,6 +91,10 @@ QUICK = {
         'judge, accuracy = quick_judge(steps=30)': 'judge, accuracy = quick_judge(steps=2, n_heldout=8, expect=None)',
         'gaps = preferences(folder, checkpoints, tok)': 'gaps = preferences(folder, checkpoints, tok, n=4)',
         'shares = judged(folder, checkpoints, tok, judge)': 'shares = judged(folder, checkpoints, tok, judge, n=4)',
+        'told_apart = against_each_other(folder)': 'told_apart = against_each_other(folder, n=4, steps=2, n_dev=4)',
+        'assert told_apart["train"] >= 0.9 and told_apart["held out"] <= 0.65, told_apart':
+            'assert 0 <= told_apart["held out"] <= 1',  # two steps on a noise decoder: nothing to assert but the range
+        'assert reach["the decoder\'s embeddings"] < 0.1, reach': 'assert all(0 <= r <= 1 for r in reach.values())',
     },
 }
 
