@@ -3,6 +3,7 @@
     python benchmarks/steering.py             # benchmarks/steering_results.json, benchmarks/steering.png, the table
     python benchmarks/steering.py --replot    # table and figure again from the results, no training
     python benchmarks/steering.py --trial "P=20" --P 20    # one line in benchmarks/steering_trials.jsonl instead
+    python benchmarks/steering.py --lam 1 --epochs 3       # the two prompts trained against each other
 
 What runs, all offline on what the package ships (the SST-2 sample, the MiniLM), nothing cached needed:
 1. the decoder: `pretrain`'s defaults (training/pretrain.decoder_dir; reused from runs/decoder
@@ -12,6 +13,9 @@ What runs, all offline on what the package ships (the SST-2 sample, the MiniLM),
 3. for each seed: two K/V prefixes trained with `train lm` on the frozen decoder, one on the
    sample's 1,500 positive training sentences and one on its 1,500 negative ones (one sentence per
    line, training/steer.sentiment_texts), and two deep hidden-state prompts the same way;
+   With --lam > 0 each pair is trained at once instead, against each other (training/contrast.py:
+   the LM loss plus lam times the cross-entropy of a sentence's label under Bayes' rule on its two
+   likelihoods), and Bayes' rule's accuracy on the 872 dev sentences is recorded;
 4. for each seed: --samples sentences sampled under each prompt and under none (each from a
    newline to the next), and the judge's share of them it calls positive.
 
@@ -19,7 +23,8 @@ Reported per condition: the mean share over seeds, its standard deviation and ra
 sentences came out empty, and how many repeat a training sentence word for word; and the
 decoder's "preference" under the prompt: the mean NLL per token of the negative dev sentences
 minus the positive ones' (each read from its newline). A prompt that steers towards positive
-text raises it above the no-prompt value, one towards negative text lowers it.
+text raises it above the no-prompt value, one towards negative text lowers it. Beside it, the
+mean NLL per token of the prompt's own class's dev sentences: what steering costs in fluency.
 """
 from __future__ import annotations
 
@@ -66,7 +71,10 @@ def parse_args(argv=None):
     p.add_argument("--replot", action="store_true", help="only redraw the table and figure from --json")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "steering_results.json"))
     p.add_argument("--figure", default=str(ROOT / "benchmarks" / "steering.png"))
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if not 0 <= a.lam < float("inf"):
+        p.error(f"--lam must be a finite number >= 0 (0: the LM loss alone), got {a.lam}")
+    return a
 
 
 def judge_checkpoint(root: Path) -> tuple[Path, dict]:

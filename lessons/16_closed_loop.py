@@ -119,13 +119,13 @@ gaps = preferences(folder, checkpoints, tok)
 # %% [markdown]
 # ## 3. What each prompt makes it write, and what the judge says
 #
-# 80 sentences sampled under each prompt and under none (top 40, temperature 1, each from a
+# 40 sentences sampled under each prompt and under none (top 40, temperature 1, each from a
 # newline to the next), the same seed for all, and the share the judge calls positive. First a
 # look at the words, with the cache and without (equal, as in lessons 05 and 12).
 
 # %%
 @torch.no_grad()
-def judged(folder, checkpoints: dict, tok, judge, n: int = 80, seed: int = 0) -> dict:
+def judged(folder, checkpoints: dict, tok, judge, n: int = 40, seed: int = 0) -> dict:
     shares = {}
     for name in ("none", *checkpoints):
         model = load_decoder(folder) if name == "none" else load_lm_checkpoint(checkpoints[name])[0]
@@ -144,8 +144,8 @@ shares = judged(folder, checkpoints, tok, judge)
 # %% [markdown]
 # ## 4. Over seeds: the benchmark's numbers
 #
-# One seed and 80 sentences say little: the share of 80 coin flips has a standard deviation of
-# sqrt(0.25 / 80) = 0.056, and a prompt trained with another seed writes other sentences. `python
+# One seed and 40 sentences say little: the share of 40 coin flips has a standard deviation of
+# sqrt(0.25 / 40) = 0.079, and a prompt trained with another seed writes other sentences. `python
 # benchmarks/steering.py` (several minutes) trains the judge with `train sst2 prefix`'s
 # defaults, and the four prompts for 5 epochs, for three seeds, samples 200 sentences under each, and writes
 # `benchmarks/steering_results.json` and `benchmarks/steering.png`. This section draws this
@@ -181,7 +181,7 @@ def benchmark(path) -> tuple[dict, int] | None:
     return rows, n
 
 
-plot_shares({c: [v] for c, v in shares.items()}, "this lesson: one seed, 80 sentences a bar", "16_shares.png")
+plot_shares({c: [v] for c, v in shares.items()}, "this lesson: one seed, 40 sentences a bar", "16_shares.png")
 seeds = benchmark(RUNS.parent / "benchmarks" / "steering_results.json")  # python benchmarks/steering.py
 
 
@@ -204,7 +204,7 @@ def verdict(shares: dict, n: int) -> float:
     return pos - neg
 
 
-gap = verdict(shares, n=80)
+gap = verdict(shares, n=40)
 if seeds is not None:
     gap = verdict(*seeds)
 
@@ -278,9 +278,11 @@ assert told_apart["train"] >= 0.9 and told_apart["held out"] <= 0.65, told_apart
 # %% [markdown]
 # The two prompts learn to tell apart the sentences they are shown, and nothing that carries
 # over to new ones. Trained on all 3,000 sentences for 3 epochs (`python benchmarks/steering.py
-# --lam 1`, results in benchmarks/README.md), Bayes' rule reaches about 0.59 on the training
-# sentences and stays near chance on dev, and the sampled text is judged positive no more often
-# under the positive prompt than under the negative one. Why, in one number: a prompt reaches the
+# --lam 1 --epochs 3`, benchmarks/README.md), Bayes' rule ends at 0.55-0.61 on the training
+# sentences and 0.50-0.53 on the 872 dev ones, and the sampled text is judged positive 0.47 ±
+# 0.05 under the positive K/V prefix against 0.46 ± 0.01 under the negative one (deep prompts:
+# 0.46 ± 0.02 against 0.44 ± 0.06; 3 seeds, 200 sentences each), as with next-token loss alone
+# (0.49 / 0.48 and 0.48 / 0.47). Why, in one number: a prompt reaches the
 # next-token probabilities only through the last hidden state, so any shift it makes in the
 # logits is E @ delta for some delta of D=64 numbers (E: the tied embeddings, [V, D]). How much of
 # the class's word preference, log(p_positive(w) / p_negative(w)) over the training sentences,
