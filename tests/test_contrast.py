@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from minigpt_ptv2 import preset
 from minigpt_ptv2.catalog import PretrainConfig

@@ -54,7 +54,7 @@ from ..prompts import freeze_backbone, make_method
 from ..prompts.mixed import MixedPrompts
 from .checkpoint import backbone_info, save_checkpoint
 from .lm import LMTaskModel, check_tokenizer, load_decoder
-from .pretrain import held_out_nll, sentence_batch
+from .pretrain import sentence_batch
 from .trainer import set_seed
 
 CLASSES = tuple(SST2_LABELS)  # ("negative", "positive"): the member of column c is label c's prompt
