@@ -74,9 +74,9 @@ def contrast_loss(decoder, ids, mask, labels, y, lam: float) -> tuple[torch.Tens
     two likelihoods gets a sentence's label right."""
     B = ids.shape[0]
     decoder.prompt.use_rows([c for c in CLASSES for _ in range(B)])  # rows 0..B-1 negative, B..2B-1 positive
-    both = lambda t: torch.cat([t, t])  # noqa: E731  [2B, N]: every sentence under each prompt
-    logits = decoder(both(ids), attention_mask=both(mask)).logits  # [2B, N, V]
-    ll, tokens = sentence_log_likelihood(logits, both(labels))  # [2B], [2B]
+    ids, mask, labels = (torch.cat([t, t]) for t in (ids, mask, labels))  # [2B, N] each: every sentence twice
+    logits = decoder(ids, attention_mask=mask).logits  # [2B, N, V]
+    ll, tokens = sentence_log_likelihood(logits, labels)  # [2B], [2B]
     ll = ll.view(len(CLASSES), B).T  # [B, 2]: column c = log p(x | prompt of label c)
     tokens = tokens.view(len(CLASSES), B).T  # [B, 2]
     own = ll.gather(1, y[:, None]).squeeze(1)  # [B]: under the sentence's own prompt
