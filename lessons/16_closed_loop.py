@@ -251,7 +251,7 @@ if seeds is not None:
 #
 # What the two classes share cancels in the difference, so the whole gradient of the term goes to
 # what tells them apart. `train_contrast` (minigpt_ptv2/training/contrast.py) does it, both
-# prompts in one batch of 2B rows (MixedPrompts, lesson 14), and saves each as an ordinary
+# prompts in one batch of 2B rows (MixedPrompts, lesson 12), and saves each as an ordinary
 # `train lm` checkpoint. A small run: a K/V prefix pair, 16 training sentences, 15 steps, then
 # Bayes' rule on 200 dev sentences it never saw.
 
