@@ -195,7 +195,7 @@ BUGS = (
         "return torch.arange(0, P, device=device)[None]  # [1, P]",
         (t("15", "deep_prompt_trace"),)),
     Bug("loss-not-shifted", "scores each position on its own token instead of the next one (labels[:, :-1])",
-        "core/causal_lm.py", "next_token_nll",
+        "core/causal_lm.py", "CausalLM.forward",
         "labels[:, 1:].flatten(),",
         "labels[:, :-1].flatten(),",
         (t("16", "deep_prompt_training_step_trace"), t("16", "kv_prefix_training_step_trace"))),

@@ -494,4 +494,4 @@ def next_token_loss(seen, labels: torch.Tensor, loss: torch.Tensor, what: str, c
     if not close(loss.detach().reshape(1), want.reshape(1)):
         fail(f"{what}: the loss is {float(loss):.4f}, expected {float(want):.4f} = cross-entropy of logits[:, :-1] "
              f"against labels[:, 1:] (position t predicts token t+1), label -100 not scored "
-             f"(core/causal_lm.py: next_token_nll, which CausalLM.forward averages)")
+             f"(core/causal_lm.py: CausalLM.forward)")

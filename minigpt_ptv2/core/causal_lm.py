@@ -21,15 +21,6 @@ from .checks import check_labels
 from .transformer import Transformer
 
 
-def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits [B, N, V], labels [B, N] -> the NLL of each next token [B, N-1]: position t predicts
-    token t+1, and a label of -100 (padding) is not scored (0). The one place the shift happens:
-    the LM loss is its mean, a sentence's log-likelihood minus its sum (training/contrast.py)."""
-    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
-                          reduction="none")  # [B*(N-1)]: rows of V classes (a [B, V, N-1] layout is ~20x slower)
-    return nll.view(labels.shape[0], -1)  # [B, N-1]
-
-
 @dataclass
 class DecoderOutput:
     logits: torch.Tensor  # [B, N, V]: real tokens only
@@ -75,8 +66,8 @@ class CausalLM(Transformer):
 
         loss = None
         if labels is not None:
-            scored = (labels[:, 1:] != -100).sum()  # tokens with a label (padding has none)
-            loss = next_token_nll(logits, labels).sum() / scored  # mean NLL per scored token
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=-100)  # predict token t+1 from t
         cache = None
         if use_cache:
             B = out.hidden.shape[0]

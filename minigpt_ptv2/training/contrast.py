@@ -44,7 +44,6 @@ import torch.nn.functional as F
 
 from .. import outdir
 from ..catalog import LM_LR, LM_TASK, METHODS
-from ..core.causal_lm import next_token_nll
 from ..data.bpe import ByteLevelBPE
 from ..data.sample import load_sst2_sample
 from ..data.sst2 import SST2_LABELS
@@ -62,8 +61,11 @@ CLASSES = tuple(SST2_LABELS)  # ("negative", "positive"): the member of column c
 
 def sentence_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [R, N, V], labels [R, N] (-100: not scored) -> (summed log p(x) per row [R], tokens
-    scored per row [R]): position t scores token t+1, as CausalLM's loss does."""
-    nll = next_token_nll(logits, labels)  # [R, N-1], 0 where not scored
+    scored per row [R]): CausalLM's loss (position t scores token t+1), summed per row instead of
+    averaged over the batch."""
+    R = labels.shape[0]
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+                          reduction="none").view(R, -1)  # [R, N-1]: rows of V classes, 0 where not scored
     return -nll.sum(-1), (labels[:, 1:] != -100).sum(-1)  # [R], [R]
 
 
