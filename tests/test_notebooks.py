@@ -108,16 +108,17 @@ def test_times_go_into_the_reading_order_table_and_the_total(tmp_path):
     readme = tmp_path / "README.md"
     text = (LESSONS / "README.md").read_text()
     readme.write_text(text)
-    total = make.write_times({"01": 12.4, "10": 61.6}, 0.4, readme)
+    total = make.write_times({"01": 12.4, "10": 61.6}, 0.4, False, readme)
     written = readme.read_text()
     rows = dict(re.findall(r"^\| (\d\d) \| `[^`]+` \| .+? \| (\d+) s \|$", written, flags=re.M))
     assert rows["01"] == "12" and rows["10"] == "62" and len(rows) == len(ALL)
     assert total in written and f"**{sum(map(int, rows.values())):,} s for the whole course**" in total
-    assert total.endswith("load average 0.4)") and make.write_times({"01": 9.0}, 5.25, readme).endswith("5.2)")
+    assert total.endswith("load average 0.4, lesson 05 building the decoder)")
+    assert make.write_times({"01": 9.0}, 5.25, True, readme).endswith("load average 5.2, the decoder already built)")
     changed = [new for old, new in zip(text.splitlines(), written.splitlines()) if old != new]
     assert len(changed) <= 3 and all("| 01 |" in x or "| 10 |" in x or "whole course" in x for x in changed), changed
     with pytest.raises(SystemExit, match="no reading-order row for lesson 99"):
-        make.write_times({"99": 1.0}, 0.4, readme)
+        make.write_times({"99": 1.0}, 0.4, False, readme)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
