@@ -25,8 +25,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PINS = {"demo": ["torch==2.13.0"], "test": ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2"],
-        "notebooks": ["torch==2.13.0"]}
-EXTRAS = {"demo": [], "test": ["reference"], "notebooks": ["book"]}  # besides "weights", installed without deps
+        "notebooks": ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2"]}
+# besides "weights", installed without deps; the notebooks' lock holds the reference libraries too:
+# `make.py notebooks` writes lesson 04's comparison with transformers, which is skipped without it
+EXTRAS = {"demo": [], "test": ["reference"], "notebooks": ["book", "reference"]}
 TEST_TOOLS_EXTRA = "test"  # its entries other than minigpt_ptv2[...] are installed as they are
 
 

@@ -52,7 +52,7 @@ def project_requirements(extras: list[str]) -> list[Requirement]:
     return reqs
 
 
-LOCKS = {"demo.lock": ["weights"], "test.lock": ["test"], "notebooks.lock": ["weights", "book"]}
+LOCKS = {"demo.lock": ["weights"], "test.lock": ["test"], "notebooks.lock": ["weights", "book", "reference"]}
 
 
 @pytest.mark.parametrize("lock", sorted(LOCKS))
