@@ -137,7 +137,11 @@ def test_the_two_prompts_are_train_lm_checkpoints_that_load_and_generate(tiny_fo
 def test_train_contrast_refuses_bad_arguments_and_an_occupied_folder(tiny_folder, tmp_path):
     for kwargs, message in [({"lam": -1.0}, "lam must be"), ({"lam": float("nan")}, "lam must be"),
                             ({"epochs": 0}, "epochs must be"), ({"lr": 0.0}, "lr must be"),
-                            ({"sentences": SENTENCES[:1] * 3}, "both labels")]:
+                            ({"sentences": SENTENCES[:1] * 3}, "both labels"), ({"sentences": []}, "sentences is empty"),
+                            ({"sentences": [(t, float(y)) for t, y in SENTENCES]}, r"sentences\[0\] must be"),
+                            ({"sentences": [(t, bool(y)) for t, y in SENTENCES]}, r"sentences\[0\] must be"),
+                            ({"held_out": [(SENTENCES[0][0], 2)]}, r"held_out\[0\] must be"),
+                            ({"held_out": []}, "held_out is empty"), ({"dropout": "yes"}, "dropout must be")]:
         with pytest.raises(InputError, match=message):
             train_contrast("prefix", tiny_folder, tmp_path / "x", **{"sentences": SENTENCES, **kwargs})
     with pytest.raises(InputError, match="method must be one of"):
@@ -147,3 +151,22 @@ def test_train_contrast_refuses_bad_arguments_and_an_occupied_folder(tiny_folder
     with pytest.raises(OutputError, match="already holds"):
         train_contrast("prefix", tiny_folder, tmp_path / "full", sentences=SENTENCES, progress=False)
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_contrast_loss_refuses_what_it_cannot_score_by_name():
+    """The loss is public: a bad lam, labels that are not [B] ints 0/1, a batch with nothing to
+    score, or a prompt that is not the pair of CLASSES are refused by name, not by torch."""
+    decoder, members, ids, mask, labels, y = pair("llama", "prefix")
+    for lam in (-1.0, float("nan"), True):
+        with pytest.raises(InputError, match="lam must be"):
+            contrast_loss(decoder, ids, mask, labels, y, lam)
+    for bad in (torch.tensor([1, 0, 2, 1]), y.float(), y.bool(), y[:2], [1, 0, 0, 1]):
+        with pytest.raises(InputError, match="y must"):
+            contrast_loss(decoder, ids, mask, labels, bad, 1.0)
+    with pytest.raises(InputError, match="score no token"):
+        contrast_loss(decoder, ids, mask, torch.full_like(labels, -100), y, 1.0)
+    three = dict(members, neutral=make_method("prefix", decoder.config, P))
+    for prompt, named in ((members["positive"], "KVPrefix"), (MixedPrompts(decoder.config, three), "neutral")):
+        decoder.attach(prompt)
+        with pytest.raises(InputError, match=f"MixedPrompts of exactly.*{named}"):
+            contrast_loss(decoder, ids, mask, labels, y, 1.0)

@@ -74,8 +74,17 @@ def contrast_loss(decoder, ids, mask, labels, y, lam: float) -> tuple[torch.Tens
     ids, mask, labels [B, N] (sentence_batch); y [B] the SST-2 labels (1 positive, 0 negative).
     Returns (loss, {"lm", "disc", "accuracy"}): the two terms and how often Bayes' rule on the
     two likelihoods gets a sentence's label right."""
+    _check_lam(lam)
+    pair = getattr(decoder, "prompt", None)
+    if not isinstance(pair, MixedPrompts) or tuple(pair.names) != CLASSES:
+        raise InputError(f"contrast_loss needs the decoder's prompt to be a MixedPrompts of exactly {list(CLASSES)} "
+                         f"(train_contrast attaches one), got {type(pair).__name__}"
+                         + (f" of {pair.names}" if isinstance(pair, MixedPrompts) else ""))
     B = ids.shape[0]
-    decoder.prompt.use_rows([c for c in CLASSES for _ in range(B)])  # rows 0..B-1 negative, B..2B-1 positive
+    _check_labels(y, B)
+    if not bool((labels[:, 1:] != -100).any()):
+        raise InputError("labels score no token (every next-token label is -100): nothing to learn from")
+    pair.use_rows([c for c in CLASSES for _ in range(B)])  # rows 0..B-1 negative, B..2B-1 positive
     ids, mask, labels = (torch.cat([t, t]) for t in (ids, mask, labels))  # [2B, N] each: every sentence twice
     logits = decoder(ids, attention_mask=mask).logits  # [2B, N, V]
     ll, tokens = sentence_log_likelihood(logits, labels)  # [2B], [2B]
@@ -88,14 +97,40 @@ def contrast_loss(decoder, ids, mask, labels, y, lam: float) -> tuple[torch.Tens
     return lm + lam * disc, {"lm": lm.item(), "disc": disc.item(), "accuracy": accuracy.item()}
 
 
+def _check_lam(lam) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+        raise InputError(f"lam must be a finite number >= 0 (0: the LM loss alone), got {lam!r}")
+
+
+def _check_labels(y, B: int) -> None:
+    """y: the SST-2 labels of a batch of B sentences, an int tensor [B] of 0s and 1s."""
+    if not torch.is_tensor(y) or y.dtype not in (torch.int64, torch.int32) or tuple(y.shape) != (B,):
+        raise InputError(f"y must be an int64 tensor [B] = [{B}] of labels 0 (negative) and 1 (positive), got "
+                         + (f"{y.dtype} {list(y.shape)}" if torch.is_tensor(y) else type(y).__name__))
+    if bool(((y != 0) & (y != 1)).any()):
+        raise InputError(f"y must hold labels 0 (negative) and 1 (positive) only, got {sorted(set(y.tolist()))}")
+
+
+def _check_pairs(name: str, pairs, both: bool) -> None:
+    """(text, label) pairs: a str and an int label 0 or 1 each; both labels present when `both`."""
+    if not pairs:
+        raise InputError(f"{name} is empty")
+    for i, pair in enumerate(pairs):
+        ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)
+        if not ok or type(pair[1]) is not int or pair[1] not in (0, 1):
+            raise InputError(f"{name}[{i}] must be a (text, label) pair with label the int 0 (negative) or 1 "
+                             f"(positive), got {pair!r}"[:300])
+    if both and {y for _, y in pairs} != {0, 1}:
+        raise InputError(f"{name} must hold sentences of both labels, 0 (negative) and 1 (positive)")
+
+
 def _check(method: str, P: int, lam: float, epochs: int, batch_size: int, lr: float | None) -> None:
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, not {method!r}")
     for name, value in (("P", P), ("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InputError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise InputError(f"lam must be a finite number >= 0 (0: the LM loss alone), got {lam!r}")
+    _check_lam(lam)
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
                            or lr <= 0):
         raise InputError(f"lr must be a finite number > 0, got {lr!r}")
@@ -115,8 +150,11 @@ def train_contrast(method: str, model_dir, out_dir, *, P: int = 10, lam: float =
     _check(method, P, lam, epochs, batch_size, lr)
     if sentences is None:
         sentences = [(e.text, e.label) for e in load_sst2_sample("train")]
-    if {y for _, y in sentences} != {0, 1}:
-        raise InputError("sentences must hold (text, label) pairs of both labels, 0 (negative) and 1 (positive)")
+    _check_pairs("sentences", sentences, both=True)
+    if held_out is not None:
+        _check_pairs("held_out", held_out, both=False)  # before training, not after it
+    if not isinstance(dropout, bool):
+        raise InputError(f"dropout must be True or False, got {dropout!r}")
     lr = lr or LM_LR[method]
     with outdir.writing(out_dir, "out_dir", reads={"model_dir": model_dir}, overwrite=overwrite) as stage:
         tok = ByteLevelBPE.from_model_dir(model_dir)
@@ -149,7 +187,7 @@ def train_contrast(method: str, model_dir, out_dir, *, P: int = 10, lam: float =
                     sums[k] += parts[k] / len(batches)
             history.append({"epoch": epoch + 1, **sums})
         seconds = time.perf_counter() - t0
-        scored = score(decoder, tok, held_out, lam) if held_out else None
+        scored = score(decoder, tok, held_out, lam) if held_out is not None else None
         settings = {"objective": "contrast", "lam": lam, "epochs": epochs, "lr": lr, "seed": seed,
                     "batch_size": batch_size, "dropout": dropout, "sentences": len(sentences),
                     "model_dir": str(Path(model_dir).resolve())}
