@@ -119,17 +119,19 @@ TOTAL = re.compile(r"\*\*[\d,]+ s for the whole course\*\* \(measured on \d+ CPU
 DECODER = ROOT / "runs" / "decoder"  # where lessons 05, 12, 15 and 16 cache the course's decoder (_course.RUNS)
 
 
-def measure_times(numbers=None) -> tuple[dict, float, bool]:
-    """({NN: seconds}, the mean load average while measuring, whether the decoder was already
-    built): each lesson run as a script (`python lessons/NN_*.py`), wall time, as a learner's first
-    run; the lessons run one after another, each in a fresh interpreter. The CPU time and the load
-    average are printed beside it: on a busy machine the wall time says more about the others'
-    work than about the lesson's. A learner's first run has no runs/decoder, and the first decoder
-    lesson builds it: delete that folder first to measure that."""
+def measure_times(numbers=None) -> tuple[dict, float, str]:
+    """({NN: seconds}, the mean load average while measuring, what happened to the decoder): each
+    lesson run as a script (`python lessons/NN_*.py`), wall time, as a learner's first run; the
+    lessons run one after another, each in a fresh interpreter. The CPU time and the load average
+    are printed beside it: on a busy machine the wall time says more about the others' work than
+    about the lesson's. A learner's first run has no runs/decoder, and the first decoder lesson
+    builds it: delete that folder first to measure that. The third value says which: "the decoder
+    already built", "lesson NN building the decoder", or "" when no lesson measured built it."""
     import resource
-    found, loads, built = {}, [], DECODER.is_dir()
+    found, loads = {}, []
+    decoder = "the decoder already built" if DECODER.is_dir() else ""
     print(f"{os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} before the first lesson; "
-          f"{DECODER.relative_to(ROOT)} {'already built' if built else 'not built yet'}", flush=True)
+          f"{DECODER.relative_to(ROOT)} {'already built' if decoder else 'not built yet'}", flush=True)
     for path in lesson_files(numbers):
         start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=learner_env(), capture_output=True, text=True)
@@ -138,15 +140,17 @@ def measure_times(numbers=None) -> tuple[dict, float, bool]:
             sys.exit(f"error: {path.name} exited {done.returncode}:\n{done.stderr[-2000:]}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         found[path.name[:2]] = seconds
+        if not decoder and DECODER.is_dir():
+            decoder = f"lesson {path.name[:2]} building the decoder"
         loads.append(os.getloadavg()[0])
         print(f"{path.name}: {seconds:.1f} s wall, {cpu:.1f} s CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
-    return found, sum(loads) / len(loads), built
+    return found, sum(loads) / len(loads), decoder
 
 
-def write_times(found: dict, load: float, built: bool, readme: Path = HERE / "README.md") -> str:
+def write_times(found: dict, load: float, decoder: str, readme: Path = HERE / "README.md") -> str:
     """Put the measured times in the reading-order table, the course total, the load average it
-    was measured under (a quiet machine shows about 0 to 1) and whether the decoder was built
-    during the run in its sentence."""
+    was measured under (a quiet machine shows about 0 to 1) and what happened to the decoder
+    (measure_times' third value) in its sentence."""
     text = readme.read_text(encoding="utf-8")
     for number, seconds in found.items():
         text, n = re.subn(rf"^(\| {number} \| `[^`]+` \| .+? \| )[^|]*( \|)$",
@@ -155,7 +159,7 @@ def write_times(found: dict, load: float, built: bool, readme: Path = HERE / "RE
             sys.exit(f"error: {readme.name} has no reading-order row for lesson {number}")
     rows = re.findall(r"^\| \d\d \| `[^`]+` \| .+? \| (\d+) s \|$", text, flags=re.M)
     total = (f"**{sum(int(s) for s in rows):,} s for the whole course** (measured on {os.cpu_count()} CPU cores, "
-             f"load average {load:.1f}, {'the decoder already built' if built else 'lesson 05 building the decoder'})")
+             f"load average {load:.1f}{', ' + decoder if decoder else ''})")
     text, n = TOTAL.subn(total, text)
     if n != 1:
         sys.exit(f"error: {readme.name} has no sentence matching {TOTAL.pattern!r} to hold the total")

@@ -108,17 +108,19 @@ def test_times_go_into_the_reading_order_table_and_the_total(tmp_path):
     readme = tmp_path / "README.md"
     text = (LESSONS / "README.md").read_text()
     readme.write_text(text)
-    total = make.write_times({"01": 12.4, "10": 61.6}, 0.4, False, readme)
+    total = make.write_times({"01": 12.4, "10": 61.6}, 0.4, "lesson 05 building the decoder", readme)
     written = readme.read_text()
     rows = dict(re.findall(r"^\| (\d\d) \| `[^`]+` \| .+? \| (\d+) s \|$", written, flags=re.M))
     assert rows["01"] == "12" and rows["10"] == "62" and len(rows) == len(ALL)
     assert total in written and f"**{sum(map(int, rows.values())):,} s for the whole course**" in total
     assert total.endswith("load average 0.4, lesson 05 building the decoder)")
-    assert make.write_times({"01": 9.0}, 5.25, True, readme).endswith("load average 5.2, the decoder already built)")
+    assert make.write_times({"01": 9.0}, 5.25, "the decoder already built", readme).endswith(
+        "load average 5.2, the decoder already built)")
+    assert make.write_times({"01": 9.0}, 0.5, "", readme).endswith("load average 0.5)")
     changed = [new for old, new in zip(text.splitlines(), written.splitlines()) if old != new]
     assert len(changed) <= 3 and all("| 01 |" in x or "| 10 |" in x or "whole course" in x for x in changed), changed
     with pytest.raises(SystemExit, match="no reading-order row for lesson 99"):
-        make.write_times({"99": 1.0}, 0.4, False, readme)
+        make.write_times({"99": 1.0}, 0.4, "", readme)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
@@ -131,3 +133,22 @@ def test_cpu_seconds_reads_a_running_process():
         pass
     assert make.cpu_seconds(os.getpid()) >= start + 0.03
     assert make.cpu_seconds(2 ** 22 + 7) is None  # no such process
+
+
+def test_times_name_the_lesson_that_built_the_decoder(tmp_path, monkeypatch):
+    """A first run's lesson 05 pays for pretraining the decoder; the total's sentence says so, and
+    says "already built" when runs/decoder was there before, or nothing when no lesson built it."""
+    import subprocess
+    decoder = tmp_path / "runs" / "decoder"
+    monkeypatch.setattr(make, "DECODER", decoder)
+    monkeypatch.setattr(make, "ROOT", tmp_path)
+    monkeypatch.setattr(make, "lesson_files", lambda numbers=None: [tmp_path / f"{n}_x.py" for n in numbers])
+
+    def run(cmd, **kw):
+        if Path(cmd[-1]).name.startswith("05"):
+            decoder.mkdir(parents=True, exist_ok=True)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(make.subprocess, "run", run)
+    assert make.measure_times(["01", "04"])[2] == ""
+    assert make.measure_times(["04", "05", "12"])[2] == "lesson 05 building the decoder"
+    assert make.measure_times(["05", "12"])[2] == "the decoder already built"
