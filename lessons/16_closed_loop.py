@@ -279,8 +279,8 @@ assert told_apart["train"] >= 0.9 and told_apart["held out"] <= 0.65, told_apart
 # The two prompts learn to tell apart the sentences they are shown, and nothing that carries
 # over to new ones. Trained on all 3,000 sentences for 3 epochs (`python benchmarks/steering.py
 # --lam 1 --epochs 3`, benchmarks/README.md), Bayes' rule ends at 0.55-0.61 on the training
-# sentences and 0.50-0.53 on the 872 dev ones, and the sampled text is judged positive 0.47 ±
-# 0.05 under the positive K/V prefix against 0.46 ± 0.01 under the negative one (deep prompts:
+# sentences and 0.50-0.53 on the 872 dev ones (seeds 1 and 2), and the sampled text is judged
+# positive 0.47 ± 0.05 under the positive K/V prefix against 0.46 ± 0.01 under the negative one (deep prompts:
 # 0.46 ± 0.02 against 0.44 ± 0.06; 3 seeds, 200 sentences each), as with next-token loss alone
 # (0.49 / 0.48 and 0.48 / 0.47). Why, in one number: a prompt reaches the
 # next-token probabilities only through the last hidden state, so any shift it makes in the
