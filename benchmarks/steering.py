@@ -51,12 +51,14 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr-prefix", type=float, default=1e-2)
     p.add_argument("--lr-deep", type=float, default=1e-2)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="train lm's blocks per batch (default 8); --lam > 0 uses --contrast-batch-size instead")
     p.add_argument("--lam", type=float, default=0.0,
                    help="weight of the discriminative term (training/contrast.py): 0 trains each prompt alone with "
                         "train lm (the LM loss only); > 0 trains the positive and negative prompts against each other")
     p.add_argument("--contrast-batch-size", type=int, default=16, help="sentences per batch when --lam > 0")
-    p.add_argument("--max-length", type=int, default=64, help="train lm's block of tokens")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="train lm's block of tokens (default 64); --lam > 0 reads whole sentences instead")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--start", default="", help="text every sampled sentence starts with (after the newline)")
@@ -64,7 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--root", default=str(ROOT / "runs" / "steering"), help="where the runs go")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reuse", action="store_true",
-                   help="keep a prompt an earlier run trained with the same settings (to try sampling settings)")
+                   help="keep a prompt an earlier run trained with the same settings (to try sampling settings; "
+                        "train lm's prompts only, not with --lam > 0)")
     p.add_argument("--trial", default=None, metavar="NOTE",
                    help="append one line to --trials (settings, shares) instead of writing the results and figure")
     p.add_argument("--trials", default=str(ROOT / "benchmarks" / "steering_trials.jsonl"))
@@ -74,6 +77,15 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if not 0 <= a.lam < float("inf"):
         p.error(f"--lam must be a finite number >= 0 (0: the LM loss alone), got {a.lam}")
+    if a.lam > 0:  # the pair reads whole sentences in batches of --contrast-batch-size: refuse what it would ignore
+        ignored = [f"--{n.replace('_', '-')}" for n in ("batch_size", "max_length", "reuse") if getattr(a, n)]
+        if ignored:
+            p.error(f"{', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to train lm (--lam 0) "
+                    f"only; with --lam {a.lam:g} use --contrast-batch-size")
+    if a.replot and not Path(a.json).is_file():
+        p.error(f"--replot reads --json {a.json}, which is not a file: run without --replot first")
+    a.batch_size = 8 if a.batch_size is None else a.batch_size
+    a.max_length = 64 if a.max_length is None else a.max_length
     return a
 
 
