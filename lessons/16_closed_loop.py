@@ -325,8 +325,8 @@ assert reach["the decoder's embeddings"] < 0.1, reach  # measured 0.045; 256 ran
 # Both prompts learn from one number, the next-token loss over the *real* tokens: the logits are
 # `[B, N, V]` (the P prompt rows are sliced off, or never were rows), position t is scored on
 # token t+1, and padding (label -100) is not scored. `trace_example` runs that step on the tiny
-# LLaMA-style decoder of lesson 15 with a deep prompt and with a K/V prefix, B=6 sentences (five right-padded)
-# sentences; `tests/test_lesson_16_trace.py` recomputes the loss from the logits it records.
+# LLaMA-style decoder of lesson 15 with a deep prompt and with a K/V prefix, on B=6 sentences (five
+# right-padded); `tests/test_lesson_16_trace.py` recomputes the loss from the logits it records.
 
 # %%
 def trace_example(B: int = 6, N: int = 7, P: int = 5, layers: int = 3):
